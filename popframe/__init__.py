@@ -1,0 +1,3 @@
+"""popframe: a POP3 server framework on Twisted."""
+
+__version__ = "0.1.0"
