@@ -1,0 +1,88 @@
+"""Stored message bytes to the octets RETR and TOP send.
+
+Messages may be stored with bare LF (Postfix's Maildir) or CRLF (Dovecot
+with ``,W=``); on the wire every line ends in CRLF, lines starting with
+``.`` are dot-stuffed, and a CRLF is added if the message lacks a final line
+end.  The encoder works chunk by chunk, so a 1 GB message never sits in
+memory, and its output size (before the terminating ``.``) always equals
+:func:`wire_size` of the stored bytes.
+"""
+
+from __future__ import annotations
+
+TERMINATOR = b".\r\n"
+
+
+def wire_size(stored: bytes) -> int:
+    """The octets RETR sends for ``stored`` (what LIST and STAT report)."""
+    size = len(stored) + stored.count(b"\n") - stored.count(b"\r\n")
+    if stored and not stored.endswith(b"\n"):
+        size += 2
+    return size
+
+
+class MessageEncoder:
+    """Normalise line ends, dot-stuff, and (for TOP) stop after the headers
+    plus ``body_lines`` lines of body.
+    """
+
+    def __init__(self, body_lines: int | None = None) -> None:
+        self._carry = b""  # a trailing CR waiting to see whether LF follows
+        self._line_start = True  # the next output octet starts a line
+        self._body_lines = body_lines
+        self._in_headers = True
+        self.done = False  # TOP has sent all it should; stop reading
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.done:
+            return b""
+        data = self._carry + chunk
+        if data.endswith(b"\r"):
+            self._carry = b"\r"
+            data = data[:-1]
+        else:
+            self._carry = b""
+        if not data:
+            return b""
+        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        if self._line_start and data[:1] == b".":
+            data = b"." + data
+        data = data.replace(b"\r\n.", b"\r\n..")
+        if self._body_lines is not None:
+            data = self._limit(data)
+        self._line_start = data.endswith(b"\n")
+        return data
+
+    def finish(self) -> bytes:
+        """The rest of the message and the terminating line."""
+        tail = b"" if self.done else self._carry
+        if tail or not self._line_start:
+            tail += b"\r\n"
+        self.done = True
+        return tail + TERMINATOR
+
+    def _limit(self, data: bytes) -> bytes:
+        """Cut ``data`` where TOP's headers + body lines end."""
+        line_start = self._line_start
+        pos = 0
+        while pos < len(data):
+            end = data.find(b"\n", pos)
+            if end < 0:
+                return data
+            if self._in_headers:
+                if line_start and end == pos + 1:
+                    self._in_headers = False
+                    finished = self._body_lines == 0
+                else:
+                    finished = False
+            else:
+                assert self._body_lines is not None
+                self._body_lines -= 1
+                finished = self._body_lines <= 0
+            pos = end + 1
+            line_start = True
+            if finished:
+                self.done = True
+                self._carry = b""
+                return data[:pos]
+        return data
