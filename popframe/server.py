@@ -1,0 +1,333 @@
+"""The Twisted adapter: sockets, TLS, timeouts and back-pressure around the
+sans-IO core in :mod:`popframe.protocol`.
+
+The protocol is the transport's only producer.  One loop (``_pump``) either
+streams the current message or takes the next event from the session, and
+stops whenever the transport's write buffer is full (``pauseProducing``), a
+backend call is outstanding, or the connection is closing.  So replies stay
+in order, a client that stops reading makes nothing grow, and a 1 GB RETR
+goes out in ``chunk_size`` pieces.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
+from twisted.cred.portal import Portal
+from twisted.internet.address import UNIXAddress
+from twisted.internet.interfaces import IPushProducer, IReactorTime, ISSLTransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from popframe.errors import AuthenticationFailed, POP3Error, TemporaryFailure
+from popframe.interfaces import IMaildrop
+from popframe.protocol import (
+    NEED_DATA,
+    Authenticate,
+    Commit,
+    Limits,
+    MessageEncoder,
+    Reply,
+    Retrieve,
+    Session,
+    SessionConfig,
+    StartTLS,
+)
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings shared by every connection of one listener."""
+
+    # CertificateOptions for STLS; None means STLS is not offered.
+    tls: Any = None
+    idle_timeout: float = 600.0
+    allow_plaintext_auth: bool = False
+    implementation: str = "popframe"
+    limits: Limits = field(default_factory=Limits)
+    chunk_size: int = 64 * 1024
+
+
+def as_pop3_error(failure: Failure) -> POP3Error:
+    """Map a backend failure to the error the client sees; anything
+    unexpected is logged with its traceback and answered [SYS/TEMP]."""
+    error = failure.value
+    if isinstance(error, POP3Error):
+        return error
+    if isinstance(error, (UnauthorizedLogin, UnhandledCredentials, LoginFailed)):
+        return AuthenticationFailed()
+    log.failure("unexpected backend failure", failure)
+    return TemporaryFailure()
+
+
+def is_loopback(address: object) -> bool:
+    if isinstance(address, UNIXAddress):
+        return True
+    try:
+        ip = ipaddress.ip_address(getattr(address, "host", ""))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+@implementer(IPushProducer)
+class POP3ServerProtocol(Protocol):
+    def __init__(self, portal: Portal, config: ServerConfig, clock: IReactorTime) -> None:
+        self.portal = portal
+        self.config = config
+        self.clock = clock
+        self.session: Session | None = None
+        self._maildrop: IMaildrop | None = None
+        self._logout: Any = None
+        self._message: tuple[IO[bytes], MessageEncoder] | None = None
+        self._waiting = False  # a backend call is outstanding
+        self._write_paused = False  # the transport's buffer is full
+        self._read_paused = False  # we stopped reading: too much pipelined
+        self._pumping = False
+        self._closed = False
+        self._timeout: Any = None
+
+    # -- connection ---------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        tls_active = ISSLTransport.providedBy(self.transport)
+        self.session = Session(
+            SessionConfig(
+                implementation=self.config.implementation,
+                stls_available=self.config.tls is not None,
+                tls_active=tls_active,
+                plaintext_auth_allowed=self.config.allow_plaintext_auth or is_loopback(peer),
+                limits=self.config.limits,
+            )
+        )
+        self.transport.registerProducer(self, True)
+        self._reset_timeout()
+        self._send(self.session.greeting())
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.session is not None
+        self._reset_timeout()
+        self.session.receive_data(data)
+        if self.session.buffered > self.config.limits.max_buffered and not self._read_paused:
+            self._read_paused = True
+            self.transport.pauseProducing()
+        self._pump()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._closed = True
+        self._cancel_timeout()
+        if self.session is not None:
+            self.session.connection_lost()
+        self._close_message()
+        self._release_maildrop()
+
+    # -- IPushProducer: the transport tells us when its buffer is full --------
+
+    def pauseProducing(self) -> None:
+        self._write_paused = True
+
+    def resumeProducing(self) -> None:
+        self._write_paused = False
+        self._reset_timeout()  # a slow reader is still a live client
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self._closed = True
+        self._close_message()
+
+    # -- the loop -------------------------------------------------------------
+
+    def _pump(self) -> None:
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while not (self._closed or self._write_paused or self._waiting):
+                if self._message is not None:
+                    self._stream_chunk()
+                elif not self._handle_next_event():
+                    break
+        finally:
+            self._pumping = False
+
+    def _handle_next_event(self) -> bool:
+        """Act on the session's next event; False when it needs data."""
+        assert self.session is not None
+        event = self.session.next_event()
+        if event is NEED_DATA:
+            if self._read_paused:
+                self._read_paused = False
+                self.transport.resumeProducing()
+            return False
+        if isinstance(event, Reply):
+            self._send(event)
+        elif isinstance(event, Authenticate):
+            self._authenticate(event)
+        elif isinstance(event, Retrieve):
+            self._retrieve(event)
+        elif isinstance(event, Commit):
+            self._commit(event)
+        elif isinstance(event, StartTLS):
+            self._start_tls(event)
+        return True
+
+    def _send(self, reply: Reply) -> None:
+        self.transport.write(reply.encode())
+        if reply.close:
+            self._closed = True
+            self.transport.loseConnection()
+
+    def _await(self, deferred: Any, on_success: Any) -> None:
+        """Run a backend call; its outcome becomes the next reply."""
+        self._waiting = True
+
+        def succeeded(result: object) -> None:
+            self._waiting = False
+            if not self._closed:
+                on_success(result)
+                self._pump()
+
+        def failed(failure: Failure) -> None:
+            self._waiting = False
+            if not self._closed:
+                assert self.session is not None
+                self._send(self.session.request_failed(as_pop3_error(failure)))
+                self._pump()
+
+        deferred.addCallbacks(succeeded, failed)
+
+    # -- requests -------------------------------------------------------------
+
+    def _authenticate(self, request: Authenticate) -> None:
+        credentials = UsernamePassword(request.user.encode("utf-8"), request.password)
+        d = self.portal.login(credentials, None, IMaildrop)
+        d.addCallback(self._avatar_arrived)
+        d.addErrback(self._log_login_failure, request.user)
+        self._await(d, self._logged_in)
+
+    def _avatar_arrived(self, result: tuple[Any, IMaildrop, Any]) -> IMaildrop:
+        _, maildrop, logout = result
+        self._maildrop, self._logout = maildrop, logout
+        if self._closed:  # the client left while we were opening it
+            self._release_maildrop()
+        return maildrop
+
+    def _logged_in(self, maildrop: IMaildrop) -> None:
+        assert self.session is not None
+        log.info(
+            "login ok user={user} peer={peer} tls={tls}",
+            user=self.session.user, peer=_peer(self.transport), tls=self.session.tls_active,
+        )
+        self._send(self.session.logged_in(maildrop.listing()))
+
+    def _log_login_failure(self, failure: Failure, user: str) -> Failure:
+        log.info(
+            "login failed user={user} peer={peer} reason={reason}",
+            user=user, peer=_peer(self.transport), reason=type(failure.value).__name__,
+        )
+        return failure
+
+    def _retrieve(self, request: Retrieve) -> None:
+        assert self._maildrop is not None
+        self._await(self._maildrop.open_message(request.message.uid),
+                    lambda stream: self._start_message(stream, request))
+
+    def _start_message(self, stream: IO[bytes], request: Retrieve) -> None:
+        assert self.session is not None
+        self._send(self.session.message_follows())
+        self._message = (stream, request.encoder())
+
+    def _stream_chunk(self) -> None:
+        assert self._message is not None and self.session is not None
+        stream, encoder = self._message
+        try:
+            chunk = stream.read(self.config.chunk_size)
+        except OSError:
+            # The +OK is out: the only honest signal left is to hang up.
+            log.failure("reading a message failed; dropping the connection")
+            self._closed = True
+            self._close_message()
+            self.transport.abortConnection()
+            return
+        if chunk:
+            data = encoder.feed(chunk)
+            if data:
+                self.transport.write(data)
+        if not chunk or encoder.done:
+            self.transport.write(encoder.finish())
+            self._close_message()
+            self.session.request_done()
+
+    def _close_message(self) -> None:
+        if self._message is not None:
+            self._message[0].close()
+            self._message = None
+
+    def _commit(self, request: Commit) -> None:
+        assert self._maildrop is not None and self.session is not None
+        d = self._maildrop.commit(list(request.deleted))
+        self._await(d, lambda _: self._send(self.session.committed()))  # type: ignore[union-attr]
+
+    def _start_tls(self, request: StartTLS) -> None:
+        assert self.session is not None
+        self._send(request.reply)
+        self.transport.startTLS(self.config.tls)
+        self.session.tls_started()
+
+    def _release_maildrop(self) -> None:
+        logout, self._logout = self._logout, None
+        if logout is not None:
+            logout()
+
+    # -- idle timeout (RFC 1939 section 3) ------------------------------------
+
+    def _reset_timeout(self) -> None:
+        self._cancel_timeout()
+        if self.config.idle_timeout and not self._closed:
+            self._timeout = self.clock.callLater(self.config.idle_timeout, self._timed_out)
+
+    def _cancel_timeout(self) -> None:
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self._timeout = None
+
+    def _timed_out(self) -> None:
+        self._timeout = None
+        log.info("idle timeout peer={peer}", peer=_peer(self.transport))
+        self.transport.write(b"-ERR disconnected for inactivity\r\n")
+        self._closed = True
+        self.transport.abortConnection()
+
+
+def _peer(transport: Any) -> str:
+    peer = transport.getPeer()
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    return f"{host}:{port}" if host is not None else str(peer)
+
+
+class POP3Factory(Factory):
+    """Builds one :class:`POP3ServerProtocol` per connection."""
+
+    def __init__(self, portal: Portal, config: ServerConfig | None = None,
+                 clock: IReactorTime | None = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[assignment]
+        self.portal = portal
+        self.config = config or ServerConfig()
+        self.clock = clock
+
+    def buildProtocol(self, addr: object) -> POP3ServerProtocol:
+        protocol = POP3ServerProtocol(self.portal, self.config, self.clock)
+        protocol.factory = self
+        return protocol

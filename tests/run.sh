@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, then run it.
+#   bash tests/run.sh [pytest arguments]
+# Debian packages come from apt (as root, or through sudo); Python packages
+# from PyPI into the current python3's environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real clients and tools the integration tests drive.
+DEBIAN_PACKAGES=(curl openssl)
+
+missing=()
+for package in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+exec python3 -m pytest "$@"
