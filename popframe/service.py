@@ -8,24 +8,17 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.cred.portal import Portal
 from twisted.internet.endpoints import serverFromString
-from twisted.python import usage
 
 from popframe.config import ConfigurationError
 from popframe.realm import MaildropRealm
 from popframe.server import POP3Factory, ServerConfig
-from popframe.stores import store_from_description
-from popframe.tls import load_tls_options
 
 
 def make_factory(options: Any, clock: Any = None) -> POP3Factory:
-    """The POP3 factory the options describe (shared by every listener)."""
-    store = store_from_description(options["store"])
-    tls = None
-    if options["tls-cert"]:
-        tls = load_tls_options(options["tls-cert"], options["tls-key"])
-    portal = Portal(MaildropRealm(store), options["credCheckers"])
+    """The POP3 factory checked options describe (shared by every listener)."""
+    portal = Portal(MaildropRealm(options.store), options["credCheckers"])
     config = ServerConfig(
-        tls=tls,
+        tls=options.tls,
         idle_timeout=options["idle-timeout"],
         allow_plaintext_auth=bool(options["allow-plaintext-auth"]),
     )
@@ -48,7 +41,7 @@ def make_service(options: Any, reactor: Any = None) -> MultiService:
             listener._raiseSynchronously = True
             listener.setServiceParent(service)
     except ConfigurationError as error:
-        raise usage.UsageError(str(error)) from None
+        raise SystemExit(f"popframe: {error}") from None
     if getattr(options, "demo", None) is not None:
         from popframe.demo import demo_instructions
 

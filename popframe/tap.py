@@ -56,6 +56,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         super().__init__()
         self["listen"] = []
         self.demo: Any = None
+        self.store: Any = None
+        self.tls: Any = None
 
     def opt_listen(self, description: str) -> None:
         """A Twisted server endpoint to listen on (repeatable), e.g.
@@ -93,6 +95,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise ConfigurationError("--tls-key", "needs --tls-cert")
         if self["idle-timeout"] < 0:
             raise ConfigurationError("--idle-timeout", "must not be negative")
+        # Build what can be checked now, so mistakes surface as usage errors.
+        from popframe.stores import store_from_description
+        from popframe.tls import load_tls_options
+
+        self.store = store_from_description(self["store"])
+        self.tls = load_tls_options(self["tls-cert"], self["tls-key"]) if self["tls-cert"] else None
 
     def _use_demo(self) -> None:
         from popframe.demo import prepare_demo

@@ -1,0 +1,158 @@
+"""Fixtures shared by the integration tests: a real ``twistd pop3`` process
+on loopback, with a Maildir per user, a passwd-file and a certificate."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from popframe.auth.schemes import make_hash
+from popframe.tls import make_self_signed
+
+STARTUP_SECONDS = 30
+# twistd from the interpreter running the tests (whatever its PATH says).
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+_LISTENING = re.compile(rb"POP3Factory(?: \(TLS\))? starting on (\d+)")
+
+
+@dataclass
+class MailHome:
+    """Users, their Maildirs, a passwd-file and a certificate in one dir."""
+
+    root: Path
+    users: dict[str, str] = field(default_factory=dict)
+    _sequence: int = 0
+
+    @property
+    def passwd_file(self) -> Path:
+        return self.root / "users"
+
+    @property
+    def cert(self) -> Path:
+        return self.root / "cert.pem"
+
+    @property
+    def key(self) -> Path:
+        return self.root / "key.pem"
+
+    @property
+    def template(self) -> str:
+        return str(self.root / "mail" / "%u" / "Maildir")
+
+    def maildir(self, user: str) -> Path:
+        return self.root / "mail" / user / "Maildir"
+
+    def add_user(self, user: str, password: str, scheme: str = "SHA512-CRYPT") -> None:
+        self.users[user] = password
+        with open(self.passwd_file, "a") as f:
+            f.write(f"{user}:{make_hash(scheme, password.encode())}::::::\n")
+        for sub in ("new", "cur", "tmp"):
+            (self.maildir(user) / sub).mkdir(parents=True, exist_ok=True)
+
+    def deliver(self, user: str, message: bytes) -> Path:
+        """Deliver like an MTA: write in tmp/, rename into new/."""
+        self._sequence += 1
+        name = f"{1700000000 + self._sequence}.M{self._sequence}P{os.getpid()}.test"
+        tmp = self.maildir(user) / "tmp" / name
+        tmp.write_bytes(message)
+        final = self.maildir(user) / "new" / name
+        tmp.rename(final)
+        return final
+
+    def messages(self, user: str) -> list[bytes]:
+        """The stored messages, oldest first (the server's numbering)."""
+        files = [p for sub in ("new", "cur") for p in (self.maildir(user) / sub).iterdir()]
+        files.sort(key=lambda p: p.name)
+        return [p.read_bytes() for p in files]
+
+
+@pytest.fixture
+def mail_home(tmp_path: Path) -> MailHome:
+    home = MailHome(tmp_path)
+    home.passwd_file.touch()
+    make_self_signed(home.cert, home.key)
+    return home
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    ports: list[int]
+    log: Path
+
+    @property
+    def port(self) -> int:
+        """The first listener: plain POP3 with STLS."""
+        return self.ports[0]
+
+    @property
+    def tls_port(self) -> int:
+        """The second listener: implicit TLS."""
+        return self.ports[1]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(args: list[str], cwd: Path, listeners: int) -> ServerProcess:
+    """Run ``twistd -n pop3 ARGS`` and wait until ``listeners`` ports are
+    open (read from its log, so no guessing at timing)."""
+    log = cwd / "twistd.log"
+    command = [*TWISTD, "-n", "--pidfile=", "--logfile=-", "pop3", *args]
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert process.stdout is not None
+    ports: list[int] = []
+    deadline = time.monotonic() + STARTUP_SECONDS
+    with open(log, "wb") as sink:
+        while len(ports) < listeners:
+            line = process.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                sink.close()
+                raise AssertionError(f"server did not start: {log.read_text(errors='replace')}")
+            sink.write(line)
+            match = _LISTENING.search(line)
+            if match:
+                ports.append(int(match.group(1)))
+    # Keep draining the log so the server never blocks on a full pipe.
+    drain = subprocess.Popen(["tee", "-a", str(log)], stdin=process.stdout,
+                             stdout=subprocess.DEVNULL)
+    server = ServerProcess(process, ports, log)
+    server._drain = drain  # type: ignore[attr-defined]
+    return server
+
+
+def server_args(home: MailHome, *extra: str) -> list[str]:
+    return [
+        "--listen", "tcp:0:interface=127.0.0.1",
+        "--listen", f"ssl:0:interface=127.0.0.1:privateKey={home.key}:certKey={home.cert}",
+        "--store", f"maildir:{home.template}",
+        "--auth", f"passwd-file:{home.passwd_file}",
+        "--tls-cert", str(home.cert), "--tls-key", str(home.key),
+        *extra,
+    ]
+
+
+@pytest.fixture
+def pop3_server(mail_home: MailHome) -> Iterator[ServerProcess]:
+    mail_home.add_user("alice", "alice password")
+    mail_home.add_user("bob@example.org", "bob's p4ss")
+    server = start_server(server_args(mail_home), mail_home.root, listeners=2)
+    yield server
+    server.stop()

@@ -1,0 +1,86 @@
+"""``twistd pop3``: plugin discovery, options, configuration errors, demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from twisted.python import usage
+
+from popframe.tap import Options
+from conftest import TWISTD, start_server
+
+
+def twistd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TWISTD, *args], capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def test_twistd_lists_the_pop3_plugin() -> None:
+    result = twistd("--help")
+    assert result.returncode == 0
+    assert "pop3" in result.stdout
+
+
+def test_help_documents_every_option() -> None:
+    result = twistd("pop3", "--help")
+    for option in ["--listen", "--store", "--auth", "--tls-cert", "--tls-key", "--demo",
+                   "--allow-plaintext-auth", "--idle-timeout", "--help-auth", "--help-stores"]:
+        assert option in result.stdout
+
+
+def test_help_auth_lists_passwd_file_beside_twisteds_checkers() -> None:
+    result = twistd("pop3", "--help-auth")
+    assert "passwd-file" in result.stdout and "memory" in result.stdout
+
+
+def test_help_stores_lists_maildir() -> None:
+    result = twistd("pop3", "--help-stores")
+    assert "maildir" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "--listen: give at least one endpoint"),
+        (["--listen", "tcp:0"], "--store: required"),
+        (["--listen", "tcp:0", "--store", "maildir:/tmp/%u"], "--auth: required"),
+        (["--listen", "tcp:0", "--store", "nosuch:/x", "--auth", "memory:a:b"],
+         "--store: "),
+        (["--listen", "tcp:0", "--store", "maildir:/tmp/%u", "--auth", "memory:a:b",
+          "--tls-cert", "/nonexistent/cert.pem"], "--tls-cert: "),
+    ],
+)
+def test_configuration_errors_name_the_key(args: list[str], message: str) -> None:
+    result = twistd("pop3", *args)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_demo_listens_on_the_documented_ports(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    options = Options()
+    options.parseOptions(["--demo"])
+    assert options["listen"][0] == "tcp:1110:interface=127.0.0.1"
+    assert options["listen"][1].startswith("ssl:1995:interface=127.0.0.1:")
+    assert (tmp_path / "popframe-demo" / "users").exists()
+
+
+def test_demo_serves_mail(tmp_path: Path) -> None:
+    server = start_server(["--demo", "--listen", "tcp:0:interface=127.0.0.1"], tmp_path, 1)
+    try:
+        import poplib
+
+        password = (tmp_path / "popframe-demo" / "demo-password").read_text().strip()
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("demo")
+        client.pass_(password)
+        count, _ = client.stat()
+        assert count >= 3
+        client.retr(1)
+        client.quit()
+    finally:
+        server.stop()
+    assert password in server.log.read_text()  # the instructions were printed
