@@ -186,6 +186,8 @@ class POP3ServerProtocol(Protocol):
         self.transport.write(reply.encode())
         if reply.close:
             self._closed = True
+            # A TLS transport only shuts down once no producer is registered.
+            self.transport.unregisterProducer()
             self.transport.loseConnection()
 
     def _await(self, deferred: Any, on_success: Any) -> None:

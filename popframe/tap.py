@@ -65,6 +65,14 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         systemd:domain=INET:index=0, haproxy:tcp:110."""
         self["listen"].append(description)
 
+    def opt_auth(self, description: str) -> None:
+        """A checker, as TYPE:ARGUMENTS (repeatable), e.g.
+        passwd-file:/etc/popframe/users.  --help-auth lists the types."""
+        try:
+            super().opt_auth(description)
+        except ConfigurationError as error:
+            raise usage.UsageError(str(error)) from None
+
     def opt_help_stores(self) -> None:
         """List the available mailbox stores and exit."""
         from popframe.stores import find_store_factories

@@ -1,0 +1,392 @@
+"""Dovecot-style passwd-file users and the ``passwd-file`` cred checker.
+
+One user per line, ``user:password[:uid:gid:gecos:home:shell:extra_fields]``,
+where the password is a Dovecot ``{SCHEME}data`` field (see
+:mod:`popframe.auth.schemes`) and ``extra_fields`` are space-separated
+``key=value`` pairs.  The file is re-read whenever it changes, so an admin
+edits it (or swaps a new one in with ``mv``) without restarting.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, TypeVar
+
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.strcred import ICheckerFactory
+from twisted.internet.defer import Deferred, DeferredSemaphore, fail
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from popframe.auth.schemes import DEFAULT_SCHEME, UnknownScheme, find_scheme, split_field, verify_password
+from popframe.config import ConfigurationError
+from popframe.errors import TemporaryFailure
+
+T = TypeVar("T")
+RunBlocking = Callable[..., "Deferred[Any]"]
+
+log = Logger()
+
+#: Verifications at once.  argon2 at Dovecot's defaults takes 64 MiB each.
+DEFAULT_CONCURRENCY = 4
+
+#: Checked against when the user does not exist and the file has no hash to
+#: borrow, so that "no such user" costs as much as "wrong password".
+_FALLBACK_DUMMY = (
+    "{SHA512-CRYPT}$6$ZySQiHV1X1mF7fnz$rPwZZXyVnilYknZiiCZgxMD5r7t7b58qGspi2kWDohpq"
+    "y3FD2EzGFJ3D51LZi9m/Zh28cn72z0juA5XC2J9d31"
+)
+
+
+# -- the file ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PasswdRecord:
+    """One user's line.  ``extra`` holds the extra fields (a bare key maps to "")."""
+
+    user: str
+    password: str = field(repr=False)
+    uid: int | None
+    gid: int | None
+    home: str | None
+    extra: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PasswdSnapshot:
+    """The users of one version of the file.
+
+    ``typical_password`` is a stored field of the file's most common scheme:
+    unknown users are checked against it, so they cost what real ones do.
+    """
+
+    records: dict[str, PasswdRecord]
+    typical_password: str | None
+
+    def lookup(self, user: str) -> PasswdRecord | None:
+        return self.records.get(user)
+
+
+FileKey = tuple[int, int, int, int, int]
+
+
+def _file_key(st: os.stat_result) -> FileKey:
+    """What changes when the file is edited or replaced.  ctime too: a chmod
+    that makes the file unreadable must not go unnoticed."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class PasswdFile:
+    """A passwd-file, re-read when it changes.
+
+    Each lookup costs one ``os.stat``.  A reload reads the whole file and
+    swaps the table in one assignment, so concurrent lookups (from a thread
+    pool) see the old table or the new one, never half of each.  When the
+    file is missing or unreadable lookups raise ``TemporaryFailure``: nobody
+    logs in against a table the admin may have just removed.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.path.abspath(path)
+        self._current: tuple[FileKey, PasswdSnapshot] | None = None
+        self._lock = threading.Lock()
+        self._reported: str | None = None
+
+    def lookup(self, user: str) -> PasswdRecord | None:
+        """The record of ``user`` (exact, case-sensitive match) or None."""
+        return self.snapshot().lookup(user)
+
+    def snapshot(self) -> PasswdSnapshot:
+        """The current table, re-read first if the file changed."""
+        try:
+            key = _file_key(os.stat(self.path))
+            current = self._current
+            if current is not None and current[0] == key:
+                return current[1]
+            with self._lock:
+                current = self._current
+                if current is not None and current[0] == key:
+                    return current[1]
+                return self._reload()
+        except OSError as error:
+            self._report(error)
+            raise TemporaryFailure() from error
+
+    def load(self) -> PasswdSnapshot:
+        """Read the file now; raises ``OSError`` (for checks at startup)."""
+        with self._lock:
+            return self._reload()
+
+    def _reload(self) -> PasswdSnapshot:
+        with open(self.path, "rb") as f:
+            key = _file_key(os.fstat(f.fileno()))
+            data = f.read()
+        snapshot = parse_passwd(data, self.path)
+        self._current = (key, snapshot)
+        self._reported = None
+        log.info("{path}: {count} users", path=self.path, count=len(snapshot.records))
+        return snapshot
+
+    def _report(self, error: OSError) -> None:
+        """Log each new problem once, not once per login attempt."""
+        text = error.strerror or str(error)
+        if text != self._reported:
+            self._reported = text
+            log.error("{path}: cannot read the passwd-file: {error}", path=self.path, error=text)
+
+
+# -- parsing ----------------------------------------------------------------------
+
+
+def parse_passwd(data: bytes, source: str = "passwd-file") -> PasswdSnapshot:
+    """Parse a whole file.  Bad lines are skipped and logged by number only:
+    a mangled line may hold a password."""
+    records: dict[str, PasswdRecord] = {}
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError:
+            _skip(source, number, "not UTF-8")
+            continue
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            record = parse_line(line)
+        except ValueError as error:
+            _skip(source, number, str(error))
+            continue
+        if record.user in records:
+            _skip(source, number, f"user {record.user!r} already defined; the first line wins")
+            continue
+        records[record.user] = record
+    return PasswdSnapshot(records, _typical_password(records.values()))
+
+
+def _skip(source: str, number: int, reason: str) -> None:
+    log.warn("{source}:{line}: line skipped: {reason}", source=source, line=number, reason=reason)
+
+
+def parse_line(line: str) -> PasswdRecord:
+    """Parse one line; ``ValueError`` says what is wrong without quoting it.
+
+    As in Dovecot, everything after the seventh ``:`` is extra fields, so their
+    values may contain colons (``userdb_mail=maildir:~/Maildir``).
+    """
+    fields = line.split(":", 7)
+    if len(fields) < 2:
+        raise ValueError("no ':' after the user name")
+    user, password = fields[0], fields[1]
+    if not user:
+        raise ValueError("empty user name")
+    fields += [""] * (8 - len(fields))
+    return PasswdRecord(
+        user=user,
+        password=password,
+        uid=_parse_id(fields[2], _uid_of, "uid"),
+        gid=_parse_id(fields[3], _gid_of, "gid"),
+        home=fields[5] or None,
+        extra=parse_extra_fields(fields[7]),
+    )
+
+
+def parse_extra_fields(text: str) -> dict[str, str]:
+    """``key=value key2 key3=v`` -> a dict; a bare key maps to ""."""
+    extra: dict[str, str] = {}
+    for item in text.split():
+        key, _, value = item.partition("=")
+        if key:
+            extra[key] = value
+    return extra
+
+
+def _parse_id(text: str, by_name: Callable[[str], int], what: str) -> int | None:
+    """A number, or (as Dovecot allows) a system user or group name."""
+    if not text:
+        return None
+    if text.isascii() and text.isdigit():
+        return int(text)
+    try:
+        return by_name(text)
+    except KeyError:
+        raise ValueError(f"{what} is neither a number nor a known name") from None
+
+
+@lru_cache(maxsize=256)
+def _uid_of(name: str) -> int:
+    return pwd.getpwnam(name).pw_uid
+
+
+@lru_cache(maxsize=256)
+def _gid_of(name: str) -> int:
+    return grp.getgrnam(name).gr_gid
+
+
+def _typical_password(records: Iterable[PasswdRecord]) -> str | None:
+    """A stored field of the most common scheme in the file."""
+    by_scheme: dict[str, str] = {}
+    counts: Counter[str] = Counter()
+    for record in records:
+        if record.password:
+            scheme = split_field(record.password, "")[0].upper()
+            counts[scheme] += 1
+            by_scheme.setdefault(scheme, record.password)
+    if not counts:
+        return None
+    return by_scheme[counts.most_common(1)[0][0]]
+
+
+# -- the checker --------------------------------------------------------------------
+
+
+class _ThreadPoolRunner:
+    """Runs verifications in a pool of their own, started on first use and
+    stopped with the reactor, so slow argon2 hashes never queue in front of
+    the reactor's shared pool (DNS lookups, database calls)."""
+
+    def __init__(self, reactor: Any, size: int) -> None:
+        self._reactor = reactor
+        self._size = size
+        self._pool: ThreadPool | None = None
+
+    def __call__(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
+        return deferToThreadPool(self._get_reactor(), self._get_pool(), function, *args)
+
+    def _get_reactor(self) -> Any:
+        if self._reactor is None:
+            from twisted.internet import reactor  # not at import: twistd picks it later
+
+            self._reactor = reactor
+        return self._reactor
+
+    def _get_pool(self) -> ThreadPool:
+        if self._pool is None:
+            self._pool = ThreadPool(minthreads=0, maxthreads=self._size, name="popframe-passwd-file")
+            self._pool.start()
+            self._get_reactor().addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        return self._pool
+
+
+@implementer(ICredentialsChecker)
+class PasswdFileChecker:
+    """Checks ``IUsernamePassword`` credentials against a :class:`PasswdFile`.
+
+    Succeeds with the user name (UTF-8 bytes) as the avatar id; fails with
+    ``UnauthorizedLogin`` for any bad credential, the same whether the user
+    exists or not, and with ``TemporaryFailure`` when the file cannot be read.
+    ``run_blocking(function, *args) -> Deferred`` runs the lookup and the
+    hash off the reactor thread; tests pass one that runs it at once.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(
+        self,
+        passwd_file: PasswdFile | str | os.PathLike[str],
+        *,
+        default_scheme: str = DEFAULT_SCHEME,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        run_blocking: RunBlocking | None = None,
+        reactor: Any = None,
+    ) -> None:
+        find_scheme(default_scheme)  # an unknown default fails now, not at login
+        self.passwd_file = passwd_file if isinstance(passwd_file, PasswdFile) else PasswdFile(passwd_file)
+        self.default_scheme = default_scheme
+        self._semaphore = DeferredSemaphore(concurrency)
+        self._run_blocking = run_blocking or _ThreadPoolRunner(reactor, concurrency)
+
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes]:
+        try:
+            user = _as_text(credentials.username)
+        except UnicodeDecodeError:
+            return fail(UnauthorizedLogin())
+        password = _as_bytes(credentials.password)
+        if not user or not password:
+            return fail(UnauthorizedLogin())
+        d: Deferred[bool] = self._semaphore.run(self._run_blocking, self.verify, user, password)
+        return d.addCallback(_avatar_id, user)
+
+    def verify(self, user: str, password: bytes) -> bool:
+        """Blocking: whether ``password`` is ``user``'s.  Raises
+        ``TemporaryFailure`` when the file cannot be read."""
+        snapshot = self.passwd_file.snapshot()
+        record = snapshot.lookup(user)
+        if record is None or not record.password:
+            _waste_time(snapshot.typical_password, password, self.default_scheme)
+            return False
+        try:
+            return verify_password(record.password, password, self.default_scheme)
+        except UnknownScheme as error:
+            log.error("{path}: user {user}: {error}", path=self.passwd_file.path, user=user, error=error)
+            return False
+
+
+def _waste_time(typical: str | None, password: bytes, default_scheme: str) -> None:
+    """Verify against a hash like the users' and ignore the answer, so that
+    timing does not tell which user names exist."""
+    try:
+        verify_password(typical or _FALLBACK_DUMMY, password, default_scheme)
+    except UnknownScheme:
+        verify_password(_FALLBACK_DUMMY, password)
+
+
+def _avatar_id(matched: bool, user: str) -> bytes:
+    if not matched:
+        raise UnauthorizedLogin()
+    return user.encode("utf-8")
+
+
+def _as_text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+# -- the plugin -----------------------------------------------------------------------
+
+
+@implementer(ICheckerFactory, IPlugin)
+class PasswdFileCheckerFactory:
+    """``--auth=passwd-file:/path/to/users`` for twistd."""
+
+    authType = "passwd-file"
+    argStringFormat = "passwd-file:/path/to/users"
+    credentialInterfaces = (IUsernamePassword,)
+    authHelp = """Check user names and passwords against a Dovecot-style passwd-file.
+
+One user per line: user:{SCHEME}hash[:uid:gid:gecos:home:shell:extra_fields]
+Blank lines and lines starting with # are ignored; user names match exactly
+(case-sensitive).  Schemes are Dovecot's: SHA512-CRYPT, SHA256-CRYPT,
+BLF-CRYPT, ARGON2ID, ARGON2I, SSHA512, SSHA256, SSHA, PLAIN (CLEAR), older
+ones (MD5-CRYPT, SMD5, SHA, PLAIN-MD5...) to verify only, and CRYPT (any
+crypt(3) hash), which is assumed when a password has no {SCHEME} prefix.
+Hashes from "doveadm pw -s SHA512-CRYPT" work as they are, so a Dovecot
+passwd-file can be used unchanged.  The file is re-read when it changes;
+while it is missing or unreadable logins fail with [SYS/TEMP].
+"""
+
+    def generateChecker(self, argstring: str = "") -> PasswdFileChecker:
+        path = argstring.strip()
+        if not path:
+            raise ConfigurationError("--auth", f"passwd-file: no path given, use {self.argStringFormat}")
+        passwd_file = PasswdFile(path)
+        try:
+            passwd_file.load()
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ConfigurationError("--auth", f"passwd-file: cannot read {passwd_file.path}: {reason}") from None
+        return PasswdFileChecker(passwd_file)
