@@ -27,7 +27,8 @@ from pathlib import Path
 
 from popframe.auth.schemes import make_hash
 from popframe.config import ConfigurationError
-from popframe.tls import load_server_certificate, make_self_signed, write_file_atomically
+from popframe.files import write_file_atomically
+from popframe.tls import load_server_certificate, make_self_signed
 
 __all__ = ["DEMO_USER", "DemoEnvironment", "demo_instructions", "prepare_demo"]
 

@@ -26,6 +26,7 @@ from OpenSSL import SSL
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 
 from popframe.config import ConfigurationError
+from popframe.files import write_file_atomically
 
 __all__ = [
     "MINIMUM_TLS_VERSION",
@@ -34,7 +35,6 @@ __all__ = [
     "load_server_certificate",
     "load_tls_options",
     "make_self_signed",
-    "write_file_atomically",
 ]
 
 #: ``raiseMinimumTo``: TLS 1.2 now, or Twisted's default if that ever rises.
@@ -294,25 +294,3 @@ def _self_signed_certificate(
         )
     )
     return builder.sign(key, hashes.SHA256())
-
-
-def write_file_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to a temporary file beside ``path`` with ``mode`` from
-    the start, flush it to disk and rename it over ``path``: readers see the
-    old file or the new one, never half of one, and a key is never readable
-    by others even for a moment."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, mode)  # os.open's mode is filtered by the umask
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise

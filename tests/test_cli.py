@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from twisted.python import usage
+from conftest import TWISTD, start_server
 
 from popframe.tap import Options
-from conftest import TWISTD, start_server
 
 
 def twistd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import ssl
 import stat
 import warnings
@@ -31,7 +30,6 @@ from popframe.tls import (
     load_server_certificate,
     load_tls_options,
     make_self_signed,
-    write_file_atomically,
 )
 
 # -- helpers -------------------------------------------------------------------
@@ -480,29 +478,3 @@ def test_old_tls_refused(self_signed: tuple[Path, Path], name: str) -> None:
     except (ssl.SSLError, SSL.Error) as error:
         pytest.skip(f"this OpenSSL cannot speak {name} at all: {error}")
     assert negotiated[0] == name.replace("_", ".")
-
-
-# -- write_file_atomically ---------------------------------------------------------
-
-
-def test_write_file_atomically(tmp_path: Path) -> None:
-    target = tmp_path / "secret"
-    target.write_bytes(b"old")
-    target.chmod(0o644)
-    old_umask = os.umask(0o077)
-    try:
-        write_file_atomically(target, b"new", mode=0o640)
-    finally:
-        os.umask(old_umask)
-    assert target.read_bytes() == b"new"
-    assert stat.S_IMODE(target.stat().st_mode) == 0o640
-    assert [p.name for p in tmp_path.iterdir()] == ["secret"]
-
-
-def test_write_file_atomically_cleans_up(tmp_path: Path) -> None:
-    target = tmp_path / "is-a-directory"
-    target.mkdir()
-    (target / "occupied").touch()
-    with pytest.raises(OSError):
-        write_file_atomically(target, b"data")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["is-a-directory"]

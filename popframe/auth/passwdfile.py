@@ -30,7 +30,13 @@ from twisted.plugin import IPlugin
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from popframe.auth.schemes import DEFAULT_SCHEME, UnknownScheme, find_scheme, split_field, verify_password
+from popframe.auth.schemes import (
+    DEFAULT_SCHEME,
+    UnknownScheme,
+    find_scheme,
+    split_field,
+    verify_password,
+)
 from popframe.config import ConfigurationError
 from popframe.errors import TemporaryFailure
 

@@ -10,13 +10,28 @@ memory, and its output size (before the terminating ``.``) always equals
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 TERMINATOR = b".\r\n"
 
 
-def wire_size(stored: bytes) -> int:
-    """The octets RETR sends for ``stored`` (what LIST and STAT report)."""
-    size = len(stored) + stored.count(b"\n") - stored.count(b"\r\n")
-    if stored and not stored.endswith(b"\n"):
+def wire_size(stored: bytes | Iterable[bytes]) -> int:
+    """The octets RETR sends for a stored message, given whole or in chunks
+    (what LIST and STAT report): every line end as CRLF (a bare LF grows by
+    one), no dot-stuffing, and a CRLF added when a non-empty message lacks a
+    final LF.
+    """
+    chunks = (stored,) if isinstance(stored, bytes) else stored
+    size = 0
+    last = b""
+    for chunk in chunks:
+        if not chunk:
+            continue
+        size += len(chunk) + chunk.count(b"\n") - chunk.count(b"\r\n")
+        if last == b"\r" and chunk[:1] == b"\n":
+            size -= 1  # a CRLF split between two chunks
+        last = chunk[-1:]
+    if last and last != b"\n":
         size += 2
     return size
 

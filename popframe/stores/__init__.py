@@ -1,0 +1,115 @@
+"""Maildrop stores, and finding them by name.
+
+Each store plugin provides :class:`~popframe.interfaces.IMaildropStoreFactory`
+and is named on the command line as ``--store=NAME:ARGUMENTS``, e.g.
+``--store=maildir:/var/mail/%u/Maildir``; third-party packages add stores by
+shipping a module in ``twisted/plugins/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.plugin import getPlugins
+
+from popframe.config import ConfigurationError
+from popframe.interfaces import (
+    IMaildropLock,
+    IMaildropStore,
+    IMaildropStoreFactory,
+    MessageInfo,
+)
+
+#: How a store runs blocking work: ``deferToThread`` in the server,
+#: :func:`run_synchronously` in tests that want no reactor.
+RunBlocking = Callable[..., "defer.Deferred[Any]"]
+
+
+def run_synchronously(f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+    """Run ``f`` now, on this thread, and wrap its outcome in a Deferred."""
+    return defer.maybeDeferred(f, *args, **kwargs)
+
+
+def find_store_factories() -> list[IMaildropStoreFactory]:
+    """The installed store plugins (``twisted.plugin.getPlugins``)."""
+    return list(getPlugins(IMaildropStoreFactory))
+
+
+def store_from_description(description: str, key: str = "--store") -> IMaildropStore:
+    """Build a store from ``NAME:ARGUMENTS``, as ``--store`` takes it."""
+    name, _, arguments = description.partition(":")
+    factories = {f.storeName: f for f in find_store_factories()}
+    factory = factories.get(name)
+    if factory is None:
+        known = ", ".join(sorted(factories)) or "none installed"
+        raise ConfigurationError(key, f"no such store {name!r} (known: {known})")
+    try:
+        return factory.storeFromString(arguments)
+    except ConfigurationError as e:
+        if e.key == key:
+            raise
+        raise ConfigurationError(key, e.problem) from None
+
+
+class LockedMaildrop:
+    """The life of an opened maildrop, shared by stores: open, then one
+    ``commit`` or ``abandon``, the lock released exactly once.  An
+    ``abandon()`` during a commit (the client hung up after QUIT) waits for
+    the commit instead of releasing the lock under it.
+
+    Subclasses provide ``listing``, ``open_message`` and :meth:`_delete`.
+    """
+
+    def __init__(self, lock: IMaildropLock | None) -> None:
+        self._lock = lock
+        self._state = "open"  # -> "closing" -> "closed"
+        self._waiting: list[defer.Deferred[None]] = []
+
+    def listing(self) -> list[MessageInfo]:
+        raise NotImplementedError
+
+    async def _delete(self, deleted: list[str]) -> None:
+        """Delete these listed uids, all or none."""
+        raise NotImplementedError
+
+    def commit(self, deleted: list[str]) -> defer.Deferred[None]:
+        self._check_open()
+        self._state = "closing"
+        return defer.Deferred.fromCoroutine(self._commit(list(dict.fromkeys(deleted))))
+
+    async def _commit(self, deleted: list[str]) -> None:
+        try:
+            known = {info.uid for info in self.listing()}
+            unknown = [uid for uid in deleted if uid not in known]
+            if unknown:
+                raise ValueError(f"uids not in the listing: {unknown!r}")
+            if deleted:
+                await self._delete(deleted)
+        finally:
+            await self._close()
+
+    def abandon(self) -> defer.Deferred[None]:
+        if self._state == "open":
+            self._state = "closing"
+            return defer.Deferred.fromCoroutine(self._close())
+        if self._state == "closing":
+            waiter: defer.Deferred[None] = defer.Deferred()
+            self._waiting.append(waiter)
+            return waiter
+        return defer.succeed(None)
+
+    async def _close(self) -> None:
+        try:
+            if self._lock is not None:
+                await self._lock.release()
+        finally:
+            self._state = "closed"
+            waiting, self._waiting = self._waiting, []
+            for waiter in waiting:
+                waiter.callback(None)
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise RuntimeError(f"the maildrop is {self._state}")

@@ -1,0 +1,106 @@
+"""A store in a dict: for tests, demos, and as the smallest example of a
+backend.  Same contract as the Maildir store: a locked snapshot at open,
+deletions applied at commit, mail delivered meanwhile untouched.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from collections.abc import Iterable, Mapping
+from typing import BinaryIO
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from popframe.errors import NoSuchMessage
+from popframe.interfaces import (
+    IMaildrop,
+    IMaildropLock,
+    IMaildropLocker,
+    IMaildropStore,
+    MessageInfo,
+)
+from popframe.protocol.encoding import wire_size
+from popframe.stores import LockedMaildrop
+from popframe.stores.locking import MemoryLocker
+
+
+def _valid_uid(uid: str) -> bool:
+    return 0 < len(uid) <= 70 and uid.isascii() and uid.isprintable() and " " not in uid
+
+
+@implementer(IMaildropStore)
+class MemoryStore:
+    """``maildrops`` maps a user to ``[(uid, message bytes), ...]``, oldest
+    first; a user without an entry has an empty maildrop.
+
+    ``MemoryStore({"alice": [b"Subject: hi\\n\\nhello\\n"]})`` fills it,
+    giving each message a fresh uid unless it comes as ``(uid, bytes)``.
+    """
+
+    def __init__(
+        self,
+        maildrops: Mapping[str, Iterable[bytes | tuple[str, bytes]]] | None = None,
+        locker: IMaildropLocker | None = None,
+    ) -> None:
+        self.maildrops: dict[str, list[tuple[str, bytes]]] = {}
+        self.locker = locker if locker is not None else MemoryLocker()
+        self._next_uid = itertools.count(1)
+        for user, messages in (maildrops or {}).items():
+            self.maildrops[user] = []
+            for message in messages:
+                if isinstance(message, tuple):
+                    self.deliver(user, message[1], uid=message[0])
+                else:
+                    self.deliver(user, message)
+
+    def deliver(self, user: str, message: bytes, uid: str | None = None) -> str:
+        """Add a message (as stored: LF or CRLF) and return its uid."""
+        maildrop = self.maildrops.setdefault(user, [])
+        if uid is None:
+            uid = f"m{next(self._next_uid)}"
+        if not _valid_uid(uid) or any(uid == u for u, _ in maildrop):
+            raise ValueError(f"uid {uid!r} is not a valid, unused UIDL")
+        maildrop.append((uid, message))
+        return uid
+
+    def open(self, user: str) -> defer.Deferred[IMaildrop]:
+        return defer.Deferred.fromCoroutine(self._open(user))
+
+    async def _open(self, user: str) -> IMaildrop:
+        lock = await self.locker.acquire(user)
+        return MemoryMaildrop(self, user, list(self.maildrops.get(user, [])), lock)
+
+    def _remove(self, user: str, uids: set[str]) -> None:
+        remaining = [(u, m) for u, m in self.maildrops.get(user, []) if u not in uids]
+        self.maildrops[user] = remaining
+
+
+@implementer(IMaildrop)
+class MemoryMaildrop(LockedMaildrop):
+    def __init__(
+        self,
+        store: MemoryStore,
+        user: str,
+        messages: list[tuple[str, bytes]],
+        lock: IMaildropLock,
+    ) -> None:
+        super().__init__(lock)
+        self._store = store
+        self._user = user
+        self._messages = dict(messages)
+        self._listing = [MessageInfo(uid, wire_size(m)) for uid, m in messages]
+
+    def listing(self) -> list[MessageInfo]:
+        return self._listing
+
+    def open_message(self, uid: str) -> defer.Deferred[BinaryIO]:
+        self._check_open()
+        message = self._messages.get(uid)
+        if message is None:
+            return defer.fail(NoSuchMessage())
+        return defer.succeed(io.BytesIO(message))
+
+    async def _delete(self, deleted: list[str]) -> None:
+        self._store._remove(self._user, set(deleted))

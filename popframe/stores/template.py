@@ -1,0 +1,202 @@
+"""Path templates for per-user stores, with Dovecot's ``%`` variables.
+
+``%u`` is the whole user name, ``%n`` the local part (before the first
+``@``), ``%d`` the domain (after it, empty when there is none), ``%%`` a
+literal ``%``; ``%Lu``, ``%Ln`` and ``%Ld`` are the same lower-cased.
+
+A user name is data from the network, and the expanded path must never
+leave the store: a name is refused before it touches the filesystem when it
+could name another directory (``..``, ``a/b``), hide as a dot-file, or
+smuggle control characters into a path or a log line.  The refusal is an
+:class:`UnsafeUserName`, a :class:`~popframe.errors.PermanentFailure`: the
+user did authenticate (so ``AuthenticationFailed`` would be a lie that
+makes clients ask for the password again), but no retry will ever give
+them a maildrop, and the admin should look at the log.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from popframe.config import ConfigurationError
+from popframe.errors import PermanentFailure
+
+#: The longest path component most filesystems accept, in bytes.
+NAME_MAX = 255
+
+_VARIABLE = re.compile(r"%(L?)([und%])|%")
+
+
+class UnsafeUserName(PermanentFailure):
+    """The user name cannot safely become a path.
+
+    ``str()`` is what the client reads and says nothing specific; the
+    ``reason`` attribute is for the log.
+    """
+
+    default_message = "maildrop not available for this user"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Literal:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Variable:
+    name: str  # "u", "n" or "d"
+    lower: bool
+
+
+def _parse(template: str, key: str) -> list[_Literal | _Variable]:
+    """Split ``template`` into literal text and variables, refusing unknown
+    ``%`` escapes so a typo like ``%U`` fails at start-up, not at login.
+    """
+    parts: list[_Literal | _Variable] = []
+    pos = 0
+    for match in _VARIABLE.finditer(template):
+        if match.start() > pos:
+            parts.append(_Literal(template[pos : match.start()]))
+        pos = match.end()
+        name = match.group(2)
+        if name is None:
+            bad = template[match.start() : match.start() + 2]
+            raise ConfigurationError(
+                key, f"unknown variable {bad!r} in {template!r} (use %u, %n, %d or %%)"
+            )
+        if name == "%":
+            parts.append(_Literal("%"))
+        else:
+            parts.append(_Variable(name, bool(match.group(1))))
+    if pos < len(template):
+        parts.append(_Literal(template[pos:]))
+    return parts
+
+
+def _fixed_prefix(parts: list[_Literal | _Variable]) -> str:
+    """The directory the template can never leave: its literal text up to
+    the last ``/`` before the first variable.
+    """
+    text = ""
+    for part in parts:
+        if isinstance(part, _Variable):
+            break
+        text += part.text
+    return os.path.dirname(text) or "/"
+
+
+def split_user(user: str) -> tuple[str, str]:
+    """``(local part, domain)`` split at the first ``@``, as Dovecot does."""
+    local, _, domain = user.partition("@")
+    return local, domain
+
+
+def check_user_name(user: str) -> None:
+    """Refuse names that could do harm anywhere in a path or a log line."""
+    if not user:
+        raise UnsafeUserName("empty user name")
+    if "/" in user or "\\" in user:
+        raise UnsafeUserName("user name contains a path separator")
+    for char in user:
+        # Cc: C0 controls (NUL, CR, LF...), DEL and C1; Cs: lone surrogates
+        # from undecodable bytes, which name no stable file.
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise UnsafeUserName("user name contains a control character")
+
+
+class PathTemplate:
+    """A template like ``/var/mail/%d/%n/Maildir``, checked once at start-up
+    and expanded safely per user.
+    """
+
+    def __init__(self, template: str, key: str = "--store") -> None:
+        if not template:
+            raise ConfigurationError(key, "the path template is empty")
+        if not os.path.isabs(template):
+            raise ConfigurationError(key, f"the path template {template!r} must be absolute")
+        self.template = template
+        self._parts = _parse(template, key)
+        if not any(isinstance(p, _Variable) and p.name in "un" for p in self._parts):
+            raise ConfigurationError(
+                key,
+                f"the path template {template!r} needs %u or %n, or every user shares one maildrop",
+            )
+        self.prefix = os.path.normpath(_fixed_prefix(self._parts))
+
+    def __repr__(self) -> str:
+        return f"PathTemplate({self.template!r})"
+
+    def expand(self, user: str) -> str:
+        """The path for ``user``, checked without touching the filesystem.
+
+        Raises :class:`UnsafeUserName`.  Substitution happens in one pass,
+        so a user called ``%u`` or ``%2e%2e`` is just a literal name.
+        """
+        check_user_name(user)
+        local, domain = split_user(user)
+        values = {"u": user, "n": local, "d": domain}
+        pieces: list[tuple[str, bool]] = []  # (text, came from the user)
+        for part in self._parts:
+            if isinstance(part, _Literal):
+                pieces.append((part.text, False))
+            else:
+                value = values[part.name]
+                pieces.append((value.lower() if part.lower else value, True))
+        path = "".join(text for text, _ in pieces)
+        self._check_components(pieces)
+        self._check_confined(os.path.normpath(path), self.prefix)
+        return path
+
+    def resolve(self, user: str) -> str:
+        """:meth:`expand`, then follow symlinks and refuse a path that ends
+        up outside the template's fixed prefix.  Touches the filesystem:
+        call it off the reactor thread.
+        """
+        path = self.expand(user)
+        self._check_confined(os.path.realpath(path), os.path.realpath(self.prefix))
+        return path
+
+    @staticmethod
+    def _check_components(pieces: list[tuple[str, bool]]) -> None:
+        """Each path component holding user text must be an ordinary,
+        visible, non-empty name of a length the filesystem accepts.
+        """
+        component = ""
+        from_user = False
+        for text, is_user in pieces + [("/", False)]:
+            for index, chunk in enumerate(text.split("/")):
+                if index > 0:
+                    if from_user:
+                        _check_component(component)
+                    component, from_user = "", False
+                component += chunk
+                from_user = from_user or is_user
+
+    @staticmethod
+    def _check_confined(path: str, root: str) -> None:
+        try:
+            inside = os.path.commonpath([path, root]) == root and path != root
+        except ValueError:
+            inside = False
+        if not inside:
+            raise UnsafeUserName(f"path {path!r} is outside {root!r}")
+
+
+def _check_component(component: str) -> None:
+    if component in ("", ".", ".."):
+        raise UnsafeUserName(f"user name makes the path component {component!r}")
+    if component.startswith("."):
+        raise UnsafeUserName("user name makes a hidden path component")
+    try:
+        encoded = os.fsencode(component)
+    except UnicodeError:
+        raise UnsafeUserName("user name cannot be encoded for the filesystem") from None
+    if len(encoded) > NAME_MAX:
+        raise UnsafeUserName("user name makes a path component that is too long")

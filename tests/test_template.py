@@ -1,0 +1,161 @@
+"""Path templates: Dovecot's variables, and user names that must never
+reach outside the store root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from popframe.config import ConfigurationError
+from popframe.errors import PermanentFailure
+from popframe.stores.template import PathTemplate, UnsafeUserName
+
+
+@pytest.mark.parametrize(
+    ("template", "user", "expected"),
+    [
+        ("/var/mail/%u/Maildir", "alice", "/var/mail/alice/Maildir"),
+        ("/var/mail/%u/Maildir", "bob@example.org", "/var/mail/bob@example.org/Maildir"),
+        ("/var/vmail/%d/%n/Maildir", "bob@example.org", "/var/vmail/example.org/bob/Maildir"),
+        ("/var/vmail/%d/%n", "a@b@c", "/var/vmail/b@c/a"),  # split at the first @, as Dovecot
+        ("/var/mail/%n-%d", "alice", "/var/mail/alice-"),  # %d is empty without a domain
+        ("/var/mail/100%%/%u", "alice", "/var/mail/100%/alice"),
+        ("/var/mail/%Lu", "Alice@Example.ORG", "/var/mail/alice@example.org"),
+        ("/var/mail/%Ld/%Ln", "Bob@Example.ORG", "/var/mail/example.org/bob"),
+    ],
+)
+def test_expand(template: str, user: str, expected: str) -> None:
+    assert PathTemplate(template).expand(user) == expected
+
+
+def test_prefix_is_the_fixed_directory() -> None:
+    assert PathTemplate("/var/mail/%u/Maildir").prefix == "/var/mail"
+    assert PathTemplate("/var/mail/u-%u").prefix == "/var/mail"
+    assert PathTemplate("/%u").prefix == "/"
+
+
+@pytest.mark.parametrize("user", ["%u", "%2e%2e", "%%", "%n@%d", "100%"])
+def test_percent_in_a_user_name_is_literal(user: str) -> None:
+    """One-pass substitution: a name is never itself expanded."""
+    template = PathTemplate("/var/mail/%u/Maildir")
+    assert template.expand(user) == f"/var/mail/{user}/Maildir"
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("", "empty"),
+        ("var/mail/%u", "absolute"),
+        ("/var/mail/%x/Maildir", "'%x'"),
+        ("/var/mail/%u/%", "'%'"),
+        ("/var/mail/%U", "'%U'"),
+        ("/var/mail/%d", "needs %u or %n"),
+        ("/var/mail/shared", "needs %u or %n"),
+    ],
+)
+def test_bad_templates_are_configuration_errors(template: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        PathTemplate(template)
+    assert info.value.key == "--store"
+    assert problem in info.value.problem
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        "",
+        "..",
+        ".",
+        "../x",
+        "../../etc",
+        "a/b",
+        "/etc",
+        "a\\b",
+        "..\\x",
+        "x\x00y",
+        "x\ny",
+        "x\ry",
+        "x\ty",
+        "\x1b[31m",
+        "x\x7f",
+        "x\x85",  # C1 NEL
+        "x\udcff",  # an undecodable byte smuggled through surrogateescape
+        ".hidden",
+        "a" * 256,
+    ],
+)
+def test_unsafe_user_names_are_refused(user: str) -> None:
+    with pytest.raises(UnsafeUserName) as info:
+        PathTemplate("/var/mail/%u/Maildir").expand(user)
+    error = info.value
+    assert isinstance(error, PermanentFailure)
+    assert error.code == "SYS/PERM"
+    assert user not in str(error) or not user  # the client learns nothing
+    assert error.reason
+
+
+@pytest.mark.parametrize(
+    "user", ["..@example.org", "alice@..", "alice@.", "@example.org", "alice@", "alice@.evil"]
+)
+def test_parts_are_checked_as_components(user: str) -> None:
+    """``%n`` and ``%d`` alone must not become ``..``, ``.`` or nothing."""
+    with pytest.raises(UnsafeUserName):
+        PathTemplate("/var/vmail/%d/%n/Maildir").expand(user)
+
+
+def test_parts_inside_a_component_may_be_dots() -> None:
+    """``u-..`` is an ordinary name; only whole components are special."""
+    assert PathTemplate("/var/mail/u-%u").expand("..") == "/var/mail/u-.."
+
+
+def test_long_names_fit_the_component_limit() -> None:
+    assert PathTemplate("/m/%u").expand("a" * 255) == "/m/" + "a" * 255
+    with pytest.raises(UnsafeUserName):
+        PathTemplate("/m/x%u").expand("a" * 255)
+    with pytest.raises(UnsafeUserName):
+        PathTemplate("/m/%u").expand("é" * 128)  # 256 bytes in UTF-8
+
+
+@given(st.text(max_size=40))
+def test_no_name_escapes_the_prefix(user: str) -> None:
+    """Whatever the name, the path is refused or stays one directory level
+    below the prefix with the template's shape."""
+    template = PathTemplate("/srv/mail/%d/%n/Maildir")
+    try:
+        path = template.expand(user)
+    except UnsafeUserName:
+        return
+    normal = os.path.normpath(path)
+    assert normal == path
+    assert normal.startswith("/srv/mail/")
+    assert normal.endswith("/Maildir")
+    assert len(Path(normal).parts) == len(Path("/srv/mail/d/n/Maildir").parts)
+
+
+def test_resolve_follows_symlinks_inside_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    (root / "real-alice").mkdir(parents=True)
+    (root / "alice").symlink_to(root / "real-alice")
+    template = PathTemplate(f"{root}/%u/Maildir")
+    assert template.resolve("alice") == f"{root}/alice/Maildir"
+
+
+def test_resolve_refuses_a_symlink_out_of_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    root.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (root / "mallory").symlink_to(tmp_path / "elsewhere")
+    template = PathTemplate(f"{root}/%u/Maildir")
+    with pytest.raises(UnsafeUserName):
+        template.resolve("mallory")
+
+
+def test_resolve_allows_a_symlinked_root(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "mail").symlink_to(tmp_path / "real")
+    template = PathTemplate(f"{tmp_path}/mail/%u/Maildir")
+    assert template.resolve("alice") == f"{tmp_path}/mail/alice/Maildir"
