@@ -12,10 +12,12 @@ goes out in ``chunk_size`` pieces.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from twisted.cred.credentials import UsernamePassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import Portal
 from twisted.internet.address import UNIXAddress
@@ -25,6 +27,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from popframe.auth.credentials import (
+    DEFAULT_MECHANISMS,
+    IVerifiedLogin,
+    VerifiedLoginChecker,
+    as_cred_credentials,
+    login,
+    lookup_secret,
+    serviceable,
+)
 from popframe.errors import AuthenticationFailed, POP3Error, TemporaryFailure
 from popframe.interfaces import IMaildrop
 from popframe.protocol import (
@@ -32,6 +43,7 @@ from popframe.protocol import (
     Authenticate,
     Commit,
     Limits,
+    LookupSecret,
     MessageEncoder,
     Reply,
     Retrieve,
@@ -51,6 +63,11 @@ class ServerConfig:
     tls: Any = None
     idle_timeout: float = 600.0
     allow_plaintext_auth: bool = False
+    # SASL mechanisms (and APOP) to offer where the checkers can serve them.
+    mechanisms: tuple[str, ...] = DEFAULT_MECHANISMS
+    # Users who may log in as someone else (a PLAIN authorization identity).
+    master_users: frozenset[str] = frozenset()
+    hostname: str = "localhost"
     implementation: str = "popframe"
     limits: Limits = field(default_factory=Limits)
     chunk_size: int = 64 * 1024
@@ -82,6 +99,10 @@ def is_loopback(address: object) -> bool:
 
 @implementer(IPushProducer)
 class POP3ServerProtocol(Protocol):
+    # The mechanisms (and "USER") this server's checkers can serve; set by
+    # the factory.
+    factory_mechanisms: tuple[str, ...] = ("USER",)
+
     def __init__(self, portal: Portal, config: ServerConfig, clock: IReactorTime) -> None:
         self.portal = portal
         self.config = config
@@ -102,12 +123,20 @@ class POP3ServerProtocol(Protocol):
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         tls_active = ISSLTransport.providedBy(self.transport)
+        offered = self.factory_mechanisms
+        random = os.urandom
         self.session = Session(
             SessionConfig(
                 implementation=self.config.implementation,
                 stls_available=self.config.tls is not None,
                 tls_active=tls_active,
                 plaintext_auth_allowed=self.config.allow_plaintext_auth or is_loopback(peer),
+                mechanisms=tuple(m for m in offered if m != "USER"),
+                user_pass="USER" in offered,
+                apop_timestamp=f"<{os.getpid()}.{random(8).hex()}@{self.config.hostname}>",
+                channel_binding=self._channel_binding,
+                random=random,
+                hostname=self.config.hostname,
                 limits=self.config.limits,
             )
         )
@@ -170,6 +199,10 @@ class POP3ServerProtocol(Protocol):
                 self._read_paused = False
                 self.transport.resumeProducing()
             return False
+        self._dispatch(event)
+        return True
+
+    def _dispatch(self, event: Any) -> None:
         if isinstance(event, Reply):
             self._send(event)
         elif isinstance(event, Authenticate):
@@ -180,7 +213,8 @@ class POP3ServerProtocol(Protocol):
             self._commit(event)
         elif isinstance(event, StartTLS):
             self._start_tls(event)
-        return True
+        elif isinstance(event, LookupSecret):
+            self._lookup_secret(event)
 
     def _send(self, reply: Reply) -> None:
         self.transport.write(reply.encode())
@@ -212,11 +246,12 @@ class POP3ServerProtocol(Protocol):
     # -- requests -------------------------------------------------------------
 
     def _authenticate(self, request: Authenticate) -> None:
-        credentials = UsernamePassword(request.user.encode("utf-8"), request.password)
-        d = self.portal.login(credentials, None, IMaildrop)
+        credentials = as_cred_credentials(request.credentials, self._peer_certificate())
+        authzid = getattr(request.credentials, "authzid", None)
+        d = login(self.portal, credentials, authzid, self.config.master_users, IMaildrop)
         d.addCallback(self._avatar_arrived)
-        d.addErrback(self._log_login_failure, request.user)
-        self._await(d, self._logged_in)
+        d.addErrback(self._log_login_failure, request)
+        self._await(d, lambda maildrop: self._logged_in(maildrop, request))
 
     def _avatar_arrived(self, result: tuple[Any, IMaildrop, Any]) -> IMaildrop:
         _, maildrop, logout = result
@@ -225,20 +260,53 @@ class POP3ServerProtocol(Protocol):
             self._release_maildrop()
         return maildrop
 
-    def _logged_in(self, maildrop: IMaildrop) -> None:
+    def _logged_in(self, maildrop: IMaildrop, request: Authenticate) -> None:
         assert self.session is not None
         log.info(
-            "login ok user={user} peer={peer} tls={tls}",
-            user=self.session.user, peer=_peer(self.transport), tls=self.session.tls_active,
+            "login ok mechanism={mechanism} user={user} peer={peer} tls={tls}",
+            mechanism=request.mechanism, user=_as_user(request), peer=_peer(self.transport),
+            tls=self.session.tls_active,
         )
         self._send(self.session.logged_in(maildrop.listing()))
 
-    def _log_login_failure(self, failure: Failure, user: str) -> Failure:
+    def _log_login_failure(self, failure: Failure, request: Authenticate) -> Failure:
+        assert self.session is not None
         log.info(
-            "login failed user={user} peer={peer} reason={reason}",
-            user=user, peer=_peer(self.transport), reason=type(failure.value).__name__,
+            "login failed mechanism={mechanism} user={user} peer={peer} tls={tls} reason={reason}",
+            mechanism=request.mechanism, user=_as_user(request), peer=_peer(self.transport),
+            tls=self.session.tls_active, reason=type(failure.value).__name__,
         )
         return failure
+
+    def _lookup_secret(self, request: LookupSecret) -> None:
+        assert self.session is not None
+        d = lookup_secret(self.portal, request.user, request.kind)
+        self._await(d, lambda secret: self._dispatch(self.session.secret_found(secret)))
+
+    def _peer_certificate(self) -> x509.Certificate | None:
+        if not ISSLTransport.providedBy(self.transport):
+            return None
+        certificate = self.transport.getHandle().get_peer_certificate(as_cryptography=True)
+        return certificate
+
+    def _channel_binding(self, kind: str) -> bytes | None:
+        """RFC 5929 / RFC 9266 channel-binding data of this TLS connection."""
+        if not ISSLTransport.providedBy(self.transport):
+            return None
+        connection = self.transport.getHandle()
+        if kind == "tls-exporter":
+            return connection.export_keying_material(b"EXPORTER-Channel-Binding", 32)
+        if kind == "tls-unique":
+            return connection.get_peer_finished()
+        if kind == "tls-server-end-point":
+            certificate = connection.get_certificate(as_cryptography=True)
+            if certificate is None:
+                return None
+            algorithm = certificate.signature_hash_algorithm
+            if algorithm is None or isinstance(algorithm, (hashes.MD5, hashes.SHA1)):
+                algorithm = hashes.SHA256()
+            return certificate.fingerprint(algorithm)
+        return None
 
     def _retrieve(self, request: Retrieve) -> None:
         assert self._maildrop is not None
@@ -312,6 +380,11 @@ class POP3ServerProtocol(Protocol):
         self.transport.abortConnection()
 
 
+def _as_user(request: Authenticate) -> str:
+    """The user a login was for, printable in one log line."""
+    return repr(request.user) if request.user is not None else "-"
+
+
 def _peer(transport: Any) -> str:
     peer = transport.getPeer()
     host, port = getattr(peer, "host", None), getattr(peer, "port", None)
@@ -328,8 +401,12 @@ class POP3Factory(Factory):
         self.portal = portal
         self.config = config or ServerConfig()
         self.clock = clock
+        self.mechanisms = serviceable(portal, ("USER", *self.config.mechanisms))
+        if IVerifiedLogin not in portal.checkers:
+            portal.registerChecker(VerifiedLoginChecker())
 
     def buildProtocol(self, addr: object) -> POP3ServerProtocol:
         protocol = POP3ServerProtocol(self.portal, self.config, self.clock)
         protocol.factory = self
+        protocol.factory_mechanisms = self.mechanisms
         return protocol

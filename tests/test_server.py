@@ -230,3 +230,31 @@ def test_loopback_detection() -> None:
     assert is_loopback(IPv4Address("TCP", "127.0.0.1", 1))
     assert is_loopback(IPv4Address("TCP", "127.8.9.1", 1))
     assert not is_loopback(IPv4Address("TCP", "10.0.0.1", 1))
+
+
+def plain(authzid: str, authcid: str, password: str) -> bytes:
+    import base64
+
+    return b"AUTH PLAIN " + base64.b64encode(f"{authzid}\0{authcid}\0{password}".encode()) + b"\r\n"
+
+
+def test_auth_plain_logs_in() -> None:
+    conn = connect_in_memory(make_store(), MemoryChecker(ALICE))
+    assert conn.send(b"CAPA\r\n").count(b"SASL PLAIN LOGIN\r\n") == 1
+    assert conn.send(plain("", "alice", "secret")) == (
+        b"+OK maildrop has 3 messages (%d octets)\r\n" % TOTAL
+    )
+
+
+def test_master_user_may_act_as_another_user() -> None:
+    users = {"alice": "secret", "admin": "admin pw", "bob": "bob pw"}
+    store = make_store()
+    config = ServerConfig(master_users=frozenset({"admin"}))
+    conn = connect_in_memory(store, MemoryChecker(users), config)
+    assert conn.send(plain("alice", "admin", "admin pw")).startswith(b"+OK maildrop has 3 messages")
+    # An ordinary user asking to be someone else is refused.
+    other = connect_in_memory(store, MemoryChecker(users), config)
+    assert other.send(plain("alice", "bob", "bob pw")) == b"-ERR [AUTH] authentication failed\r\n"
+    # ... and a master user with a wrong password too.
+    third = connect_in_memory(store, MemoryChecker(users), config)
+    assert third.send(plain("bob", "admin", "wrong")) == b"-ERR [AUTH] authentication failed\r\n"

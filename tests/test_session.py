@@ -19,6 +19,7 @@ from popframe.protocol import (
     SessionState,
     StartTLS,
 )
+from popframe.protocol import sasl
 
 MESSAGES = [MessageInfo("uid-a", 120), MessageInfo("uid-b", 200), MessageInfo("uid-c", 5)]
 
@@ -41,7 +42,7 @@ def logged_in(messages: list[MessageInfo] = MESSAGES, **config: object) -> Sessi
     session = Session(SessionConfig(**config))  # type: ignore[arg-type]
     [ok, auth] = replies(session, b"USER alice\r\nPASS secret\r\n")
     assert ok == b"+OK send your password\r\n"
-    assert auth == Authenticate("alice", b"secret")
+    assert auth == Authenticate(sasl.Password("alice", b"secret"), "USER")
     session.logged_in(messages)
     return session
 
@@ -181,7 +182,7 @@ def test_capa_in_both_states() -> None:
     [capa] = replies(session, b"CAPA\r\n")
     assert capa == (
         b"+OK capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nPIPELINING\r\n"
-        b"RESP-CODES\r\nAUTH-RESP-CODE\r\nEXPIRE NEVER\r\nSTLS\r\n"
+        b"RESP-CODES\r\nAUTH-RESP-CODE\r\nEXPIRE NEVER\r\nUTF8 USER\r\nSTLS\r\n"
         b"IMPLEMENTATION popframe\r\n.\r\n"
     )
     session = logged_in(stls_available=True)
@@ -192,7 +193,7 @@ def test_capa_in_both_states() -> None:
 def test_plaintext_auth_refused_until_tls() -> None:
     session = Session(SessionConfig(stls_available=True, plaintext_auth_allowed=False))
     [capa] = replies(session, b"CAPA\r\n")
-    assert b"USER" not in capa
+    assert b"\r\nUSER\r\n" not in capa
     assert replies(session, b"USER alice\r\n") == [
         b"-ERR plaintext authentication is disabled, use STLS first\r\n"
     ]
@@ -200,7 +201,7 @@ def test_plaintext_auth_refused_until_tls() -> None:
     assert isinstance(stls, StartTLS)
     session.tls_started()
     [capa] = replies(session, b"CAPA\r\n")
-    assert b"USER" in capa and b"STLS" not in capa
+    assert b"\r\nUSER\r\n" in capa and b"STLS" not in capa
     assert replies(session, b"USER alice\r\n") == [b"+OK send your password\r\n"]
 
 

@@ -7,6 +7,8 @@ session never sees a half-valid command.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -98,6 +100,42 @@ class Stls(Command):
     keyword = b"STLS"
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class Auth(Command):
+    """AUTH alone lists mechanisms; ``initial_response`` is decoded (``=``
+    is the empty response, RFC 5034 section 4)."""
+
+    keyword = b"AUTH"
+    mechanism: str | None = None
+    initial_response: bytes | None = None
+
+    def __repr__(self) -> str:
+        hidden = None if self.initial_response is None else "<hidden>"
+        return f"Auth(mechanism={self.mechanism!r}, initial_response={hidden})"
+
+
+@dataclass(frozen=True, slots=True)
+class Apop(Command):
+    keyword = b"APOP"
+    name: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Utf8(Command):
+    keyword = b"UTF8"
+
+
+def decode_base64(data: bytes) -> bytes:
+    """Strict base64 (RFC 4648): anything else is the client's error."""
+    if data == b"=":
+        return b""
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadArguments("invalid base64") from None
+
+
 def _number(word: bytes) -> int:
     """A message number or line count: ASCII digits only."""
     if not word.isdigit():
@@ -160,6 +198,25 @@ def _parse_top(argument: bytes) -> Top:
     return Top(_number(number), _number(lines))
 
 
+def _parse_auth(argument: bytes) -> Auth:
+    words = _words(argument, 0, 2)
+    if not words:
+        return Auth()
+    mechanism = words[0].upper()
+    if not mechanism.isascii():
+        raise BadArguments("invalid mechanism name")
+    initial = decode_base64(words[1]) if len(words) == 2 else None
+    return Auth(mechanism.decode("ascii"), initial)
+
+
+def _parse_apop(argument: bytes) -> Apop:
+    name, digest = _words(argument, 2, 2)
+    digest = digest.lower()
+    if len(digest) != 32 or not all(c in b"0123456789abcdef" for c in digest):
+        raise BadArguments("APOP digest must be 32 hex digits")
+    return Apop(_parse_user(name).name, digest.decode("ascii"))
+
+
 _PARSERS = {
     b"USER": _parse_user,
     b"PASS": _parse_pass,
@@ -174,6 +231,9 @@ _PARSERS = {
     b"UIDL": _optional_number(Uidl),
     b"CAPA": _no_arguments(Capa),
     b"STLS": _no_arguments(Stls),
+    b"AUTH": _parse_auth,
+    b"APOP": _parse_apop,
+    b"UTF8": _no_arguments(Utf8),
 }
 
 

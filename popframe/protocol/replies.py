@@ -14,6 +14,7 @@ class Reply:
 
     ``lines`` are body lines without line ends; they are dot-stuffed here.
     ``close`` asks the adapter to drop the connection once this is sent.
+    A ``continuation`` is a SASL challenge: ``+ text`` (RFC 5034).
     """
 
     ok: bool
@@ -21,8 +22,11 @@ class Reply:
     code: str | None = None
     lines: Sequence[bytes] | None = None
     close: bool = False
+    continuation: bool = False
 
     def encode(self) -> bytes:
+        if self.continuation:
+            return b"+ " + self.text.encode("ascii") + b"\r\n"
         status = "+OK" if self.ok else "-ERR"
         if self.code:
             status += f" [{self.code}]"

@@ -16,11 +16,14 @@ happen here; the table ``_HANDLERS`` says which commands each state takes.
 
 from __future__ import annotations
 
+import base64
 import enum
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from popframe.errors import (
+    AuthenticationFailed,
     BadArguments,
     ClientError,
     LineTooLong,
@@ -29,11 +32,14 @@ from popframe.errors import (
     POP3Error,
     TLSNotAvailable,
     TLSRequired,
+    UnknownCommand,
     WrongState,
 )
 from popframe.interfaces import MessageInfo
 from popframe.protocol import commands as c
+from popframe.protocol import sasl
 from popframe.protocol.encoding import MessageEncoder
+from popframe.protocol.normalize import normalize_password, normalize_user
 from popframe.protocol.replies import Reply, error_reply
 
 
@@ -67,6 +73,9 @@ class Limits:
     max_bad_commands: int = 10
     # Unprocessed pipelined input above which the adapter stops reading.
     max_buffered: int = 64 * 1024
+    # A SASL response line (RFC 5034 lifts the 255-octet limit for them:
+    # OAuth tokens are kilobytes), and AUTH lines with an initial response.
+    max_sasl_line: int = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,22 +89,52 @@ class SessionConfig:
     tls_active: bool = False
     # USER/PASS allowed without TLS (loopback, or --allow-plaintext-auth).
     plaintext_auth_allowed: bool = True
+    # SASL mechanisms (and "APOP") the configured checkers can serve.
+    mechanisms: tuple[str, ...] = ()
+    # USER/PASS offered at all (some checker verifies passwords).
+    user_pass: bool = True
+    # The APOP timestamp for the greeting (RFC 1939 section 7), if enabled.
+    apop_timestamp: str | None = None
+    # Seconds between logins (RFC 2449 LOGIN-DELAY), advertised in CAPA.
+    login_delay: int | None = None
+    channel_binding: Callable[[str], bytes | None] = field(default=lambda kind: None)
+    random: Callable[[int], bytes] = field(default=os.urandom)
+    hostname: str = "localhost"
     limits: Limits = field(default_factory=Limits)
 
 
 # -- requests for the adapter -----------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class Authenticate:
-    """Check ``user`` / ``password`` and open the maildrop; then call
-    :meth:`Session.logged_in` or :meth:`Session.request_failed`."""
+    """Check ``credentials`` (from USER/PASS, APOP or a SASL ``mechanism``)
+    and open the maildrop; then call :meth:`Session.logged_in` or
+    :meth:`Session.request_failed`."""
+
+    credentials: sasl.Credentials
+    mechanism: str
+
+    @property
+    def user(self) -> str | None:
+        """Who the client says it is (for logs and throttling)."""
+        credentials = self.credentials
+        if isinstance(credentials, (sasl.Password, sasl.Verified)):
+            return credentials.authcid
+        if isinstance(credentials, sasl.BearerToken):
+            return credentials.user
+        return credentials.authzid
+
+
+@dataclass(frozen=True, slots=True)
+class LookupSecret:
+    """Fetch the ``kind`` of stored secret for ``user`` (SCRAM keys, a
+    plaintext password for APOP and CRAM-MD5); then call
+    :meth:`Session.secret_found` with it, or with None for an unknown user
+    (the mechanism then fails the way a wrong password does)."""
 
     user: str
-    password: bytes
-
-    def __repr__(self) -> str:
-        return f"Authenticate(user={self.user!r}, password=<hidden>)"
+    kind: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +169,7 @@ class StartTLS:
     reply: Reply
 
 
-Event = _NeedData | Reply | Authenticate | Retrieve | Commit | StartTLS
+Event = _NeedData | Reply | Authenticate | LookupSecret | Retrieve | Commit | StartTLS
 
 _Handler = Callable[["Session", c.Command], Event]
 
@@ -145,6 +184,10 @@ class Session:
         self._pending: object | None = None
         self._user: str | None = None
         self._tls = self.config.tls_active
+        self._utf8 = False
+        self._exchange: sasl.Mechanism | None = None  # a SASL exchange under way
+        self._success: sasl.Outcome | None = None  # sent its final data; awaits ""
+        self._success_name = ""
         self._messages: list[MessageInfo] = []
         self._deleted: set[int] = set()  # zero-based indexes
         self._octets = 0  # total size of the messages not marked deleted
@@ -168,16 +211,23 @@ class Session:
         return self._tls
 
     def greeting(self) -> Reply:
-        return Reply(True, f"{self.config.implementation} ready")
+        text = f"{self.config.implementation} ready"
+        if self.config.apop_timestamp and "APOP" in self.config.mechanisms:
+            text += " " + self.config.apop_timestamp
+        return Reply(True, text)
 
     def next_event(self) -> Event:
         if self._pending is not None:
             raise SessionMisuse(f"{self._pending!r} is still outstanding")
         if self.state is SessionState.CLOSED:
             return NEED_DATA
-        line = self._next_line()
+        in_exchange = self._exchange is not None or self._success is not None
+        limit = self.config.limits.max_sasl_line if in_exchange else None
+        line = self._next_line(limit)
         if line is None:
             return NEED_DATA
+        if in_exchange:
+            return self._sasl_response(line)
         try:
             if isinstance(line, POP3Error):
                 raise line
@@ -188,24 +238,35 @@ class Session:
             event = handler(self, command)
         except ClientError as error:
             return self._client_error(error)
+        except AuthenticationFailed as error:
+            self._end_exchange()
+            return error_reply(error)
+        return self._emit(event)
+
+    def _emit(self, event: Event) -> Event:
         if not isinstance(event, Reply):
             self._pending = event
         elif event.close:
             self.state = SessionState.CLOSED
         return event
 
-    def _next_line(self) -> bytes | LineTooLong | None:
-        """The next complete command line, or an error for an overlong one."""
+    def _next_line(self, limit: int | None = None) -> bytes | LineTooLong | None:
+        """The next complete line, or an error for an overlong one.  Lines
+        up to ``max_line`` octets; AUTH lines and SASL responses up to
+        ``max_sasl_line``."""
+        limits = self.config.limits
         buffer = self._buffer
         end = buffer.find(b"\n")
+        if limit is None:
+            limit = limits.max_sasl_line if buffer[:5].upper() == b"AUTH " else limits.max_line
         if end < 0:
-            if len(buffer) >= self.config.limits.max_line:
+            if len(buffer) >= limit:
                 self._discarding = True
                 buffer.clear()
             return None
         line = bytes(buffer[:end])
         del buffer[: end + 1]
-        if self._discarding or end + 1 > self.config.limits.max_line:
+        if self._discarding or end + 1 > limit:
             self._discarding = False
             return LineTooLong()
         return line[:-1] if line.endswith(b"\r") else line
@@ -255,14 +316,26 @@ class Session:
             close=True,
         )
 
+    def secret_found(self, secret: object | None) -> Event:
+        """The secret a :class:`LookupSecret` asked for (None: no such
+        user).  Returns the next event: a challenge, or an Authenticate."""
+        self._finish(LookupSecret)
+        assert self._exchange is not None
+        try:
+            return self._step(self._exchange.secret(secret))
+        except AuthenticationFailed as error:
+            self._end_exchange()
+            return error_reply(error)
+
     def request_failed(self, error: POP3Error) -> Reply:
         """Any outstanding request failed with ``error``."""
         pending = self._pending
         if pending is None:
             raise SessionMisuse("no request is outstanding")
         self._pending = None
-        if isinstance(pending, Authenticate):
+        if isinstance(pending, (Authenticate, LookupSecret)):
             self._user = None
+            self._end_exchange()
         if isinstance(pending, Commit):
             # RFC 1939 section 6: the connection closes even when UPDATE
             # failed; the store applied all deletions or none.
@@ -289,13 +362,45 @@ class Session:
 
     def capabilities(self) -> list[bytes]:
         caps = [b"TOP", b"UIDL"]
-        if self.state is SessionState.AUTHORIZATION and self._plaintext_auth_allowed():
+        authorization = self.state is SessionState.AUTHORIZATION
+        if authorization and self.config.user_pass and self._plaintext_auth_allowed():
             caps.append(b"USER")
+        mechanisms = self.sasl_mechanisms()
+        if authorization and mechanisms:
+            caps.append(b"SASL " + " ".join(mechanisms).encode("ascii"))
         caps += [b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE", b"EXPIRE NEVER"]
+        if self.config.login_delay is not None:
+            caps.append(b"LOGIN-DELAY %d" % self.config.login_delay)
+        if authorization:
+            caps.append(b"UTF8 USER")
         if self._stls_offered():
             caps.append(b"STLS")
         caps.append(b"IMPLEMENTATION " + self.config.implementation.encode("utf-8"))
         return caps
+
+    def sasl_mechanisms(self) -> list[str]:
+        """The SASL mechanisms this connection may use now, as CAPA and a
+        bare AUTH list them."""
+        offered = []
+        for name in self.config.mechanisms:
+            mechanism = sasl.MECHANISMS.get(name)
+            if mechanism is None or not mechanism.sasl:
+                continue
+            if mechanism.plaintext and not self._plaintext_auth_allowed():
+                continue
+            if mechanism.requires_tls and not self._tls:
+                continue
+            offered.append(name)
+        return offered
+
+    def _sasl_context(self) -> sasl.SASLContext:
+        config = self.config
+        return sasl.SASLContext(
+            tls_active=self._tls,
+            channel_binding=config.channel_binding,
+            random=config.random,
+            hostname=config.hostname,
+        )
 
     def _plaintext_auth_allowed(self) -> bool:
         return self._tls or self.config.plaintext_auth_allowed
@@ -320,9 +425,11 @@ class Session:
 
     def _user_command(self, command: c.Command) -> Reply:
         assert isinstance(command, c.User)
+        if not self.config.user_pass:
+            raise BadArguments("USER/PASS is not enabled, use AUTH")
         if not self._plaintext_auth_allowed():
             raise TLSRequired()
-        self._user = command.name
+        self._user = self._normalize(command.name)
         return Reply(True, "send your password")
 
     def _pass_command(self, command: c.Command) -> Event:
@@ -331,7 +438,96 @@ class Session:
             raise TLSRequired()
         if self._user is None:
             raise BadArguments("send USER first")
-        return Authenticate(self._user, command.password)
+        password = self._normalize_password(command.password)
+        return Authenticate(sasl.Password(self._user, password), "USER")
+
+    def _normalize(self, user: str) -> str:
+        return normalize_user(user) if self._utf8 else user
+
+    def _normalize_password(self, password: bytes) -> bytes:
+        return normalize_password(password) if self._utf8 else password
+
+    def _utf8_command(self, command: c.Command) -> Reply:
+        # RFC 6856: UTF-8 user names and passwords from now on, normalized
+        # (RFC 8265); mail is passed through as stored either way.
+        self._utf8 = True
+        return Reply(True, "UTF8 enabled")
+
+    def _auth(self, command: c.Command) -> Event:
+        assert isinstance(command, c.Auth)
+        offered = self.sasl_mechanisms()
+        if command.mechanism is None:
+            return Reply(True, "SASL mechanisms follow", lines=[m.encode() for m in offered])
+        if command.mechanism not in offered:
+            mechanism = sasl.MECHANISMS.get(command.mechanism)
+            if mechanism is not None and mechanism.plaintext and command.mechanism in self.config.mechanisms:
+                raise TLSRequired()
+            raise BadArguments("unsupported SASL mechanism")
+        return self._begin(command.mechanism, command.initial_response)
+
+    def _apop(self, command: c.Command) -> Event:
+        assert isinstance(command, c.Apop)
+        if "APOP" not in self.config.mechanisms or not self.config.apop_timestamp:
+            raise UnknownCommand("APOP is not enabled")
+        name = self._normalize(command.name)
+        return self._begin("APOP", f"{name} {command.digest}".encode("utf-8"))
+
+    # -- SASL exchanges --------------------------------------------------------
+
+    def _begin(self, name: str, initial_response: bytes | None) -> Event:
+        self._exchange = sasl.MECHANISMS[name](self._sasl_context())
+        return self._step(self._exchange.start(initial_response))
+
+    def _step(self, step: sasl.Step) -> Event:
+        """Turn a mechanism's step into the session's next event."""
+        if isinstance(step, sasl.Challenge):
+            return Reply(True, base64.b64encode(step.data).decode("ascii"), continuation=True)
+        if isinstance(step, sasl.NeedSecret):
+            return self._emit(LookupSecret(step.user, step.kind))
+        assert self._exchange is not None
+        name = self._exchange.name
+        if step.final is not None:
+            self._success, self._success_name = step, name
+            self._exchange = None
+            return Reply(True, base64.b64encode(step.final).decode("ascii"), continuation=True)
+        self._end_exchange()
+        return self._emit(Authenticate(self._normalized(step.credentials), name))
+
+    def _normalized(self, credentials: sasl.Credentials) -> sasl.Credentials:
+        if isinstance(credentials, sasl.Password):
+            return sasl.Password(
+                normalize_user(credentials.authcid),
+                normalize_password(credentials.password),
+                normalize_user(credentials.authzid) if credentials.authzid else None,
+            )
+        return credentials
+
+    def _sasl_response(self, line: bytes | LineTooLong) -> Event:
+        """A client line during a SASL exchange (RFC 5034 section 4)."""
+        try:
+            if isinstance(line, POP3Error):
+                raise sasl.SASLFailed()
+            if line == b"*":
+                self._end_exchange()
+                return Reply(False, "authentication cancelled")
+            response = c.decode_base64(line) if line else b""
+            if self._success is not None:
+                if response:
+                    raise sasl.SASLFailed()
+                outcome, self._success = self._success, None
+                return self._emit(Authenticate(outcome.credentials, self._success_name))
+            assert self._exchange is not None
+            return self._step(self._exchange.respond(response))
+        except BadArguments as error:
+            self._end_exchange()
+            return self._client_error(error)
+        except AuthenticationFailed as error:
+            self._end_exchange()
+            return error_reply(error)
+
+    def _end_exchange(self) -> None:
+        self._exchange = None
+        self._success = None
 
     def _stls(self, command: c.Command) -> Event:
         if self._tls:
@@ -417,6 +613,9 @@ _HANDLERS: dict[SessionState, dict[type[c.Command], _Handler]] = {
         c.Pass: Session._pass_command,
         c.Stls: Session._stls,
         c.Quit: Session._quit_unauthenticated,
+        c.Auth: Session._auth,
+        c.Apop: Session._apop,
+        c.Utf8: Session._utf8_command,
     },
     SessionState.TRANSACTION: {
         c.Capa: Session._capa,
@@ -440,6 +639,7 @@ __all__ = [
     "Authenticate",
     "Commit",
     "Limits",
+    "LookupSecret",
     "Retrieve",
     "Session",
     "SessionConfig",
