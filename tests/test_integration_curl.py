@@ -62,3 +62,14 @@ def test_bad_password_fails(mail_home, alice) -> None:
         capture_output=True, timeout=30,
     )
     assert result.returncode == 67  # CURLE_LOGIN_DENIED
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_sasl_login_options(mail_home, alice, mechanism: str) -> None:
+    url = f"pop3://127.0.0.1:{alice.port}/1"
+    assert curl(mail_home, url, "--ssl-reqd", "--login-options", f"AUTH={mechanism}") == crlf(
+        MESSAGES[0]
+    )
+    assert curl(mail_home, url, "--login-options", f"AUTH={mechanism}", "--sasl-ir") == crlf(
+        MESSAGES[0]
+    )
