@@ -51,6 +51,14 @@ from popframe.protocol import (
     SessionConfig,
     StartTLS,
 )
+from dataclasses import replace
+
+from popframe.errors import LoginDelayed, ResponseCode
+from popframe.logindelay import LoginDelay
+from popframe.protocol.replies import error_reply
+from popframe.throttle import Throttle, TooManyFailures, Verdict
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater
 
 log = Logger()
 
@@ -71,6 +79,10 @@ class ServerConfig:
     implementation: str = "popframe"
     limits: Limits = field(default_factory=Limits)
     chunk_size: int = 64 * 1024
+    # Failed-login throttling (popframe.throttle); None answers failures at once.
+    throttle: Throttle | None = None
+    # RFC 2449 LOGIN-DELAY (popframe.logindelay); None: not enforced.
+    login_delay: LoginDelay | None = None
 
 
 def as_pop3_error(failure: Failure) -> POP3Error:
@@ -117,6 +129,12 @@ class POP3ServerProtocol(Protocol):
         self._pumping = False
         self._closed = False
         self._timeout: Any = None
+        self._auth_failures = 0  # failed logins on this connection
+        self._secret_user: str | None = None  # whose secret the core is checking
+        self._user_login_delay: int | None = None
+        # A failed login answered with a SASL failure challenge (RFC 7628's
+        # error JSON): its final -ERR [AUTH] is the same login, not another.
+        self._failure_round = False
 
     # -- connection ---------------------------------------------------------
 
@@ -130,13 +148,15 @@ class POP3ServerProtocol(Protocol):
                 implementation=self.config.implementation,
                 stls_available=self.config.tls is not None,
                 tls_active=tls_active,
-                plaintext_auth_allowed=self.config.allow_plaintext_auth or is_loopback(peer),
+                plaintext_auth_allowed=self.config.allow_plaintext_auth
+                or (is_loopback(peer) and not _behind_proxy(self.transport)),
                 mechanisms=tuple(m for m in offered if m != "USER"),
                 user_pass="USER" in offered,
                 apop_timestamp=f"<{os.getpid()}.{random(8).hex()}@{self.config.hostname}>",
                 channel_binding=self._channel_binding,
                 random=random,
                 hostname=self.config.hostname,
+                login_delay=self.config.login_delay.default if self.config.login_delay else None,
                 limits=self.config.limits,
             )
         )
@@ -204,6 +224,13 @@ class POP3ServerProtocol(Protocol):
 
     def _dispatch(self, event: Any) -> None:
         if isinstance(event, Reply):
+            if not event.ok and event.code == ResponseCode.AUTH and not self._failure_round:
+                # The core itself refused a login (a wrong SCRAM proof, a
+                # malformed SASL message): throttled and logged like any.
+                self._core_login_failed(event)
+                return
+            if not event.continuation:
+                self._secret_user = None
             self._send(event)
         elif isinstance(event, Authenticate):
             self._authenticate(event)
@@ -217,6 +244,8 @@ class POP3ServerProtocol(Protocol):
             self._lookup_secret(event)
 
     def _send(self, reply: Reply) -> None:
+        if not reply.continuation:
+            self._failure_round = False
         self.transport.write(reply.encode())
         if reply.close:
             self._closed = True
@@ -246,12 +275,29 @@ class POP3ServerProtocol(Protocol):
     # -- requests -------------------------------------------------------------
 
     def _authenticate(self, request: Authenticate) -> None:
+        self._secret_user = None
         credentials = as_cred_credentials(request.credentials, self._peer_certificate())
         authzid = getattr(request.credentials, "authzid", None)
-        d = login(self.portal, credentials, authzid, self.config.master_users, IMaildrop)
+        d = self._address_admitted()
+        d.addCallback(lambda _: login(self.portal, credentials, authzid,
+                                      self.config.master_users, IMaildrop))
         d.addCallback(self._avatar_arrived)
+        d.addCallback(self._check_login_delay, request)
         d.addErrback(self._log_login_failure, request)
         self._await(d, lambda maildrop: self._logged_in(maildrop, request))
+
+    def _address_admitted(self) -> Deferred[None]:
+        """Fails with TooManyFailures when the client's address reached
+        the throttle's limit: its logins are refused without a check."""
+        throttle = self.config.throttle
+        if throttle is None:
+            return succeed(None)
+
+        def check(blocked: bool) -> None:
+            if blocked:
+                raise TooManyFailures()
+
+        return throttle.blocked(self.transport.getPeer()).addCallback(check)
 
     def _avatar_arrived(self, result: tuple[Any, IMaildrop, Any]) -> IMaildrop:
         _, maildrop, logout = result
@@ -260,6 +306,32 @@ class POP3ServerProtocol(Protocol):
             self._release_maildrop()
         return maildrop
 
+    def _check_login_delay(self, maildrop: IMaildrop, request: Authenticate) -> Any:
+        """RFC 2449 LOGIN-DELAY, once the credentials are proven: a login
+        too soon after the last one is refused (and its maildrop released)."""
+        policy = self.config.login_delay
+        user = _maildrop_owner(request)
+        self._user_login_delay = None
+        if policy is None or user is None or self._closed:
+            return maildrop
+
+        def admit(delay: int | None) -> Deferred[bool]:
+            self._user_login_delay = delay
+            return policy.admit(user, delay)
+
+        def admitted(ok: bool) -> IMaildrop:
+            if not ok:
+                raise LoginDelayed()
+            return maildrop
+
+        def refused(failure: Failure) -> Failure:
+            self._maildrop = None
+            self._release_maildrop()
+            return failure
+
+        d = policy.delay_for(self.portal.checkers.values(), user)
+        return d.addCallback(admit).addCallback(admitted).addErrback(refused)
+
     def _logged_in(self, maildrop: IMaildrop, request: Authenticate) -> None:
         assert self.session is not None
         log.info(
@@ -267,19 +339,102 @@ class POP3ServerProtocol(Protocol):
             mechanism=request.mechanism, user=_as_user(request), peer=_peer(self.transport),
             tls=self.session.tls_active,
         )
+        if self.config.throttle is not None:
+            self.config.throttle.succeeded(request.user)
+        if self._user_login_delay is not None:
+            # RFC 2449 section 6.5: CAPA in TRANSACTION gives this user's delay.
+            self.session.config = replace(self.session.config, login_delay=self._user_login_delay)
         self._send(self.session.logged_in(maildrop.listing()))
 
-    def _log_login_failure(self, failure: Failure, request: Authenticate) -> Failure:
+    def _log_login_failure(self, failure: Failure, request: Authenticate) -> Any:
+        """Log a failed login once; count it and wait out its delay when it
+        was a wrong credential; drop the connection when the throttle says."""
         assert self.session is not None
-        log.info(
-            "login failed mechanism={mechanism} user={user} peer={peer} tls={tls} reason={reason}",
-            mechanism=request.mechanism, user=_as_user(request), peer=_peer(self.transport),
-            tls=self.session.tls_active, reason=type(failure.value).__name__,
-        )
-        return failure
+        error = as_pop3_error(failure)  # logs an unexpected traceback, once
+        reason = type(failure.value).__name__
+        self._failure_round = True  # until a reply that is not a continuation
+        if isinstance(error, TooManyFailures):  # the address is blocked
+            self._log_failure(request.mechanism, _as_user(request), reason, dropped=True)
+            self._drop(error, pending=True)
+            return None
+        counted = isinstance(error, AuthenticationFailed)
+        d = self._login_failed(request.mechanism, request.user, reason, counted)
+
+        def delayed(verdict: Verdict | None) -> Any:
+            if verdict is not None and verdict.drop:
+                self._drop(TooManyFailures(), pending=True)
+                return None
+            return Failure(error)
+
+        return d.addCallback(delayed)
+
+    def _core_login_failed(self, reply: Reply) -> None:
+        """The core answered a login attempt with [AUTH] itself."""
+        user, self._secret_user = self._secret_user, None
+        self._waiting = True
+        d = self._login_failed("-", user, "AuthenticationFailed", counted=True)
+
+        def delayed(verdict: Verdict | None) -> None:
+            self._waiting = False
+            if verdict is not None and verdict.drop:
+                self._drop(TooManyFailures(), pending=False)
+            elif not self._closed:
+                self._send(reply)
+                self._pump()
+
+        def broken(failure: Failure) -> None:
+            log.failure("throttling a failed login failed", failure)
+            return None  # answer at once rather than never
+
+        d.addErrback(broken).addCallback(delayed)
+
+    def _login_failed(self, mechanism: str, user: str | None, reason: str,
+                      counted: bool) -> Deferred[Verdict | None]:
+        """Log a failed login once; when ``counted`` (a wrong credential)
+        and throttling is on, count it and fire with the throttle's verdict
+        after its delay."""
+        throttle = self.config.throttle
+        shown = repr(user) if user is not None else "-"
+        if throttle is None or not counted:
+            self._log_failure(mechanism, shown, reason)
+            return succeed(None)
+        self._auth_failures += 1
+        d = throttle.failed(self.transport.getPeer(), user, self._auth_failures)
+
+        def wait(verdict: Verdict) -> Any:
+            self._log_failure(mechanism, shown, reason, verdict)
+            if verdict.delay <= 0:
+                return verdict
+            return deferLater(self.clock, verdict.delay, lambda: verdict)
+
+        return d.addCallback(wait)
+
+    def _log_failure(self, mechanism: str, user: str, reason: str,
+                     verdict: Verdict | None = None, dropped: bool = False) -> None:
+        assert self.session is not None
+        fields = dict(mechanism=mechanism, user=user, peer=_peer(self.transport),
+                      tls=self.session.tls_active, reason=reason)
+        text = "login failed mechanism={mechanism} user={user} peer={peer} tls={tls} reason={reason}"
+        if verdict is not None:
+            text += " failures={failures} delay={delay}"
+            fields.update(failures=verdict.failures, delay=f"{verdict.delay:g}s")
+            dropped = verdict.drop
+        if dropped:
+            text += " action=drop"
+        log.info(text, **fields)
+
+    def _drop(self, error: POP3Error, pending: bool) -> None:
+        """Answer ``-ERR [AUTH] too many failures`` and hang up."""
+        if self._closed:
+            return
+        assert self.session is not None
+        if pending:
+            self.session.request_failed(error)  # the Authenticate is over
+        self._send(error_reply(error, close=True))
 
     def _lookup_secret(self, request: LookupSecret) -> None:
         assert self.session is not None
+        self._secret_user = request.user
         d = lookup_secret(self.portal, request.user, request.kind)
         self._await(d, lambda secret: self._dispatch(self.session.secret_found(secret)))
 
@@ -297,6 +452,9 @@ class POP3ServerProtocol(Protocol):
         if kind == "tls-exporter":
             return connection.export_keying_material(b"EXPORTER-Channel-Binding", 32)
         if kind == "tls-unique":
+            # Undefined for TLS 1.3 (RFC 9266); tls-exporter replaces it.
+            if connection.get_protocol_version_name() == "TLSv1.3":
+                return None
             return connection.get_peer_finished()
         if kind == "tls-server-end-point":
             certificate = connection.get_certificate(as_cryptography=True)
@@ -380,9 +538,23 @@ class POP3ServerProtocol(Protocol):
         self.transport.abortConnection()
 
 
+def _behind_proxy(transport: Any) -> bool:
+    """Behind a ``haproxy:`` endpoint ``getPeer()`` names the proxy until
+    the PROXY header is read, which is after ``connectionMade``: a proxy
+    on loopback must not make every client look local."""
+    from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
+
+    return isinstance(transport, HAProxyProtocolWrapper)
+
+
 def _as_user(request: Authenticate) -> str:
     """The user a login was for, printable in one log line."""
     return repr(request.user) if request.user is not None else "-"
+
+
+def _maildrop_owner(request: Authenticate) -> str | None:
+    """Whose maildrop a login opens: the authorization identity if any."""
+    return getattr(request.credentials, "authzid", None) or request.user
 
 
 def _peer(transport: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.cred.portal import Portal
 from twisted.internet.endpoints import serverFromString
 
@@ -21,25 +21,49 @@ def make_factory(options: Any, clock: Any = None) -> POP3Factory:
         tls=options.tls,
         idle_timeout=options["idle-timeout"],
         allow_plaintext_auth=bool(options["allow-plaintext-auth"]),
+        mechanisms=_as_mechanisms(options["mechanisms"]),
+        master_users=frozenset(options["master-users"]),
+        hostname=options["hostname"],
+        throttle=getattr(options, "throttle", None),
+        login_delay=getattr(options, "login_delay_policy", None),
     )
     return POP3Factory(portal, config, clock)
 
 
-def make_service(options: Any, reactor: Any = None) -> MultiService:
+def _as_mechanisms(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    # The default arrives as the option's string, given values already parsed.
+    from popframe.tap import _mechanism_list
+
+    return value if isinstance(value, tuple) else _mechanism_list(value)
+
+
+def make_listeners(options: Any, reactor: Any) -> MultiService:
+    """One process serving every ``--listen`` endpoint (``--workers 1``)."""
+    factory = make_factory(options, reactor)
+    service = MultiService()
+    for description in options["listen"]:
+        try:
+            endpoint = serverFromString(reactor, description)
+        except (ValueError, KeyError, TypeError, OSError) as error:
+            raise ConfigurationError("--listen", f"{description!r}: {error}") from None
+        listener = StreamServerEndpointService(endpoint, factory)
+        # Fail start-up loudly when a port cannot be bound.
+        listener._raiseSynchronously = True
+        listener.setServiceParent(service)
+    return service
+
+
+def make_service(options: Any, reactor: Any = None) -> Service:
     if reactor is None:
         from twisted.internet import reactor
     try:
-        factory = make_factory(options, reactor)
-        service = MultiService()
-        for description in options["listen"]:
-            try:
-                endpoint = serverFromString(reactor, description)
-            except (ValueError, KeyError, TypeError, OSError) as error:
-                raise ConfigurationError("--listen", f"{description!r}: {error}") from None
-            listener = StreamServerEndpointService(endpoint, factory)
-            # Fail start-up loudly when a port cannot be bound.
-            listener._raiseSynchronously = True
-            listener.setServiceParent(service)
+        if options.get("workers", 1) > 1:
+            # Worker processes adopt sockets this process opens: popframe/workers.py.
+            from popframe.workers import WorkerPool
+
+            service = WorkerPool(options, reactor)
+        else:
+            service = make_listeners(options, reactor)
     except ConfigurationError as error:
         raise SystemExit(f"popframe: {error}") from None
     if getattr(options, "demo", None) is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,10 +13,25 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
+from popframe.auth.credentials import (
+    DEFAULT_MECHANISMS,
+    MECHANISM_NEEDS,
+    IClientCertificate,
+    IOAuthBearerToken,
+)
 from popframe.config import ConfigurationError
 
 DEMO_PLAIN = "tcp:1110:interface=127.0.0.1"
 DEMO_TLS_PORT = 1995
+
+
+def _mechanism_list(value: str) -> tuple[str, ...]:
+    names = tuple(name.strip().upper() for name in value.split(",") if name.strip())
+    unknown = [name for name in names if name not in MECHANISM_NEEDS or name == "USER"]
+    if unknown:
+        known = ", ".join(n for n in MECHANISM_NEEDS if n != "USER")
+        raise ValueError(f"--mechanisms: unknown {', '.join(unknown)} (known: {known})")
+    return names
 
 
 class Options(usage.Options, strcred.AuthOptionMixin):
@@ -23,7 +40,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         "Serve POP3 (RFC 1939, 2449, 2595, 3206) from a mailbox store, "
         "authenticating with twisted.cred checkers.  Try --demo first."
     )
-    supportedInterfaces = [IUsernamePassword]
+    supportedInterfaces = [IUsernamePassword, IOAuthBearerToken, IClientCertificate]
 
     optFlags = [
         ["demo", None,
@@ -41,9 +58,49 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "PEM certificate (chain) for STLS on plain listeners."],
         ["tls-key", None, None,
          "PEM private key for --tls-cert (default: the key is in the --tls-cert file)."],
+        ["tls-client-ca", None, None,
+         "PEM file of the CA certificates that issue client certificates (SASL EXTERNAL, "
+         "with --auth tls-cert): TLS clients are asked for a certificate, verified against "
+         "these CAs only; clients without one still connect.  Applies to STLS, not to "
+         "ssl: listeners."],
         ["idle-timeout", None, 600.0,
          "Seconds of client silence before the server hangs up (RFC 1939: at least 600).",
          float],
+        ["mechanisms", None, ",".join(DEFAULT_MECHANISMS),
+         "SASL mechanisms (and APOP) to offer, comma-separated, where the --auth checkers "
+         "can serve them.  CRAM-MD5 and APOP are weak and off by default.", _mechanism_list],
+        ["hostname", None, socket.getfqdn(),
+         "This server's name, in APOP and CRAM-MD5 challenges."],
+        ["workers", None, os.cpu_count() or 1,
+         "Processes serving the same listeners (default: the number of CPU cores); 1 serves "
+         "from this process alone.  With more than 1, tcp:, tcp6:, ssl:, tls:, unix: and "
+         "systemd: listeners (also behind haproxy:) are shared by all workers; other "
+         "endpoint types need --workers 1.",
+         int],
+        ["throttle-base", None, 1.0,
+         "Seconds before the -ERR of a first failed login; it doubles with each failure "
+         "from the same address or for the same user name (0: no delay).", float],
+        ["throttle-max", None, 30.0,
+         "The longest delay before the -ERR of a failed login, in seconds.", float],
+        ["throttle-window", None, 900.0,
+         "Seconds after its first failure that an address's or user name's failure count "
+         "is forgotten.", float],
+        ["max-auth-failures", None, 3,
+         "Failed logins after which a connection is dropped (0: no limit).", int],
+        ["max-ip-failures", None, 100,
+         "Failed logins from one address (an IPv6 /64) within --throttle-window after which "
+         "logins from it are refused until the window ends (0: no limit).", int],
+        ["throttle-store", None, "memory",
+         "Where failure counts and last-login times live: memory (this process), or a Redis "
+         "URL such as redis://127.0.0.1:6379/0 shared by every process and node "
+         "(pip install 'popframe[redis]').  If the store fails, logins go on (fail open).",
+         str],
+        ["throttle-prefix", None, "popframe:",
+         "Prefix of the keys in a Redis --throttle-store.", str],
+        ["login-delay", None, None,
+         "RFC 2449 LOGIN-DELAY: refuse a login sooner than SECONDS after the user's last "
+         "one, and advertise it in CAPA.  A passwd-file login_delay=SECONDS extra field "
+         "sets a user's own.", int],
     ]
     compData = usage.Completions(
         optActions={
@@ -55,9 +112,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["master-users"] = set()
         self.demo: Any = None
         self.store: Any = None
         self.tls: Any = None
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        # --workers: each worker process parses these same arguments again.
+        self.argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_listen(self, description: str) -> None:
         """A Twisted server endpoint to listen on (repeatable), e.g.
@@ -72,6 +135,11 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             super().opt_auth(description)
         except ConfigurationError as error:
             raise usage.UsageError(str(error)) from None
+
+    def opt_master_user(self, user: str) -> None:
+        """A user who may log in as any other (SASL PLAIN authorization
+        identity), for support staff and migrations; repeatable."""
+        self["master-users"].add(user)
 
     def opt_help_stores(self) -> None:
         """List the available mailbox stores and exit."""
@@ -101,14 +169,50 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise ConfigurationError("--auth", "required, e.g. passwd-file:/etc/popframe/users")
         if self["tls-key"] and not self["tls-cert"]:
             raise ConfigurationError("--tls-key", "needs --tls-cert")
+        if self["tls-client-ca"] and not self["tls-cert"]:
+            raise ConfigurationError("--tls-client-ca", "needs --tls-cert")
+        if not self["tls-client-ca"] and self.get("credInterfaces", {}).get(IClientCertificate):
+            raise ConfigurationError("--auth", "tls-cert needs --tls-client-ca (the CA of the client certificates)")
         if self["idle-timeout"] < 0:
             raise ConfigurationError("--idle-timeout", "must not be negative")
+        if self["workers"] < 1:
+            raise ConfigurationError("--workers", "must be at least 1")
+        self._check_throttle()
         # Build what can be checked now, so mistakes surface as usage errors.
         from popframe.stores import store_from_description
         from popframe.tls import load_tls_options
 
         self.store = store_from_description(self["store"])
-        self.tls = load_tls_options(self["tls-cert"], self["tls-key"]) if self["tls-cert"] else None
+        self.tls = (
+            load_tls_options(self["tls-cert"], self["tls-key"], self["tls-client-ca"])
+            if self["tls-cert"] else None
+        )
+
+    def _check_throttle(self) -> None:
+        """--throttle-*, --max-*-failures, --login-delay: the policies
+        ServerConfig.throttle and ServerConfig.login_delay get."""
+        from popframe.logindelay import LoginDelay
+        from popframe.throttle import Throttle, throttle_store_from_description
+
+        for name in ("throttle-base", "throttle-max", "max-auth-failures", "max-ip-failures"):
+            if self[name] < 0:
+                raise ConfigurationError(f"--{name}", "must not be negative")
+        if self["throttle-max"] < self["throttle-base"]:
+            raise ConfigurationError("--throttle-max", "must not be less than --throttle-base")
+        if self["throttle-window"] <= 0:
+            raise ConfigurationError("--throttle-window", "must be positive")
+        if self["login-delay"] is not None and self["login-delay"] < 0:
+            raise ConfigurationError("--login-delay", "must not be negative")
+        store = throttle_store_from_description(self["throttle-store"], self["throttle-prefix"])
+        self.throttle = Throttle(
+            store,
+            base=self["throttle-base"],
+            max_delay=self["throttle-max"],
+            window=self["throttle-window"],
+            max_auth_failures=self["max-auth-failures"],
+            max_ip_failures=self["max-ip-failures"],
+        )
+        self.login_delay_policy = LoginDelay(store, self["login-delay"])
 
     def _use_demo(self) -> None:
         from popframe.demo import prepare_demo

@@ -32,6 +32,7 @@ __all__ = [
     "MINIMUM_TLS_VERSION",
     "ServerCertificate",
     "certificate_options",
+    "load_client_cas",
     "load_server_certificate",
     "load_tls_options",
     "make_self_signed",
@@ -42,6 +43,7 @@ MINIMUM_TLS_VERSION = TLSVersion.TLSv1_2
 
 CERT_KEY = "--tls-cert"
 KEY_KEY = "--tls-key"
+CLIENT_CA_KEY = "--tls-client-ca"
 
 TLSPrivateKey = (
     rsa.RSAPrivateKey
@@ -72,12 +74,29 @@ class ServerCertificate:
 # -- loading -----------------------------------------------------------------
 
 
-def load_tls_options(cert_path: str, key_path: str | None = None) -> CertificateOptions:
+def load_tls_options(
+    cert_path: str, key_path: str | None = None, client_ca: str | None = None
+) -> CertificateOptions:
     """Server TLS options from a PEM certificate file (server certificate
     first, then intermediates) and a PEM key file (``None``: the key is in
-    the certificate file).  Raises ``ConfigurationError`` naming the option.
+    the certificate file); with ``client_ca`` (a PEM file of CA
+    certificates), client certificates are requested and verified against
+    those CAs.  Raises ``ConfigurationError`` naming the option.
     """
-    return certificate_options(load_server_certificate(cert_path, key_path))
+    client_cas = load_client_cas(client_ca) if client_ca else ()
+    return certificate_options(load_server_certificate(cert_path, key_path), client_cas=client_cas)
+
+
+def load_client_cas(path: str | os.PathLike[str]) -> tuple[x509.Certificate, ...]:
+    """The CA certificates that issue client certificates (SASL EXTERNAL)."""
+    path = os.fspath(path)
+    data = _read(CLIENT_CA_KEY, path)
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise ConfigurationError(CLIENT_CA_KEY, f"no PEM certificate (BEGIN CERTIFICATE) in {path}")
+    try:
+        return tuple(x509.load_pem_x509_certificates(data))
+    except ValueError as error:
+        raise ConfigurationError(CLIENT_CA_KEY, f"invalid PEM certificate in {path}: {error}") from error
 
 
 def load_server_certificate(
@@ -103,11 +122,18 @@ def certificate_options(
     server: ServerCertificate,
     *,
     context_for_server_name: Callable[[bytes | None], SSL.Context | None] | None = None,
+    client_cas: tuple[x509.Certificate, ...] = (),
 ) -> CertificateOptions:
     """``CertificateOptions`` for a checked pair: TLS 1.2 at least and
     Twisted's default cipher list.  The context is built here, once, so
     OpenSSL's own objections (an RSA key too small for its security level,
     say) surface at start-up.
+
+    With ``client_cas``, every client is asked for a certificate (and told
+    which CAs issue them); one that sends a certificate those CAs (and
+    only those, never the system store) do not vouch for fails the
+    handshake, one that sends none connects as usual.  Contexts that
+    ``context_for_server_name`` returns must be set up the same way.
     """
     options = CertificateOptions(
         # cryptography objects: Twisted's hints say pyOpenSSL types, but
@@ -117,14 +143,32 @@ def certificate_options(
         extraCertChain=list(server.chain),  # type: ignore[arg-type]
         raiseMinimumTo=MINIMUM_TLS_VERSION,
         contextForServerName=context_for_server_name,
+        **_client_verification(client_cas),
     )
     try:
-        options.getContext()
+        context = options.getContext()
+        for ca in client_cas:  # the CA names sent in the CertificateRequest
+            context.add_client_ca(ca)
     except SSL.Error as error:
         raise ConfigurationError(
             CERT_KEY, f"OpenSSL refuses the certificate or key: {_ssl_reason(error)}"
         ) from error
     return options
+
+
+def _client_verification(client_cas: tuple[x509.Certificate, ...]) -> dict[str, object]:
+    """Twisted's arguments for optional client certificates: ``trustRoot``
+    would make them mandatory, so the older ``verify``/``caCerts`` (which
+    take pyOpenSSL's type; its conversion does not warn)."""
+    if not client_cas:
+        return {}
+    from OpenSSL.crypto import X509
+
+    return {
+        "verify": True,
+        "caCerts": [X509.from_cryptography(ca) for ca in client_cas],
+        "requireCertificate": False,
+    }
 
 
 def _read(option: str, path: str) -> bytes:

@@ -145,6 +145,9 @@ def server_args(home: MailHome, *extra: str) -> list[str]:
         "--store", f"maildir:{home.template}",
         "--auth", f"passwd-file:{home.passwd_file}",
         "--tls-cert", str(home.cert), "--tls-key", str(home.key),
+        # One process: the port-reading above expects one "starting on" line
+        # per listener (tests/test_workers.py covers --workers N).
+        "--workers", "1",
         *extra,
     ]
 

@@ -6,6 +6,7 @@ or thread is needed except in the one test of the real thread pool.
 
 from __future__ import annotations
 
+import hmac
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from popframe.auth import passwdfile
+from popframe.auth.credentials import ISecretLookup
 from popframe.auth.passwdfile import (
     PasswdFile,
     PasswdFileChecker,
@@ -36,6 +38,7 @@ from popframe.auth.passwdfile import (
 from popframe.auth.schemes import make_hash
 from popframe.config import ConfigurationError
 from popframe.errors import TemporaryFailure
+from popframe.protocol.sasl.scram import ScramRecord
 
 T = TypeVar("T")
 
@@ -384,6 +387,89 @@ def test_default_runner_uses_a_pool_stopped_with_the_reactor(users: Path) -> Non
     assert result_of(attempts[0]) == b"alice"
     with pytest.raises(UnauthorizedLogin):
         result_of(attempts[1])
+
+
+# -- secrets for the mechanisms that verify in the core (ISecretLookup) -------------------------
+
+SCRAM_FIELD = (
+    "{SCRAM-SHA-256}4096,aLNl000TvfgTbpcHID9B9A==,GnWHSAIzK4kqynk05/Mr2L/u1JbTd+hZBBsLdlxPakk=,"
+    "s8yd3UslJx59YPOJx8eokaaV8wILjLedZmDSAwDiUMY="
+)
+CRAM_MD5_FIELD = "{CRAM-MD5}38b57fd1a0c4b46c814aa05f20318edd71c455380655f2c0ac35c5b359528d29"
+CHALLENGE = b"<1896.697170952@postoffice.example.net>"
+
+
+@pytest.fixture
+def secrets_checker(users: Path) -> PasswdFileChecker:
+    with open(users, "a") as f:
+        f.write(f"sam:{SCRAM_FIELD}\ndave:{CRAM_MD5_FIELD}\nnope:{{NOPE}}x\n")
+    return PasswdFileChecker(users, run_blocking=run_now)
+
+
+def lookup(checker: PasswdFileChecker, user: str, kind: str) -> Any:
+    return result_of(checker.lookup_secret(user, kind))
+
+
+def test_checker_is_a_secret_lookup(secrets_checker: PasswdFileChecker) -> None:
+    verifyObject(ISecretLookup, secrets_checker)
+    assert set(secrets_checker.secret_kinds) == {"scram-sha-256", "plaintext", "cram-md5"}
+
+
+def test_scram_keys_come_from_scram_fields_only(secrets_checker: PasswdFileChecker) -> None:
+    record = lookup(secrets_checker, "sam", "scram-sha-256")
+    assert record == ScramRecord.from_password(b"correct horse", record.salt, 4096)
+    for user in ("alice", "carol", "dave", "nobody", "mallory", "nope", ""):
+        assert lookup(secrets_checker, user, "scram-sha-256") is None
+    assert login(secrets_checker, b"sam", b"correct horse") == b"sam"  # and USER/PASS works
+
+
+def test_plaintext_comes_from_plain_fields_only(secrets_checker: PasswdFileChecker) -> None:
+    assert lookup(secrets_checker, "carol", "plaintext") == b"carol's secret"
+    for user in ("alice", "sam", "dave", "nobody", "mallory", "nope"):
+        assert lookup(secrets_checker, user, "plaintext") is None
+
+
+def test_cram_md5_keys_come_from_cram_md5_and_plain_fields(secrets_checker: PasswdFileChecker) -> None:
+    dave = lookup(secrets_checker, "dave", "cram-md5")
+    assert dave.hmac(CHALLENGE) == hmac.new(b"correct horse", CHALLENGE, "md5").digest()
+    carol = lookup(secrets_checker, "carol", "cram-md5")
+    assert carol.hmac(CHALLENGE) == hmac.new(b"carol's secret", CHALLENGE, "md5").digest()
+    for user in ("alice", "sam", "nobody", "mallory", "nope"):
+        assert lookup(secrets_checker, user, "cram-md5") is None
+    assert lookup(secrets_checker, "carol", "kerberos-ticket") is None
+
+
+def test_secret_lookup_logs_no_secret(secrets_checker: PasswdFileChecker, logged: list[str]) -> None:
+    for user in ("carol", "sam", "dave", "nope"):
+        for kind in secrets_checker.secret_kinds:
+            lookup(secrets_checker, user, kind)
+    assert any("nope" in message and "NOPE" in message for message in logged)  # the admin's mistake
+    text = "\n".join(logged)
+    for secret in ("carol's secret", "aLNl000", "GnWHSAIz", "38b57fd1", "correct horse"):
+        assert secret not in text
+
+
+def test_secret_lookup_runs_off_the_reactor_thread_with_bounded_concurrency(users: Path) -> None:
+    pending: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...]]] = []
+
+    def later(function: Callable[..., T], *args: Any) -> Deferred[T]:
+        d: Deferred[T] = Deferred()
+        pending.append((d, function, args))
+        return d
+
+    checker = PasswdFileChecker(users, concurrency=2, run_blocking=later)
+    lookups = [checker.lookup_secret("carol", "plaintext") for _ in range(3)]
+    assert len(pending) == 2
+    while pending:
+        d, function, args = pending.pop(0)
+        d.callback(function(*args))
+    assert [result_of(d) for d in lookups] == [b"carol's secret"] * 3
+
+
+def test_secret_lookup_fails_temporarily_without_the_file(users: Path, secrets_checker: PasswdFileChecker) -> None:
+    users.unlink()
+    with pytest.raises(TemporaryFailure):
+        lookup(secrets_checker, "carol", "plaintext")
 
 
 # -- the plugin ---------------------------------------------------------------------------------

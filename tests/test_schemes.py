@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 
 import pytest
 
@@ -13,11 +14,13 @@ from popframe.auth.schemes import (
     Encoding,
     Scheme,
     UnknownScheme,
+    cram_md5_secret,
     decode,
     is_expensive,
     make_hash,
     plaintext,
     register,
+    scram_record,
     verify_password,
 )
 
@@ -66,6 +69,10 @@ DOVECOT = [
     "{PLAIN.HEX}636f727265637420686f727365",
     "{SHA256-CRYPT.HEX}24352459665070594c487764775464584171612474795866394d555175775343714139654b"
     "76324376475977432f6955564258397679442f68705263564735",
+    # what SASL mechanisms read, verifying plain passwords too
+    "{SCRAM-SHA-256}4096,aLNl000TvfgTbpcHID9B9A==,GnWHSAIzK4kqynk05/Mr2L/u1JbTd+hZBBsLdlxPakk=,"
+    "s8yd3UslJx59YPOJx8eokaaV8wILjLedZmDSAwDiUMY=",
+    "{CRAM-MD5}38b57fd1a0c4b46c814aa05f20318edd71c455380655f2c0ac35c5b359528d29",
 ]
 
 # doveadm pw -s SCHEME -p 'pässwörd'
@@ -78,6 +85,9 @@ DOVECOT_UNICODE = [
     "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$RTEwt3PL+B9d0J6lzjroMA$sCfm7EBw27US1TsV1qakvXKkJ"
     "ULwgPnPBalaQo0E548",
     "{BLF-CRYPT}$2y$05$ZSKG6h3ks5a8ldpv3RbkBe04ij0L.f45u6PrBnWvfTh4CTI8l0UDq",
+    "{SCRAM-SHA-256}4096,Y+mSPWlYFU2o40MCvIkYYw==,69/GMFaUYUANacoObyL28XUbSVWxk3e3cVY7IKvyRFI=,"
+    "eXXr8cBiTFEazbfRN8LniXhP3Z5oJoe79mgGNQGMW14=",
+    "{CRAM-MD5}4a60bd37924fc5d45b4c92ce695bac86cb234bc3028aab2a71a225cb0dedfbb9",
 ]
 
 # doveadm pw -s BLF-CRYPT -p "$(printf 'a%.0s' {1..72})bbbbbbbbbb": Dovecot reads 72 bytes
@@ -261,6 +271,9 @@ def test_non_utf8_passwords() -> None:
         ("CLEAR", "{CLEAR}correct horse", None),
         ("plain.b64", "{PLAIN.B64}Y29ycmVjdCBob3JzZQ==", None),
         ("ssha512.hex", "{SSHA512.HEX}", None),
+        ("SCRAM-SHA-256", "{SCRAM-SHA-256}4096,", None),
+        ("SCRAM-SHA-256", "{SCRAM-SHA-256}5000,", 5000),
+        ("CRAM-MD5", "{CRAM-MD5}38b57fd1a0c4b46c814aa05f20318edd71c455380655f2c0ac35c5b359528d29", None),
     ],
 )
 def test_make_hash_round_trip(scheme: str, prefix: str, rounds: int | None) -> None:
@@ -324,9 +337,63 @@ def test_decode() -> None:
     assert "correct horse" not in repr(decode("{PLAIN}correct horse"))
 
 
+SCRAM = DOVECOT[-2]
+CRAM_MD5 = DOVECOT[-1]
+
+
+def test_scram_record() -> None:
+    record = scram_record(SCRAM)
+    assert record is not None and record.iterations == 4096
+    assert record.salt == base64.b64decode("aLNl000TvfgTbpcHID9B9A==")
+    assert record.stored_key == base64.b64decode("GnWHSAIzK4kqynk05/Mr2L/u1JbTd+hZBBsLdlxPakk=")
+    assert record.server_key == base64.b64decode("s8yd3UslJx59YPOJx8eokaaV8wILjLedZmDSAwDiUMY=")
+    assert scram_record(make_hash("SCRAM-SHA-256", PASSWORD, rounds=6000)).iterations == 6000  # type: ignore[union-attr]
+    for other in ("{PLAIN}correct horse", SSHA512, CRAM_MD5, "{SCRAM-SHA-256}junk"):
+        assert scram_record(other) is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "4096,aLNl000TvfgTbpcHID9B9A==,GnWHSAIzK4kqynk05/Mr2L/u1JbTd+hZBBsLdlxPakk=",  # 3 fields
+        "1000,aLNl000TvfgTbpcHID9B9A==,{k},{k}",  # fewer iterations than Dovecot takes
+        "04096,aLNl000TvfgTbpcHID9B9A==,{k},{k}",
+        "-4096,aLNl000TvfgTbpcHID9B9A==,{k},{k}",
+        "99999999,aLNl000TvfgTbpcHID9B9A==,{k},{k}",
+        "4096,,{k},{k}",
+        "4096,aLNl000TvfgTbpcHID9B9A==,{k},AAAA",  # short key
+        "4096,aLNl000TvfgTbpcHID9B9A==,{k},{k}!",
+        "4096,aLNl000TvfgTbpcHID9B9A=,{k},{k}",  # bad padding
+    ],
+)
+def test_malformed_scram_records(data: str) -> None:
+    stored = "{SCRAM-SHA-256}" + data.format(k="GnWHSAIzK4kqynk05/Mr2L/u1JbTd+hZBBsLdlxPakk=")
+    assert scram_record(stored) is None
+    assert not verify_password(stored, PASSWORD)
+
+
+def test_scram_iterations_must_be_what_dovecot_takes() -> None:
+    for rounds in (1000, 4095, 10_000_001):
+        with pytest.raises(ValueError, match="iterations"):
+            make_hash("SCRAM-SHA-256", PASSWORD, rounds=rounds)
+
+
+def test_cram_md5_secret() -> None:
+    challenge = b"<1896.697170952@postoffice.example.net>"
+    expected = hmac.new(PASSWORD, challenge, "md5").digest()
+    for stored in (CRAM_MD5, "{PLAIN}correct horse", "{CLEAR.B64}Y29ycmVjdCBob3JzZQ=="):
+        secret = cram_md5_secret(stored)
+        assert secret is not None and secret.hmac(challenge) == expected
+    for other in (SCRAM, SSHA512, SHA512_CRYPT, "{PLAIN}", "{CRAM-MD5}abcd"):
+        assert cram_md5_secret(other) is None
+    with pytest.raises(UnknownScheme):
+        cram_md5_secret("{NOPE}x")
+
+
 def test_is_expensive() -> None:
     assert is_expensive(SHA512_CRYPT) and is_expensive(DOVECOT[3]) and is_expensive(DOVECOT[2])
     assert not is_expensive(SSHA512) and not is_expensive("{PLAIN}x")
+    assert is_expensive(SCRAM) and not is_expensive(CRAM_MD5)
 
 
 def test_register_a_scheme(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -258,3 +258,17 @@ def test_master_user_may_act_as_another_user() -> None:
     # ... and a master user with a wrong password too.
     third = connect_in_memory(store, MemoryChecker(users), config)
     assert third.send(plain("bob", "admin", "wrong")) == b"-ERR [AUTH] authentication failed\r\n"
+
+
+def test_loopback_haproxy_does_not_make_remote_clients_local() -> None:
+    from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+
+    factory = POP3Factory(make_portal(make_store(), MemoryChecker(ALICE)),
+                          ServerConfig(tls=object()), Clock())
+    wrapper = HAProxyWrappingFactory(factory).buildProtocol(None)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 4000))
+    wrapper.makeConnection(transport)
+    wrapper.dataReceived(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 110\r\nUSER alice\r\n")
+    assert transport.value().endswith(
+        b"-ERR plaintext authentication is disabled, use STLS first\r\n"
+    )

@@ -50,8 +50,8 @@ class ISecretLookup(Interface):
     """A checker that can hand stored secrets to mechanisms that verify in
     the core.  ``secret_kinds`` says which: ``"scram-sha-256"`` (a
     :class:`popframe.protocol.sasl.scram.ScramRecord`), ``"plaintext"``
-    (bytes, for APOP and CRAM-MD5), ``"cram-md5"`` (a stored HMAC-MD5
-    context)."""
+    (bytes, for APOP), ``"cram-md5"`` (an object with ``hmac(challenge)``,
+    from a plaintext or a stored HMAC-MD5 context)."""
 
     secret_kinds = Attribute("The kinds of secret this source can return.")
 
@@ -92,7 +92,7 @@ MECHANISM_NEEDS: dict[str, type[Interface] | str] = {
     "LOGIN": IUsernamePassword,
     "SCRAM-SHA-256": "scram-sha-256",
     "SCRAM-SHA-256-PLUS": "scram-sha-256",
-    "CRAM-MD5": "plaintext",
+    "CRAM-MD5": "cram-md5",
     "APOP": "plaintext",
     "OAUTHBEARER": IOAuthBearerToken,
     "XOAUTH2": IOAuthBearerToken,

@@ -23,22 +23,27 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.strcred import ICheckerFactory
-from twisted.internet.defer import Deferred, DeferredSemaphore, fail
+from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.threadpool import ThreadPool
-from zope.interface import implementer
+from zope.interface import classImplements, implementer
 
+from popframe.auth.credentials import ISecretLookup
 from popframe.auth.schemes import (
     DEFAULT_SCHEME,
     UnknownScheme,
+    cram_md5_secret,
     find_scheme,
+    plaintext,
+    scram_record,
     split_field,
     verify_password,
 )
 from popframe.config import ConfigurationError
 from popframe.errors import TemporaryFailure
+from popframe.logindelay import IUserSettings
 
 T = TypeVar("T")
 RunBlocking = Callable[..., "Deferred[Any]"]
@@ -285,7 +290,15 @@ class _ThreadPoolRunner:
         return self._pool
 
 
-@implementer(ICredentialsChecker)
+#: What :meth:`PasswdFileChecker.lookup_secret` reads from a user's field.
+_SECRET_READERS: dict[str, Callable[[str, str], object | None]] = {
+    "scram-sha-256": scram_record,  # {SCRAM-SHA-256} fields only
+    "plaintext": plaintext,  # PLAIN-family fields only (APOP)
+    "cram-md5": cram_md5_secret,  # {CRAM-MD5} or PLAIN-family fields
+}
+
+
+@implementer(ICredentialsChecker, ISecretLookup)
 class PasswdFileChecker:
     """Checks ``IUsernamePassword`` credentials against a :class:`PasswdFile`.
 
@@ -294,9 +307,15 @@ class PasswdFileChecker:
     exists or not, and with ``TemporaryFailure`` when the file cannot be read.
     ``run_blocking(function, *args) -> Deferred`` runs the lookup and the
     hash off the reactor thread; tests pass one that runs it at once.
+
+    It also hands stored secrets to the mechanisms that verify in the core
+    (:class:`~popframe.auth.credentials.ISecretLookup`): SCRAM keys from
+    ``{SCRAM-SHA-256}`` fields, the password of PLAIN-family fields for APOP,
+    and a CRAM-MD5 key from ``{CRAM-MD5}`` or PLAIN-family fields.
     """
 
     credentialInterfaces = (IUsernamePassword,)
+    secret_kinds = tuple(_SECRET_READERS)
 
     def __init__(
         self,
@@ -324,6 +343,23 @@ class PasswdFileChecker:
         d: Deferred[bool] = self._semaphore.run(self._run_blocking, self.verify, user, password)
         return d.addCallback(_avatar_id, user)
 
+    def login_delay(self, user: str) -> Deferred[int | None]:
+        """:class:`~popframe.logindelay.IUserSettings`: the
+        ``login_delay=SECONDS`` extra field of ``user``'s line, or None."""
+        return self._run_blocking(self.find_login_delay, user)
+
+    def find_login_delay(self, user: str) -> int | None:
+        """Blocking: :meth:`login_delay`'s work."""
+        record = self.passwd_file.snapshot().lookup(user)
+        value = record.extra.get("login_delay") if record is not None else None
+        if value is None:
+            return None
+        if value.isascii() and value.isdigit():
+            return int(value)
+        log.warn("{path}: user {user}: login_delay={value!r} is not a number of seconds; ignored",
+                 path=self.passwd_file.path, user=user, value=value)
+        return None
+
     def verify(self, user: str, password: bytes) -> bool:
         """Blocking: whether ``password`` is ``user``'s.  Raises
         ``TemporaryFailure`` when the file cannot be read."""
@@ -337,6 +373,27 @@ class PasswdFileChecker:
         except UnknownScheme as error:
             log.error("{path}: user {user}: {error}", path=self.passwd_file.path, user=user, error=error)
             return False
+
+
+    def lookup_secret(self, user: str, kind: str) -> Deferred[object | None]:
+        """``kind`` of secret for ``user`` (see :data:`_SECRET_READERS`), or
+        None when the user is unknown or its field cannot serve it.  Fails
+        with ``TemporaryFailure`` when the file cannot be read."""
+        if not user or kind not in _SECRET_READERS:
+            return succeed(None)
+        return self._semaphore.run(self._run_blocking, self.find_secret, user, kind)
+
+    def find_secret(self, user: str, kind: str) -> object | None:
+        """Blocking: :meth:`lookup_secret`'s work.  Logs nothing of the
+        secret, only a field whose scheme is unknown."""
+        record = self.passwd_file.snapshot().lookup(user)
+        if record is None or not record.password:
+            return None
+        try:
+            return _SECRET_READERS[kind](record.password, self.default_scheme)
+        except UnknownScheme as error:
+            log.error("{path}: user {user}: {error}", path=self.passwd_file.path, user=user, error=error)
+            return None
 
 
 def _waste_time(typical: str | None, password: bytes, default_scheme: str) -> None:
@@ -362,6 +419,9 @@ def _as_bytes(value: bytes | str) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
 
+classImplements(PasswdFileChecker, IUserSettings)
+
+
 # -- the plugin -----------------------------------------------------------------------
 
 
@@ -377,12 +437,16 @@ class PasswdFileCheckerFactory:
 One user per line: user:{SCHEME}hash[:uid:gid:gecos:home:shell:extra_fields]
 Blank lines and lines starting with # are ignored; user names match exactly
 (case-sensitive).  Schemes are Dovecot's: SHA512-CRYPT, SHA256-CRYPT,
-BLF-CRYPT, ARGON2ID, ARGON2I, SSHA512, SSHA256, SSHA, PLAIN (CLEAR), older
+BLF-CRYPT, ARGON2ID, ARGON2I, SSHA512, SSHA256, SSHA, SCRAM-SHA-256 (also
+serves SASL SCRAM-SHA-256), CRAM-MD5 (also serves CRAM-MD5), PLAIN (CLEAR:
+also serves APOP and CRAM-MD5), older
 ones (MD5-CRYPT, SMD5, SHA, PLAIN-MD5...) to verify only, and CRYPT (any
 crypt(3) hash), which is assumed when a password has no {SCHEME} prefix.
 Hashes from "doveadm pw -s SHA512-CRYPT" work as they are, so a Dovecot
 passwd-file can be used unchanged.  The file is re-read when it changes;
 while it is missing or unreadable logins fail with [SYS/TEMP].
+The extra field login_delay=SECONDS sets a user's own RFC 2449 LOGIN-DELAY
+(see --login-delay).
 """
 
     def generateChecker(self, argstring: str = "") -> PasswdFileChecker:

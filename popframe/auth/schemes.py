@@ -4,9 +4,12 @@ A stored field is ``{SCHEME}data``, or bare ``data`` for the default scheme
 (Dovecot's is CRYPT).  As in Dovecot, ``SCHEME`` may end in ``.B64``,
 ``.BASE64`` or ``.HEX`` to say how ``data`` is encoded, and scheme names are
 case-insensitive.  Each scheme is a :class:`Scheme` record in :data:`SCHEMES`,
-so mechanisms that need more than verify (APOP and CRAM-MD5 need the
-plaintext, SCRAM its stored keys) read :func:`decode` and
-:func:`plaintext`, and new schemes come in with :func:`register`.
+so mechanisms that need more than verify read :func:`plaintext` (APOP: PLAIN
+fields), :func:`scram_record` (SCRAM: ``{SCRAM-SHA-256}iterations,salt,
+StoredKey,ServerKey`` fields, as ``doveadm pw -s SCRAM-SHA-256`` makes them)
+and :func:`cram_md5_secret` (CRAM-MD5: ``{CRAM-MD5}`` contexts or PLAIN
+fields); both of those schemes also verify plain passwords, as in Dovecot.
+New schemes come in with :func:`register`.
 
 This module imports nothing from Twisted.  Verifying blocks (milliseconds for
 crypt(3), hundreds of them for argon2): callers run it off the reactor thread.
@@ -28,6 +31,11 @@ import bcrypt
 import crypt_r
 from argon2 import exceptions as argon2_exceptions
 from argon2 import low_level as argon2_low
+
+from popframe.auth.crammd5 import CONTEXT_LENGTH as CRAM_MD5_CONTEXT_LENGTH
+from popframe.auth.crammd5 import CramMD5Secret
+from popframe.protocol.sasl import scram
+from popframe.protocol.sasl.scram import ScramRecord
 
 DEFAULT_SCHEME = "CRYPT"
 
@@ -214,6 +222,26 @@ def plaintext(stored: str, default_scheme: str = DEFAULT_SCHEME) -> bytes | None
     return record.raw
 
 
+def scram_record(stored: str, default_scheme: str = DEFAULT_SCHEME) -> ScramRecord | None:
+    """The keys of a ``{SCRAM-SHA-256}`` field (for SCRAM), else None."""
+    record = decode(stored, default_scheme)
+    if record is None or record.scheme is not SCHEMES["SCRAM-SHA-256"]:
+        return None
+    return parse_scram(record.raw)
+
+
+def cram_md5_secret(stored: str, default_scheme: str = DEFAULT_SCHEME) -> CramMD5Secret | None:
+    """What CRAM-MD5 needs from a ``{CRAM-MD5}`` or PLAIN-family field, else None."""
+    record = decode(stored, default_scheme)
+    if record is None or not record.raw:
+        return None
+    if record.scheme is SCHEMES["CRAM-MD5"]:
+        return CramMD5Secret.from_context(record.raw)
+    if record.scheme.plaintext:
+        return CramMD5Secret.from_password(record.raw)
+    return None
+
+
 def is_expensive(stored: str, default_scheme: str = DEFAULT_SCHEME) -> bool:
     """Whether verifying the field costs real CPU or memory (crypt, argon2)."""
     return find_scheme(split_field(stored, default_scheme)[0])[1].expensive
@@ -348,11 +376,72 @@ def _salted_maker(algorithm: str) -> Make:
     return make
 
 
+# -- SCRAM-SHA-256 (Dovecot: iterations,salt,StoredKey,ServerKey in base64) ----------
+
+
+def parse_scram(raw: bytes) -> ScramRecord | None:
+    """Dovecot's ``iterations,salt,StoredKey,ServerKey``; None if malformed."""
+    fields = raw.split(b",")
+    if len(fields) != 4 or not fields[0].isdigit() or fields[0].startswith(b"0"):
+        return None
+    iterations = int(fields[0])
+    try:
+        salt, stored_key, server_key = (base64.b64decode(f, validate=True) for f in fields[1:])
+    except ValueError:
+        return None
+    size = hashlib.sha256().digest_size
+    if (
+        not scram.MIN_ITERATIONS <= iterations <= scram.MAX_ITERATIONS
+        or not salt
+        or len(stored_key) != size
+        or len(server_key) != size
+    ):
+        return None
+    return ScramRecord(salt, stored_key, server_key, iterations)
+
+
+def _scram_verify(raw: bytes, password: bytes) -> bool:
+    record = parse_scram(raw)
+    if record is None:
+        return False
+    computed = ScramRecord.from_password(password, record.salt, record.iterations)
+    return hmac.compare_digest(computed.stored_key, record.stored_key) & hmac.compare_digest(
+        computed.server_key, record.server_key
+    )
+
+
+def _scram_make(password: bytes, rounds: int | None) -> bytes:
+    iterations = scram.DEFAULT_ITERATIONS if rounds is None else rounds
+    if not scram.MIN_ITERATIONS <= iterations <= scram.MAX_ITERATIONS:
+        raise ValueError(
+            f"SCRAM-SHA-256 iterations must be {scram.MIN_ITERATIONS} to {scram.MAX_ITERATIONS}"
+        )
+    record = ScramRecord.from_password(password, secrets.token_bytes(scram.SALT_BYTES), iterations)
+    fields = (record.salt, record.stored_key, record.server_key)
+    return b",".join([b"%d" % iterations, *(base64.b64encode(f) for f in fields)])
+
+
+# -- CRAM-MD5 (Dovecot: HMAC-MD5's inner and outer states after the key) -------------
+
+
+def _cram_md5_verify(raw: bytes, password: bytes) -> bool:
+    return hmac.compare_digest(CramMD5Secret.from_password(password).context(), raw)
+
+
+def _cram_md5_make(password: bytes, rounds: int | None) -> bytes:
+    return CramMD5Secret.from_password(password).context()
+
+
 # -- the table ---------------------------------------------------------------------
 
 
 def _register_builtins() -> None:
     register(Scheme("PLAIN", _plain_verify, _plain_make, plaintext=True), "CLEAR", "CLEARTEXT")
+
+    # What SASL mechanisms read (scram_record, cram_md5_secret); both also
+    # verify plain passwords (USER/PASS, PLAIN), as in Dovecot.
+    register(Scheme("SCRAM-SHA-256", _scram_verify, _scram_make, expensive=True))
+    register(Scheme("CRAM-MD5", _cram_md5_verify, _cram_md5_make, Encoding.HEX, CRAM_MD5_CONTEXT_LENGTH))
 
     # Verify-only crypt(3) names: new hashes should use a strong scheme.
     register(Scheme("CRYPT", _crypt_verify, expensive=True))

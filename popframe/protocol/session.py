@@ -188,6 +188,10 @@ class Session:
         self._exchange: sasl.Mechanism | None = None  # a SASL exchange under way
         self._success: sasl.Outcome | None = None  # sent its final data; awaits ""
         self._success_name = ""
+        # The mechanism whose Authenticate is outstanding, and then the
+        # error its failure challenge waits to report (RFC 7628 3.2.2).
+        self._finished: sasl.Mechanism | None = None
+        self._failure: POP3Error | None = None
         self._messages: list[MessageInfo] = []
         self._deleted: set[int] = set()  # zero-based indexes
         self._octets = 0  # total size of the messages not marked deleted
@@ -221,7 +225,9 @@ class Session:
             raise SessionMisuse(f"{self._pending!r} is still outstanding")
         if self.state is SessionState.CLOSED:
             return NEED_DATA
-        in_exchange = self._exchange is not None or self._success is not None
+        in_exchange = (
+            self._exchange is not None or self._success is not None or self._failure is not None
+        )
         limit = self.config.limits.max_sasl_line if in_exchange else None
         line = self._next_line(limit)
         if line is None:
@@ -237,6 +243,7 @@ class Session:
                 raise WrongState()
             event = handler(self, command)
         except ClientError as error:
+            self._end_exchange()
             return self._client_error(error)
         except AuthenticationFailed as error:
             self._end_exchange()
@@ -289,6 +296,7 @@ class Session:
 
     def logged_in(self, messages: Sequence[MessageInfo]) -> Reply:
         self._finish(Authenticate)
+        self._finished = None
         self._messages = list(messages)
         self._deleted = set()
         self._octets = sum(m.size for m in self._messages)
@@ -334,8 +342,16 @@ class Session:
             raise SessionMisuse("no request is outstanding")
         self._pending = None
         if isinstance(pending, (Authenticate, LookupSecret)):
+            mechanism = self._finished
             self._user = None
             self._end_exchange()
+            if mechanism is not None and isinstance(error, AuthenticationFailed):
+                data = mechanism.failure_challenge(error)
+                if data is not None:
+                    # One last challenge; whatever the client answers
+                    # (RFC 7628: %x01) gets the error, in _sasl_response.
+                    self._failure = error
+                    return Reply(True, base64.b64encode(data).decode("ascii"), continuation=True)
         if isinstance(pending, Commit):
             # RFC 1939 section 6: the connection closes even when UPDATE
             # failed; the store applied all deletions or none.
@@ -397,6 +413,8 @@ class Session:
         config = self.config
         return sasl.SASLContext(
             tls_active=self._tls,
+            apop_timestamp=config.apop_timestamp,
+            mechanisms=tuple(self.sasl_mechanisms()),
             channel_binding=config.channel_binding,
             random=config.random,
             hostname=config.hostname,
@@ -490,7 +508,9 @@ class Session:
             self._success, self._success_name = step, name
             self._exchange = None
             return Reply(True, base64.b64encode(step.final).decode("ascii"), continuation=True)
+        mechanism = self._exchange
         self._end_exchange()
+        self._finished = mechanism
         return self._emit(Authenticate(self._normalized(step.credentials), name))
 
     def _normalized(self, credentials: sasl.Credentials) -> sasl.Credentials:
@@ -505,6 +525,9 @@ class Session:
     def _sasl_response(self, line: bytes | LineTooLong) -> Event:
         """A client line during a SASL exchange (RFC 5034 section 4)."""
         try:
+            if self._failure is not None:
+                error, self._failure = self._failure, None
+                return error_reply(error)
             if isinstance(line, POP3Error):
                 raise sasl.SASLFailed()
             if line == b"*":
@@ -528,6 +551,7 @@ class Session:
     def _end_exchange(self) -> None:
         self._exchange = None
         self._success = None
+        self._finished = None
 
     def _stls(self, command: c.Command) -> Event:
         if self._tls:

@@ -113,6 +113,12 @@ class SASLContext:
     # Random bytes for nonces (os.urandom); injected so tests are repeatable.
     random: Callable[[int], bytes] = field(default=lambda n: __import__("os").urandom(n))
     hostname: str = "localhost"
+    # The APOP timestamp this session's greeting sent (RFC 1939 section 7).
+    apop_timestamp: str | None = None
+    # The SASL mechanisms offered on this connection (None: not known), so
+    # that SCRAM can tell a downgrade ("y": the client thinks the server has
+    # no channel binding) from a server that really offers no -PLUS.
+    mechanisms: tuple[str, ...] | None = None
 
 
 class Mechanism:
@@ -139,6 +145,13 @@ class Mechanism:
     def secret(self, secret: object | None) -> Step:
         raise SASLFailed()
 
+    def failure_challenge(self, error: AuthenticationFailed) -> bytes | None:
+        """Data for one last challenge when the login this exchange's
+        :class:`Outcome` asked for failed with ``error`` (RFC 7628's error
+        JSON): the session sends it, and answers whatever the client
+        replies with ``error``.  None (the default): fail at once."""
+        return None
+
 
 MECHANISMS: dict[str, type[Mechanism]] = {}
 
@@ -157,4 +170,4 @@ def utf8(data: bytes) -> str:
 
 
 # The built-in mechanisms register themselves on import.
-from popframe.protocol.sasl import login, plain  # noqa: E402,F401
+from popframe.protocol.sasl import apop, crammd5, external, login, oauth, plain, scram  # noqa: E402,F401
