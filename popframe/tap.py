@@ -25,6 +25,19 @@ DEMO_PLAIN = "tcp:1110:interface=127.0.0.1"
 DEMO_TLS_PORT = 1995
 
 
+#: Twisted's default listen backlog (50) drops connections in a burst of
+#: a few hundred clients (measured: benchmarks/README.md).
+DEFAULT_BACKLOG = 1024
+_BACKLOG_TYPES = ("tcp:", "tcp6:", "ssl:", "haproxy:tcp:", "haproxy:tcp6:", "haproxy:ssl:")
+
+
+def with_default_backlog(description: str) -> str:
+    """``description`` with ``backlog=1024`` unless it names a backlog."""
+    if description.startswith(_BACKLOG_TYPES) and "backlog=" not in description:
+        return f"{description}:backlog={DEFAULT_BACKLOG}"
+    return description
+
+
 def _mechanism_list(value: str) -> tuple[str, ...]:
     names = tuple(name.strip().upper() for name in value.split(",") if name.strip())
     unknown = [name for name in names if name not in MECHANISM_NEEDS or name == "USER"]
@@ -66,6 +79,17 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["idle-timeout", None, 600.0,
          "Seconds of client silence before the server hangs up (RFC 1939: at least 600).",
          float],
+        ["preauth-timeout", None, 60.0,
+         "Seconds from connect by which a client must have logged in, however slowly it "
+         "trickles its bytes (slowloris); 0: only --idle-timeout applies.  RFC 1939's "
+         "10-minute minimum is for the autologout timer of a logged-in session.",
+         float],
+        ["max-connections-per-ip", None, 20,
+         "Connections at once from one client address (an IPv6 /64); more are answered "
+         "-ERR [SYS/TEMP] and closed (0: no limit).  Counted per process: with --workers N "
+         "the limit is per worker.  Not applied behind haproxy: listeners (every client "
+         "looks like the proxy when it connects): limit there in haproxy.",
+         int],
         ["mechanisms", None, ",".join(DEFAULT_MECHANISMS),
          "SASL mechanisms (and APOP) to offer, comma-separated, where the --auth checkers "
          "can serve them.  CRAM-MD5 and APOP are weak and off by default.", _mechanism_list],
@@ -163,6 +187,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             self._use_demo()
         if not self["listen"]:
             raise ConfigurationError("--listen", "give at least one endpoint, e.g. tcp:110")
+        self["listen"] = [with_default_backlog(d) for d in self["listen"]]
         if not self["store"]:
             raise ConfigurationError("--store", "required, e.g. maildir:/var/mail/%u/Maildir")
         if not self.get("credCheckers"):
@@ -175,6 +200,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise ConfigurationError("--auth", "tls-cert needs --tls-client-ca (the CA of the client certificates)")
         if self["idle-timeout"] < 0:
             raise ConfigurationError("--idle-timeout", "must not be negative")
+        if self["preauth-timeout"] < 0:
+            raise ConfigurationError("--preauth-timeout", "must not be negative")
+        if self["max-connections-per-ip"] < 0:
+            raise ConfigurationError("--max-connections-per-ip", "must not be negative")
         if self["workers"] < 1:
             raise ConfigurationError("--workers", "must be at least 1")
         self._check_throttle()

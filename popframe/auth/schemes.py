@@ -19,6 +19,8 @@ No stdlib ``crypt`` (gone in Python 3.13): ``crypt_r`` links libxcrypt.
 from __future__ import annotations
 
 import base64
+import ctypes
+import ctypes.util
 import binascii
 import enum
 import hashlib
@@ -261,22 +263,49 @@ def _plain_make(password: bytes, rounds: int | None) -> bytes:
 # -- crypt(3) through libxcrypt -------------------------------------------------
 
 
+def _load_libcrypt_crypt_r() -> Callable[..., bytes | None] | None:
+    """libxcrypt's ``crypt_r`` through ctypes, which releases the GIL for
+    the call: the ``crypt_r`` module holds it for the whole 3-7 ms of a
+    SHA512-CRYPT hash, which stalls the reactor even from a thread pool
+    (measured: benchmarks/gil_check.py)."""
+    name = ctypes.util.find_library("crypt")
+    if name is None:
+        return None
+    try:
+        function = ctypes.CDLL(name).crypt_r
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
+    function.restype = ctypes.c_char_p
+    return function
+
+
+_LIBCRYPT_CRYPT_R = _load_libcrypt_crypt_r()
+#: sizeof(struct crypt_data) in libxcrypt; it must start zeroed.
+_CRYPT_DATA_SIZE = 32768
+
+
+def _crypt(word: bytes, setting: bytes) -> bytes | None:
+    """crypt(3) of ``word`` with ``setting``; None when libxcrypt refuses."""
+    if b"\0" in word or b"\0" in setting:
+        return None
+    if _LIBCRYPT_CRYPT_R is not None:
+        data = ctypes.create_string_buffer(_CRYPT_DATA_SIZE)
+        return _LIBCRYPT_CRYPT_R(word, setting, data)
+    try:
+        result = crypt_r.crypt(word.decode("utf-8"), setting.decode("ascii"))
+    except (OSError, ValueError):  # incl. UnicodeDecodeError
+        return None
+    return result.encode("ascii") if result is not None else None
+
+
 def _crypt_verify(raw: bytes, password: bytes) -> bool:
     """Any hash libxcrypt knows.  Like Dovecot, the scheme name does not have
-    to match the hash's ``$id$``.  crypt_r takes str, so a password that is
-    not UTF-8 cannot match."""
-    try:
-        setting = raw.decode("ascii")
-        word = password.decode("utf-8")
-    except UnicodeDecodeError:
+    to match the hash's ``$id$``."""
+    if raw[:1] in (b"*", b"!"):  # locked entries and libxcrypt failure tokens
         return False
-    if setting[:1] in ("*", "!"):  # locked entries and libxcrypt failure tokens
-        return False
-    try:
-        result = crypt_r.crypt(word, setting)
-    except (OSError, ValueError):
-        return False
-    return result is not None and hmac.compare_digest(result.encode("utf-8"), raw)
+    result = _crypt(password, raw)
+    return result is not None and hmac.compare_digest(result, raw)
 
 
 def _crypt_maker(method: crypt_r._Method) -> Make:

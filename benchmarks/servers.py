@@ -1,0 +1,501 @@
+"""Start and stop the POP3 servers under test, each on a free 127.0.0.1 port
+in a directory of its own, with its own copy of the corpus maildirs; and
+measure a server's whole process tree (CPU seconds, RSS, PSS) from /proc.
+
+- ``Popframe``: ``twistd -n pop3`` from this checkout (PYTHONPATH is the repo
+  root, so the working tree is what runs), ``--workers N`` when
+  ``twistd pop3 --help`` offers it.
+- ``Dovecot``: Debian's dovecot (``benchmarks/setup.sh`` installs it), run as
+  ``dovecot -F -c DIR/dovecot.conf``; the config is written by
+  :func:`dovecot_config` and every setting is explained in benchmarks/README.md.
+- ``probe_twisted_mail``: Twisted's own ``twistd mail`` POP3, tried once.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+DOVECOT_USER = "popbench"
+
+
+def corpus_for_dovecot(corpus: Path) -> None:
+    """Give the corpus's message files to popbench (once), so the hard-linked
+    copies Dovecot's mail processes read are theirs."""
+    pw = pwd.getpwnam(DOVECOT_USER)
+    marker = corpus / ".owned-by-popbench"
+    if not marker.exists():
+        subprocess.run(["chown", "-R", f"{pw.pw_uid}:{pw.pw_gid}", str(corpus / "maildirs")], check=True)
+        marker.touch()
+
+
+def twistd() -> list[str]:
+    """The twistd of this Python (the pyenv shim could pick another)."""
+    sibling = Path(sys.executable).parent / "twistd"
+    if sibling.exists():
+        return [str(sibling)]
+    return [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.exit(run())"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_greeting(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> str:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                greeting = s.recv(512).decode("latin-1").strip()
+                s.sendall(b"QUIT\r\n")
+                if greeting.startswith("+OK"):
+                    return greeting
+                last = RuntimeError(f"greeting {greeting!r}")
+        except OSError as e:
+            last = e
+        time.sleep(0.1)
+    raise RuntimeError(f"no POP3 greeting on 127.0.0.1:{port} within {timeout}s: {last}")
+
+
+# -- /proc accounting -----------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("latin-1")
+    except OSError:
+        return None
+    return data[data.rindex(")") + 2:].split()  # fields from 3 (state) on
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and all its live descendants."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _stat_fields(int(name))
+            if fields:
+                children.setdefault(int(fields[1]), []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of the tree: utime+stime of each live process plus the
+    cutime+cstime of children it reaped (Dovecot's mail processes exit after
+    their session and are reaped by the master, so their CPU lands there).
+    """
+    total = 0
+    for pid in tree_pids(root):
+        f = _stat_fields(pid)
+        if f:  # utime stime cutime cstime are fields 14-17, here 11-14
+            total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return total / CLK_TCK
+
+
+def tree_rss(root: int) -> int:
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def tree_pss(root: int) -> int:
+    """Proportional set size: shared pages split between the processes that
+    share them, so N forked processes are not counted N times."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+class TreeSampler:
+    """Samples a tree's RSS (every ``interval`` s) and PSS (every 4th) in a
+    thread, keeping the peaks; ``stop()`` returns (peak RSS, peak PSS, samples)."""
+
+    def __init__(self, root: int, interval: float = 0.25) -> None:
+        self.root, self.interval = root, interval
+        self.peak_rss = self.peak_pss = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "TreeSampler":
+        self._sample(True)
+        self._thread.start()
+        return self
+
+    def _sample(self, pss: bool) -> None:
+        self.peak_rss = max(self.peak_rss, tree_rss(self.root))
+        if pss:
+            self.peak_pss = max(self.peak_pss, tree_pss(self.root))
+        self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample(self.samples % 4 == 0)
+
+    def stop(self) -> tuple[int, int, int]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sample(True)
+        return self.peak_rss, self.peak_pss, self.samples
+
+
+# -- servers ------------------------------------------------------------------------
+
+
+class Server:
+    """One server under test.  ``name`` is what the tables show."""
+
+    name = "server"
+
+    def __init__(self, workdir: Path, corpus: Path) -> None:
+        self.dir = workdir / self.name
+        self.corpus = corpus
+        self.maildirs = self.dir / "maildirs"
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self.log: Path = self.dir / "server.log"
+
+    # maildir copies
+    def owner(self) -> tuple[int, int] | None:
+        return None
+
+    def copy_users(self, users: list[str]) -> float:
+        """Give this server a fresh copy of these users' maildirs (outside
+        any timed run); returns the seconds it took.
+
+        The copy is of the directories; the message files are hard links to
+        the corpus's (``cp -al``): 100,000 messages copy in seconds, not
+        minutes.  Safe because neither server writes into a message file:
+        DELE unlinks this copy's link, a rename renames this copy's link.
+        The corpus's files belong to popbench (see :func:`corpus_for_dovecot`)
+        so Dovecot can read them; popframe runs as root and reads anything.
+        """
+        t0 = time.monotonic()
+        self.maildirs.mkdir(parents=True, exist_ok=True)
+        for u in users:
+            if (self.maildirs / u).exists():
+                shutil.rmtree(self.maildirs / u)
+        src = self.corpus / "maildirs"
+        for i in range(0, len(users), 200):
+            batch = [str(src / u) for u in users[i:i + 200]]
+            subprocess.run(["cp", "-al", *batch, str(self.maildirs)], check=True)
+        owner = self.owner()
+        if owner:  # the directories are new: make them the mail user's
+            subprocess.run(["find", *[str(self.maildirs / u) for u in users], "-type", "d",
+                            "-exec", "chown", f"{owner[0]}:{owner[1]}", "{}", "+"], check=True)
+        return time.monotonic() - t0
+
+    def remaining_messages(self, users: list[str]) -> int:
+        n = 0
+        for u in users:
+            for sub in ("cur", "new"):
+                try:
+                    n += sum(1 for e in os.scandir(self.maildirs / u / "Maildir" / sub) if e.is_file())
+                except FileNotFoundError:
+                    pass
+        return n
+
+    # process
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o755)
+        self.maildirs.mkdir(exist_ok=True)
+        self.maildirs.chmod(0o755)
+        self.port = free_port()
+        self.prepare()
+        out = open(self.dir / "stdout.log", "ab")
+        self.proc = subprocess.Popen(self.command(), cwd=self.dir, env=self.env(), stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        out.close()
+        try:
+            self.greeting = wait_for_greeting(self.port, proc=self.proc)
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start; see {self.dir}/stdout.log and {self.log}")
+
+    def prepare(self) -> None:
+        pass
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # our own session's group
+            self.proc.wait(timeout=5)
+
+
+def export_popframe(rev: str, dest: Path) -> Path:
+    """A snapshot of commit ``rev`` of this repository (``git archive``), so
+    a benchmark runs a fixed popframe while others edit the working tree.
+    ``rev="worktree"``: a copy of the working tree's popframe/ and twisted/
+    as they are now (uncommitted changes included)."""
+    if rev == "worktree":
+        target = dest / f"popframe-worktree-{time.strftime('%Y%m%d-%H%M%S')}"
+        target.mkdir(parents=True)
+        ignore = shutil.ignore_patterns("__pycache__", "dropin.cache")
+        for part in ("popframe", "twisted"):
+            shutil.copytree(REPO / part, target / part, ignore=ignore)
+        return target
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", rev + "^{commit}"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    target = dest / f"popframe-{commit[:12]}"
+    if not (target / "popframe").is_dir():
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        archive = subprocess.Popen(["git", "-C", str(REPO), "archive", commit], stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", str(target)], stdin=archive.stdout, check=True)
+        if archive.wait() != 0:
+            raise RuntimeError(f"git archive {commit} failed")
+    return target
+
+
+def popframe_has_workers(src: Path = REPO) -> bool:
+    out = subprocess.run([*twistd(), "pop3", "--help"], cwd=src,
+                         env={**os.environ, "PYTHONPATH": str(src)}, capture_output=True, text=True,
+                         timeout=60)
+    return "--workers" in out.stdout
+
+
+class Popframe(Server):
+    """``src``: the directory popframe runs from (default: this checkout)."""
+
+    def __init__(self, workdir: Path, corpus: Path, workers: int | None = None,
+                 src: Path = REPO) -> None:
+        self.workers = workers
+        self.src = src
+        self.backlog: int | None = None  # None: Twisted's default (50)
+        self.has_workers_option = False  # set when `twistd pop3 --help` lists --workers
+        self.name = "popframe" if not workers else f"popframe-w{workers}"
+        super().__init__(workdir, corpus)
+
+    def command(self) -> list[str]:
+        cmd = [*twistd(), "-n", "--pidfile=", f"--logfile={self.log}", "pop3",
+               "--listen", f"tcp:{self.port}:interface=127.0.0.1"
+               + (f":backlog={self.backlog}" if self.backlog else ""),
+               "--store", f"maildir:{self.maildirs}/%u/Maildir",
+               "--auth", f"passwd-file:{self.corpus / 'passwd'}"]
+        if self.workers:
+            cmd += ["--workers", str(self.workers)]
+        elif self.has_workers_option:
+            cmd += ["--workers", "1"]  # "popframe" is one process, whatever the default
+        return cmd
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(self.src)}
+
+
+def dovecot_config(base: Path, port: int, maildirs: Path, passwd: Path, log: Path,
+                   user: str = DOVECOT_USER) -> str:
+    """Dovecot 2.3 settings, tuned as a sysadmin would for a 2-core POP3-only
+    box; each choice is explained in benchmarks/README.md."""
+    return f"""\
+# Written by benchmarks/servers.py; see benchmarks/README.md for each choice.
+protocols = pop3
+listen = 127.0.0.1
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {log}
+info_log_path = {log}
+instance_name = popbench-{port}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+default_client_limit = 4096
+default_process_limit = 1024
+default_vsz_limit = 1G
+
+passdb {{
+  driver = passwd-file
+  args = scheme=SHA512-CRYPT username_format=%u {passwd}
+}}
+userdb {{
+  driver = static
+  args = uid={user} gid={user} home={maildirs}/%u
+}}
+auth_cache_size = 10M
+auth_cache_ttl = 1 hour
+auth_cache_negative_ttl = 1 hour
+
+mail_location = maildir:{maildirs}/%u/Maildir
+mail_uid = {user}
+mail_gid = {user}
+first_valid_uid = 1
+maildir_very_dirty_syncs = yes
+mail_fsync = optimized
+
+pop3_uidl_format = %f
+pop3_no_flag_updates = yes
+pop3_lock_session = yes
+
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+  service_count = 0
+  process_min_avail = 2
+  client_limit = 1024
+}}
+service pop3 {{
+  process_limit = 1024
+  service_count = 100
+  process_min_avail = 2
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"""
+
+
+class Dovecot(Server):
+    name = "dovecot"
+
+    def owner(self) -> tuple[int, int]:
+        pw = pwd.getpwnam(DOVECOT_USER)
+        return pw.pw_uid, pw.pw_gid
+
+    def prepare(self) -> None:
+        (self.dir / "run").mkdir(exist_ok=True)
+        (self.dir / "state").mkdir(exist_ok=True)
+        conf = dovecot_config(self.dir, self.port, self.maildirs, self.corpus / "passwd", self.log)
+        (self.dir / "dovecot.conf").write_text(conf)
+        # The mail processes (popbench) and the auth process (dovecot) must
+        # reach the maildirs and the passwd-file: open up what we created,
+        # refuse to touch anyone else's directories.
+        for p in (self.dir, self.maildirs, self.corpus, self.corpus / "maildirs"):
+            p.chmod((p.stat().st_mode & 0o777) | 0o055)
+        for p in (*self.dir.parents, *self.corpus.parents):
+            if p.stat().st_mode & 0o001 == 0:
+                raise RuntimeError(f"{p} is not searchable by others: Dovecot's processes (user "
+                                   f"{DOVECOT_USER}) cannot reach the maildirs; use --workdir under /tmp")
+        (self.corpus / "passwd").chmod(0o644)
+        corpus_for_dovecot(self.corpus)
+
+    def command(self) -> list[str]:
+        return ["dovecot", "-F", "-c", str(self.dir / "dovecot.conf")]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            subprocess.run(["dovecot", "-c", str(self.dir / "dovecot.conf"), "stop"],
+                           capture_output=True, timeout=30)
+        super().stop()
+
+
+def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REPO) -> Server:
+    if kind == "dovecot":
+        return Dovecot(workdir, corpus)
+    if kind == "popframe":
+        return Popframe(workdir, corpus, src=popframe_src)
+    if kind.startswith("popframe-w"):
+        return Popframe(workdir, corpus, workers=int(kind[len("popframe-w"):]), src=popframe_src)
+    raise ValueError(f"unknown server {kind!r}")
+
+
+def probe_twisted_mail(workdir: Path, timeout: float = 20.0) -> str:
+    """Try Twisted's own ``twistd mail`` POP3 with one maildir user; return
+    a one-line verdict."""
+    import poplib
+
+    base = workdir / "twisted-mail"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    port = free_port()
+    # 1. The documented way: --user=joe=secret.
+    r = subprocess.run([*twistd(), "-n", "--pidfile=", "mail", "--no-smtp",
+                        "--pop3", f"tcp:{port}:interface=127.0.0.1",
+                        "-d", f"example.com={base / 'ex'}", "-u", "joe=secret"],
+                       capture_output=True, text=True, timeout=timeout, cwd=base)
+    tail = (r.stderr or r.stdout).strip().splitlines()
+    first = f"`--user` fails at start-up: {tail[-1] if tail else r.returncode}"
+    # 2. A user written into the domain's DirDBM by hand, then USER/PASS.
+    code = ("from twisted.persisted import dirdbm; import os, sys\n"
+            "d = dirdbm.open(sys.argv[1] + '/passwd'); d[b'joe'] = b'secret'\n"
+            "[os.makedirs(sys.argv[1] + '/joe/' + s, exist_ok=True) for s in ('cur', 'new', 'tmp')]\n"
+            "open(sys.argv[1] + '/joe/cur/1700000000.V1I1M1.host:2,', 'wb').write(b'Subject: x\\r\\n\\r\\nhi\\r\\n')\n")
+    (base / "ex").mkdir(exist_ok=True)
+    subprocess.run([sys.executable, "-c", code, str(base / "ex")], check=True)
+    proc = subprocess.Popen([*twistd(), "-n", "--pidfile=", "mail", "--no-smtp",
+                             "--pop3", f"tcp:{port}:interface=127.0.0.1", "-d", f"example.com={base / 'ex'}"],
+                            cwd=base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_for_greeting(port, timeout=timeout, proc=proc)
+        results = []
+        for user in ("joe@example.com", "joe"):
+            try:
+                c = poplib.POP3("127.0.0.1", port, timeout=5)
+                c.user(user)
+                c.pass_("secret")
+                results.append(f"{user}: login ok, STAT {c.stat()}")
+                c.quit()
+            except Exception as e:  # noqa: BLE001 - we report whatever happens
+                results.append(f"{user}: {e}")
+        second = "with a hand-made DirDBM user: " + "; ".join(results)
+    except Exception as e:  # noqa: BLE001
+        second = f"with a hand-made DirDBM user it did not start: {e}"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    return f"{first}; {second}"
