@@ -717,3 +717,71 @@ def test_bad_store_descriptions(description: str, problem: str) -> None:
         store_from_description(description)
     assert info.value.key == "--store"
     assert problem in info.value.problem
+
+
+# -- the listing cache -------------------------------------------------------------
+
+
+@pytest.fixture
+def settle(monkeypatch: pytest.MonkeyPatch):
+    """Make every change count as a second old (instead of waiting)."""
+
+    def settle(home: Home) -> None:
+        monkeypatch.setattr(maildir_module, "_SETTLED_NS", -(10**18))
+
+    return settle
+
+
+def count_scans(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    scans: list[str] = []
+    real = maildir_module._regular_files
+
+    def counting(directory: str):
+        scans.append(os.path.basename(directory))
+        return real(directory)
+
+    monkeypatch.setattr(maildir_module, "_regular_files", counting)
+    return scans
+
+
+def test_an_unchanged_maildir_is_not_listed_again(
+    home: Home, monkeypatch: pytest.MonkeyPatch, settle
+) -> None:
+    maildir_module._LISTINGS.clear()
+    names = [home.postfix(POSTFIX), home.postfix(DOVECOT)]
+    store = home.store()
+    assert [i.uid for i in open_and_close(store)] == names
+    settle(home)
+    assert [i.uid for i in open_and_close(store)] == names  # listed, then cached
+    scans = count_scans(monkeypatch)
+    assert [i.uid for i in open_and_close(store)] == names
+    assert "cur" not in scans
+
+
+@pytest.mark.parametrize("change", ["deliver", "rename", "unlink"])
+def test_any_change_is_seen_despite_the_cache(home: Home, change: str, settle) -> None:
+    maildir_module._LISTINGS.clear()
+    names = [home.postfix(POSTFIX), home.postfix(DOVECOT)]
+    store = home.store()
+    open_and_close(store)
+    settle(home)
+    open_and_close(store)  # now cached
+    cur = home.maildir() / "cur"
+    if change == "deliver":
+        names.append(home.postfix(POSTFIX))
+    elif change == "rename":
+        os.rename(cur / f"{names[0]}:2,", cur / f"{names[0]}:2,S")
+    else:
+        os.unlink(cur / f"{names[1]}:2,")
+        names.pop()
+    assert [i.uid for i in open_and_close(store)] == names
+
+
+def test_a_recently_changed_maildir_is_not_cached(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    maildir_module._LISTINGS.clear()
+    home.postfix(POSTFIX)
+    store = home.store()
+    open_and_close(store)  # cur/ changed just now (new -> cur)
+    scans = count_scans(monkeypatch)
+    open_and_close(store)
+    assert "cur" in scans

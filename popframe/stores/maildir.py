@@ -29,6 +29,8 @@ import json
 import os
 import re
 import stat
+import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import itemgetter
@@ -70,6 +72,11 @@ _UID_MAX = 70
 _OTHER_INFO = re.compile(r"[;!]2,[A-Za-z]*$")
 _VIRTUAL_SIZE = re.compile(r",W=(\d+)")
 _SIZES_HEADER = "popframe-sizes 1"
+
+#: Listings of recently opened maildirs, by path (see Maildir.load).
+_LISTINGS: OrderedDict[str, tuple[tuple[int, ...], "Snapshot"]] = OrderedDict()
+_LISTINGS_KEPT = 64
+_SETTLED_NS = 1_000_000_000
 
 
 class MessageVanished(TemporaryFailure):
@@ -183,12 +190,47 @@ class Maildir:
         return True
 
     def load(self) -> Snapshot:
-        """Finish an interrupted commit, move new mail to ``cur/``, list."""
+        """Finish an interrupted commit, move new mail to ``cur/``, list.
+
+        A listing is reused while ``cur/`` and ``new/`` are unchanged
+        (same inode and ctime), but only once their ctime is a second
+        old: any change after that gives a newer ctime, so a reused
+        listing can never miss a change (coarse clocks included).
+        """
         hidden = self.recover()
         leftover = self._move_new()
+        key = self._directories_key()
+        if not hidden and not leftover and key is not None:
+            cached = _LISTINGS.get(self.path)
+            if cached is not None and cached[0] == key:
+                _LISTINGS.move_to_end(self.path)
+                return Snapshot(cached[1].listing, dict(cached[1].names))
         found = [(name, "cur/" + name) for name in _regular_files(self._at("cur"))]
         found += [(name, "new/" + name) for name in leftover]
-        return self._snapshot(found, hidden)
+        snapshot = self._snapshot(found, hidden)
+        if not hidden and not leftover and key is not None and key == self._directories_key():
+            _LISTINGS[self.path] = (key, Snapshot(snapshot.listing, dict(snapshot.names)))
+            while len(_LISTINGS) > _LISTINGS_KEPT:
+                _LISTINGS.popitem(last=False)
+        return snapshot
+
+    def _directories_key(self) -> tuple[int, ...] | None:
+        """What changes when ``cur/`` or ``new/`` does; None while either
+        changed less than a second ago (too recent to trust)."""
+        key: list[int] = []
+        settled = time.time_ns() - _SETTLED_NS
+        for sub in ("cur", "new"):
+            try:
+                st = os.stat(self._at(sub))
+            except FileNotFoundError:
+                key += [0, 0, 0]
+                continue
+            # ctime: every change to the directory moves it, and unlike
+            # mtime nothing can set it back.
+            if st.st_ctime_ns > settled:
+                return None
+            key += [st.st_dev, st.st_ino, st.st_ctime_ns]
+        return tuple(key)
 
     def _move_new(self) -> list[str]:
         """Move ``new/`` to ``cur/``; return the names that stayed behind
