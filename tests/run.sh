@@ -21,5 +21,11 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# The Redis tests need a Redis on 127.0.0.1:6379: start one if none answers.
+if command -v redis-server >/dev/null && ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1); then
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+        --dir "${TMPDIR:-/tmp}" --logfile "${TMPDIR:-/tmp}/popframe-tests-redis.log" || true
+fi
+
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 exec python3 -m pytest "$@"
