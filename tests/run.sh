@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real clients and tools the integration tests drive.
-DEBIAN_PACKAGES=(curl openssl fetchmail mpop getmail6)
+DEBIAN_PACKAGES=(curl openssl fetchmail mpop getmail6 redis-server)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
