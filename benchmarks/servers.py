@@ -13,6 +13,7 @@ measure a server's whole process tree (CPU seconds, RSS, PSS) from /proc.
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import shutil
@@ -299,11 +300,21 @@ def export_popframe(rev: str, dest: Path) -> Path:
     return target
 
 
+@functools.lru_cache(maxsize=None)
+def _popframe_help(src: Path) -> str:
+    return subprocess.run([*twistd(), "pop3", "--help"], cwd=src,
+                          env={**os.environ, "PYTHONPATH": str(src)}, capture_output=True,
+                          text=True, timeout=60).stdout
+
+
+def popframe_has_option(name: str, src: Path = REPO) -> bool:
+    """Whether this checkout's ``twistd pop3`` knows ``name`` (older
+    revisions, as --popframe-rev may run, do not)."""
+    return name in _popframe_help(src)
+
+
 def popframe_has_workers(src: Path = REPO) -> bool:
-    out = subprocess.run([*twistd(), "pop3", "--help"], cwd=src,
-                         env={**os.environ, "PYTHONPATH": str(src)}, capture_output=True, text=True,
-                         timeout=60)
-    return "--workers" in out.stdout
+    return popframe_has_option("--workers", src)
 
 
 class Popframe(Server):
@@ -328,6 +339,9 @@ class Popframe(Server):
             cmd += ["--workers", str(self.workers)]
         elif self.has_workers_option:
             cmd += ["--workers", "1"]  # "popframe" is one process, whatever the default
+        if popframe_has_option("--max-connections-per-ip", self.src):
+            # The load generator is one address with up to 256 sessions.
+            cmd += ["--max-connections-per-ip", "0"]
         return cmd
 
     def env(self) -> dict[str, str]:

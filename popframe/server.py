@@ -63,6 +63,9 @@ from twisted.internet.task import deferLater
 
 log = Logger()
 
+#: Seconds a client gets to read a timeout's -ERR before it is cut off.
+HANG_UP_GRACE = 5.0
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -574,9 +577,18 @@ class POP3ServerProtocol(Protocol):
     def _timed_out(self) -> None:
         self._timeout = None
         log.info("idle timeout peer={peer}", peer=_peer(self.transport))
-        self.transport.write(b"-ERR disconnected for inactivity\r\n")
+        self._hang_up(b"-ERR disconnected for inactivity\r\n")
+
+    def _hang_up(self, line: bytes) -> None:
+        """Say why and close cleanly, so the line arrives (abortConnection
+        would discard it), but abort a client that does not read it within
+        seconds."""
         self._closed = True
-        self.transport.abortConnection()
+        self._cancel_timeout()
+        self.transport.write(line)
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+        self._timeout = self.clock.callLater(HANG_UP_GRACE, self.transport.abortConnection)
 
     # -- pre-authentication timeout (slowloris) --------------------------------
 
@@ -593,10 +605,7 @@ class POP3ServerProtocol(Protocol):
         if self._closed or session is None or session.state is not SessionState.AUTHORIZATION:
             return
         log.info("login timeout peer={peer}", peer=_peer(self.transport))
-        self.transport.write(b"-ERR [SYS/TEMP] login timed out\r\n")
-        self._closed = True
-        self._cancel_timeout()
-        self.transport.abortConnection()
+        self._hang_up(b"-ERR [SYS/TEMP] login timed out\r\n")
 
     def _forget_address(self) -> None:
         address, self._address = self._address, None

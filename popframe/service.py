@@ -12,6 +12,7 @@ from twisted.internet.endpoints import serverFromString
 from popframe.config import ConfigurationError
 from popframe.realm import MaildropRealm
 from popframe.server import POP3Factory, ServerConfig
+from popframe.tls import harden_endpoint
 
 
 def make_factory(options: Any, clock: Any = None) -> POP3Factory:
@@ -20,6 +21,8 @@ def make_factory(options: Any, clock: Any = None) -> POP3Factory:
     config = ServerConfig(
         tls=options.tls,
         idle_timeout=options["idle-timeout"],
+        preauth_timeout=options.get("preauth-timeout") or None,
+        max_connections_per_ip=options.get("max-connections-per-ip", 0),
         allow_plaintext_auth=bool(options["allow-plaintext-auth"]),
         mechanisms=_as_mechanisms(options["mechanisms"]),
         master_users=frozenset(options["master-users"]),
@@ -43,7 +46,7 @@ def make_listeners(options: Any, reactor: Any) -> MultiService:
     service = MultiService()
     for description in options["listen"]:
         try:
-            endpoint = serverFromString(reactor, description)
+            endpoint = harden_endpoint(serverFromString(reactor, description))
         except (ValueError, KeyError, TypeError, OSError) as error:
             raise ConfigurationError("--listen", f"{description!r}: {error}") from None
         listener = StreamServerEndpointService(endpoint, factory)

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
-from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 
 from popframe.config import ConfigurationError
 from popframe.files import write_file_atomically
@@ -32,6 +32,7 @@ __all__ = [
     "MINIMUM_TLS_VERSION",
     "ServerCertificate",
     "certificate_options",
+    "harden_endpoint",
     "load_client_cas",
     "load_server_certificate",
     "load_tls_options",
@@ -40,6 +41,20 @@ __all__ = [
 
 #: ``raiseMinimumTo``: TLS 1.2 now, or Twisted's default if that ever rises.
 MINIMUM_TLS_VERSION = TLSVersion.TLSv1_2
+
+#: TLS 1.2 suites with an ephemeral key exchange only (forward secrecy;
+#: every TLS 1.3 suite has it), AEAD or AES-CBC, nothing NULL, EXPORT,
+#: RC4, DES/3DES, anonymous or MD5.  Twisted's default list also accepts
+#: static-RSA key exchange (TLS_RSA_WITH_AES_*) with an RSA certificate:
+#: found by the sslyze scan in tests/test_tls_scan.py.
+CIPHERS = (
+    "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:ECDHE+AES:DHE+AES"
+    ":!aNULL:!eNULL:!EXPORT:!MD5:!RC4:!DES:!3DES:!DSS:!PSK:!SRP:!kRSA"
+)
+
+
+def acceptable_ciphers() -> AcceptableCiphers:
+    return AcceptableCiphers.fromOpenSSLCipherString(CIPHERS)
 
 CERT_KEY = "--tls-cert"
 KEY_KEY = "--tls-key"
@@ -142,6 +157,7 @@ def certificate_options(
         certificate=server.certificate,  # type: ignore[arg-type]
         extraCertChain=list(server.chain),  # type: ignore[arg-type]
         raiseMinimumTo=MINIMUM_TLS_VERSION,
+        acceptableCiphers=acceptable_ciphers(),
         contextForServerName=context_for_server_name,
         **_client_verification(client_cas),
     )
@@ -338,3 +354,26 @@ def _self_signed_certificate(
         )
     )
     return builder.sign(key, hashes.SHA256())
+
+
+def harden_endpoint(endpoint: object) -> object:
+    """Give an ``ssl:`` server endpoint (also behind ``haproxy:``) the same
+    TLS policy as STLS: TLS 1.2 at least and :data:`CIPHERS`.  Twisted's
+    ``ssl:`` parser builds ``CertificateOptions`` with its defaults, which
+    accept static-RSA key exchange.  Other endpoints are left alone."""
+    inner = getattr(endpoint, "_wrappedEndpoint", None)
+    if inner is not None:
+        harden_endpoint(inner)
+    options = getattr(endpoint, "_sslContextFactory", None)
+    if type(options) is CertificateOptions:
+        hardened = CertificateOptions(
+            privateKey=options.privateKey,
+            certificate=options.certificate,
+            extraCertChain=options.extraCertChain,
+            dhParameters=options.dhParameters,
+            raiseMinimumTo=MINIMUM_TLS_VERSION,
+            acceptableCiphers=acceptable_ciphers(),
+        )
+        hardened.getContext()  # OpenSSL's objections at start-up, not at a client
+        endpoint._sslContextFactory = hardened  # type: ignore[attr-defined]
+    return endpoint

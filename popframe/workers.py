@@ -567,7 +567,9 @@ def _adopt_listener(reactor: Any, description: str, fd: int, systemd: dict[str, 
             # A systemd: endpoint names one of the parent's descriptors by
             # index or name: here each of them leads to the shared socket.
             endpoints._SystemdParser._sddaemon = ListenFDs([systemd_fd] * count, names)
-        endpoint = endpoints.serverFromString(stand_in, description)
+        from popframe.tls import harden_endpoint
+
+        endpoint = harden_endpoint(endpoints.serverFromString(stand_in, description))
         failures: list[Failure] = []
         endpoint.listen(factory).addErrback(failures.append)
         if failures:

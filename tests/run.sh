@@ -28,4 +28,11 @@ if command -v redis-server >/dev/null && ! (command -v redis-cli >/dev/null && r
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# sslyze (tests/test_tls_scan.py) pins an older cryptography than popframe
+# needs, so it is not in the test extra: it gets a virtualenv of its own.
+if [ ! -x .venv-sslyze/bin/sslyze ]; then
+    python3 -m venv .venv-sslyze
+    .venv-sslyze/bin/pip install -q --disable-pip-version-check 'sslyze>=6.3,<7'
+fi
 exec python3 -m pytest "$@"

@@ -222,8 +222,10 @@ def test_idle_timeout_disconnects() -> None:
     clock.advance(599)
     assert not transport.disconnecting
     clock.advance(1)
-    assert transport.aborted
+    assert transport.disconnecting and not transport.aborted  # closed cleanly
     assert transport.value().endswith(b"-ERR disconnected for inactivity\r\n")
+    clock.advance(5)
+    assert transport.aborted  # a client that does not read it is cut off
 
 
 def test_loopback_detection() -> None:
