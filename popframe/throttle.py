@@ -38,14 +38,13 @@ from urllib.parse import urlsplit
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
 from popframe.config import ConfigurationError
 from popframe.errors import AuthenticationFailed
+from popframe.threads import ThreadPoolRunner
 
 T = TypeVar("T")
 
@@ -206,10 +205,8 @@ class RedisThrottleStore:
             health_check_interval=30,
         )
         self._increment = self.client.register_script(_INCREMENT)
-        self._reactor = reactor
-        self._run_blocking = run_blocking  # tests: run at once
-        self._pool_size = pool_size
-        self._pool: ThreadPool | None = None
+        # Tests pass one that runs at once.
+        self._run_blocking = run_blocking or ThreadPoolRunner("popframe-throttle", pool_size, reactor)
         self._down_until = 0.0
         self._reported: str | None = None
 
@@ -245,10 +242,7 @@ class RedisThrottleStore:
     def _run(self, call: Callable[[], T]) -> Deferred[T]:
         if time.monotonic() < self._down_until:
             return _failed(StoreUnavailable(f"{_redacted(self.url)}: recently unreachable"))
-        if self._run_blocking is not None:
-            d = self._run_blocking(call)
-        else:
-            d = deferToThreadPool(self._get_reactor(), self._get_pool(), call)
+        d = self._run_blocking(call)
         d.addCallbacks(self._up, self._down)
         return d
 
@@ -267,20 +261,6 @@ class RedisThrottleStore:
                 log.error("throttle store {url}: {error}", url=_redacted(self.url), error=text)
             return Failure(StoreUnavailable(text))
         return failure
-
-    def _get_reactor(self) -> Any:
-        if self._reactor is None:
-            from twisted.internet import reactor  # not at import: twistd picks it later
-
-            self._reactor = reactor
-        return self._reactor
-
-    def _get_pool(self) -> ThreadPool:
-        if self._pool is None:
-            self._pool = ThreadPool(minthreads=0, maxthreads=self._pool_size, name="popframe-throttle")
-            self._pool.start()
-            self._get_reactor().addSystemEventTrigger("during", "shutdown", self._pool.stop)
-        return self._pool
 
 
 def _failed(error: Exception) -> Deferred[Any]:

@@ -18,6 +18,9 @@ import pytest
 from popframe.auth.schemes import make_hash
 from popframe.tls import make_self_signed
 
+# The redis_server fixture, for every test module that names it.
+pytest_plugins = ["redis_support"]
+
 STARTUP_SECONDS = 30
 # twistd from the interpreter running the tests (whatever its PATH says).
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]

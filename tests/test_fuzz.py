@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from popframe.errors import AuthenticationFailed, ClientError, POP3Error, TemporaryFailure
+from popframe.errors import AuthenticationFailed, ClientError, TemporaryFailure
 from popframe.interfaces import MessageInfo
 from popframe.protocol import NEED_DATA, Limits, Session, SessionConfig
 from popframe.protocol import commands as c

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import MailHome, server_args, start_server
-from redis_support import RedisServer, redis_server  # noqa: F401 (a fixture)
+from redis_support import RedisServer
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.task import Clock

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import MailHome, server_args, start_server
-from redis_support import RedisServer, redis_server  # noqa: F401 (a fixture)
+from redis_support import RedisServer
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.task import Clock

@@ -24,10 +24,8 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.strcred import ICheckerFactory
 from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
-from twisted.python.threadpool import ThreadPool
 from zope.interface import classImplements, implementer
 
 from popframe.auth.credentials import ISecretLookup
@@ -44,6 +42,7 @@ from popframe.auth.schemes import (
 from popframe.config import ConfigurationError
 from popframe.errors import TemporaryFailure
 from popframe.logindelay import IUserSettings
+from popframe.threads import ThreadPoolRunner
 
 T = TypeVar("T")
 RunBlocking = Callable[..., "Deferred[Any]"]
@@ -262,34 +261,6 @@ def _typical_password(records: Iterable[PasswdRecord]) -> str | None:
 # -- the checker --------------------------------------------------------------------
 
 
-class _ThreadPoolRunner:
-    """Runs verifications in a pool of their own, started on first use and
-    stopped with the reactor, so slow argon2 hashes never queue in front of
-    the reactor's shared pool (DNS lookups, database calls)."""
-
-    def __init__(self, reactor: Any, size: int) -> None:
-        self._reactor = reactor
-        self._size = size
-        self._pool: ThreadPool | None = None
-
-    def __call__(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
-        return deferToThreadPool(self._get_reactor(), self._get_pool(), function, *args)
-
-    def _get_reactor(self) -> Any:
-        if self._reactor is None:
-            from twisted.internet import reactor  # not at import: twistd picks it later
-
-            self._reactor = reactor
-        return self._reactor
-
-    def _get_pool(self) -> ThreadPool:
-        if self._pool is None:
-            self._pool = ThreadPool(minthreads=0, maxthreads=self._size, name="popframe-passwd-file")
-            self._pool.start()
-            self._get_reactor().addSystemEventTrigger("during", "shutdown", self._pool.stop)
-        return self._pool
-
-
 #: What :meth:`PasswdFileChecker.lookup_secret` reads from a user's field.
 _SECRET_READERS: dict[str, Callable[[str, str], object | None]] = {
     "scram-sha-256": scram_record,  # {SCRAM-SHA-256} fields only
@@ -330,7 +301,7 @@ class PasswdFileChecker:
         self.passwd_file = passwd_file if isinstance(passwd_file, PasswdFile) else PasswdFile(passwd_file)
         self.default_scheme = default_scheme
         self._semaphore = DeferredSemaphore(concurrency)
-        self._run_blocking = run_blocking or _ThreadPoolRunner(reactor, concurrency)
+        self._run_blocking = run_blocking or ThreadPoolRunner("popframe-passwd-file", concurrency, reactor)
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes]:
         try:
