@@ -59,10 +59,14 @@ class MessageEncoder:
             self._carry = b""
         if not data:
             return b""
-        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        if b"\r" not in data:  # LF only, as Postfix and Dovecot store mail
+            data = data.replace(b"\n", b"\r\n")
+        elif data.count(b"\n") != data.count(b"\r\n"):  # mixed line ends
+            data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         if self._line_start and data[:1] == b".":
             data = b"." + data
-        data = data.replace(b"\r\n.", b"\r\n..")
+        if b"\n." in data:
+            data = data.replace(b"\r\n.", b"\r\n..")
         if self._body_lines is not None:
             data = self._limit(data)
         self._line_start = data.endswith(b"\n")
