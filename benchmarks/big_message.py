@@ -29,12 +29,9 @@ import base64
 import fcntl
 import os
 import random
-import re
 import shutil
-import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import termios
@@ -46,14 +43,13 @@ from pathlib import Path
 
 from popframe.auth.schemes import make_hash
 from popframe.protocol.encoding import wire_size
+from popframe.testing import ServerProcess as Server
+from popframe.testing import start_server
 from popframe.tls import make_self_signed
 
 MiB = 1024 * 1024
 USER, PASSWORD = "alice", "alice password"
 TERMINATOR = b"\r\n.\r\n"
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-LISTENING = re.compile(rb"POP3Factory starting on (\d+)")
-STARTUP_SECONDS = 30
 LOGIN_SECONDS = 120  # the first login computes the 1 GB message's size
 RECV_SECONDS = 60  # one recv() on the fast client
 READ_CHUNK = 1 << 16
@@ -133,29 +129,6 @@ def expected_wire(path: Path) -> tuple[int, int]:
 # -- the server -----------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-    _drain: threading.Thread | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self._drain is not None:
-            self._drain.join(5)
-
-
 def setup_home(root: Path) -> list[str]:
     """Maildir, passwd-file and certificate; the server's arguments."""
     maildir = root / "mail" / USER / "Maildir"
@@ -178,37 +151,6 @@ def deliver(root: Path, size: int) -> Path:
     write_message(maildir / "tmp" / name, size)
     (maildir / "tmp" / name).rename(maildir / "new" / name)
     return maildir / "new" / name
-
-
-def start_server(args: list[str], cwd: Path) -> Server:
-    log = cwd / "twistd.log"
-    command = [*TWISTD, "-n", "--pidfile=", "--logfile=-", "pop3", *args]
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert process.stdout is not None
-    deadline = time.monotonic() + STARTUP_SECONDS
-    sink = open(log, "wb")  # noqa: SIM115  (closed by the drain thread)
-    port = None
-    while port is None:
-        line = process.stdout.readline()
-        if not line or time.monotonic() > deadline:
-            process.kill()
-            process.wait()
-            sink.close()
-            raise SystemExit(f"server did not start:\n{log.read_text(errors='replace')}")
-        sink.write(line)
-        match = LISTENING.search(line)
-        if match:
-            port = int(match.group(1))
-    sink.flush()
-
-    def drain() -> None:  # so the server never blocks on a full pipe
-        with sink:
-            for line in process.stdout:  # type: ignore[union-attr]
-                sink.write(line)
-
-    thread = threading.Thread(target=drain, daemon=True)
-    thread.start()
-    return Server(process, port, log, thread)
 
 
 # -- /proc ----------------------------------------------------------------------

@@ -28,22 +28,16 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from popframe.auth.schemes import make_hash
+from popframe.testing import start_server
 
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-LISTENING = re.compile(rb"POP3Factory starting on (\d+)")
-STARTUP_SECONDS = 30
 FAILED = b"-ERR [AUTH] authentication failed\r\n"
 
 
@@ -62,37 +56,6 @@ def setup(root: Path, users: int, scheme: str) -> list[str]:
         "--workers", "1",
         "--throttle-base", "0", "--max-auth-failures", "0", "--max-ip-failures", "0",
     ]
-
-
-class Server:
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        command = [*TWISTD, "-n", "--pidfile=", "--logfile=-", "pop3", *args]
-        self.process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT)
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + STARTUP_SECONDS
-        output = b""
-        while True:
-            line = self.process.stdout.readline()
-            output += line
-            if not line or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"server did not start:\n{output.decode(errors='replace')}")
-            match = LISTENING.search(line)
-            if match:
-                self.port = int(match.group(1))
-                break
-        # Keep reading its log so it never blocks on a full pipe.
-        threading.Thread(target=self.process.stdout.read, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 class Client:
@@ -141,7 +104,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="popframe-enum-") as temporary:
         root = Path(args.workdir or temporary)
         root.mkdir(parents=True, exist_ok=True)
-        server = Server(setup(root, args.users, args.scheme), root)
+        server = start_server(setup(root, args.users, args.scheme), root)
         try:
             return measure(server.port, args)
         finally:

@@ -1,6 +1,7 @@
 """Public test helpers for people who write popframe backends and tests
-(in the spirit of ``treq.testing``): an in-memory store and checker, and a
-client connected to the real server protocol in memory, no sockets.
+(in the spirit of ``treq.testing``): an in-memory store and checker, a
+client connected to the real server protocol in memory, no sockets, and
+:func:`start_server` for a real ``twistd pop3`` process on loopback.
 
     conn = connect_in_memory(MemoryStore({"alice": [b"Subject: hi\\n\\nhello\\n"]}),
                              MemoryChecker({"alice": "secret"}))
@@ -9,7 +10,14 @@ client connected to the real server protocol in memory, no sockets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
@@ -28,11 +36,14 @@ from popframe.server import POP3Factory, POP3ServerProtocol, ServerConfig
 from popframe.stores.memory import MemoryStore
 
 __all__ = [
+    "TWISTD",
     "InMemoryConnection",
     "MemoryChecker",
     "MemoryStore",
+    "ServerProcess",
     "connect_in_memory",
     "make_portal",
+    "start_server",
 ]
 
 
@@ -111,3 +122,85 @@ def connect_in_memory(
     client_transport = iosim.FakeTransport(client, isServer=False, hostAddress=peer, peerAddress=host)
     pump = iosim.connect(server, server_transport, client, client_transport, clock=clock)
     return InMemoryConnection(client, server, pump, clock)
+
+
+# -- a real server process ------------------------------------------------------
+
+#: twistd from the interpreter running this code (whatever PATH says).
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+_LISTENING = re.compile(rb"POP3Factory(?: \(TLS\))? starting on (\d+)")
+
+
+@dataclass
+class ServerProcess:
+    """A ``twistd pop3`` process; its output goes to ``log`` as it comes."""
+
+    process: subprocess.Popen[bytes]
+    ports: list[int]
+    log: Path
+    _drain: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def port(self) -> int:
+        """The first listener."""
+        return self.ports[0]
+
+    @property
+    def tls_port(self) -> int:
+        """The second listener (implicit TLS, by convention)."""
+        return self.ports[1]
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s; the log is complete after."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._drain is not None:
+            self._drain.join(10)
+
+
+def start_server(
+    args: list[str], cwd: Path, listeners: int = 1, startup_seconds: float = 30
+) -> ServerProcess:
+    """Run ``twistd -n pop3 ARGS`` in ``cwd`` and return once ``listeners``
+    ports are open (read from its log, so no guessing at timing).  The log
+    is ``cwd/twistd.log``; raises ``RuntimeError`` with it if the server
+    does not start."""
+    log = Path(cwd) / "twistd.log"
+    command = [*TWISTD, "-n", "--pidfile=", "--logfile=-", "pop3", *args]
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert process.stdout is not None
+    stdout = process.stdout
+    sink = open(log, "wb")  # noqa: SIM115  (closed by the drain thread)
+    ports: list[int] = []
+    deadline = time.monotonic() + startup_seconds
+    while len(ports) < listeners:
+        line = stdout.readline()
+        if not line or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            sink.close()
+            raise RuntimeError(f"server did not start: {log.read_text(errors='replace')}")
+        sink.write(line)
+        sink.flush()
+        match = _LISTENING.search(line)
+        if match:
+            ports.append(int(match.group(1)))
+
+    def drain() -> None:  # so the server never blocks on a full pipe
+        with sink:
+            for chunk in iter(lambda: stdout.read1(65536), b""):
+                sink.write(chunk)
+                sink.flush()
+
+    thread = threading.Thread(target=drain, name="twistd-log", daemon=True)
+    thread.start()
+    return ServerProcess(process, ports, log, thread)

@@ -4,11 +4,6 @@ on loopback, with a Maildir per user, a passwd-file and a certificate."""
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,15 +11,13 @@ from pathlib import Path
 import pytest
 
 from popframe.auth.schemes import make_hash
+from popframe.testing import TWISTD, ServerProcess, start_server
 from popframe.tls import make_self_signed
 
 # The redis_server fixture, for every test module that names it.
 pytest_plugins = ["redis_support"]
 
-STARTUP_SECONDS = 30
-# twistd from the interpreter running the tests (whatever its PATH says).
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-_LISTENING = re.compile(rb"POP3Factory(?: \(TLS\))? starting on (\d+)")
+__all__ = ["TWISTD", "MailHome", "ServerProcess", "server_args", "start_server"]
 
 
 @dataclass
@@ -84,61 +77,6 @@ def mail_home(tmp_path: Path) -> MailHome:
     home.passwd_file.touch()
     make_self_signed(home.cert, home.key)
     return home
-
-
-@dataclass
-class ServerProcess:
-    process: subprocess.Popen[bytes]
-    ports: list[int]
-    log: Path
-
-    @property
-    def port(self) -> int:
-        """The first listener: plain POP3 with STLS."""
-        return self.ports[0]
-
-    @property
-    def tls_port(self) -> int:
-        """The second listener: implicit TLS."""
-        return self.ports[1]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_server(args: list[str], cwd: Path, listeners: int) -> ServerProcess:
-    """Run ``twistd -n pop3 ARGS`` and wait until ``listeners`` ports are
-    open (read from its log, so no guessing at timing)."""
-    log = cwd / "twistd.log"
-    command = [*TWISTD, "-n", "--pidfile=", "--logfile=-", "pop3", *args]
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert process.stdout is not None
-    ports: list[int] = []
-    deadline = time.monotonic() + STARTUP_SECONDS
-    with open(log, "wb") as sink:
-        while len(ports) < listeners:
-            line = process.stdout.readline()
-            if not line or time.monotonic() > deadline:
-                process.kill()
-                process.wait()
-                sink.close()
-                raise AssertionError(f"server did not start: {log.read_text(errors='replace')}")
-            sink.write(line)
-            match = _LISTENING.search(line)
-            if match:
-                ports.append(int(match.group(1)))
-    # Keep draining the log so the server never blocks on a full pipe.
-    drain = subprocess.Popen(["tee", "-a", str(log)], stdin=process.stdout,
-                             stdout=subprocess.DEVNULL)
-    server = ServerProcess(process, ports, log)
-    server._drain = drain  # type: ignore[attr-defined]
-    return server
 
 
 def server_args(home: MailHome, *extra: str) -> list[str]:
