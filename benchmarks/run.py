@@ -406,7 +406,6 @@ def main(argv: list[str] | None = None) -> None:
             s = srv.make_server(n, a.workdir, corpus_dir, src)
             if isinstance(s, srv.Popframe):
                 s.backlog = a.popframe_backlog
-                s.has_workers_option = has_workers
             shutil.rmtree(s.dir, ignore_errors=True)
             s.start()
             took = s.copy_users(bench.users)

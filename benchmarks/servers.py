@@ -325,7 +325,6 @@ class Popframe(Server):
         self.workers = workers
         self.src = src
         self.backlog: int | None = None  # None: Twisted's default (50)
-        self.has_workers_option = False  # set when `twistd pop3 --help` lists --workers
         self.name = "popframe" if not workers else f"popframe-w{workers}"
         super().__init__(workdir, corpus)
 
@@ -337,7 +336,7 @@ class Popframe(Server):
                "--auth", f"passwd-file:{self.corpus / 'passwd'}"]
         if self.workers:
             cmd += ["--workers", str(self.workers)]
-        elif self.has_workers_option:
+        elif popframe_has_workers(self.src):
             cmd += ["--workers", "1"]  # "popframe" is one process, whatever the default
         if popframe_has_option("--max-connections-per-ip", self.src):
             # The load generator is one address with up to 256 sessions.

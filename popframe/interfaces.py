@@ -22,10 +22,14 @@ class MessageInfo:
     across sessions (RFC 1939 section 7).  ``size`` is the exact number of
     octets RETR sends before the terminating ``.``: line ends as CRLF, no
     dot-stuffing, and a final CRLF added if the stored message lacks one.
+    ``wire_ready``: the stored octets already are exactly those octets
+    (:class:`popframe.protocol.encoding.WireForm`), so RETR sends them
+    unchanged; False (unknown) always works.
     """
 
     uid: str
     size: int
+    wire_ready: bool = False
 
 
 class IMaildrop(Interface):

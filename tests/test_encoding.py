@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from popframe.protocol.encoding import MessageEncoder, wire_size
+from popframe.protocol.encoding import MessageEncoder, VerbatimEncoder, wire_form, wire_size
 
 
 def encode(stored: bytes, chunk: int = 1 << 16, body_lines: int | None = None) -> bytes:
@@ -97,3 +97,35 @@ def test_top_is_a_prefix_of_retr(stored: bytes, chunk: int, lines: int) -> None:
     top = unstuff(encode(stored, chunk=chunk, body_lines=lines))
     retr = unstuff(encode(stored))
     assert retr.startswith(top)
+
+
+@given(stored_messages, st.integers(min_value=1, max_value=9))
+def test_wire_ready_exactly_when_the_encoder_changes_nothing(stored: bytes, chunk: int) -> None:
+    chunks = [stored[i : i + chunk] for i in range(0, len(stored), chunk)]
+    form = wire_form(chunks)
+    assert form == wire_form(stored)
+    assert form.size == wire_size(stored)
+    assert form.ready == (encode(stored) == stored + b".\r\n")
+
+
+@pytest.mark.parametrize(
+    "stored, ready",
+    [
+        (b"", True),
+        (b"Subject: x\r\n\r\nbody\r\n", True),
+        (b"Subject: x\r\n\r\nbody", False),  # no final CRLF
+        (b"Subject: x\n\nbody\n", False),  # bare LF
+        (b"Subject: x\r\n\r\n.body\r\n", False),  # a dot line
+        (b".first\r\n", False),
+        (b"a\rb\r\n", True),  # a lone CR is sent as stored
+    ],
+)
+def test_wire_ready_examples(stored: bytes, ready: bool) -> None:
+    assert wire_form(stored).ready is ready
+
+
+def test_verbatim_encoder_sends_chunks_as_read() -> None:
+    encoder = VerbatimEncoder()
+    chunk = b"Subject: x\r\n\r\nbody\r\n"
+    assert encoder.feed(chunk) is chunk
+    assert encoder.finish() == b".\r\n"

@@ -11,6 +11,7 @@ from popframe.protocol import (
     Authenticate,
     Commit,
     Limits,
+    MessageEncoder,
     Reply,
     Retrieve,
     Session,
@@ -20,6 +21,7 @@ from popframe.protocol import (
     StartTLS,
 )
 from popframe.protocol import sasl
+from popframe.protocol.encoding import VerbatimEncoder
 
 MESSAGES = [MessageInfo("uid-a", 120), MessageInfo("uid-b", 200), MessageInfo("uid-c", 5)]
 
@@ -268,3 +270,10 @@ def test_update_state_only_after_quit() -> None:
     replies(session, b"DELE 1\r\n")
     session.connection_lost()
     assert session.state is SessionState.CLOSED
+
+
+def test_retr_of_a_wire_ready_message_sends_it_verbatim_but_top_encodes() -> None:
+    ready = MessageInfo("r", 10, wire_ready=True)
+    assert type(Retrieve(1, ready).encoder()) is VerbatimEncoder
+    assert type(Retrieve(1, ready, 0).encoder()) is MessageEncoder
+    assert type(Retrieve(1, MessageInfo("n", 10)).encoder()) is MessageEncoder

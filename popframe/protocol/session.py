@@ -38,7 +38,7 @@ from popframe.errors import (
 from popframe.interfaces import MessageInfo
 from popframe.protocol import commands as c
 from popframe.protocol import sasl
-from popframe.protocol.encoding import MessageEncoder
+from popframe.protocol.encoding import MessageEncoder, VerbatimEncoder
 from popframe.protocol.normalize import normalize_password, normalize_user
 from popframe.protocol.replies import Reply, error_reply
 
@@ -149,6 +149,8 @@ class Retrieve:
     body_lines: int | None = None  # TOP's line count; None for RETR
 
     def encoder(self) -> MessageEncoder:
+        if self.body_lines is None and self.message.wire_ready:
+            return VerbatimEncoder()
         return MessageEncoder(self.body_lines)
 
 
