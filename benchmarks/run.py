@@ -312,8 +312,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--conc", default="8,64,256", help="concurrencies, comma-separated")
     p.add_argument("--scenarios", default=",".join(ALL_SCENARIOS))
     p.add_argument("--servers", default="auto",
-                   help="comma-separated: popframe, popframe-wN, dovecot (auto: popframe, popframe-wNCPU "
-                        "when --workers exists, dovecot)")
+                   help="comma-separated: popframe, popframe-wN, dovecot; a popframe name may end in "
+                        "+cache (--auth-cache-ttl 3600) (auto: popframe, popframe-wNCPU when --workers "
+                        "exists, dovecot)")
     p.add_argument("--duration", type=float, default=5.0, help="seconds of new sessions per run")
     p.add_argument("--session-timeout", type=float, default=30.0,
                    help="a session still running after this is an error (big: 120 s, huge-maildrop: 300 s)")

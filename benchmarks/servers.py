@@ -321,11 +321,12 @@ class Popframe(Server):
     """``src``: the directory popframe runs from (default: this checkout)."""
 
     def __init__(self, workdir: Path, corpus: Path, workers: int | None = None,
-                 src: Path = REPO) -> None:
+                 src: Path = REPO, auth_cache: bool = False) -> None:
         self.workers = workers
         self.src = src
+        self.auth_cache = auth_cache
         self.backlog: int | None = None  # None: Twisted's default (50)
-        self.name = "popframe" if not workers else f"popframe-w{workers}"
+        self.name = ("popframe" if not workers else f"popframe-w{workers}") + ("+cache" if auth_cache else "")
         super().__init__(workdir, corpus)
 
     def command(self) -> list[str]:
@@ -341,6 +342,10 @@ class Popframe(Server):
         if popframe_has_option("--max-connections-per-ip", self.src):
             # The load generator is one address with up to 256 sessions.
             cmd += ["--max-connections-per-ip", "0"]
+        if self.auth_cache:
+            if not popframe_has_option("--auth-cache-ttl", self.src):
+                raise RuntimeError(f"{self.src}: this popframe has no --auth-cache-ttl")
+            cmd += ["--auth-cache-ttl", "3600"]
         return cmd
 
     def env(self) -> dict[str, str]:
@@ -453,13 +458,17 @@ class Dovecot(Server):
 
 
 def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REPO) -> Server:
+    """``dovecot``, ``popframe``, ``popframe-wN`` (--workers N); a popframe
+    name may end in ``+cache`` (--auth-cache-ttl 3600)."""
     if kind == "dovecot":
         return Dovecot(workdir, corpus)
-    if kind == "popframe":
-        return Popframe(workdir, corpus, src=popframe_src)
-    if kind.startswith("popframe-w"):
-        return Popframe(workdir, corpus, workers=int(kind[len("popframe-w"):]), src=popframe_src)
-    raise ValueError(f"unknown server {kind!r}")
+    base, plus, option = kind.partition("+")
+    if plus and option != "cache" or not base.startswith("popframe"):
+        raise ValueError(f"unknown server {kind!r}")
+    workers = int(base[len("popframe-w"):]) if base.startswith("popframe-w") else None
+    if base != "popframe" and workers is None:
+        raise ValueError(f"unknown server {kind!r}")
+    return Popframe(workdir, corpus, workers=workers, src=popframe_src, auth_cache=bool(plus))
 
 
 def probe_twisted_mail(workdir: Path, timeout: float = 20.0) -> str:

@@ -121,6 +121,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          str],
         ["throttle-prefix", None, "popframe:",
          "Prefix of the keys in a Redis --throttle-store.", str],
+        ["auth-cache-ttl", None, 0.0,
+         "Seconds a successful password login is remembered, so the same user with the "
+         "same password skips the hash (SHA512-CRYPT, bcrypt, argon2) until then; a "
+         "changed password in the passwd-file stops matching at once; failures are never "
+         "cached.  Costs: per user, an HMAC of the password under a key in this "
+         "process's memory.  0: off (every login runs the hash).", float],
         ["login-delay", None, None,
          "RFC 2449 LOGIN-DELAY: refuse a login sooner than SECONDS after the user's last "
          "one, and advertise it in CAPA.  A passwd-file login_delay=SECONDS extra field "
@@ -206,6 +212,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise ConfigurationError("--max-connections-per-ip", "must not be negative")
         if self["workers"] < 1:
             raise ConfigurationError("--workers", "must be at least 1")
+        self._check_auth_cache()
         self._check_throttle()
         # Build what can be checked now, so mistakes surface as usage errors.
         from popframe.stores import store_from_description
@@ -216,6 +223,23 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             load_tls_options(self["tls-cert"], self["tls-key"], self["tls-client-ca"])
             if self["tls-cert"] else None
         )
+
+    def _check_auth_cache(self) -> None:
+        """--auth-cache-ttl: a cache of verified passwords for each checker
+        that can use one (it has a ``verified_passwords`` attribute)."""
+        ttl = self["auth-cache-ttl"]
+        if ttl < 0:
+            raise ConfigurationError("--auth-cache-ttl", "must not be negative")
+        if not ttl:
+            return
+        from popframe.auth.cache import VerifiedPasswords
+
+        caching = [c for c in self["credCheckers"] if hasattr(c, "verified_passwords")]
+        if not caching:
+            raise ConfigurationError("--auth-cache-ttl", "no --auth checker can cache passwords "
+                                     "(passwd-file can)")
+        for checker in caching:
+            checker.verified_passwords = VerifiedPasswords(ttl)
 
     def _check_throttle(self) -> None:
         """--throttle-*, --max-*-failures, --login-delay: the policies

@@ -218,7 +218,10 @@ def test_idle_timeout_disconnects() -> None:
     transport = BufferedTransport(limit=1 << 20)
     protocol = connect(transport, clock=clock, idle_timeout=600)
     clock.advance(599)
-    protocol.dataReceived(b"CAPA\r\n")
+    timers = len(clock.getDelayedCalls())
+    for _ in range(50):
+        protocol.dataReceived(b"CAPA\r\n")
+    assert len(clock.getDelayedCalls()) == timers  # activity re-arms no timer
     clock.advance(599)
     assert not transport.disconnecting
     clock.advance(1)
