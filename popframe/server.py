@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from twisted.cred.error import LoginFailed, UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import Portal
+from twisted.internet import tcp
 from twisted.internet.address import UNIXAddress
 from twisted.internet.interfaces import IPushProducer, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
@@ -134,6 +135,8 @@ class POP3ServerProtocol(Protocol):
         self._maildrop: IMaildrop | None = None
         self._logout: Any = None
         self._message: tuple[IO[bytes], MessageEncoder] | None = None
+        self._message_head = b""  # RETR's +OK line, sent with the first chunk
+        self._tcp: Any = None  # the plain TCP transport, for _write's direct path
         self._waiting = False  # a backend call is outstanding
         self._write_paused = False  # the transport's buffer is full
         self._read_paused = False  # we stopped reading: too much pipelined
@@ -177,6 +180,8 @@ class POP3ServerProtocol(Protocol):
             )
         )
         _no_delay(self.transport)
+        if isinstance(self.transport, tcp.Connection):
+            self._tcp = self.transport
         self.transport.registerProducer(self, True)
         self._reset_timeout()
         if self.config.preauth_timeout:
@@ -290,7 +295,7 @@ class POP3ServerProtocol(Protocol):
     def _send(self, reply: Reply) -> None:
         if not reply.continuation:
             self._failure_round = False
-        self.transport.write(reply.encode())
+        self._write([reply.encode()])
         if reply.close:
             self._closed = True
             # A TLS transport only shuts down once no producer is registered.
@@ -518,29 +523,69 @@ class POP3ServerProtocol(Protocol):
 
     def _start_message(self, stream: IO[bytes], request: Retrieve) -> None:
         assert self.session is not None
-        self._send(self.session.message_follows())
+        reply = self.session.message_follows()
+        self._failure_round = False
+        self._message_head = reply.encode()
         self._message = (stream, request.encoder())
 
     def _stream_chunk(self) -> None:
         assert self._message is not None and self.session is not None
         stream, encoder = self._message
+        size = self.config.chunk_size
         try:
-            chunk = stream.read(self.config.chunk_size)
+            chunk = stream.read(size)
+            ended = not chunk
+            if chunk and len(chunk) < size:
+                # Usually the end (files read short only there): make sure,
+                # so a message of one chunk goes out as +OK, body and "." in
+                # one send.
+                more = stream.read(size - len(chunk))
+                if more:
+                    chunk += more
+                else:
+                    ended = True
         except OSError:
-            # The +OK is out: the only honest signal left is to hang up.
+            # The +OK is out, or the client waits for it: the only honest
+            # signal left is to hang up.
             log.failure("reading a message failed; dropping the connection")
             self._closed = True
             self._close_message()
             self.transport.abortConnection()
             return
+        pieces = [self._message_head] if self._message_head else []
+        self._message_head = b""
         if chunk:
             data = encoder.feed(chunk)
             if data:
-                self.transport.write(data)
-        if not chunk or encoder.done:
-            self.transport.write(encoder.finish())
+                pieces.append(data)
+        finished = ended or encoder.done
+        if finished:
+            pieces.append(encoder.finish())
+        self._write(pieces)
+        if finished:
             self._close_message()
             self.session.request_done()
+
+    def _write(self, pieces: list[bytes]) -> None:
+        """Send ``pieces`` in order.  On plain TCP with nothing queued in
+        the transport they go to the kernel now, in one ``sendmsg``:
+        Twisted's own write waits for the next reactor turn (an epoll round
+        and two ``epoll_ctl`` per reply).  What the kernel does not take,
+        and everything on other transports (TLS, PROXY), goes through the
+        transport, so order and back-pressure stay Twisted's."""
+        tcp_transport = self._tcp
+        if (tcp_transport is not None and tcp_transport.connected
+                and not tcp_transport.disconnecting and not getattr(tcp_transport, "TLS", False)
+                and not tcp_transport._tempDataLen
+                and tcp_transport.offset == len(tcp_transport.dataBuffer)):
+            try:
+                sent = tcp_transport.socket.sendmsg(pieces)
+            except OSError:  # EAGAIN, or an error the transport will report
+                sent = 0
+            if sent:
+                pieces = _after(pieces, sent)
+        for piece in pieces:
+            self.transport.write(piece)
 
     def _close_message(self) -> None:
         if self._message is not None:
@@ -629,6 +674,15 @@ class POP3ServerProtocol(Protocol):
             factory.connections_from[address] = count
         else:
             factory.connections_from.pop(address, None)
+
+
+def _after(pieces: list[bytes], sent: int) -> list[bytes]:
+    """What is left of ``pieces`` once ``sent`` octets of them went out."""
+    for i, piece in enumerate(pieces):
+        if sent < len(piece):
+            return [piece[sent:], *pieces[i + 1:]]
+        sent -= len(piece)
+    return []
 
 
 def _no_delay(transport: Any) -> None:

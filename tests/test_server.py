@@ -277,3 +277,12 @@ def test_loopback_haproxy_does_not_make_remote_clients_local() -> None:
     assert transport.value().endswith(
         b"-ERR plaintext authentication is disabled, use STLS first\r\n"
     )
+
+
+def test_what_is_left_after_a_partial_send() -> None:
+    from popframe.server import _after
+
+    assert _after([b"+OK\r\n", b"body", b".\r\n"], 0) == [b"+OK\r\n", b"body", b".\r\n"]
+    assert _after([b"+OK\r\n", b"body", b".\r\n"], 7) == [b"dy", b".\r\n"]
+    assert _after([b"+OK\r\n", b"body", b".\r\n"], 9) == [b".\r\n"]
+    assert _after([b"+OK\r\n", b"body", b".\r\n"], 12) == []

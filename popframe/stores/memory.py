@@ -21,7 +21,7 @@ from popframe.interfaces import (
     IMaildropStore,
     MessageInfo,
 )
-from popframe.protocol.encoding import wire_size
+from popframe.protocol.encoding import wire_form
 from popframe.stores import LockedMaildrop
 from popframe.stores.locking import MemoryLocker
 
@@ -90,7 +90,8 @@ class MemoryMaildrop(LockedMaildrop):
         self._store = store
         self._user = user
         self._messages = dict(messages)
-        self._listing = [MessageInfo(uid, wire_size(m)) for uid, m in messages]
+        forms = [(uid, wire_form(m)) for uid, m in messages]
+        self._listing = [MessageInfo(uid, form.size, form.ready) for uid, form in forms]
 
     def listing(self) -> list[MessageInfo]:
         return self._listing
