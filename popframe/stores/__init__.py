@@ -81,11 +81,11 @@ class LockedMaildrop:
 
     async def _commit(self, deleted: list[str]) -> None:
         try:
-            known = {info.uid for info in self.listing()}
-            unknown = [uid for uid in deleted if uid not in known]
-            if unknown:
-                raise ValueError(f"uids not in the listing: {unknown!r}")
             if deleted:
+                known = {info.uid for info in self.listing()}
+                unknown = [uid for uid in deleted if uid not in known]
+                if unknown:
+                    raise ValueError(f"uids not in the listing: {unknown!r}")
                 await self._delete(deleted)
         finally:
             await self._close()
