@@ -31,7 +31,7 @@ def test_initial_messages_and_sizes() -> None:
     maildrop = result(store.open("alice"))
     listing = maildrop.listing()
     assert [i.size for i in listing] == [len(LF) + 4, len(CRLF), len(CUT) + 2]
-    assert listing[1] == MessageInfo("given-uid", len(CRLF))
+    assert listing[1] == MessageInfo("given-uid", len(CRLF), wire_ready=True)
     assert len({i.uid for i in listing}) == 3
     with result(maildrop.open_message(listing[0].uid)) as f:
         assert f.read() == LF
