@@ -1,0 +1,187 @@
+"""Open a 100,000-message maildrop again and again: PASS → STAT → UIDL.
+
+    python benchmarks/huge_open.py [--messages 100000] [--workers 1 2]
+        [--sessions 5] [--into new|cur] [--root DIR] [--keep]
+
+Makes one maildrop of small messages (in ``new/``, as a first session
+finds fresh mail, or in ``cur/``), then for each ``--workers`` value runs
+``twistd -n pop3`` on 127.0.0.1 (port 0) over a fresh copy of it and times
+sessions back to back, each from sending PASS: its reply (sent once the
+maildrop is open), the STAT reply, and the end of the UIDL listing.  Session 1 lists the maildrop from scratch (and
+reads every message once for its size); session 2 starts right after it;
+with ``--workers 2`` the sessions alternate between the two workers
+(the other one SIGSTOPped, so the kernel hands the connection to this
+one), so session 2 is served by a process that has never seen the
+maildrop.  Then the server is restarted and two more sessions run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from popframe.auth.schemes import make_hash
+from popframe.testing import ServerProcess, start_server
+
+USER = "huge"
+PASSWORD = "huge-password"
+
+
+def make_maildrop(maildir: Path, count: int, into: str) -> None:
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    suffix = ":2," if into == "cur" else ""
+    for n in range(count):
+        name = f"{1700000000 + n // 4}.V801I{n:x}M{n * 7919 % 1000003}.bench{suffix}"
+        # Half LF (as Postfix stores mail), half CRLF (wire-ready).
+        body = (
+            b"Subject: message %d\r\n\r\nhello\r\n" % n
+            if n % 2
+            else b"Subject: message %d\n\nhello\n" % n
+        )
+        (maildir / into / name).write_bytes(body)
+
+
+def make_home(root: Path, count: int, into: str) -> Path:
+    """A pristine maildrop and passwd-file under ``root`` (made once)."""
+    pristine = root / f"pristine-{count}-{into}"
+    if not (pristine / "done").exists():
+        shutil.rmtree(pristine, ignore_errors=True)
+        started = time.monotonic()
+        make_maildrop(pristine / USER / "Maildir", count, into)
+        (pristine / "users").write_text(f"{USER}:{make_hash('PLAIN', PASSWORD.encode())}::::::\n")
+        (pristine / "done").write_text("")
+        print(f"made {count} messages in {time.monotonic() - started:.1f}s", flush=True)
+    return pristine
+
+
+def read_until(sock: socket.socket, buffer: bytearray, end: bytes) -> bytes:
+    while True:
+        at = buffer.find(end)
+        if at >= 0:
+            reply = bytes(buffer[: at + len(end)])
+            del buffer[: at + len(end)]
+            return reply
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError(f"closed while waiting for {end!r}")
+        buffer += chunk
+
+
+def session(port: int) -> tuple[float, float, float, int]:
+    """(PASS → +OK ms, PASS → STAT ms, PASS → UIDL end ms, messages)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=300) as sock:
+        buffer = bytearray()
+        read_until(sock, buffer, b"\r\n")
+        sock.sendall(f"USER {USER}\r\n".encode())
+        read_until(sock, buffer, b"\r\n")
+        started = time.perf_counter()
+        sock.sendall(f"PASS {PASSWORD}\r\n".encode())
+        reply = read_until(sock, buffer, b"\r\n")
+        pass_at = time.perf_counter()
+        if not reply.startswith(b"+OK"):
+            raise RuntimeError(f"PASS: {reply!r}")
+        sock.sendall(b"STAT\r\n")
+        stat = read_until(sock, buffer, b"\r\n")
+        stat_at = time.perf_counter()
+        sock.sendall(b"UIDL\r\n")
+        read_until(sock, buffer, b"\r\n.\r\n")
+        uidl_at = time.perf_counter()
+        sock.sendall(b"QUIT\r\n")
+        read_until(sock, buffer, b"\r\n")
+    times = [(at - started) * 1e3 for at in (pass_at, stat_at, uidl_at)]
+    return times[0], times[1], times[2], int(stat.split()[1])
+
+
+def worker_pids(server: ServerProcess) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == server.pid:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+@contextmanager
+def only(pids: list[int], chosen: int | None) -> Iterator[None]:
+    """SIGSTOP every worker but ``chosen`` (None: run them all)."""
+    others = [pid for pid in pids if chosen is not None and pid != chosen]
+    for pid in others:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for pid in others:
+            deadline = time.monotonic() + 5
+            while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "Tt":
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"worker {pid} did not stop")
+                time.sleep(0.001)
+        yield
+    finally:
+        for pid in others:
+            os.kill(pid, signal.SIGCONT)
+
+
+def run(root: Path, pristine: Path, workers: int, sessions: int) -> None:
+    home = root / f"w{workers}"
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.copytree(pristine, home, symlinks=True)
+    args = [
+        "--listen", "tcp:0:interface=127.0.0.1",
+        "--store", f"maildir:{home}/%u/Maildir",
+        "--auth", f"passwd-file:{home}/users",
+        "--workers", str(workers),
+        "--max-connections-per-ip", "0",
+    ]  # fmt: skip
+    for phase in ("fresh", "restarted"):
+        server = start_server(args, home)
+        try:
+            pids = worker_pids(server) if workers > 1 else [server.pid]
+            for n in range(1, (sessions if phase == "fresh" else 2) + 1):
+                chosen = pids[(n - 1) % len(pids)] if workers > 1 else None
+                with only(pids, chosen):
+                    pass_ms, stat_ms, uidl_ms, count = session(server.port)
+                print(
+                    f"workers={workers} {phase:9} session {n}: served by {chosen or server.pid}"
+                    f"  PASS→+OK {pass_ms:8.1f} ms  →STAT {stat_ms:8.1f} ms"
+                    f"  →UIDL end {uidl_ms:8.1f} ms"
+                    f"  ({count} messages)",
+                    flush=True,
+                )
+        finally:
+            server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--sessions", type=int, default=5)
+    parser.add_argument("--into", choices=["new", "cur"], default="new")
+    parser.add_argument("--root", type=Path, help="work here (default: a new directory in /tmp)")
+    parser.add_argument("--keep", action="store_true", help="leave the directory behind")
+    a = parser.parse_args()
+    root = a.root or Path(tempfile.mkdtemp(prefix="popframe-huge-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        pristine = make_home(root, a.messages, a.into)
+        for workers in a.workers:
+            run(root, pristine, workers, a.sessions)
+    finally:
+        if not a.keep and a.root is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,722 @@
+"""The Maildir store's listings across sessions and processes: wire-ready
+flags in the size cache, ``popframe.listing`` (reused when ``cur/`` holds
+the names it was made from, or when its settled key still holds), and
+opens that need no thread.  A "fresh process" is the in-memory cache
+cleared; "the builder" is ``Maildir._snapshot``, patched to count calls.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import FrozenInstanceError
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_maildir import (
+    DOVECOT,
+    NO_FINAL_NEWLINE,
+    POSTFIX,
+    Home,
+    contents,
+    forget_listings,
+    open_,
+    open_and_close,
+    result,
+    wire,
+)
+from twisted.internet import defer
+from twisted.logger import globalLogPublisher
+
+from popframe.interfaces import MessageInfo
+from popframe.protocol.encoding import WireForm, wire_form
+from popframe.stores import maildir as maildir_module
+from popframe.stores import run_synchronously
+from popframe.stores.maildir import (
+    JOURNAL_NAME,
+    LISTING_NAME,
+    SIZES_NAME,
+    Maildir,
+    message_infos,
+)
+
+READY = b"Subject: ready\r\n\r\nCRLF only, no dot lines\r\n"
+DOT_LINE = b"Subject: dots\r\n\r\n.leading dot\r\n"
+UNFINISHED = b"Subject: cut\r\n\r\nno final line end"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
+    monkeypatch.setattr(maildir_module, "_STORE_MIN", 0)  # store even tiny listings
+    return Home(tmp_path / "mail")
+
+
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many listings the builder made (one entry per build: its length)."""
+    made: list[int] = []
+    real = Maildir._snapshot
+
+    def counting(self: Maildir, found: list[tuple[str, str]], hidden: set[str]) -> Any:
+        snapshot = real(self, found, hidden)
+        made.append(len(snapshot.listing))
+        return snapshot
+
+    monkeypatch.setattr(Maildir, "_snapshot", counting)
+    return made
+
+
+@pytest.fixture
+def warnings() -> Iterator[list[str]]:
+    """Warnings the store logs."""
+    seen: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == maildir_module.__name__ and event["log_level"].name in (
+            "warn",
+            "error",
+        ):
+            seen.append(event["log_format"].format(**event))
+
+    globalLogPublisher.addObserver(observe)
+    yield seen
+    globalLogPublisher.removeObserver(observe)
+
+
+def no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a message is read for its size."""
+
+    def refuse(path: str) -> WireForm:
+        raise AssertionError(f"read {path}")
+
+    monkeypatch.setattr(maildir_module, "file_wire_form", refuse)
+
+
+def fresh_process(home: Home, user: str = "alice") -> None:
+    """As another worker or a restarted server: nothing in memory."""
+    maildir_module._LISTINGS.pop(str(home.maildir(user)), None)
+
+
+def describe(listing: list[MessageInfo]) -> list[tuple[str, int, bool]]:
+    return [(i.uid, i.size, i.wire_ready) for i in listing]
+
+
+def from_scratch(home: Home, user: str = "alice") -> list[tuple[str, int, bool]]:
+    """The listing today's rules give for cur/ as it is now: built, with
+    nothing remembered or stored (and no message read twice)."""
+    maildir = Maildir(str(home.maildir(user)))
+    found = [(n, "cur/" + n) for n in maildir_module._regular_files(maildir._at("cur"))]
+    return describe(maildir._snapshot(found, set()).listing)
+
+
+def settled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ctime counts as a second old (changes must then be a clock
+    tick apart: see tick())."""
+    monkeypatch.setattr(maildir_module, "_SETTLED_NS", -(10**18))
+
+
+def tick() -> None:
+    """Let the filesystem's coarse clock move on, so the next change gets a
+    new ctime (what the one-second rule guarantees in real use)."""
+    time.sleep(0.03)
+
+
+# -- wire-ready flags ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [READY, DOT_LINE, UNFINISHED, POSTFIX, DOVECOT, NO_FINAL_NEWLINE, b"", b"\r\n", b"x\r\n"],
+)
+def test_wire_ready_is_what_wire_form_says(home: Home, data: bytes) -> None:
+    home.postfix(data)
+    (info,) = open_and_close(home.store())
+    assert (info.size, info.wire_ready) == (len(wire(data)), wire_form(data).ready)
+
+
+def test_ready_and_not_ready_side_by_side(home: Home) -> None:
+    home.postfix(READY)
+    home.postfix(POSTFIX)
+    home.postfix(DOT_LINE)
+    assert [i.wire_ready for i in open_and_close(home.store())] == [True, False, False]
+
+
+def test_flags_come_from_the_size_cache_without_reading(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for data in (READY, POSTFIX, UNFINISHED):
+        home.postfix(data)
+    store = home.store()
+    first = describe(open_and_close(store))
+    forget_listings(home)
+    no_reading(monkeypatch)
+    assert describe(open_and_close(store)) == first
+    assert (home.maildir() / SIZES_NAME).read_bytes().startswith(b"popframe-sizes 2\n")
+
+
+def test_a_version_1_size_cache_is_used_as_not_ready(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgrade reads no message again: old entries keep their sizes and
+    go through the encoder, as they did before."""
+    names = [home.postfix(READY), home.postfix(POSTFIX)]
+    store = home.store()
+    open_and_close(store)
+    forget_listings(home)
+    sizes = ",".join(str(len(wire(d))) for d in (READY, POSTFIX))
+    (home.maildir() / SIZES_NAME).write_text("popframe-sizes 1\n" + "\n".join(names) + "\0" + sizes)
+    with monkeypatch.context() as patch:
+        no_reading(patch)
+        listing = open_and_close(store)
+    assert describe(listing) == [
+        (names[0], len(wire(READY)), False),
+        (names[1], len(wire(POSTFIX)), False),
+    ]
+    new = home.postfix(READY)  # a change rewrites the cache as version 2
+    assert describe(open_and_close(store))[2] == (new, len(wire(READY)), True)
+    text = (home.maildir() / SIZES_NAME).read_text()
+    assert text.startswith("popframe-sizes 2\n") and text.rsplit("\0", 1)[1] == "001"
+    forget_listings(home)
+    with monkeypatch.context() as patch:
+        no_reading(patch)
+        assert [i.wire_ready for i in open_and_close(store)] == [False, False, True]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "popframe-sizes 2\n{names}\0{sizes}\0" + "2" * 2,  # a flag that is no flag
+        "popframe-sizes 2\n{names}\0{sizes}\0" + "1",  # one flag short
+        "popframe-sizes 2\n{names}\0{sizes}",  # no flags section
+        "popframe-sizes 3\n{names}\0{sizes}\0" + "11",  # a version from the future
+    ],
+)
+def test_a_bad_size_cache_is_ignored(home: Home, text: str, warnings: list[str]) -> None:
+    names = [home.postfix(READY), home.postfix(POSTFIX)]
+    store = home.store()
+    first = describe(open_and_close(store))
+    forget_listings(home)
+    sizes = "1,1"  # wrong sizes that must not be believed
+    (home.maildir() / SIZES_NAME).write_text(text.format(names="\n".join(names), sizes=sizes))
+    assert describe(open_and_close(store)) == first
+    assert any("ignoring size cache" in w for w in warnings)
+
+
+def test_virtual_size_names_are_not_read(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = home.dovecot(READY)  # ,W= in the name
+    no_reading(monkeypatch)
+    (info,) = open_and_close(home.store())
+    assert (info.uid, info.size, info.wire_ready) == (name, len(READY), False)
+
+
+@pytest.mark.parametrize(("cached_size_matches", "ready"), [(True, True), (False, False)])
+def test_virtual_size_names_are_ready_when_the_cache_knows(
+    home: Home, monkeypatch: pytest.MonkeyPatch, cached_size_matches: bool, ready: bool
+) -> None:
+    name = home.dovecot(READY)
+    home.make()
+    size = len(READY) if cached_size_matches else len(READY) + 1
+    (home.maildir() / SIZES_NAME).write_text(f"popframe-sizes 2\n{name}\0{size}\0" + "1")
+    no_reading(monkeypatch)
+    (info,) = open_and_close(home.store())
+    assert (info.size, info.wire_ready) == (len(READY), ready)  # the name's size wins
+
+
+# -- the persisted listing ---------------------------------------------------------------------
+
+
+def test_a_fresh_process_reuses_the_stored_listing(
+    home: Home, builds: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = [READY, POSTFIX, DOVECOT, NO_FINAL_NEWLINE]
+    for d in data[:2]:
+        home.postfix(d)
+    home.dovecot(DOVECOT)
+    home.postfix(NO_FINAL_NEWLINE)
+    store = home.store()
+    first = describe(open_and_close(store))
+    assert builds == [4] and (home.maildir() / LISTING_NAME).exists()
+    fresh_process(home)
+    no_reading(monkeypatch)
+    maildrop = open_(home.store())  # another store object too
+    assert describe(maildrop.listing()) == first
+    assert builds == [4]
+    assert contents(maildrop) == data
+    result(maildrop.commit([maildrop.listing()[1].uid]))
+    left = [first[0], *first[2:]]
+    assert describe(open_and_close(store)) == left
+
+
+def test_the_second_open_right_after_the_first_builds_nothing(
+    home: Home, builds: list[int]
+) -> None:
+    """new/ -> cur/ just now: too recent for the ctime key, so a readdir
+    checks the names, and they are the ones the listing was made from."""
+    names = [home.postfix(POSTFIX), home.postfix(READY)]
+    store = home.store()
+    assert [i.uid for i in open_and_close(store)] == names
+    assert [i.uid for i in open_and_close(store)] == names
+    fresh_process(home)
+    assert [i.uid for i in open_and_close(store)] == names
+    assert builds == [2]
+
+
+@pytest.mark.parametrize("process", ["same", "fresh"])
+def test_new_mail_between_sessions(home: Home, builds: list[int], process: str) -> None:
+    names = [home.postfix(POSTFIX), home.postfix(READY)]
+    store = home.store()
+    open_and_close(store)
+    names.append(home.postfix(DOVECOT))
+    if process == "fresh":
+        fresh_process(home)
+    assert [i.uid for i in open_and_close(store)] == names
+    assert builds == [2, 3]
+    fresh_process(home)
+    assert [i.uid for i in open_and_close(store)] == names
+    assert builds == [2, 3]
+
+
+@pytest.mark.parametrize("process", ["same", "fresh"])
+@pytest.mark.parametrize("change", ["unlink", "rename", "copy"])
+def test_another_agent_changes_cur(home: Home, process: str, change: str) -> None:
+    names = [home.postfix(POSTFIX), home.postfix(READY), home.postfix(DOT_LINE)]
+    store = home.store()
+    open_and_close(store)
+    cur = home.maildir() / "cur"
+    if change == "unlink":
+        os.unlink(cur / f"{names[1]}:2,")
+    elif change == "rename":  # new flags: the uid and the order stay
+        os.rename(cur / f"{names[1]}:2,", cur / f"{names[1]}:2,RS")
+    else:  # a second file with the same base name
+        shutil.copy(cur / f"{names[1]}:2,", cur / f"{names[1]}:2,S")
+    if process == "fresh":
+        fresh_process(home)
+    maildrop = open_(store)
+    assert describe(maildrop.listing()) == from_scratch(home)
+    expected = {"unlink": [POSTFIX, DOT_LINE], "rename": [POSTFIX, READY, DOT_LINE]}
+    assert contents(maildrop) == expected.get(change, [POSTFIX, READY, READY, DOT_LINE])
+    result(maildrop.abandon())
+
+
+def test_duplicate_base_names_keep_their_uids_across_processes(
+    home: Home, builds: list[int]
+) -> None:
+    cur = home.make() / "cur"
+    (cur / "1700000000.x.mx:2,").write_bytes(b"one\n")
+    (cur / "1700000000.x.mx:2,S").write_bytes(b"two\r\n")
+    store = home.store()
+    first = describe(open_and_close(store))
+    assert first[0][0] == "1700000000.x.mx" and first[1][0].startswith("h")
+    fresh_process(home)
+    maildrop = open_(store)
+    assert describe(maildrop.listing()) == first and builds == [2]
+    assert contents(maildrop) == [b"one\n", b"two\r\n"]
+    result(maildrop.commit([first[0][0]]))
+    # The one left is now the only file with that base: its uid is the base.
+    assert [i.uid for i in open_and_close(store)] == ["1700000000.x.mx"]
+
+
+def stored_listing(home: Home) -> Path:
+    return home.maildir() / LISTING_NAME
+
+
+def corrupt(how: str, data: bytes, other: bytes) -> bytes:
+    header, _, body = data.partition(b"\n")
+    if how == "truncated":
+        return data[: len(data) * 2 // 3]
+    if how == "empty":
+        return b""
+    if how == "flipped":  # one octet of a uid
+        at = body.index(b"\0") + 3
+        return header + b"\n" + body[:at] + bytes([body[at] ^ 0x01]) + body[at + 1 :]
+    if how == "garbage":
+        return b"\x00\xff" * 64
+    if how == "future":
+        return data.replace(b"popframe-listing 1 ", b"popframe-listing 2 ", 1)
+    if how == "foreign":  # another maildir's, whole and valid
+        return other
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "flipped", "garbage", "future", "foreign"])
+def test_a_corrupt_or_foreign_stored_listing_is_ignored(
+    home: Home, how: str, builds: list[int], warnings: list[str]
+) -> None:
+    names = [home.postfix(POSTFIX), home.postfix(READY), home.postfix(DOT_LINE)]
+    other = [home.postfix(POSTFIX, user="bob"), home.postfix(READY, user="bob")]
+    store = home.store()
+    first = describe(open_and_close(store))
+    result(open_(store, "bob").abandon())
+    bob = (home.maildir("bob") / LISTING_NAME).read_bytes()
+    path = stored_listing(home)
+    path.write_bytes(corrupt(how, path.read_bytes(), bob))
+    fresh_process(home)
+    assert describe(open_and_close(store)) == first
+    assert [u for u, _, _ in first] == names and other
+    assert len(builds) == 3  # alice, bob, alice again
+    if how in ("truncated", "empty", "flipped", "garbage", "future"):
+        assert any("ignoring listing" in w for w in warnings), warnings
+    fresh_process(home)  # and a good one was written in its place
+    assert describe(open_and_close(store)) == first and len(builds) == 3
+
+
+def forge(data: bytes, section: int, replace: Callable[[bytes], bytes]) -> bytes:
+    """Edit one section and make the checksum fit, as only someone who
+    can write the maildir could."""
+    prefix = b"popframe-listing 1 "
+    checked = data[len(prefix) + 9 :]
+    header, _, body = checked.partition(b"\n")
+    sections = body.split(b"\0")
+    sections[section] = replace(sections[section])
+    checked = header + b"\n" + b"\0".join(sections)
+    return b"%s%08x %s" % (prefix, maildir_module.zlib.crc32(checked), checked)
+
+
+@pytest.mark.parametrize(
+    ("section", "replace"),
+    [
+        (0, lambda names: b"../../../etc/passwd" + names[names.index(b"\n") :]),
+        (1, lambda uids: "ü".encode() + uids[1:]),
+        (1, lambda uids: b"a b" + uids[3:]),
+        (1, lambda uids: b"x" * 71 + uids[uids.index(b"\n") :]),
+        (2, lambda sizes: b"-1" + sizes[1:]),
+        (2, lambda sizes: b"1.5" + sizes[1:]),
+        (3, lambda ready: b"2" + ready[1:]),
+    ],
+)
+def test_a_forged_listing_cannot_escape_or_break_the_protocol(
+    home: Home,
+    monkeypatch: pytest.MonkeyPatch,
+    section: int,
+    replace: Callable[[bytes], bytes],
+    warnings: list[str],
+) -> None:
+    for data in (POSTFIX, READY):
+        home.postfix(data)
+    settled(monkeypatch)
+    store = home.store()
+    first = describe(open_and_close(store))
+    assert b" -\n" not in stored_listing(home).read_bytes()[:200]  # the key is stored
+    stored_listing(home).write_bytes(forge(stored_listing(home).read_bytes(), section, replace))
+    fresh_process(home)
+    assert describe(open_and_close(store)) == first
+    assert any("ignoring listing" in w for w in warnings), warnings
+
+
+def test_odd_names_round_trip(home: Home, builds: list[int]) -> None:
+    """Names that are no UIDL (digests), with other info separators, or
+    not even UTF-8: the stored listing gives what a build gives."""
+    cur = os.fsencode(home.make() / "cur")
+    for name in [
+        b"1700000000.with space.mx:2,",
+        "1700000001.ünïcödé.mx:2,S".encode(),
+        b"1700000002.\xff\xfe.mx:2,",
+        b"1700000003.other.mx;2,S",
+        b"1700000004." + b"x" * 80 + b":2,",
+        b"no-timestamp",
+    ]:
+        with open(os.path.join(cur, name), "wb") as f:
+            f.write(POSTFIX)
+    store = home.store()
+    first = describe(open_and_close(store))
+    fresh_process(home)
+    maildrop = open_(store)
+    assert describe(maildrop.listing()) == first and builds == [6]
+    assert first == from_scratch(home)
+    assert contents(maildrop) == [POSTFIX] * 6
+    result(maildrop.commit([first[2][0]]))
+    assert len(os.listdir(cur)) == 5
+
+
+def test_short_listings_are_not_stored(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(maildir_module, "_STORE_MIN", 3)
+    names = [home.postfix(POSTFIX), home.postfix(READY), home.postfix(DOT_LINE)]
+    store = home.store()
+    open_and_close(store)
+    assert stored_listing(home).exists()
+    maildrop = open_(store)
+    result(maildrop.commit([names[0]]))
+    assert [i.uid for i in open_and_close(store)] == names[1:]
+    assert not stored_listing(home).exists()  # no stale file left to read
+    fresh_process(home)
+    assert [i.uid for i in open_and_close(store)] == names[1:]
+
+
+def test_an_empty_maildrop_round_trips(home: Home, builds: list[int]) -> None:
+    store = home.store()
+    assert open_and_close(store) == []
+    fresh_process(home)
+    assert open_and_close(store) == [] and builds == [0]
+
+
+def test_message_infos_are_real_message_infos() -> None:
+    made = message_infos(["a", "b"], [1, 2], [True, False])
+    built = [MessageInfo("a", 1, True), MessageInfo("b", 2, False)]
+    assert made == built and list(map(hash, made)) == list(map(hash, built))
+    assert list(map(repr, made)) == list(map(repr, built))
+    assert all(type(m) is MessageInfo for m in made)
+    with pytest.raises(FrozenInstanceError):
+        made[0].size = 3  # type: ignore[misc]
+
+
+def test_collection_pauses_while_loading_and_resumes_as_it_was() -> None:
+    pause = maildir_module._collector_paused
+    assert gc.isenabled()
+    with pause():
+        assert not gc.isenabled()
+        with pause():  # an overlapping load in another thread
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with pause():
+            pass
+        assert not gc.isenabled()  # someone else's choice stands
+    finally:
+        gc.enable()
+
+
+# -- the settled key ------------------------------------------------------------------------------
+
+
+def count_scans(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    scans: list[str] = []
+    real = maildir_module._regular_files
+
+    def counting(directory: str) -> Iterator[str]:
+        scans.append(os.path.basename(directory))
+        return real(directory)
+
+    monkeypatch.setattr(maildir_module, "_regular_files", counting)
+    return scans
+
+
+def test_a_stored_settled_key_spares_a_fresh_process_the_readdir(
+    home: Home, monkeypatch: pytest.MonkeyPatch, builds: list[int]
+) -> None:
+    names = [home.postfix(POSTFIX), home.postfix(READY)]
+    store = home.store()
+    open_and_close(store)  # moves new/ to cur/: not settled yet
+    settled(monkeypatch)
+    open_and_close(store)  # a readdir vouches; the key goes into the file
+    fresh_process(home)
+    scans = count_scans(monkeypatch)
+    maildrop = open_(store)
+    assert [i.uid for i in maildrop.listing()] == names and "cur" not in scans
+    assert contents(maildrop) == [POSTFIX, READY]
+    result(maildrop.abandon())
+    assert builds == [2]
+    tick()
+    names.append(home.postfix(DOVECOT))  # the key no longer holds
+    fresh_process(home)
+    assert [i.uid for i in open_and_close(store)] == names and builds == [2, 3]
+
+
+def test_a_stored_listing_gets_its_key_when_one_settles(
+    home: Home, monkeypatch: pytest.MonkeyPatch, builds: list[int]
+) -> None:
+    names = [home.postfix(POSTFIX), home.postfix(READY)]
+    store = home.store()
+    open_and_close(store)
+    before = stored_listing(home).read_bytes()
+    assert b" -\n" in before[:100]  # too recent for a key
+    fresh_process(home)
+    settled(monkeypatch)
+    open_and_close(store)  # the names match the stored listing, and now a key
+    after = stored_listing(home).read_bytes()
+    assert after.partition(b"\n")[2] == before.partition(b"\n")[2]  # only the header changed
+    assert b" -\n" not in after[:100]
+    fresh_process(home)
+    scans = count_scans(monkeypatch)
+    assert [i.uid for i in open_and_close(store)] == names and "cur" not in scans
+    assert builds == [2]
+
+
+def test_a_remembered_listing_is_stored_again_if_the_file_went(
+    home: Home, builds: list[int]
+) -> None:
+    names = [home.postfix(POSTFIX), home.postfix(READY)]
+    store = home.store()
+    open_and_close(store)
+    stored_listing(home).unlink()
+    assert [i.uid for i in open_and_close(store)] == names  # from memory
+    assert stored_listing(home).exists()
+    fresh_process(home)
+    assert [i.uid for i in open_and_close(store)] == names and builds == [2]
+
+
+def test_a_long_listing_is_vouched_for_by_a_second_readdir(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first listing of a large maildrop takes seconds: by its end the
+    directories have settled, so the next open needs no readdir."""
+    names = [home.postfix(POSTFIX), home.postfix(READY)]
+    real = Maildir._snapshot
+
+    def slow(self: Maildir, found: list[tuple[str, str]], hidden: set[str]) -> Any:
+        monkeypatch.setattr(maildir_module, "_SETTLED_NS", -(10**18))  # "a second later"
+        return real(self, found, hidden)
+
+    monkeypatch.setattr(Maildir, "_snapshot", slow)
+    open_and_close(home.store())
+    known = maildir_module._LISTINGS[str(home.maildir())]
+    assert known.key is not None
+    assert maildir_module._key_text(known.key) in stored_listing(home).read_bytes()
+    fresh_process(home)
+    scans = count_scans(monkeypatch)
+    assert [i.uid for i in open_and_close(home.store())] == names and "cur" not in scans
+
+
+def test_a_changed_maildir_is_never_vouched_for(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [home.postfix(POSTFIX)]
+    store = home.store()
+    settled(monkeypatch)
+    open_and_close(store)
+    open_and_close(store)
+    cur = home.maildir() / "cur"
+    for step in range(4):
+        tick()
+        if step % 2:
+            names.append(home.postfix(READY))
+        else:
+            (old,) = [n for n in os.listdir(cur) if n.startswith(names[0])]
+            os.rename(cur / old, cur / f"{names[0]}:2,{'ST'[step // 2]}")
+        if step >= 2:
+            fresh_process(home)
+        assert [i.uid for i in open_and_close(store)] == names
+
+
+# -- opens without a thread -----------------------------------------------------------------------
+
+
+class Recording:
+    """A run_blocking that records what it runs."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        self.calls.append(f.__name__)
+        return run_synchronously(f, *args)
+
+
+def test_an_unchanged_open_runs_no_thread(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    home.postfix(POSTFIX)
+    run = Recording()
+    store = home.store(run_blocking=run)
+    open_and_close(store)
+    assert run.calls == ["load"]
+    settled(monkeypatch)
+    open_and_close(store)  # the key settles
+    run.calls.clear()
+    for _ in range(3):
+        maildrop = open_(store)
+        assert contents(maildrop) == [POSTFIX]
+        result(maildrop.abandon())
+    assert run.calls == []
+
+
+@pytest.mark.parametrize("change", ["journal", "new mail", "forgotten"])
+def test_an_open_with_work_to_do_takes_the_thread(
+    home: Home, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    names = [home.postfix(POSTFIX), home.postfix(READY)]
+    run = Recording()
+    store = home.store(run_blocking=run)
+    settled(monkeypatch)
+    open_and_close(store)
+    open_and_close(store)
+    run.calls.clear()
+    tick()
+    if change == "journal":  # a commit the server died in: finished first
+        (home.maildir() / JOURNAL_NAME).write_text(
+            '{"version": 1, "delete": ["cur/%s:2,"]}' % names[0]
+        )
+        names.pop(0)
+    elif change == "new mail":
+        names.append(home.postfix(DOVECOT))
+    else:
+        fresh_process(home)
+    assert [i.uid for i in open_and_close(store)] == names
+    assert run.calls == ["load"]
+    assert not (home.maildir() / JOURNAL_NAME).exists()
+
+
+def test_a_long_loaded_listing_maps_uids_in_the_thread(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for data in (POSTFIX, READY, DOT_LINE):
+        home.postfix(data)
+    store = home.store()
+    first = describe(open_and_close(store))
+    fresh_process(home)
+    monkeypatch.setattr(maildir_module, "_MAP_INLINE", 1)
+    run = Recording()
+    maildrop = open_(home.store(run_blocking=run))
+    assert describe(maildrop.listing()) == first
+    assert run.calls == ["load"]
+    assert contents(maildrop) == [POSTFIX, READY, DOT_LINE]
+    assert run.calls == ["load", "where"]  # once
+    result(maildrop.commit([first[0][0]]))
+    assert run.calls == ["load", "where", "delete"]
+
+
+def test_the_maildir_is_prepared_without_a_thread(home: Home) -> None:
+    run = Recording()
+    maildrop = open_(home.store(run_blocking=run))
+    assert run.calls == ["load"] and maildrop.listing() == []
+    result(maildrop.abandon())
+    maildrop = open_(home.store(run_blocking=run, create=False), "nobody")
+    assert run.calls == ["load"] and maildrop.listing() == []
+
+
+# -- never a wrong listing ------------------------------------------------------------------------
+
+
+ACTIONS = ["deliver", "unlink", "rename", "copy", "restart", "commit", "corrupt", "none"]
+
+
+def test_random_changes_never_give_a_wrong_listing(home: Home) -> None:
+    """Sessions, other agents and restarts in a seeded random order; after
+    each open the listing is exactly what building it from scratch gives."""
+    rng = random.Random(1939)
+    store = home.store()
+    bodies = [READY, POSTFIX, DOT_LINE, UNFINISHED, DOVECOT]
+    for _ in range(6):
+        home.postfix(rng.choice(bodies), when=1700000000 + rng.randrange(5))
+    for _ in range(60):
+        cur = home.maildir() / "cur"
+        present = sorted(os.listdir(cur))
+        action = rng.choice(ACTIONS)
+        if action == "deliver":
+            home.postfix(rng.choice(bodies), when=1700000000 + rng.randrange(5))
+        elif action == "unlink" and present:
+            os.unlink(cur / rng.choice(present))
+        elif action == "rename" and present:
+            name = rng.choice(present)
+            os.rename(cur / name, cur / (name.partition(":")[0] + ":2," + rng.choice("RSTF")))
+        elif action == "copy" and present:
+            name = rng.choice(present)
+            if ":2," in name and not name.endswith("D"):
+                shutil.copy(cur / name, cur / (name + "D"))
+        elif action == "restart":
+            fresh_process(home)
+        elif action == "corrupt" and stored_listing(home).exists():
+            data = stored_listing(home).read_bytes()
+            stored_listing(home).write_bytes(data[: rng.randrange(len(data))])
+            fresh_process(home)
+        maildrop = open_(store)
+        got = describe(maildrop.listing())
+        assert got == from_scratch(home), action
+        if action == "commit" and got:
+            result(maildrop.commit([u for u, _, _ in rng.sample(got, k=min(2, len(got)))]))
+        else:
+            result(maildrop.abandon())
