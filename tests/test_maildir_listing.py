@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import FrozenInstanceError
 from pathlib import Path
@@ -37,12 +38,13 @@ from popframe.interfaces import MessageInfo
 from popframe.protocol.encoding import WireForm, wire_form
 from popframe.stores import maildir as maildir_module
 from popframe.stores import run_synchronously
+from popframe.stores import listing as listing_module
+from popframe.stores.listing import message_infos
 from popframe.stores.maildir import (
     JOURNAL_NAME,
     LISTING_NAME,
     SIZES_NAME,
     Maildir,
-    message_infos,
 )
 
 READY = b"Subject: ready\r\n\r\nCRLF only, no dot lines\r\n"
@@ -374,7 +376,7 @@ def forge(data: bytes, section: int, replace: Callable[[bytes], bytes]) -> bytes
     sections = body.split(b"\0")
     sections[section] = replace(sections[section])
     checked = header + b"\n" + b"\0".join(sections)
-    return b"%s%08x %s" % (prefix, maildir_module.zlib.crc32(checked), checked)
+    return b"%s%08x %s" % (prefix, zlib.crc32(checked), checked)
 
 
 @pytest.mark.parametrize(
@@ -465,7 +467,7 @@ def test_message_infos_are_real_message_infos() -> None:
 
 
 def test_collection_pauses_while_loading_and_resumes_as_it_was() -> None:
-    pause = maildir_module._collector_paused
+    pause = listing_module.collector_paused
     assert gc.isenabled()
     with pause():
         assert not gc.isenabled()
@@ -567,7 +569,7 @@ def test_a_long_listing_is_vouched_for_by_a_second_readdir(
     open_and_close(home.store())
     known = maildir_module._LISTINGS[str(home.maildir())]
     assert known.key is not None
-    assert maildir_module._key_text(known.key) in stored_listing(home).read_bytes()
+    assert listing_module.key_text(known.key) in stored_listing(home).read_bytes()
     fresh_process(home)
     scans = count_scans(monkeypatch)
     assert [i.uid for i in open_and_close(home.store())] == names and "cur" not in scans

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from popframe.errors import AuthenticationFailed, MaildropInUse, TemporaryFailure
 from popframe.interfaces import MessageInfo
@@ -277,3 +279,11 @@ def test_retr_of_a_wire_ready_message_sends_it_verbatim_but_top_encodes() -> Non
     assert type(Retrieve(1, ready).encoder()) is VerbatimEncoder
     assert type(Retrieve(1, ready, 0).encoder()) is MessageEncoder
     assert type(Retrieve(1, MessageInfo("n", 10)).encoder()) is MessageEncoder
+
+
+@given(st.lists(st.binary().filter(lambda b: b"\r" not in b and b"\n" not in b), max_size=8))
+def test_multiline_replies_stuff_exactly_the_lines_starting_with_a_dot(lines: list[bytes]) -> None:
+    expected = b"+OK x\r\n" + b"".join(
+        (b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines
+    ) + b".\r\n"
+    assert Reply(True, "x", lines=lines).encode() == expected

@@ -32,7 +32,6 @@ make the server read ``/etc/shadow`` through ``cur/``.
 from __future__ import annotations
 
 import errno
-import gc
 import hashlib
 import json
 import os
@@ -40,13 +39,11 @@ import re
 import stat
 import threading
 import time
-import zlib
-from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import repeat
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import BinaryIO
 
 from twisted.internet import defer
@@ -67,6 +64,20 @@ from popframe.interfaces import (
 )
 from popframe.protocol.encoding import WireForm, wire_form
 from popframe.stores import LockedMaildrop, RunBlocking
+from popframe.stores.listing import (
+    UID_MAX,
+    Snapshot,
+    StoredListing,
+    check_listing,
+    collector_paused,
+    format_listing,
+    key_text,
+    message_infos,
+    parse_listing,
+    rekeyed,
+    relative_path,
+    same_names,
+)
 from popframe.stores.locking import FileLocker
 from popframe.stores.template import PathTemplate, UnsafeUserName
 
@@ -79,7 +90,6 @@ JOURNAL_NAME = "popframe.journal"
 _JOURNAL_VERSION = 1
 _DIR_MODE = 0o700
 _CHUNK = 1 << 16
-_UID_MAX = 70
 
 #: Maildir's info part starts at ':'; systems that cannot have ':' in file
 #: names use ';' or '!' instead.
@@ -87,7 +97,6 @@ _OTHER_INFO = re.compile(r"[;!]2,[A-Za-z]*$")
 _VIRTUAL_SIZE = re.compile(r",W=(\d+)")
 _SIZES_HEADER = "popframe-sizes 2"
 _SIZES_HEADER_V1 = "popframe-sizes 1"  # sizes without ready flags: read as not ready
-_LISTING_PREFIX = b"popframe-listing 1 "
 #: Temporary files of a write_file_atomically a crash interrupted.
 _TEMPORARY_PREFIXES = tuple(f".{name}." for name in (JOURNAL_NAME, SIZES_NAME, LISTING_NAME))
 
@@ -133,7 +142,7 @@ def base_name(name: str) -> str:
 
 def uid_for(base: str) -> str:
     """The base name when it is a valid UIDL, else a stable digest of it."""
-    if 0 < len(base) <= _UID_MAX and base.isascii() and base.isprintable() and " " not in base:
+    if 0 < len(base) <= UID_MAX and base.isascii() and base.isprintable() and " " not in base:
         return base
     return digest_uid(base)
 
@@ -180,83 +189,7 @@ def file_wire_form(path: str) -> WireForm:
         return wire_form(iter(lambda: f.read(_CHUNK), b""))
 
 
-def relative_path(entry: str) -> str:
-    """The path in the maildir of a :class:`Snapshot` entry: a bare name
-    lives in ``cur/``; mail that could not move keeps ``new/NAME``.  (Bare
-    names let a listing share the strings readdir made.)
-    """
-    return entry if "/" in entry else "cur/" + entry
-
-
-#: MessageInfo's fields in order, and setters for its slots (None if it
-#: is not the frozen slotted dataclass :func:`message_infos` expects).
-_INFO_FIELDS = ("uid", "size", "wire_ready")
-_INFO_SETTERS = (
-    tuple(getattr(MessageInfo, name).__set__ for name in _INFO_FIELDS)
-    if tuple(f.name for f in fields(MessageInfo)) == _INFO_FIELDS
-    and getattr(MessageInfo, "__slots__", None) == _INFO_FIELDS
-    and not hasattr(MessageInfo, "__post_init__")
-    else None
-)
-
-
-def message_infos(uids: list[str], sizes: list[int], ready: Iterable[bool]) -> list[MessageInfo]:
-    """``MessageInfo``s from parallel sequences, the way a listing is loaded.
-
-    The frozen dataclass's ``__init__`` is a Python call per object (its
-    ``object.__setattr__`` calls are half the time of loading 100,000), so
-    the objects are made by C-level maps: allocate, then fill each slot.
-    Equal to constructed ones in every way (tests check).
-    """
-    if _INFO_SETTERS is None:
-        return list(map(MessageInfo, uids, sizes, ready))
-    infos: list[MessageInfo] = list(map(object.__new__, repeat(MessageInfo, len(uids))))
-    for setter, values in zip(_INFO_SETTERS, (uids, sizes, ready)):
-        deque(map(setter, infos, values), maxlen=0)
-    return infos
-
-
 # -- the directory ------------------------------------------------------------
-
-
-class Snapshot:
-    """A maildrop as listed at open: the listing, and each message's entry
-    (see :func:`relative_path`) in the same order.  Sessions that reuse a
-    listing share it, so nothing changes it once made.
-
-    The entries of a loaded listing may stay undecoded, and the map from
-    uid to entry is made at first need: a client that only polls (STAT,
-    UIDL, QUIT) never needs either, and for 100,000 messages they are a
-    third of loading one.
-    """
-
-    __slots__ = ("listing", "_entries", "_where")
-
-    def __init__(
-        self,
-        listing: list[MessageInfo],
-        entries: list[str] | bytes,
-        where: dict[str, str] | None = None,
-    ) -> None:
-        self.listing = listing
-        self._entries = entries  # bytes: the names joined by LF, all in cur/
-        self._where = where
-
-    def entries(self) -> list[str]:
-        if isinstance(self._entries, bytes):
-            self._entries = os.fsdecode(self._entries).split("\n") if self.listing else []
-        return self._entries
-
-    @property
-    def mapped(self) -> bool:
-        """Whether :meth:`where` is made (and so costs nothing)."""
-        return self._where is not None
-
-    def where(self) -> dict[str, str]:
-        """uid -> entry."""
-        if self._where is None:
-            self._where = dict(zip(map(attrgetter("uid"), self.listing), self.entries()))
-        return self._where
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,14 +205,6 @@ class _Known:
 
     def cur_names(self) -> list[str]:
         return self.snapshot.entries() if self.names is None else self.names
-
-
-def _same_names(names: list[str], known: list[str]) -> bool:
-    """Whether two lists of ``cur/`` names hold the same names; ``names``
-    comes from readdir (no name twice).  An unchanged directory reads in
-    the same order, and comparing lists is 20 times faster than sets.
-    """
-    return names == known or (len(names) == len(known) and frozenset(names) == frozenset(known))
 
 
 def _recall(path: str) -> _Known | None:
@@ -386,14 +311,14 @@ class Maildir:
         if known is not None and key is not None and known.key == key:
             return known.snapshot
         stored = self._read_listing()
-        if stored is not None and key is not None and stored.key == _key_text(key):
+        if stored is not None and key is not None and stored.key == key_text(key):
             snapshot = self._parse_listing(stored, None)  # the key vouches: no readdir
             if snapshot is not None:
                 _remember(self.path, _Known(snapshot, None, key))
                 return snapshot
             stored = None  # not intact (logged)
         names = list(_regular_files(self._at("cur")))
-        if known is not None and _same_names(names, known.cur_names()):
+        if known is not None and same_names(names, known.cur_names()):
             snapshot, made = known.snapshot, "remembered"
         elif stored is not None and (snapshot := self._parse_listing(stored, names)) is not None:
             made = "stored"
@@ -413,7 +338,7 @@ class Maildir:
         self,
         snapshot: Snapshot,
         made: str,
-        stored: _StoredListing | None,
+        stored: StoredListing | None,
         key: tuple[int, ...] | None,
     ) -> None:
         """Write ``popframe.listing`` unless it already says this: a listing
@@ -425,12 +350,12 @@ class Maildir:
             return
         missing = stored is None or stored.count != len(snapshot.listing)  # (a cheap check)
         if made == "built" or (made == "remembered" and missing):
-            self._write_listing(_format_listing(snapshot, key))
-        elif key is not None and stored is not None and stored.key != _key_text(key):
+            self._write_listing(format_listing(snapshot, key))
+        elif key is not None and stored is not None and stored.key != key_text(key):
             if made == "stored":
-                self._write_listing(_rekeyed(stored, key))
+                self._write_listing(rekeyed(stored, key))
             else:
-                self._write_listing(_format_listing(snapshot, key))
+                self._write_listing(format_listing(snapshot, key))
 
     def _settled_since(self, names: list[str]) -> tuple[int, ...] | None:
         """A key for a listing that took long to make (a large maildrop's
@@ -439,7 +364,7 @@ class Maildir:
         the next open, in any process, needs no readdir.
         """
         key = self._directories_key()
-        if key is None or not _same_names(list(_regular_files(self._at("cur"))), names):
+        if key is None or not same_names(list(_regular_files(self._at("cur"))), names):
             return None
         return key if key == self._directories_key() else None
 
@@ -590,32 +515,24 @@ class Maildir:
         except OSError as e:
             log.warn("cannot write {what} {path}: {error}", what=what, path=self._at(name), error=e)
 
-    # -- the persisted listing --------------------------------------------------
-    #
-    # "popframe-listing 1 CRC32 COUNT KEY\n", then four sections separated
-    # by NUL, one entry per message in listing order: the cur/ names joined
-    # by LF, the uids joined by LF, the sizes joined by ",", and one "1" or
-    # "0" per message for wire-ready.  KEY is the settled directories' key
-    # a readdir vouched for (its numbers joined by ","), or "-".  The CRC-32
-    # (8 hex digits) covers everything after it.  Like the size cache,
-    # parsed by a few C-level splits.
+    # -- the persisted listing (its format: popframe.stores.listing) -------------
 
-    def _read_listing(self) -> _StoredListing | None:
+    def _read_listing(self) -> StoredListing | None:
         data = self._read_cache(LISTING_NAME, "listing")
         if data is None:
             return None
         try:
-            return _check_listing(data)
+            return check_listing(data)
         except ValueError as e:
             log.warn("ignoring listing {path}: {error}", path=self._at(LISTING_NAME), error=e)
             return None
 
-    def _parse_listing(self, stored: _StoredListing, names: list[str] | None) -> Snapshot | None:
+    def _parse_listing(self, stored: StoredListing, names: list[str] | None) -> Snapshot | None:
         """The stored listing if made from the ``cur/`` names ``names``
         (read just now; None: the key vouched for it)."""
         try:
-            with _collector_paused():
-                return _parse_listing(stored, names)
+            with collector_paused():
+                return parse_listing(stored, names)
         except ValueError as e:
             log.warn("ignoring listing {path}: {error}", path=self._at(LISTING_NAME), error=e)
             return None
@@ -663,7 +580,7 @@ class Maildir:
             if name.startswith(_TEMPORARY_PREFIXES) and name.endswith(".tmp"):
                 _remove_quietly(self._at(name))
         try:
-            with open(self._at(JOURNAL_NAME), "rb") as f:
+            with open_regular(self._at(JOURNAL_NAME)) as f:  # not a planted FIFO
                 journal = json.load(f)
             relatives = journal["delete"]
             if journal["version"] != _JOURNAL_VERSION or not all(map(_is_message_path, relatives)):
@@ -710,147 +627,6 @@ class Maildir:
                 touched.add("cur")
         for sub in sorted(touched):
             fsync_directory(self._at(sub))
-
-
-# -- the garbage collector ------------------------------------------------------------
-
-
-class _CollectorPause:
-    """Pauses the cyclic garbage collector while a listing's objects are
-    made: 100,000 ``MessageInfo`` objects set off ~140 young collections
-    and a full one, a third of loading a persisted listing (measured), and
-    none can find anything, since those objects hold only strings and
-    numbers.  The pause is process-wide, so it is counted: the last of
-    overlapping loads resumes collection, and only if it was running.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._count = 0
-        self._resume = False
-
-    @contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if self._count == 0:
-                self._resume = gc.isenabled()
-                gc.disable()
-            self._count += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._count -= 1
-                if self._count == 0 and self._resume:
-                    gc.enable()
-
-
-_collector_paused = _CollectorPause()
-
-
-# -- the persisted listing's format ---------------------------------------------------
-
-
-def _key_text(key: tuple[int, ...] | None) -> bytes:
-    return b"-" if key is None else ",".join(map(str, key)).encode()
-
-
-@dataclass(frozen=True, slots=True)
-class _StoredListing:
-    """A listing file whose checksum holds, not parsed yet."""
-
-    data: bytes
-    count: int
-    key: bytes  # see _key_text
-    body: int  # where the sections start
-
-
-def _check_listing(data: bytes) -> _StoredListing:
-    """Check a listing file's header and checksum; ValueError if it is not
-    one this version wrote, whole."""
-    if not data.startswith(_LISTING_PREFIX):
-        raise ValueError("not a listing this version wrote")
-    start = len(_LISTING_PREFIX)
-    checksum = data[start : start + 8]
-    if data[start + 8 : start + 9] != b" " or not all(c in b"0123456789abcdef" for c in checksum):
-        raise ValueError("no checksum")
-    if zlib.crc32(memoryview(data)[start + 9 :]) != int(checksum, 16):
-        raise ValueError("checksum mismatch")
-    end = data.find(b"\n", start)
-    count, _, key = data[start + 9 : end].partition(b" ")
-    if end < 0 or not count.isdigit() or not (key == b"-" or key.replace(b",", b"").isdigit()):
-        raise ValueError("bad header")
-    return _StoredListing(data, int(count), key, end + 1)
-
-
-def _listing_file(count: int, key: tuple[int, ...] | None, body: bytes) -> bytes:
-    checked = b"%d %s\n%s" % (count, _key_text(key), body)
-    return b"%s%08x %s" % (_LISTING_PREFIX, zlib.crc32(checked), checked)
-
-
-def _rekeyed(stored: _StoredListing, key: tuple[int, ...]) -> bytes:
-    """A stored listing with a new key, its sections as they are."""
-    return _listing_file(stored.count, key, stored.data[stored.body :])
-
-
-def _format_listing(snapshot: Snapshot, key: tuple[int, ...] | None) -> bytes | None:
-    """The file for a listing of ``cur/`` alone; None if a name cannot be
-    written (a LF in it, or mail left in ``new/``)."""
-    listing = snapshot.listing
-    uids = list(map(attrgetter("uid"), listing))
-    names = "\n".join(snapshot.entries())
-    if names.count("\n") != max(len(uids) - 1, 0) or "/" in names:
-        return None
-    sizes = ",".join(map(str, map(attrgetter("size"), listing)))
-    ready = "".join(map("01".__getitem__, map(attrgetter("wire_ready"), listing)))
-    body = os.fsencode("\0".join([names, "\n".join(uids), sizes, ready]))
-    return _listing_file(len(uids), key, body)
-
-
-#: Octets a uids section may hold: RFC 1939's 0x21..0x7E, and LF between uids.
-_UID_SECTION_OCTETS = bytes(range(0x21, 0x7F)) + b"\n"
-
-
-def _parse_listing(stored: _StoredListing, current: list[str] | None) -> Snapshot | None:
-    """The stored listing if it was made from the ``cur/`` names
-    ``current`` (None: its key vouches for it); None if from other names
-    (stale); ValueError if it is not intact.  Each section is checked whole
-    by C-level passes, so even a file made to pass the checksum (only the
-    maildir's owner can) cannot point outside ``cur/`` or give a uid or
-    size the protocol cannot send.
-    """
-    count = stored.count
-    if current is not None and count != len(current):
-        return None
-    sections = stored.data.split(b"\0")  # the first one starts with the header
-    if len(sections) != 4:
-        raise ValueError("wrong number of sections")
-    names_data, uids_data, sizes_data, ready = sections
-    names_data = names_data[names_data.index(b"\n") + 1 :]
-    if not count:
-        if any((names_data, uids_data, sizes_data, ready)):
-            raise ValueError("entries in an empty listing")
-        return Snapshot([], [])
-    if names_data.count(b"\n") != count - 1 or b"/" in names_data:
-        raise ValueError("bad names")
-    names: list[str] | bytes = names_data
-    if current is not None:
-        names = os.fsdecode(names_data).split("\n")
-        if not _same_names(current, names):
-            return None
-    if (
-        uids_data.translate(None, _UID_SECTION_OCTETS)
-        or sizes_data.translate(None, b"0123456789,")
-        or ready.translate(None, b"01")
-    ):
-        raise ValueError("an octet out of place")
-    uids = uids_data.decode("ascii").split("\n")
-    sizes = json.loads(b"[" + sizes_data + b"]")  # digits only: ints; "1,,2" fails
-    if not len(uids) == len(sizes) == len(ready) == count:
-        raise ValueError("sections of different lengths")
-    if min(map(len, uids)) == 0 or max(map(len, uids)) > _UID_MAX:
-        raise ValueError("bad uid length")
-    return Snapshot(message_infos(uids, sizes, map(ord("1").__eq__, ready)), names)
 
 
 # -- filesystem helpers ---------------------------------------------------------
