@@ -353,7 +353,7 @@ class Popframe(Server):
 
 
 def dovecot_config(base: Path, port: int, maildirs: Path, passwd: Path, log: Path,
-                   user: str = DOVECOT_USER) -> str:
+                   user: str = DOVECOT_USER, hash_in_workers: bool = False) -> str:
     """Dovecot 2.3 settings, tuned as a sysadmin would for a 2-core POP3-only
     box; each choice is explained in benchmarks/README.md."""
     return f"""\
@@ -383,6 +383,7 @@ userdb {{
 auth_cache_size = 10M
 auth_cache_ttl = 1 hour
 auth_cache_negative_ttl = 1 hour
+auth_cache_verify_password_with_worker = {"yes" if hash_in_workers else "no"}
 
 mail_location = maildir:{maildirs}/%u/Maildir
 mail_uid = {user}
@@ -424,7 +425,14 @@ service imap-login {{
 
 
 class Dovecot(Server):
-    name = "dovecot"
+    """``hash_in_workers``: verify passwords in auth-worker processes
+    (``auth_cache_verify_password_with_worker = yes``) rather than in the
+    one auth process: the ``dovecot+workers`` server."""
+
+    def __init__(self, workdir: Path, corpus: Path, hash_in_workers: bool = False) -> None:
+        self.hash_in_workers = hash_in_workers
+        self.name = "dovecot+workers" if hash_in_workers else "dovecot"
+        super().__init__(workdir, corpus)
 
     def owner(self) -> tuple[int, int]:
         pw = pwd.getpwnam(DOVECOT_USER)
@@ -433,7 +441,8 @@ class Dovecot(Server):
     def prepare(self) -> None:
         (self.dir / "run").mkdir(exist_ok=True)
         (self.dir / "state").mkdir(exist_ok=True)
-        conf = dovecot_config(self.dir, self.port, self.maildirs, self.corpus / "passwd", self.log)
+        conf = dovecot_config(self.dir, self.port, self.maildirs, self.corpus / "passwd", self.log,
+                              hash_in_workers=self.hash_in_workers)
         (self.dir / "dovecot.conf").write_text(conf)
         # The mail processes (popbench) and the auth process (dovecot) must
         # reach the maildirs and the passwd-file: open up what we created,
@@ -460,8 +469,8 @@ class Dovecot(Server):
 def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REPO) -> Server:
     """``dovecot``, ``popframe``, ``popframe-wN`` (--workers N); a popframe
     name may end in ``+cache`` (--auth-cache-ttl 3600)."""
-    if kind == "dovecot":
-        return Dovecot(workdir, corpus)
+    if kind in ("dovecot", "dovecot+workers"):
+        return Dovecot(workdir, corpus, hash_in_workers=kind == "dovecot+workers")
     base, plus, option = kind.partition("+")
     if plus and option != "cache" or not base.startswith("popframe"):
         raise ValueError(f"unknown server {kind!r}")
