@@ -39,11 +39,12 @@ import re
 import stat
 import threading
 import time
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import repeat
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import BinaryIO
 
 from twisted.internet import defer
@@ -112,9 +113,19 @@ _MAP_INLINE = 2000
 #: Shorter listings are not stored: making one again costs about what
 #: storing and loading it would (20 messages: made in 60 us, stored in 200).
 _STORE_MIN = 256
+#: A listing whose ``cur/`` names changed by at most this many names (added
+#: plus removed), or by a tenth of the listing if that is more, is updated
+#: rather than made again (see Maildir._update).
+_UPDATE_MIN = 16
+_UPDATE_FRACTION = 10
+#: The uids a digest gives; a listing holding one is never updated.
+_DIGEST_UID = re.compile(r"h[0-9a-f]{40}")
+_DIGEST_UID_LINE = re.compile(r"\nh[0-9a-f]{40}\n")
 
 #: A size cache entry: the RETR size and whether the file is its wire form.
 Form = tuple[int, bool]
+#: A message being listed: (sort key, base, relative path, entry, size, ready).
+_Row = tuple[str, str, str, str, int, bool]
 
 
 class MessageVanished(TemporaryFailure):
@@ -167,6 +178,12 @@ def size_from_name(base: str) -> int | None:
     """Dovecot's ``,W=`` virtual size: the message with CRLF line ends."""
     match = _VIRTUAL_SIZE.search(base)
     return int(match.group(1)) if match and match.group(1).isascii() else None
+
+
+def cur_order(name: str) -> str:
+    """The sort key a build gives the ``cur/`` file ``name`` (see
+    :meth:`Maildir._rows`)."""
+    return delivery_order(base_name(name)) + "\0cur/" + name
 
 
 def open_regular(path: str) -> BinaryIO:
@@ -294,7 +311,9 @@ class Maildir:
         A listing is made again only when the names in ``cur/`` changed
         (names are content keys): one remembered here or in
         ``popframe.listing`` is reused when a readdir finds the names it
-        was made from.  Without a readdir, a listing is reused while
+        was made from, and updated when they differ by a few names (new
+        mail, a deletion, new flags), unless only a build is sure to give
+        the same listing (see :meth:`_update`).  Without a readdir, a listing is reused while
         ``cur/`` and ``new/`` keep the inode and ctime they had when a
         readdir vouched for it, if both were then a second old: any change
         after that gives a newer ctime, so this can never miss a change
@@ -322,6 +341,10 @@ class Maildir:
             snapshot, made = known.snapshot, "remembered"
         elif stored is not None and (snapshot := self._parse_listing(stored, names)) is not None:
             made = "stored"
+        elif (snapshot := self._updated(known, stored, names)) is not None:
+            made = "updated"
+            if len(snapshot.listing) != len(names):  # an added file vanished meanwhile
+                names = snapshot.entries()
         else:
             found = [(name, "cur/" + name) for name in names]
             snapshot, made = self._snapshot(found, set()), "built"
@@ -345,17 +368,86 @@ class Maildir:
         made here, or a settled key it lacks (so other processes skip the
         readdir).  A short listing is not worth a file."""
         if len(snapshot.listing) < _STORE_MIN:
-            if made == "built":  # a file from when it was long, or a corrupt one
+            if made in ("built", "updated"):  # a file from when it was long, or a corrupt one
                 _remove_quietly(self._at(LISTING_NAME))
             return
         missing = stored is None or stored.count != len(snapshot.listing)  # (a cheap check)
-        if made == "built" or (made == "remembered" and missing):
+        if made in ("built", "updated") or (made == "remembered" and missing):
             self._write_listing(format_listing(snapshot, key))
         elif key is not None and stored is not None and stored.key != key_text(key):
             if made == "stored":
                 self._write_listing(rekeyed(stored, key))
             else:
                 self._write_listing(format_listing(snapshot, key))
+
+    def _updated(
+        self, known: _Known | None, stored: StoredListing | None, names: list[str]
+    ) -> Snapshot | None:
+        """The listing of ``names`` (just read from ``cur/``) updated from
+        the remembered listing, else the stored one; None if neither is
+        near enough, or only a build is sure to give the same listing."""
+        limit = max(_UPDATE_MIN, len(names) // _UPDATE_FRACTION)
+        if known is not None and abs(len(known.snapshot.listing) - len(names)) <= limit:
+            with collector_paused():  # (the size cache's tuples, as in parse_listing)
+                snapshot = self._update(known.snapshot, names, limit)
+            if snapshot is not None:
+                return snapshot
+        if stored is None or abs(stored.count - len(names)) > limit:
+            return None
+        old = self._parse_listing(stored, None)
+        if old is None:
+            return None
+        with collector_paused():
+            return self._update(old, names, limit)
+
+    def _update(self, old: Snapshot, names: list[str], limit: int) -> Snapshot | None:
+        """What a build of ``names`` gives, made from ``old``: remove the
+        entries whose names went, and place the added ones by the build's
+        sort key.  Only when uids cannot depend on neighbours: ``old`` has
+        no digest uid (so each uid is its base name, and no two files share
+        a base), and every added name's base is a valid, unused uid.  Files
+        are read, and the size cache written, only once that is sure.
+        """
+        entries = old.entries()
+        added = set(names).difference(entries)
+        removed = set(entries).difference(names)
+        if (not added and not removed) or len(added) + len(removed) > limit:
+            return None
+        uids = list(map(attrgetter("uid"), old.listing))
+        if len(uids) != len(entries) or _DIGEST_UID_LINE.search("\n" + "\n".join(uids) + "\n"):
+            return None
+        doomed = _positions(entries, removed)
+        if doomed is None:
+            return None
+        taken = set(uids).difference(uids[i] for i in doomed)
+        bases = {base_name(name) for name in added}
+        if len(bases) != len(added) or not bases.isdisjoint(taken):
+            return None
+        if not all(uid_for(b) == b and not _DIGEST_UID.fullmatch(b) for b in bases):
+            return None
+        gone = {base_name(name) for name in removed}.difference(bases)
+        rows = self._added_rows(sorted(added), gone)
+        listing, kept = list(old.listing), list(entries)
+        for i in sorted(doomed, reverse=True):
+            del listing[i], kept[i]
+        for order, base, _, entry, size, ready in rows:
+            i = bisect_left(kept, order, key=cur_order)
+            kept.insert(i, entry)
+            listing.insert(i, MessageInfo(base, size, ready))
+        return Snapshot(listing, kept)
+
+    def _added_rows(self, added: list[str], gone: set[str]) -> list[_Row]:
+        """The rows of the ``cur/`` names ``added``, sorted; the size cache
+        gains what was read and loses the base names ``gone``, as a build
+        would have it."""
+        cache = self._read_sizes()
+        rows, _, computed = self._rows([(name, "cur/" + name) for name in added], set(), cache)
+        if computed or not gone.isdisjoint(cache):
+            for base in gone:
+                cache.pop(base, None)
+            self._write_sizes({**cache, **computed})
+        rows.sort(key=itemgetter(0))
+        return rows
 
     def _settled_since(self, names: list[str]) -> tuple[int, ...] | None:
         """A key for a listing that took long to make (a large maildrop's
@@ -405,16 +497,35 @@ class Maildir:
         return stayed
 
     def _snapshot(self, found: list[tuple[str, str]], hidden: set[str]) -> Snapshot:
-        """List ``found`` (name, relative path) oldest first.  This loop runs
-        once per message whenever the names in ``cur/`` change, so it
-        sticks to C-level string methods and looks sizes up rather than
-        reading files.
+        """List ``found`` (name, relative path) oldest first.  Runs once
+        per message whenever the names in ``cur/`` change too much for
+        :meth:`_updated`, so it sticks to C-level string methods and looks
+        sizes up rather than reading files.
         """
         cache = self._read_sizes()
+        rows, cached, computed = self._rows(found, hidden, cache)
+        if computed or len(cached) != len(cache):
+            self._write_sizes({**{b: cache[b] for b in cached}, **computed})
+        rows.sort(key=itemgetter(0))
+        where: dict[str, str] = {}
+        for _, base, relative, entry, _, _ in rows:
+            uid = uid_for(base)
+            if uid in where:  # the same base twice, e.g. a copied file
+                uid = digest_uid(relative)
+            where[uid] = entry
+        sizes = list(map(itemgetter(4), rows))
+        listing = message_infos(list(where), sizes, map(itemgetter(5), rows))
+        return Snapshot(listing, list(where.values()), where)
+
+    def _rows(
+        self, found: list[tuple[str, str]], hidden: set[str], cache: dict[str, Form]
+    ) -> tuple[list[_Row], list[str], dict[str, Form]]:
+        """The rows of ``found`` (a file gone meanwhile has none), the
+        cached base names they used, and the forms read from files.  One
+        loop for a build and an update, so both give the same sizes."""
         computed: dict[str, Form] = {}
         cached: list[str] = []
-        # (sort key, base, relative path, entry, size, ready)
-        rows: list[tuple[str, str, str, str, int, bool]] = []
+        rows: list[_Row] = []
         for name, relative in found:
             base, info, _ = name.partition(":")
             if not info:
@@ -437,18 +548,7 @@ class Maildir:
                 form = computed[base] = (found_form.size, found_form.ready)
             entry = name if relative.startswith("cur/") else relative
             rows.append((delivery_order(base) + "\0" + relative, base, relative, entry, *form))
-        if computed or len(cached) != len(cache):
-            self._write_sizes({**{b: cache[b] for b in cached}, **computed})
-        rows.sort(key=itemgetter(0))
-        where: dict[str, str] = {}
-        for _, base, relative, entry, _, _ in rows:
-            uid = uid_for(base)
-            if uid in where:  # the same base twice, e.g. a copied file
-                uid = digest_uid(relative)
-            where[uid] = entry
-        sizes = list(map(itemgetter(4), rows))
-        listing = message_infos(list(where), sizes, map(itemgetter(5), rows))
-        return Snapshot(listing, list(where.values()), where)
+        return rows, cached, computed
 
     # -- the size cache -------------------------------------------------------
     #
@@ -645,6 +745,18 @@ def _is_message_path(relative: object) -> bool:
         and "/" not in name
         and "\0" not in name
     )
+
+
+def _positions(entries: list[str], names: set[str]) -> list[int] | None:
+    """Where in a listing's ``entries`` (in build order) the ``cur/`` names
+    ``names`` are; None if one is not where the order puts it."""
+    positions = []
+    for name in names:
+        i = bisect_left(entries, cur_order(name), key=cur_order)
+        if "/" in name or i == len(entries) or entries[i] != name:
+            return None
+        positions.append(i)
+    return positions
 
 
 def _regular_files(directory: str) -> Iterator[str]:
