@@ -319,8 +319,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--session-timeout", type=float, default=30.0,
                    help="a session still running after this is an error (big: 120 s, huge-maildrop: 300 s)")
     p.add_argument("--popframe-backlog", type=int,
-                   help="listen backlog for popframe (tcp:...:backlog=N); default: Twisted's, 50")
+                   help="listen backlog for popframe (tcp:...:backlog=N); default: popframe's own "
+                        "(1024 since it has one; Twisted's 50 before)")
     p.add_argument("--users", type=int, default=300)
+    p.add_argument("--lf-fraction", type=float, default=0.05,
+                   help="share of messages stored with bare LF line ends, as Postfix and Dovecot's "
+                        "LDA store them (1.0: all; the rest are stored CRLF)")
     p.add_argument("--messages", type=int, default=20)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--scheme", default="SHA512-CRYPT", help="SHA512-CRYPT, or PLAIN to isolate protocol cost")
@@ -385,11 +389,12 @@ def main(argv: list[str] | None = None) -> None:
     big_mb = a.big_mb if "big" in a.scenarios else 0
     huge = a.huge if "huge-maildrop" in a.scenarios else 0
     corpus_dir = a.workdir / (f"corpus-s{a.seed}-u{a.users}-m{a.messages}-{a.scheme.lower()}"
-                              f"-b{big_mb}-h{huge}")
+                              f"-b{big_mb}-h{huge}"
+                              + (f"-lf{a.lf_fraction:g}" if a.lf_fraction != 0.05 else ""))
     log(f"corpus {corpus_dir} (generated once, then reused)")
     manifest = corpus_mod.load_or_generate(
         corpus_dir, users=a.users, messages=a.messages, seed=a.seed, scheme=a.scheme,
-        big_mb=big_mb, huge=huge, lf_fraction=0.05)
+        big_mb=big_mb, huge=huge, lf_fraction=a.lf_fraction)
     log(corpus_mod.summary(manifest))
     bench = Bench(a, manifest, corpus_dir)
 
@@ -435,9 +440,10 @@ def main(argv: list[str] | None = None) -> None:
         f"- popframe: {rev}{dirty} ({src if a.popframe_rev == 'worktree' else 'git archive of ' + a.popframe_rev if a.popframe_rev else 'working tree'}); "
         f"servers: {', '.join(names)}"
         + (f"; popframe listens with backlog={a.popframe_backlog}" if a.popframe_backlog else
-           "; popframe listens with Twisted's default backlog (50)"),
+           "; popframe listens with its default backlog (1024, or Twisted's 50 before it had one)"),
         f"- machine: {machine_notes()}",
-        f"- corpus: seed {a.seed}, {corpus_mod.summary(manifest)}; passwords {a.scheme}; "
+        f"- corpus: seed {a.seed}, {corpus_mod.summary(manifest)}; {a.lf_fraction:.0%} stored with "
+        f"bare LF, the rest CRLF; passwords {a.scheme}; "
         f"big: {big_mb} MB; huge: {huge} messages",
         f"- each cell: median of {a.reps} runs ({a.duration:g} s of new sessions each; drain+dele: "
         f"max(c, {a.dele_users}) users once each; huge-maildrop {a.huge_reps} runs), servers interleaved; "
