@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from popframe.auth.schemes import make_hash
-from popframe.testing import ServerProcess, start_server
+from popframe.testing import start_server
 
 USER = "huge"
 PASSWORD = "huge-password"
@@ -101,19 +101,6 @@ def session(port: int) -> tuple[float, float, float, int]:
     return times[0], times[1], times[2], int(stat.split()[1])
 
 
-def worker_pids(server: ServerProcess) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == server.pid:
-                found.append(int(entry.name))
-    return sorted(found)
-
-
 @contextmanager
 def only(pids: list[int], chosen: int | None) -> Iterator[None]:
     """SIGSTOP every worker but ``chosen`` (None: run them all)."""
@@ -147,7 +134,7 @@ def run(root: Path, pristine: Path, workers: int, sessions: int) -> None:
     for phase in ("fresh", "restarted"):
         server = start_server(args, home)
         try:
-            pids = worker_pids(server) if workers > 1 else [server.pid]
+            pids = server.children() if workers > 1 else [server.pid]
             for n in range(1, (sessions if phase == "fresh" else 2) + 1):
                 chosen = pids[(n - 1) % len(pids)] if workers > 1 else None
                 with only(pids, chosen):

@@ -144,6 +144,20 @@ class ServerProcess:
     def pid(self) -> int:
         return self.process.pid
 
+    def children(self) -> list[int]:
+        """The pids of this process's children (its workers), from /proc."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # exited meanwhile
+            if int(stat.rsplit(")", 1)[1].split()[1]) == self.pid:
+                found.append(int(entry.name))
+        return sorted(found)
+
     @property
     def port(self) -> int:
         """The first listener."""

@@ -261,26 +261,13 @@ def test_shareable_endpoint_types() -> None:
 # -- one worker: today's single process --------------------------------------------------
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def test_one_worker_is_one_process(users: MailHome) -> None:
     server = start_server(server_args(users, "--workers", "1"), users.root, listeners=2)
     try:
         client = login(server.port)
         assert client.stat()[0] == 1
         client.quit()
-        assert children(server.process.pid) == []
+        assert server.children() == []
         assert "worker-" not in server.log.read_text()
     finally:
         server.stop()
