@@ -103,7 +103,7 @@ def no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def fresh_process(home: Home, user: str = "alice") -> None:
     """As another worker or a restarted server: nothing in memory."""
-    maildir_module._LISTINGS.pop(str(home.maildir(user)), None)
+    maildir_module._LISTINGS.forget(str(home.maildir(user)))
 
 
 def describe(listing: list[MessageInfo]) -> list[tuple[str, int, bool]]:
@@ -960,3 +960,30 @@ def test_random_changes_never_give_a_wrong_listing(
             result(maildrop.abandon())
     # Both paths were taken often (seed 1939: 179 updates, 112 builds).
     assert len(updates) > steps // 3 and len(builds) > steps // 20, (len(updates), len(builds))
+
+
+def test_remembered_listings_are_bounded_by_messages_not_maildirs(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(maildir_module, "_REMEMBERED_MESSAGES", 6)
+    monkeypatch.setattr(maildir_module, "_LISTINGS", maildir_module._Remembered())
+    run = Recording()
+    store = home.store(run_blocking=run)
+    users = [f"user{i}" for i in range(3)]
+    for user in users:
+        for _ in range(2):
+            home.postfix(POSTFIX, user=user)
+    settled(monkeypatch)
+    for _ in range(2):  # list, then settle the key
+        for user in users:
+            result(open_(store, user).abandon())
+    run.calls.clear()
+    for user in users:  # 3 maildrops of 2 messages fit in 6: no thread
+        result(open_(store, user).abandon())
+    assert run.calls == []
+    home.postfix(POSTFIX, user="user3")
+    result(open_(store, "user3").abandon())
+    assert len(maildir_module._LISTINGS) == 3  # user0 made room
+    run.calls.clear()
+    result(open_(store, "user0").abandon())
+    assert run.calls == ["load"]

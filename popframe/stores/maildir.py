@@ -101,11 +101,9 @@ _SIZES_HEADER_V1 = "popframe-sizes 1"  # sizes without ready flags: read as not 
 #: Temporary files of a write_file_atomically a crash interrupted.
 _TEMPORARY_PREFIXES = tuple(f".{name}." for name in (JOURNAL_NAME, SIZES_NAME, LISTING_NAME))
 
-#: Listings of recently opened maildirs, by path (see Maildir.load).  Read
-#: on the reactor thread and written by loads in threads, hence the lock.
-_LISTINGS: OrderedDict[str, _Known] = OrderedDict()
-_LISTINGS_LOCK = threading.Lock()
-_LISTINGS_KEPT = 64
+#: Messages the remembered listings may hold in all (a few hundred bytes
+#: each): thousands of ordinary maildrops, or one of 100,000.
+_REMEMBERED_MESSAGES = 100_000
 _SETTLED_NS = 1_000_000_000
 #: Listings up to this long map uids to files on the reactor thread (a
 #: fraction of a millisecond); longer ones in a thread.
@@ -224,20 +222,58 @@ class _Known:
         return self.snapshot.entries() if self.names is None else self.names
 
 
-def _recall(path: str) -> _Known | None:
-    with _LISTINGS_LOCK:
-        known = _LISTINGS.get(path)
+class _Remembered:
+    """Listings of recently opened maildirs, by path (see Maildir.load),
+    the least recently used out first once they hold more than
+    ``_REMEMBERED_MESSAGES`` messages in all; the newest always stays.
+    Bounded by messages, not maildirs: a count of 64 maildirs made a server
+    polled by a few hundred users list every maildrop again in a thread at
+    every login.  Read on the reactor thread and written by loads in
+    threads, hence the lock.
+    """
+
+    def __init__(self) -> None:
+        self._known: OrderedDict[str, _Known] = OrderedDict()
+        self._messages = 0
+        self._lock = threading.Lock()
+
+    def recall(self, path: str) -> _Known | None:
+        with self._lock:
+            known = self._known.get(path)
+            if known is not None:
+                self._known.move_to_end(path)
+            return known
+
+    def remember(self, path: str, known: _Known) -> None:
+        with self._lock:
+            self._drop(path)
+            self._known[path] = known
+            self._messages += len(known.snapshot.listing)
+            while self._messages > _REMEMBERED_MESSAGES and len(self._known) > 1:
+                self._drop(next(iter(self._known)))
+
+    def forget(self, path: str) -> None:
+        with self._lock:
+            self._drop(path)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._known.clear()
+            self._messages = 0
+
+    def __getitem__(self, path: str) -> _Known:
+        return self._known[path]
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def _drop(self, path: str) -> None:
+        known = self._known.pop(path, None)
         if known is not None:
-            _LISTINGS.move_to_end(path)
-        return known
+            self._messages -= len(known.snapshot.listing)
 
 
-def _remember(path: str, known: _Known) -> None:
-    with _LISTINGS_LOCK:
-        _LISTINGS[path] = known
-        _LISTINGS.move_to_end(path)
-        while len(_LISTINGS) > _LISTINGS_KEPT:
-            _LISTINGS.popitem(last=False)
+_LISTINGS = _Remembered()
 
 
 class Maildir:
@@ -289,7 +325,7 @@ class Maildir:
         Three stat calls and no readdir: cheap enough for the reactor
         thread, under the lock.
         """
-        known = _recall(self.path)
+        known = _LISTINGS.recall(self.path)
         if known is None or known.key is None:
             return None
         try:
@@ -326,14 +362,14 @@ class Maildir:
             found += [(name, "new/" + name) for name in leftover]
             return self._snapshot(found, hidden)
         key = self._directories_key()
-        known = _recall(self.path)
+        known = _LISTINGS.recall(self.path)
         if known is not None and key is not None and known.key == key:
             return known.snapshot
         stored = self._read_listing()
         if stored is not None and key is not None and stored.key == key_text(key):
             snapshot = self._parse_listing(stored, None)  # the key vouches: no readdir
             if snapshot is not None:
-                _remember(self.path, _Known(snapshot, None, key))
+                _LISTINGS.remember(self.path, _Known(snapshot, None, key))
                 return snapshot
             stored = None  # not intact (logged)
         names = list(_regular_files(self._at("cur")))
@@ -354,7 +390,7 @@ class Maildir:
         if settled is None and made == "built":
             settled = self._settled_since(names)
         self._store(snapshot, made, stored, settled)
-        _remember(self.path, _Known(snapshot, names, settled))
+        _LISTINGS.remember(self.path, _Known(snapshot, names, settled))
         return snapshot
 
     def _store(
