@@ -1,10 +1,20 @@
-"""Small, careful file operations shared by stores, TLS and the demo."""
+"""Small, careful file operations shared by stores, checkers, TLS and the
+demo."""
 
 from __future__ import annotations
 
 import errno
 import os
 import secrets
+import threading
+from typing import Generic, TypeVar
+
+from twisted.logger import Logger
+
+from popframe.errors import TemporaryFailure
+
+T = TypeVar("T")
+log = Logger()
 
 
 def write_file_atomically(
@@ -53,3 +63,91 @@ def fsync_directory(path: str | os.PathLike[str]) -> None:
             raise
     finally:
         os.close(descriptor)
+
+
+#: What changes when a file is edited or replaced: device, inode, size,
+#: mtime, and ctime too (a chmod that makes it unreadable must not go
+#: unnoticed).
+FileKey = tuple[int, int, int, int, int]
+
+
+def file_key(st: os.stat_result) -> FileKey:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class WatchedFile(Generic[T]):
+    """A configuration file (users, keys) read at start and again whenever
+    its stat changes, so edits take effect without a restart.  While it is
+    missing, unreadable or invalid, :meth:`current` raises
+    ``TemporaryFailure``: nobody logs in against a table the admin may have
+    just withdrawn.  Each lookup costs one ``stat``; a reload swaps the
+    parsed value in one assignment, so concurrent readers (a thread pool)
+    see the old value or the new one.
+
+    Subclasses give :meth:`parse` (``ValueError`` for an unusable file),
+    :meth:`summary` for the log line of a reload, and ``problem`` for the
+    error line (each problem is logged once, not once per login).
+    """
+
+    problem = "cannot use the file"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.path.abspath(path)
+        self._current: tuple[FileKey, T] | None = None
+        self._lock = threading.Lock()
+        self._reported: str | None = None
+
+    def parse(self, data: bytes) -> T:
+        raise NotImplementedError
+
+    def summary(self, value: T) -> str:
+        raise NotImplementedError
+
+    def load(self) -> T:
+        """Read the file now; ``OSError`` or ``ValueError`` (for checks at
+        start-up)."""
+        with self._lock:
+            return self._reload()
+
+    def current(self) -> T:
+        """The parsed file, re-read first if it changed."""
+        try:
+            key = file_key(os.stat(self.path))
+            current = self._current
+            if current is not None and current[0] == key:
+                return current[1]
+            with self._lock:
+                current = self._current
+                if current is not None and current[0] == key:
+                    return current[1]
+                return self._reload()
+        except (OSError, ValueError) as error:
+            self._report(error)
+            raise TemporaryFailure() from error
+
+    def unchanged(self) -> T | None:
+        """The parsed file if it has not changed since it was read, else
+        None: one ``stat``, never a read, so the reactor thread may ask."""
+        current = self._current
+        try:
+            key = file_key(os.stat(self.path))
+        except OSError:
+            return None
+        return current[1] if current is not None and current[0] == key else None
+
+    def _reload(self) -> T:
+        with open(self.path, "rb") as f:
+            key = file_key(os.fstat(f.fileno()))
+            data = f.read()
+        value = self.parse(data)
+        self._current = (key, value)
+        self._reported = None
+        log.info("{path}: {summary}", path=self.path, summary=self.summary(value))
+        return value
+
+    def _report(self, error: Exception) -> None:
+        text = getattr(error, "strerror", None) or str(error)
+        if text != self._reported:
+            self._reported = text
+            log.error("{path}: {problem}: {error}", path=self.path, problem=self.problem,
+                      error=text)

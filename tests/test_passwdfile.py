@@ -177,7 +177,7 @@ def test_lookup(users: Path) -> None:
 
 def test_no_reload_while_unchanged(users: Path) -> None:
     passwd = PasswdFile(users)
-    assert passwd.snapshot() is passwd.snapshot()
+    assert passwd.current() is passwd.current()
 
 
 def test_reload_after_edit_of_another_size(tmp_path: Path) -> None:

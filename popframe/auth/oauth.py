@@ -21,8 +21,6 @@ down) should be ``TemporaryFailure``.
 from __future__ import annotations
 
 import json
-import os
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -43,7 +41,7 @@ from zope.interface import Interface, implementer
 
 from popframe.auth.credentials import IOAuthBearerToken
 from popframe.config import ConfigurationError
-from popframe.errors import TemporaryFailure
+from popframe.files import WatchedFile
 from popframe.protocol.sasl.oauth import OAuthTokenRefused
 
 __all__ = [
@@ -154,13 +152,6 @@ class _Keys:
     keys: tuple[Any, ...]
 
 
-FileKey = tuple[int, int, int, int, int]
-
-
-def _file_key(st: os.stat_result) -> FileKey:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 def parse_jwks(data: bytes, source: str) -> _Keys:
     """The public signing keys of a JWKS document (RFC 7517 section 5).
     ``ValueError`` says what is wrong, naming the key (number and kid)."""
@@ -204,51 +195,21 @@ def parse_jwks(data: bytes, source: str) -> _Keys:
     return _Keys(tuple(keys))
 
 
-class JWKSFile:
+class JWKSFile(WatchedFile[_Keys]):
     """A JWKS file, read at start and re-read when its stat changes (an
     identity provider's keys rotate; a cron job or a sidecar refreshes the
-    file).  While it is missing, unreadable or invalid, validation fails
-    with ``TemporaryFailure``: nobody logs in with keys the admin may have
-    just withdrawn."""
+    file); see :class:`~popframe.files.WatchedFile`."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.path.abspath(path)
-        self._current: tuple[FileKey, _Keys] | None = None
-        self._lock = threading.Lock()
-        self._reported: str | None = None
+    problem = "cannot use the JWKS file"
 
-    def load(self) -> _Keys:
-        """Read the file now; ``OSError`` or ``ValueError`` (for start-up)."""
-        with self._lock:
-            return self._reload()
+    def parse(self, data: bytes) -> _Keys:
+        return parse_jwks(data, self.path)
+
+    def summary(self, value: _Keys) -> str:
+        return f"{len(value.keys)} signing keys"
 
     def keys(self) -> tuple[Any, ...]:
-        try:
-            key = _file_key(os.stat(self.path))
-            current = self._current
-            if current is not None and current[0] == key:
-                return current[1].keys
-            with self._lock:
-                return self._reload().keys
-        except (OSError, ValueError) as error:
-            self._report(error)
-            raise TemporaryFailure() from error
-
-    def _reload(self) -> _Keys:
-        with open(self.path, "rb") as f:
-            key = _file_key(os.fstat(f.fileno()))
-            data = f.read()
-        keys = parse_jwks(data, self.path)
-        self._current = (key, keys)
-        self._reported = None
-        log.info("{path}: {count} signing keys", path=self.path, count=len(keys.keys))
-        return keys
-
-    def _report(self, error: Exception) -> None:
-        text = getattr(error, "strerror", None) or str(error)
-        if text != self._reported:
-            self._reported = text
-            log.error("{path}: cannot use the JWKS file: {error}", path=self.path, error=text)
+        return self.current().keys
 
 
 # -- JWT access tokens -------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,8 +40,8 @@ from popframe.auth.schemes import (
     verify_password,
 )
 from popframe.config import ConfigurationError
-from popframe.errors import TemporaryFailure
 from popframe.logindelay import IUserSettings
+from popframe.files import WatchedFile
 from popframe.threads import ThreadPoolRunner
 
 T = TypeVar("T")
@@ -91,82 +90,21 @@ class PasswdSnapshot:
         return self.records.get(user)
 
 
-FileKey = tuple[int, int, int, int, int]
+class PasswdFile(WatchedFile[PasswdSnapshot]):
+    """A passwd-file, re-read when it changes (see
+    :class:`~popframe.files.WatchedFile`)."""
 
+    problem = "cannot read the passwd-file"
 
-def _file_key(st: os.stat_result) -> FileKey:
-    """What changes when the file is edited or replaced.  ctime too: a chmod
-    that makes the file unreadable must not go unnoticed."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    def parse(self, data: bytes) -> PasswdSnapshot:
+        return parse_passwd(data, self.path)
 
-
-class PasswdFile:
-    """A passwd-file, re-read when it changes.
-
-    Each lookup costs one ``os.stat``.  A reload reads the whole file and
-    swaps the table in one assignment, so concurrent lookups (from a thread
-    pool) see the old table or the new one, never half of each.  When the
-    file is missing or unreadable lookups raise ``TemporaryFailure``: nobody
-    logs in against a table the admin may have just removed.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.path.abspath(path)
-        self._current: tuple[FileKey, PasswdSnapshot] | None = None
-        self._lock = threading.Lock()
-        self._reported: str | None = None
+    def summary(self, value: PasswdSnapshot) -> str:
+        return f"{len(value.records)} users"
 
     def lookup(self, user: str) -> PasswdRecord | None:
         """The record of ``user`` (exact, case-sensitive match) or None."""
-        return self.snapshot().lookup(user)
-
-    def snapshot(self) -> PasswdSnapshot:
-        """The current table, re-read first if the file changed."""
-        try:
-            key = _file_key(os.stat(self.path))
-            current = self._current
-            if current is not None and current[0] == key:
-                return current[1]
-            with self._lock:
-                current = self._current
-                if current is not None and current[0] == key:
-                    return current[1]
-                return self._reload()
-        except OSError as error:
-            self._report(error)
-            raise TemporaryFailure() from error
-
-    def unchanged_snapshot(self) -> PasswdSnapshot | None:
-        """The table if the file has not changed since it was read, else
-        None: one ``stat``, never a read, so the reactor thread may ask."""
-        current = self._current
-        try:
-            key = _file_key(os.stat(self.path))
-        except OSError:
-            return None
-        return current[1] if current is not None and current[0] == key else None
-
-    def load(self) -> PasswdSnapshot:
-        """Read the file now; raises ``OSError`` (for checks at startup)."""
-        with self._lock:
-            return self._reload()
-
-    def _reload(self) -> PasswdSnapshot:
-        with open(self.path, "rb") as f:
-            key = _file_key(os.fstat(f.fileno()))
-            data = f.read()
-        snapshot = parse_passwd(data, self.path)
-        self._current = (key, snapshot)
-        self._reported = None
-        log.info("{path}: {count} users", path=self.path, count=len(snapshot.records))
-        return snapshot
-
-    def _report(self, error: OSError) -> None:
-        """Log each new problem once, not once per login attempt."""
-        text = error.strerror or str(error)
-        if text != self._reported:
-            self._reported = text
-            log.error("{path}: cannot read the passwd-file: {error}", path=self.path, error=text)
+        return self.current().lookup(user)
 
 
 # -- parsing ----------------------------------------------------------------------
@@ -336,7 +274,7 @@ class PasswdFileChecker:
         cache = self.verified_passwords
         if cache is None:
             return False
-        snapshot = self.passwd_file.unchanged_snapshot()
+        snapshot = self.passwd_file.unchanged()
         record = snapshot.lookup(user) if snapshot is not None else None
         return record is not None and bool(record.password) and cache.verified(
             user, record.password, password)
@@ -346,14 +284,14 @@ class PasswdFileChecker:
         ``login_delay=SECONDS`` extra field of ``user``'s line, or None.
         Right after a login the table is current: answered at once, with no
         thread (one was a quarter of a login's hand-offs)."""
-        snapshot = self.passwd_file.unchanged_snapshot()
+        snapshot = self.passwd_file.unchanged()
         if snapshot is not None:
             return succeed(self._login_delay_in(snapshot, user))
         return self._run_blocking(self.find_login_delay, user)
 
     def find_login_delay(self, user: str) -> int | None:
         """Blocking: :meth:`login_delay`'s work."""
-        return self._login_delay_in(self.passwd_file.snapshot(), user)
+        return self._login_delay_in(self.passwd_file.current(), user)
 
     def _login_delay_in(self, snapshot: PasswdSnapshot, user: str) -> int | None:
         record = snapshot.lookup(user)
@@ -369,7 +307,7 @@ class PasswdFileChecker:
     def verify(self, user: str, password: bytes) -> bool:
         """Blocking: whether ``password`` is ``user``'s.  Raises
         ``TemporaryFailure`` when the file cannot be read."""
-        snapshot = self.passwd_file.snapshot()
+        snapshot = self.passwd_file.current()
         record = snapshot.lookup(user)
         if record is None or not record.password:
             _waste_time(snapshot.typical_password, password, self.default_scheme)
@@ -394,7 +332,7 @@ class PasswdFileChecker:
     def find_secret(self, user: str, kind: str) -> object | None:
         """Blocking: :meth:`lookup_secret`'s work.  Logs nothing of the
         secret, only a field whose scheme is unknown."""
-        record = self.passwd_file.snapshot().lookup(user)
+        record = self.passwd_file.current().lookup(user)
         if record is None or not record.password:
             return None
         try:
