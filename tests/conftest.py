@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from twisted.logger import formatEvent, globalLogPublisher
 
 from popframe.auth.schemes import make_hash
 from popframe.testing import TWISTD, ServerProcess, start_server
@@ -100,3 +101,18 @@ def pop3_server(mail_home: MailHome) -> Iterator[ServerProcess]:
     server = start_server(server_args(mail_home), mail_home.root, listeners=2)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def logged() -> Iterator[list[str]]:
+    """Every log line written during the test, formatted as text."""
+    lines: list[str] = []
+
+    def observer(event: dict) -> None:
+        text = formatEvent(event)
+        if text:
+            lines.append(text)
+
+    globalLogPublisher.addObserver(observer)
+    yield lines
+    globalLogPublisher.removeObserver(observer)

@@ -17,7 +17,6 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
 
 from popframe.auth import passwdfile
 from popframe.auth.passwdfile import PasswdFileChecker
@@ -52,17 +51,6 @@ def checker(tmp_path) -> PasswdFileChecker:
     ))
     return PasswdFileChecker(users, run_blocking=lambda f, *args: maybeDeferred(f, *args))
 
-
-@pytest.fixture
-def logged() -> Any:
-    lines: list[str] = []
-
-    def observer(event: dict) -> None:
-        lines.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observer)
-    yield lines
-    globalLogPublisher.removeObserver(observer)
 
 
 def attempt(checker: PasswdFileChecker, commands: bytes, throttle: Throttle | None = None,

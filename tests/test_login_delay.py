@@ -13,7 +13,6 @@ from redis_support import RedisServer
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
 from zope.interface import implementer
 
 from popframe.auth.passwdfile import PasswdFileChecker
@@ -40,17 +39,6 @@ class SettingsChecker(MemoryChecker):
         self.asked.append(user)
         return succeed(self.delays.get(user))
 
-
-@pytest.fixture
-def logged() -> Any:
-    lines: list[str] = []
-
-    def observer(event: dict) -> None:
-        lines.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observer)
-    yield lines
-    globalLogPublisher.removeObserver(observer)
 
 
 class Server:

@@ -10,7 +10,7 @@ import hmac
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +20,6 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.plugin import IPlugin, getPlugins
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
@@ -63,17 +62,6 @@ def result_of(d: Deferred[T]) -> T:
         results[0].raiseException()
     return results[0]
 
-
-@pytest.fixture
-def logged() -> Iterator[list[str]]:
-    messages: list[str] = []
-
-    def observer(event: dict[str, Any]) -> None:
-        messages.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observer)
-    yield messages
-    globalLogPublisher.removeObserver(observer)
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from redis_support import RedisServer
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from zope.interface import implementer
 
@@ -47,20 +46,6 @@ TOO_MANY = b"-ERR [AUTH] too many failures\r\n"
 
 # -- helpers --------------------------------------------------------------------
 
-
-@pytest.fixture
-def logged() -> Any:
-    """Every log line the server writes during the test."""
-    lines: list[str] = []
-
-    def observer(event: dict) -> None:
-        text = formatEvent(event)
-        if text:
-            lines.append(text)
-
-    globalLogPublisher.addObserver(observer)
-    yield lines
-    globalLogPublisher.removeObserver(observer)
 
 
 def make_throttle(clock: Clock | None = None, **settings: Any) -> Throttle:
