@@ -64,12 +64,14 @@ def make_home(root: Path, count: int, into: str) -> Path:
 
 
 def read_until(sock: socket.socket, buffer: bytearray, end: bytes) -> bytes:
+    searched = 0  # what was searched already (a 4 MB UIDL comes in many reads)
     while True:
-        at = buffer.find(end)
+        at = buffer.find(end, searched)
         if at >= 0:
             reply = bytes(buffer[: at + len(end)])
             del buffer[: at + len(end)]
             return reply
+        searched = max(0, len(buffer) - len(end) + 1)
         chunk = sock.recv(1 << 20)
         if not chunk:
             raise ConnectionError(f"closed while waiting for {end!r}")

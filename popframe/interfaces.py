@@ -8,7 +8,9 @@ cluster without the server noticing.  Failures are the types in
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface
@@ -32,6 +34,77 @@ class MessageInfo:
     wire_ready: bool = False
 
 
+class MessageList(Sequence[MessageInfo]):
+    """A listing kept by columns: the uids, the sizes, and one octet per
+    message that is 1 where the message is wire-ready, 0 elsewhere.
+
+    Indexing makes the :class:`MessageInfo` of one message; a session asks
+    for few (RETR, LIST n) and reads the columns for the rest (STAT, UIDL,
+    LIST).  Loading 100,000 messages as columns takes a few split calls;
+    as objects it took four times as long, and a pass of the garbage
+    collector.  Stores may return any sequence of ``MessageInfo``; the
+    session takes it as :meth:`of` gives it.
+    """
+
+    __slots__ = ("uids", "sizes", "ready", "total")
+
+    uids: Sequence[str]
+    sizes: Sequence[int]
+    ready: bytes
+    total: int  # octets in all
+
+    def __init__(self, uids: Sequence[str], sizes: Sequence[int], ready: bytes) -> None:
+        if not len(uids) == len(sizes) == len(ready):
+            raise ValueError("columns of different lengths")
+        self.uids = uids
+        self.sizes = sizes
+        self.ready = ready
+        self.total = sum(sizes)
+
+    @classmethod
+    def of(cls, messages: Iterable[MessageInfo]) -> MessageList:
+        """``messages`` as a MessageList (itself if it is one)."""
+        if isinstance(messages, MessageList):
+            return messages
+        messages = list(messages)
+        return cls(
+            [m.uid for m in messages],
+            [m.size for m in messages],
+            bytes(m.wire_ready for m in messages),
+        )
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    @overload
+    def __getitem__(self, index: int) -> MessageInfo: ...
+    @overload
+    def __getitem__(self, index: slice) -> MessageList: ...
+    def __getitem__(self, index: int | slice) -> MessageInfo | MessageList:
+        if isinstance(index, slice):
+            return MessageList(self.uids[index], self.sizes[index], self.ready[index])
+        return MessageInfo(self.uids[index], self.sizes[index], self.ready[index] == 1)
+
+    def __iter__(self) -> Iterator[MessageInfo]:
+        return map(MessageInfo, self.uids, self.sizes, map((1).__eq__, self.ready))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MessageList):
+            return (
+                list(self.uids) == list(other.uids)
+                and list(self.sizes) == list(other.sizes)
+                and self.ready == other.ready
+            )
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"MessageList({list(self)!r})"
+
+
 class IMaildrop(Interface):
     """One user's maildrop, opened and exclusively locked for one session.
 
@@ -40,8 +113,10 @@ class IMaildrop(Interface):
     it.  Deletion marks live in the session, not here, until ``commit``.
     """
 
-    def listing() -> list[MessageInfo]:
-        """The messages as the session numbers them (message 1 is index 0)."""
+    def listing() -> Sequence[MessageInfo]:
+        """The messages as the session numbers them (message 1 is index 0):
+        a :class:`MessageList`, or any sequence of ``MessageInfo`` (a
+        MessageList is faster for long listings)."""
 
     def open_message(uid: str):
         """Return a Deferred firing with a binary file object at the start of

@@ -35,12 +35,12 @@ from popframe.errors import (
     UnknownCommand,
     WrongState,
 )
-from popframe.interfaces import MessageInfo
+from popframe.interfaces import MessageInfo, MessageList
 from popframe.protocol import commands as c
 from popframe.protocol import sasl
 from popframe.protocol.encoding import MessageEncoder, VerbatimEncoder
 from popframe.protocol.normalize import normalize_password, normalize_user
-from popframe.protocol.replies import Reply, error_reply
+from popframe.protocol.replies import Reply, error_reply, numbered_body
 
 
 class SessionState(enum.Enum):
@@ -194,7 +194,7 @@ class Session:
         # error its failure challenge waits to report (RFC 7628 3.2.2).
         self._finished: sasl.Mechanism | None = None
         self._failure: POP3Error | None = None
-        self._messages: list[MessageInfo] = []
+        self._messages = MessageList([], [], b"")
         self._deleted: set[int] = set()  # zero-based indexes
         self._octets = 0  # total size of the messages not marked deleted
 
@@ -299,9 +299,9 @@ class Session:
     def logged_in(self, messages: Sequence[MessageInfo]) -> Reply:
         self._finish(Authenticate)
         self._finished = None
-        self._messages = list(messages)
+        self._messages = MessageList.of(messages)
         self._deleted = set()
-        self._octets = sum(m.size for m in self._messages)
+        self._octets = self._messages.total
         self.state = SessionState.TRANSACTION
         count, octets = self._totals()
         return Reply(True, f"maildrop has {count} messages ({octets} octets)")
@@ -584,25 +584,15 @@ class Session:
         if command.number is not None:
             return Reply(True, f"{command.number} {self._message(command.number).size}")
         count, octets = self._totals()
-        deleted = self._deleted
-        lines = [
-            b"%d %d" % (i + 1, m.size)
-            for i, m in enumerate(self._messages)
-            if i not in deleted
-        ]
-        return Reply(True, f"{count} messages ({octets} octets)", lines=lines)
+        body = numbered_body(self._messages.sizes, self._deleted)
+        return Reply(True, f"{count} messages ({octets} octets)", body=body)
 
     def _uidl(self, command: c.Command) -> Reply:
         assert isinstance(command, c.Uidl)
         if command.number is not None:
             return Reply(True, f"{command.number} {self._message(command.number).uid}")
-        deleted = self._deleted
-        lines = [
-            b"%d %s" % (i + 1, m.uid.encode("ascii"))
-            for i, m in enumerate(self._messages)
-            if i not in deleted
-        ]
-        return Reply(True, "unique-id listing follows", lines=lines)
+        body = numbered_body(self._messages.uids, self._deleted)
+        return Reply(True, "unique-id listing follows", body=body)
 
     def _retr(self, command: c.Command) -> Event:
         assert isinstance(command, c.Retr)
@@ -622,13 +612,14 @@ class Session:
 
     def _rset(self, command: c.Command) -> Reply:
         self._deleted = set()
-        self._octets = sum(m.size for m in self._messages)
+        self._octets = self._messages.total
         count, octets = self._totals()
         return Reply(True, f"maildrop has {count} messages ({octets} octets)")
 
     def _quit_transaction(self, command: c.Command) -> Event:
         self.state = SessionState.UPDATE
-        deleted = tuple(self._messages[i].uid for i in sorted(self._deleted))
+        uids = self._messages.uids
+        deleted = tuple(uids[i] for i in sorted(self._deleted))
         return Commit(deleted)
 
 

@@ -8,7 +8,7 @@ shipping a module in ``twisted/plugins/``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -20,6 +20,7 @@ from popframe.interfaces import (
     IMaildropStore,
     IMaildropStoreFactory,
     MessageInfo,
+    MessageList,
 )
 
 #: How a store runs blocking work: ``deferToThread`` in the server,
@@ -67,7 +68,7 @@ class LockedMaildrop:
         self._state = "open"  # -> "closing" -> "closed"
         self._waiting: list[defer.Deferred[None]] = []
 
-    def listing(self) -> list[MessageInfo]:
+    def listing(self) -> Sequence[MessageInfo]:
         raise NotImplementedError
 
     async def _delete(self, deleted: list[str]) -> None:
@@ -82,7 +83,7 @@ class LockedMaildrop:
     async def _commit(self, deleted: list[str]) -> None:
         try:
             if deleted:
-                known = {info.uid for info in self.listing()}
+                known = set(MessageList.of(self.listing()).uids)
                 unknown = [uid for uid in deleted if uid not in known]
                 if unknown:
                     raise ValueError(f"uids not in the listing: {unknown!r}")

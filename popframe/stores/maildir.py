@@ -44,7 +44,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import repeat
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import BinaryIO
 
 from twisted.internet import defer
@@ -61,7 +61,7 @@ from popframe.interfaces import (
     IMaildropLocker,
     IMaildropStore,
     IMaildropStoreFactory,
-    MessageInfo,
+    MessageList,
 )
 from popframe.protocol.encoding import WireForm, wire_form
 from popframe.stores import LockedMaildrop, RunBlocking
@@ -73,7 +73,6 @@ from popframe.stores.listing import (
     collector_paused,
     format_listing,
     key_text,
-    message_infos,
     parse_listing,
     rekeyed,
     relative_path,
@@ -424,7 +423,7 @@ class Maildir:
         near enough, or only a build is sure to give the same listing."""
         limit = max(_UPDATE_MIN, len(names) // _UPDATE_FRACTION)
         if known is not None and abs(len(known.snapshot.listing) - len(names)) <= limit:
-            with collector_paused():  # (the size cache's tuples, as in parse_listing)
+            with collector_paused():  # (the size cache's tuples)
                 snapshot = self._update(known.snapshot, names, limit)
             if snapshot is not None:
                 return snapshot
@@ -449,7 +448,7 @@ class Maildir:
         removed = set(entries).difference(names)
         if (not added and not removed) or len(added) + len(removed) > limit:
             return None
-        uids = list(map(attrgetter("uid"), old.listing))
+        uids = list(old.listing.uids)
         if len(uids) != len(entries) or _DIGEST_UID_LINE.search("\n" + "\n".join(uids) + "\n"):
             return None
         doomed = _positions(entries, removed)
@@ -463,14 +462,16 @@ class Maildir:
             return None
         gone = {base_name(name) for name in removed}.difference(bases)
         rows = self._added_rows(sorted(added), gone)
-        listing, kept = list(old.listing), list(entries)
+        sizes, ready, kept = list(old.listing.sizes), bytearray(old.listing.ready), list(entries)
         for i in sorted(doomed, reverse=True):
-            del listing[i], kept[i]
-        for order, base, _, entry, size, ready in rows:
+            del uids[i], sizes[i], ready[i], kept[i]
+        for order, base, _, entry, size, is_ready in rows:
             i = bisect_left(kept, order, key=cur_order)
             kept.insert(i, entry)
-            listing.insert(i, MessageInfo(base, size, ready))
-        return Snapshot(listing, kept)
+            uids.insert(i, base)
+            sizes.insert(i, size)
+            ready.insert(i, is_ready)
+        return Snapshot(MessageList(uids, sizes, bytes(ready)), kept)
 
     def _added_rows(self, added: list[str], gone: set[str]) -> list[_Row]:
         """The rows of the ``cur/`` names ``added``, sorted; the size cache
@@ -550,7 +551,7 @@ class Maildir:
                 uid = digest_uid(relative)
             where[uid] = entry
         sizes = list(map(itemgetter(4), rows))
-        listing = message_infos(list(where), sizes, map(itemgetter(5), rows))
+        listing = MessageList(list(where), sizes, bytes(map(itemgetter(5), rows)))
         return Snapshot(listing, list(where.values()), where)
 
     def _rows(
@@ -667,8 +668,7 @@ class Maildir:
         """The stored listing if made from the ``cur/`` names ``names``
         (read just now; None: the key vouched for it)."""
         try:
-            with collector_paused():
-                return parse_listing(stored, names)
+            return parse_listing(stored, names)
         except ValueError as e:
             log.warn("ignoring listing {path}: {error}", path=self._at(LISTING_NAME), error=e)
             return None
@@ -860,7 +860,7 @@ class MaildirMaildrop(LockedMaildrop):
         self._moved: dict[str, str] = {}  # uid -> relative path, found again (shared snapshot)
         self._run = run_blocking
 
-    def listing(self) -> list[MessageInfo]:
+    def listing(self) -> MessageList:
         return self._snapshot.listing
 
     async def _relative(self, uid: str) -> str | None:

@@ -19,7 +19,7 @@ from popframe.interfaces import (
     IMaildropLock,
     IMaildropLocker,
     IMaildropStore,
-    MessageInfo,
+    MessageList,
 )
 from popframe.protocol.encoding import wire_form
 from popframe.stores import LockedMaildrop
@@ -90,10 +90,12 @@ class MemoryMaildrop(LockedMaildrop):
         self._store = store
         self._user = user
         self._messages = dict(messages)
-        forms = [(uid, wire_form(m)) for uid, m in messages]
-        self._listing = [MessageInfo(uid, form.size, form.ready) for uid, form in forms]
+        forms = [wire_form(m) for _, m in messages]
+        self._listing = MessageList(
+            [uid for uid, _ in messages], [f.size for f in forms], bytes(f.ready for f in forms)
+        )
 
-    def listing(self) -> list[MessageInfo]:
+    def listing(self) -> MessageList:
         return self._listing
 
     def open_message(self, uid: str) -> defer.Deferred[BinaryIO]:
