@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from popframe.config import ConfigurationError
 from popframe.errors import PermanentFailure
-from popframe.stores.template import PathTemplate, UnsafeUserName
+from popframe.stores.template import PathTemplate, UnsafeUserName, real_path
 
 
 @pytest.mark.parametrize(
@@ -159,3 +159,27 @@ def test_resolve_allows_a_symlinked_root(tmp_path: Path) -> None:
     (tmp_path / "mail").symlink_to(tmp_path / "real")
     template = PathTemplate(f"{tmp_path}/mail/%u/Maildir")
     assert template.resolve("alice") == f"{tmp_path}/mail/alice/Maildir"
+
+
+def test_a_root_moved_behind_its_symlink_is_found_again(tmp_path: Path) -> None:
+    for name in ("old", "new"):
+        (tmp_path / name / "alice" / "Maildir").mkdir(parents=True)
+    (tmp_path / "mail").symlink_to(tmp_path / "old")
+    template = PathTemplate(f"{tmp_path}/mail/%u/Maildir")
+    assert template.resolve("alice") == f"{tmp_path}/mail/alice/Maildir"
+    (tmp_path / "mail").unlink()
+    (tmp_path / "mail").symlink_to(tmp_path / "new")
+    assert template.resolve("alice") == f"{tmp_path}/mail/alice/Maildir"
+    (tmp_path / "new" / "bob").symlink_to(tmp_path / "old" / "alice")  # out of the root now
+    with pytest.raises(UnsafeUserName):
+        template.resolve("bob")
+
+
+def test_real_path_is_what_realpath_says(tmp_path: Path) -> None:
+    (tmp_path / "dir" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "dir")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    for path in ("dir", "dir/sub", "link", "link/sub", "link/../dir/sub", "dangling",
+                 "nowhere/at/all", "file", "link/sub/.."):
+        assert real_path(f"{tmp_path}/{path}") == os.path.realpath(f"{tmp_path}/{path}"), path
