@@ -144,6 +144,7 @@ class POP3ServerProtocol(Protocol):
         self._logout: Any = None
         self._message: tuple[IO[bytes], MessageEncoder] | None = None
         self._message_head = b""  # RETR's +OK line, sent with the first chunk
+        self._message_left: int | None = None  # stored octets still to read, if known
         self._tcp: Any = None  # the plain TCP transport, for _write's direct path
         self._waiting = False  # a backend call is outstanding
         self._write_paused = False  # the transport's buffer is full
@@ -535,6 +536,7 @@ class POP3ServerProtocol(Protocol):
         self._failure_round = False
         self._message_head = reply.encode()
         self._message = (stream, request.encoder())
+        self._message_left = request.stored_size()
 
     def _stream_chunk(self) -> None:
         assert self._message is not None and self.session is not None
@@ -543,7 +545,10 @@ class POP3ServerProtocol(Protocol):
         try:
             chunk = stream.read(size)
             ended = not chunk
-            if chunk and len(chunk) < size:
+            if self._message_left is not None:
+                self._message_left -= len(chunk)
+                ended = ended or self._message_left <= 0
+            elif chunk and len(chunk) < size:
                 # Usually the end (files read short only there): make sure,
                 # so a message of one chunk goes out as +OK, body and "." in
                 # one send.

@@ -344,6 +344,21 @@ def test_open_message_after_another_client_renamed_it(home: Home) -> None:
     cur = home.maildir() / "cur"
     os.rename(cur / f"{name}:2,", cur / f"{name}:2,S")
     assert contents(maildrop) == [POSTFIX]
+    assert contents(maildrop) == [POSTFIX]  # found again, and remembered
+
+
+def test_a_listed_message_opens_at_once(home: Home) -> None:
+    """The usual RETR fires its Deferred before returning (no coroutine, no
+    thread); a renamed message takes the longer way and is still found."""
+    names = [home.postfix(POSTFIX), home.postfix(DOVECOT)]
+    maildrop = open_(home.store())
+    opened = maildrop.open_message(names[0])
+    assert opened.called
+    result(opened).close()
+    cur = home.maildir() / "cur"
+    os.rename(cur / f"{names[1]}:2,", cur / f"{names[1]}:2,S")
+    with result(maildrop.open_message(names[1])) as f:
+        assert f.read() == DOVECOT
 
 
 def test_open_message_after_another_client_deleted_it(home: Home) -> None:

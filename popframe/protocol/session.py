@@ -149,9 +149,17 @@ class Retrieve:
     body_lines: int | None = None  # TOP's line count; None for RETR
 
     def encoder(self) -> MessageEncoder:
-        if self.body_lines is None and self.message.wire_ready:
+        if self.stored_size() is not None:
             return VerbatimEncoder()
         return MessageEncoder(self.body_lines)
+
+    def stored_size(self) -> int | None:
+        """The stored message's length when it is known: a wire-ready RETR
+        sends the stored octets unchanged, so there are ``size`` of them.
+        The adapter then knows the end without a read that finds it."""
+        if self.body_lines is None and self.message.wire_ready:
+            return self.message.size
+        return None
 
 
 @dataclass(frozen=True, slots=True)

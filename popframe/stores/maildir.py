@@ -877,7 +877,29 @@ class MaildirMaildrop(LockedMaildrop):
 
     def open_message(self, uid: str) -> defer.Deferred[BinaryIO]:
         self._check_open()
+        opened = self._open_where_listed(uid)
+        if opened is not None:
+            return defer.succeed(opened)
         return defer.Deferred.fromCoroutine(self._open_message(uid))
+
+    def _open_where_listed(self, uid: str) -> BinaryIO | None:
+        """The usual RETR, with no coroutine (a Deferred made from one costs
+        more than opening the file): the file is where the listing says,
+        and the uid map is made or quick to make.  None for anything else
+        (a message renamed or moved, a long map still to make, an error),
+        which :meth:`_open_message` handles."""
+        snapshot = self._snapshot
+        if self._maildir is None or self._moved:
+            return None
+        if not (snapshot.mapped or len(snapshot.listing) <= _MAP_INLINE):
+            return None
+        entry = snapshot.where().get(uid)
+        if entry is None:
+            return None
+        try:
+            return self._maildir.open_message(relative_path(entry))
+        except OSError:
+            return None
 
     async def _open_message(self, uid: str) -> BinaryIO:
         relative = await self._relative(uid)
