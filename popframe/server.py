@@ -57,7 +57,7 @@ from popframe.protocol.session import SessionState
 from dataclasses import replace
 
 from popframe.errors import LoginDelayed, ResponseCode
-from popframe.logindelay import LoginDelay
+from popframe.logindelay import IUserSettings, LoginDelay
 from popframe.protocol.replies import error_reply
 from popframe.throttle import Throttle, TooManyFailures, Verdict, address_key
 from twisted.internet.defer import Deferred, succeed
@@ -134,6 +134,8 @@ class POP3ServerProtocol(Protocol):
     # The mechanisms (and "USER") this server's checkers can serve; set by
     # the factory.
     factory_mechanisms: tuple[str, ...] = ("USER",)
+    # Whether a checker may give a user a LOGIN-DELAY of their own.
+    factory_login_delay_per_user = False
 
     def __init__(self, portal: Portal, config: ServerConfig, clock: IReactorTime) -> None:
         self.portal = portal
@@ -182,9 +184,11 @@ class POP3ServerProtocol(Protocol):
                 user_pass="USER" in offered,
                 apop_timestamp=f"<{os.getpid()}.{random(8).hex()}@{self.config.hostname}>",
                 channel_binding=self._channel_binding,
+                client_certificate=lambda: self._peer_certificate() is not None,
                 random=random,
                 hostname=self.config.hostname,
                 login_delay=self.config.login_delay.default if self.config.login_delay else None,
+                login_delay_per_user=self.factory_login_delay_per_user,
                 limits=self.config.limits,
             )
         )
@@ -431,7 +435,9 @@ class POP3ServerProtocol(Protocol):
         """The core answered a login attempt with [AUTH] itself."""
         user, self._secret_user = self._secret_user, None
         self._waiting = True
-        d = self._login_failed("-", user, "AuthenticationFailed", counted=True)
+        assert self.session is not None
+        mechanism = self.session.last_mechanism or "-"
+        d = self._login_failed(mechanism, user, "AuthenticationFailed", counted=True)
 
         def delayed(verdict: Verdict | None) -> None:
             self._waiting = False
@@ -751,6 +757,8 @@ class POP3Factory(Factory):
         self.config = config or ServerConfig()
         self.clock = clock
         self.mechanisms = serviceable(portal, ("USER", *self.config.mechanisms))
+        # Whether a checker can give a user a LOGIN-DELAY of their own.
+        self.login_delay_per_user = any(map(IUserSettings.providedBy, portal.checkers.values()))
         # Open connections per client address (throttle.address_key), for
         # ServerConfig.max_connections_per_ip.
         self.connections_from: dict[str, int] = {}
@@ -761,4 +769,5 @@ class POP3Factory(Factory):
         protocol = POP3ServerProtocol(self.portal, self.config, self.clock)
         protocol.factory = self
         protocol.factory_mechanisms = self.mechanisms
+        protocol.factory_login_delay_per_user = self.login_delay_per_user
         return protocol

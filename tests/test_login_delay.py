@@ -70,7 +70,7 @@ def capa(conn: Any) -> list[bytes]:
 
 
 def test_advertised_in_authorization() -> None:
-    assert b"LOGIN-DELAY 60" in capa(Server(60).connect())
+    assert b"LOGIN-DELAY 60" in capa(Server(60).connect())  # (no per-user values)
     assert not any(line.startswith(b"LOGIN-DELAY") for line in capa(Server(None).connect()))
 
 
@@ -117,9 +117,10 @@ def test_per_user_delays_from_the_checker() -> None:
     checker = SettingsChecker(USERS, {"alice": 300, "carol": 0})
     server = Server(60, checker)
     conn = server.connect()
-    assert b"LOGIN-DELAY 60" in capa(conn)
+    # RFC 2449 section 6.5: before login, the default and "USER" (it may
+    # vary by user); in TRANSACTION, the user's own value.
+    assert b"LOGIN-DELAY 60 USER" in capa(conn)
     conn.send(b"USER alice\r\nPASS secret\r\n")
-    # RFC 2449 section 6.5: in TRANSACTION, the user's own value.
     assert b"LOGIN-DELAY 300" in capa(conn)
     conn.send(b"QUIT\r\n")
     server.clock.advance(60)
@@ -228,7 +229,7 @@ def test_real_server_enforces_login_delay(home: MailHome) -> None:
     server = start_server(server_args(home, "--login-delay", "600"), home.root, listeners=2)
     try:
         client = poplib.POP3("127.0.0.1", server.port, timeout=10)
-        assert client.capa()["LOGIN-DELAY"] == ["600"]
+        assert client.capa()["LOGIN-DELAY"] == ["600", "USER"]  # passwd-file: per user
         client.user("alice")
         client.pass_("alice password")
         client.quit()

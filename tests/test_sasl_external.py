@@ -134,14 +134,16 @@ def result(d) -> object:
 # -- the core -------------------------------------------------------------------------------
 
 
-def tls_session(tls: bool = True) -> Session:
-    return Session(SessionConfig(mechanisms=("EXTERNAL",), tls_active=tls))
+def tls_session(tls: bool = True, certificate: bool = True) -> Session:
+    return Session(SessionConfig(mechanisms=("EXTERNAL",), tls_active=tls,
+                                 client_certificate=lambda: certificate))
 
 
-def test_offered_only_over_tls() -> None:
-    [capa] = replies(tls_session(tls=False), b"CAPA\r\n")
-    assert b"EXTERNAL" not in capa
-    assert replies(tls_session(tls=False), b"AUTH EXTERNAL =\r\n") == [b"-ERR unsupported SASL mechanism\r\n"]
+def test_offered_only_over_tls_to_a_client_with_a_certificate() -> None:
+    for session in (tls_session(tls=False), tls_session(certificate=False)):
+        [capa] = replies(session, b"CAPA\r\n")
+        assert b"EXTERNAL" not in capa
+        assert replies(session, b"AUTH EXTERNAL =\r\n") == [b"-ERR unsupported SASL mechanism\r\n"]
     [capa] = replies(tls_session(), b"CAPA\r\n")
     assert b"\r\nSASL EXTERNAL\r\n" in capa
 
@@ -324,8 +326,9 @@ def test_in_memory_refusals(ca: CA) -> None:
     send = connect_tls(certificate)
     assert send(b"AUTH EXTERNAL " + b64(b"bob@example.org") + b"\r\n") == FAILED
     assert send(b"AUTH EXTERNAL =\r\n").startswith(b"+OK")  # the same connection, then right
-    send = connect_tls(None)
-    assert send(b"AUTH EXTERNAL =\r\n") == FAILED
+    send = connect_tls(None)  # no certificate: EXTERNAL is not on offer
+    assert b"EXTERNAL" not in send(b"CAPA\r\n")
+    assert send(b"AUTH EXTERNAL =\r\n") == b"-ERR unsupported SASL mechanism\r\n"
 
 
 def test_master_users_cannot_widen_a_certificate(ca: CA) -> None:
@@ -407,11 +410,25 @@ def test_python_ssl_external(mail_home, external_server, alice_cert) -> None:
 
 def test_without_a_certificate_other_logins_still_work(mail_home, external_server) -> None:
     client = pop3_stls(mail_home, external_server.port, None)
-    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+    assert "EXTERNAL" not in client.capa().get("SASL", [])
+    with pytest.raises(poplib.error_proto, match=r"unsupported SASL mechanism"):
         client._shortcmd("AUTH EXTERNAL =")
     client.user("bob")
     assert client.pass_("bob password").startswith(b"+OK")
     client.quit()
+
+
+def test_not_offered_on_an_implicit_tls_listener(mail_home, external_server, alice_cert) -> None:
+    """Twisted's ssl: endpoint asks for no client certificate, so EXTERNAL
+    could never succeed there: it is not offered, even to a client that
+    has one."""
+    context = ssl.create_default_context(cafile=str(mail_home.cert))
+    context.load_cert_chain(str(alice_cert[0]), str(alice_cert[1]))
+    client = poplib.POP3_SSL("127.0.0.1", external_server.tls_port, context=context, timeout=20)
+    try:
+        assert "EXTERNAL" not in client.capa().get("SASL", [])
+    finally:
+        client.quit()
 
 
 def test_a_certificate_from_another_ca_fails_the_handshake(mail_home, external_server, tmp_path: Path) -> None:

@@ -97,7 +97,13 @@ class SessionConfig:
     apop_timestamp: str | None = None
     # Seconds between logins (RFC 2449 LOGIN-DELAY), advertised in CAPA.
     login_delay: int | None = None
+    # Some users may have a delay of their own: before login, CAPA says
+    # "LOGIN-DELAY n USER" (RFC 2449 section 6.5).
+    login_delay_per_user: bool = False
     channel_binding: Callable[[str], bytes | None] = field(default=lambda kind: None)
+    # Whether the TLS client showed a certificate (asked when EXTERNAL is
+    # configured; the handshake may finish after the session starts).
+    client_certificate: Callable[[], bool] = field(default=lambda: False)
     random: Callable[[int], bytes] = field(default=os.urandom)
     hostname: str = "localhost"
     limits: Limits = field(default_factory=Limits)
@@ -196,6 +202,9 @@ class Session:
         self._tls = self.config.tls_active
         self._utf8 = False
         self._exchange: sasl.Mechanism | None = None  # a SASL exchange under way
+        # The mechanism (or "APOP") of the latest exchange begun: names a
+        # login the core itself refused, in the adapter's log.
+        self.last_mechanism: str | None = None
         self._success: sasl.Outcome | None = None  # sent its final data; awaits ""
         self._success_name = ""
         # The mechanism whose Authenticate is outstanding, and then the
@@ -396,7 +405,8 @@ class Session:
             caps.append(b"SASL " + " ".join(mechanisms).encode("ascii"))
         caps += [b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE", b"EXPIRE NEVER"]
         if self.config.login_delay is not None:
-            caps.append(b"LOGIN-DELAY %d" % self.config.login_delay)
+            per_user = b" USER" if authorization and self.config.login_delay_per_user else b""
+            caps.append(b"LOGIN-DELAY %d%s" % (self.config.login_delay, per_user))
         if authorization:
             caps.append(b"UTF8 USER")
         if self._stls_offered():
@@ -415,6 +425,8 @@ class Session:
             if mechanism.plaintext and not self._plaintext_auth_allowed():
                 continue
             if mechanism.requires_tls and not self._tls:
+                continue
+            if mechanism.requires_client_certificate and not self.config.client_certificate():
                 continue
             offered.append(name)
         return offered
@@ -503,6 +515,7 @@ class Session:
     # -- SASL exchanges --------------------------------------------------------
 
     def _begin(self, name: str, initial_response: bytes | None) -> Event:
+        self.last_mechanism = name
         self._exchange = sasl.MECHANISMS[name](self._sasl_context())
         return self._step(self._exchange.start(initial_response))
 

@@ -130,6 +130,9 @@ class Mechanism:
     plaintext: ClassVar[bool] = False
     # Needs TLS to exist at all (EXTERNAL, -PLUS).
     requires_tls: ClassVar[bool] = False
+    # Needs the TLS client to have shown a certificate (EXTERNAL): an
+    # implicit-TLS listener that asks for none can never complete it.
+    requires_client_certificate: ClassVar[bool] = False
     # Listed by CAPA SASL and AUTH (APOP is an exchange, but no SASL one).
     sasl: ClassVar[bool] = True
 

@@ -6,7 +6,8 @@ says" (``AUTH EXTERNAL =`` in POP3, RFC 5034).
 The mechanism only reports what the client asked for
 (:class:`~popframe.protocol.sasl.External`); the adapter adds the peer
 certificate and a checker for ``IClientCertificate`` maps it to a user.
-Offered only over TLS, and only when such a checker is configured.
+Offered only over TLS to a client that showed a certificate, and only
+when such a checker is configured.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = ["External"]
 class External(sasl.Mechanism):
     name = "EXTERNAL"
     requires_tls = True
+    requires_client_certificate = True
 
     def start(self, initial_response: bytes | None) -> sasl.Step:
         if initial_response is None:
