@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.cred import strcred
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
@@ -165,6 +166,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             super().opt_auth(description)
         except ConfigurationError as error:
             raise usage.UsageError(str(error)) from None
+        _encode_memory_users(self["credCheckers"][-1])
 
     def opt_master_user(self, user: str) -> None:
         """A user who may log in as any other (SASL PLAIN authorization
@@ -290,3 +292,17 @@ def makeService(options: Options):
     from popframe.service import make_service
 
     return make_service(options)
+
+
+def _encode_memory_users(checker: object) -> None:
+    """Twisted's ``memory:USER:PASSWORD`` checker keeps the names and
+    passwords as text, but cred credentials carry bytes (Twisted's own
+    convention, and popframe's), so no login could ever match: store them
+    as UTF-8 bytes."""
+    if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
+        checker.users = {
+            (k.encode("utf-8") if isinstance(k, str) else k): (
+                v.encode("utf-8") if isinstance(v, str) else v
+            )
+            for k, v in checker.users.items()
+        }

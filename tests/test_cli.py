@@ -61,6 +61,29 @@ def test_configuration_errors_name_the_key(args: list[str], message: str) -> Non
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def test_twisteds_memory_checker_logs_users_in(tmp_path: Path) -> None:
+    """``--auth memory:USER:PASSWORD`` (Twisted's own test checker) keeps
+    text where cred credentials carry bytes; popframe bridges the two."""
+    (tmp_path / "alice" / "Maildir").mkdir(parents=True)
+    args = ["--listen", "tcp:0:interface=127.0.0.1", "--store", f"maildir:{tmp_path}/%u/Maildir",
+            "--auth", "memory:alice:s3cret:bob:other", "--workers", "1"]
+    server = start_server(args, tmp_path, 1)
+    try:
+        import poplib
+
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        assert client.pass_("s3cret").startswith(b"+OK")
+        client.quit()
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+            client.pass_("other")
+        client.quit()
+    finally:
+        server.stop()
+
+
 def test_demo_listens_on_the_documented_ports(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     options = Options()
