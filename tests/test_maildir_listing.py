@@ -427,6 +427,20 @@ def test_a_corrupt_or_foreign_stored_listing_is_ignored(
     assert len(builds) == (2 if how == "foreign" else 3)
 
 
+def test_a_listing_from_an_earlier_version_is_made_again_quietly(
+    home: Home, builds: list[int], warnings: list[str]
+) -> None:
+    home.postfix(POSTFIX)
+    home.postfix(READY)
+    store = home.store()
+    first = describe(open_and_close(store))
+    stored_listing(home).write_bytes(b"popframe-listing 1 00000000 2 -\nwhatever")
+    fresh_process(home)
+    assert describe(open_and_close(store)) == first
+    assert len(builds) == 2 and not any("listing" in w for w in warnings), warnings
+    assert stored_listing(home).read_bytes().startswith(b"popframe-listing 2 ")
+
+
 def forge(data: bytes, section: int, replace: Callable[[bytes], bytes]) -> bytes:
     """Edit one section (names, uids, ready, sizes) and make the header
     and checksum fit, as only someone who can write the maildir could."""

@@ -146,6 +146,12 @@ class StoredListing:
     uids: int  # the uids section's length
 
 
+def is_older_listing(data: bytes) -> bool:
+    """Whether ``data`` is a listing an earlier popframe wrote: expected
+    once per maildrop after an upgrade, and simply made again."""
+    return data.startswith(b"popframe-listing 1 ")
+
+
 def check_listing(data: bytes) -> StoredListing:
     """Check a listing file's header, checksum and length; ValueError if it
     is not one this version wrote, whole."""

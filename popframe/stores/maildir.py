@@ -72,6 +72,7 @@ from popframe.stores.listing import (
     check_listing,
     collector_paused,
     format_listing,
+    is_older_listing,
     key_text,
     parse_listing,
     rekeyed,
@@ -656,7 +657,7 @@ class Maildir:
 
     def _read_listing(self) -> StoredListing | None:
         data = self._read_cache(LISTING_NAME, "listing")
-        if data is None:
+        if data is None or is_older_listing(data):
             return None
         try:
             return check_listing(data)
