@@ -182,7 +182,8 @@ class POP3ServerProtocol(Protocol):
                 or (is_loopback(peer) and not _behind_proxy(self.transport)),
                 mechanisms=tuple(m for m in offered if m != "USER"),
                 user_pass="USER" in offered,
-                apop_timestamp=f"<{os.getpid()}.{random(8).hex()}@{self.config.hostname}>",
+                apop_timestamp=(f"<{os.getpid()}.{random(8).hex()}@{self.config.hostname}>"
+                                if "APOP" in offered else None),
                 channel_binding=self._channel_binding,
                 client_certificate=lambda: self._peer_certificate() is not None,
                 random=random,

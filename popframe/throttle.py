@@ -33,6 +33,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -317,10 +318,17 @@ def address_key(peer: object) -> str | None:
             return None
     else:
         host = peer.host
+    return _host_key(str(host))
+
+
+@lru_cache(maxsize=4096)
+def _host_key(host: str) -> str:
+    """:func:`address_key` of a host string, kept: every login asks it of
+    its address once or twice, and parsing is most of the cost."""
     try:
-        ip = ipaddress.ip_address(str(host).split("%", 1)[0])
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return str(host)
+        return host
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
