@@ -78,38 +78,47 @@ class LockedMaildrop:
     def commit(self, deleted: list[str]) -> defer.Deferred[None]:
         self._check_open()
         self._state = "closing"
-        return defer.Deferred.fromCoroutine(self._commit(list(dict.fromkeys(deleted))))
+        deleted = list(dict.fromkeys(deleted))
+        if not deleted:  # the usual QUIT: no coroutine
+            return self._release()
+        return defer.Deferred.fromCoroutine(self._commit(deleted))
 
     async def _commit(self, deleted: list[str]) -> None:
         try:
-            if deleted:
-                known = set(MessageList.of(self.listing()).uids)
-                unknown = [uid for uid in deleted if uid not in known]
-                if unknown:
-                    raise ValueError(f"uids not in the listing: {unknown!r}")
-                await self._delete(deleted)
+            known = set(MessageList.of(self.listing()).uids)
+            unknown = [uid for uid in deleted if uid not in known]
+            if unknown:
+                raise ValueError(f"uids not in the listing: {unknown!r}")
+            await self._delete(deleted)
         finally:
-            await self._close()
+            await self._release()
 
     def abandon(self) -> defer.Deferred[None]:
         if self._state == "open":
             self._state = "closing"
-            return defer.Deferred.fromCoroutine(self._close())
+            return self._release()
         if self._state == "closing":
             waiter: defer.Deferred[None] = defer.Deferred()
             self._waiting.append(waiter)
             return waiter
         return defer.succeed(None)
 
-    async def _close(self) -> None:
+    def _release(self) -> defer.Deferred[None]:
+        """Release the lock; then the maildrop is closed, whatever the
+        release's outcome, and whoever waits for that is told."""
         try:
-            if self._lock is not None:
-                await self._lock.release()
-        finally:
+            released = self._lock.release() if self._lock is not None else defer.succeed(None)
+        except BaseException:
+            released = defer.fail()
+
+        def closed(result: object) -> object:
             self._state = "closed"
             waiting, self._waiting = self._waiting, []
             for waiter in waiting:
                 waiter.callback(None)
+            return result
+
+        return released.addBoth(closed)
 
     def _check_open(self) -> None:
         if self._state != "open":

@@ -967,19 +967,34 @@ class MaildirStore:
         self._run = run_blocking
 
     def open(self, user: str) -> defer.Deferred[IMaildrop]:
-        return defer.Deferred.fromCoroutine(self._open(user))
-
-    async def _open(self, user: str) -> IMaildrop:
+        """The usual open (the lock granted at once, the remembered listing
+        still right) fires before it returns, with no coroutine and no
+        thread; anything else continues in :meth:`_open_locked`."""
         try:
             maildir = self._prepare(user)
         except UnsafeUserName as e:
             log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
-            raise
+            return defer.fail()
         except OSError as e:
-            raise _temporary(e, "prepare maildir") from e
+            return defer.fail(_temporary(e, "prepare maildir"))
+        except Exception:
+            return defer.fail()
         if maildir is None:
-            return MaildirMaildrop(None, Snapshot([], []), None, self._run)
-        lock = await self.locker.acquire(maildir.lock_path)
+            return defer.succeed(MaildirMaildrop(None, Snapshot(MessageList([], [], b""), []),
+                                                 None, self._run))
+        locked = self.locker.acquire(maildir.lock_path)
+        granted: list[IMaildropLock] = []
+        locked.addCallback(lambda lock: granted.append(lock) or lock)
+        if granted:
+            snapshot = maildir.load_unchanged()
+            if snapshot is not None:
+                return defer.succeed(MaildirMaildrop(maildir, snapshot, granted[0], self._run))
+        return defer.Deferred.fromCoroutine(self._open_locked(maildir, locked))
+
+    async def _open_locked(
+        self, maildir: Maildir, locked: defer.Deferred[IMaildropLock]
+    ) -> IMaildrop:
+        lock = await locked
         try:
             snapshot = maildir.load_unchanged()
             if snapshot is None:
