@@ -984,7 +984,12 @@ class MaildirStore:
                                                  None, self._run))
         locked = self.locker.acquire(maildir.lock_path)
         granted: list[IMaildropLock] = []
-        locked.addCallback(lambda lock: granted.append(lock) or lock)
+
+        def grant(lock: IMaildropLock) -> IMaildropLock:
+            granted.append(lock)
+            return lock
+
+        locked.addCallback(grant)  # runs now if the lock was granted at once
         if granted:
             snapshot = maildir.load_unchanged()
             if snapshot is not None:
