@@ -300,9 +300,8 @@ def _encode_memory_users(checker: object) -> None:
     convention, and popframe's), so no login could ever match: store them
     as UTF-8 bytes."""
     if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
-        checker.users = {
-            (k.encode("utf-8") if isinstance(k, str) else k): (
-                v.encode("utf-8") if isinstance(v, str) else v
-            )
-            for k, v in checker.users.items()
-        }
+        checker.users = {_utf8(user): _utf8(password) for user, password in checker.users.items()}
+
+
+def _utf8(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value

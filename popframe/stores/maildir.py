@@ -864,15 +864,21 @@ class MaildirMaildrop(LockedMaildrop):
     def listing(self) -> MessageList:
         return self._snapshot.listing
 
+    def _map_now(self) -> dict[str, str] | None:
+        """uid -> entry, if it is made or quick enough to make on the
+        reactor thread; None while a long one is still to make."""
+        snapshot = self._snapshot
+        if snapshot.mapped or len(snapshot.listing) <= _MAP_INLINE:
+            return snapshot.where()
+        return None
+
     async def _relative(self, uid: str) -> str | None:
         moved = self._moved.get(uid)
         if moved is not None:
             return moved
-        snapshot = self._snapshot
-        if snapshot.mapped or len(snapshot.listing) <= _MAP_INLINE:
-            where = snapshot.where()
-        else:  # once per loaded listing, and too long for the reactor thread
-            where = await self._run(snapshot.where)
+        where = self._map_now()
+        if where is None:  # once per loaded listing, and too long for the reactor thread
+            where = await self._run(self._snapshot.where)
         entry = where.get(uid)
         return None if entry is None else relative_path(entry)
 
@@ -889,12 +895,10 @@ class MaildirMaildrop(LockedMaildrop):
         and the uid map is made or quick to make.  None for anything else
         (a message renamed or moved, a long map still to make, an error),
         which :meth:`_open_message` handles."""
-        snapshot = self._snapshot
-        if self._maildir is None or self._moved:
+        where = self._map_now()
+        if self._maildir is None or uid in self._moved or where is None:
             return None
-        if not (snapshot.mapped or len(snapshot.listing) <= _MAP_INLINE):
-            return None
-        entry = snapshot.where().get(uid)
+        entry = where.get(uid)
         if entry is None:
             return None
         try:
