@@ -9,24 +9,29 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from popframe.interfaces import IMaildrop, IMaildropStore
+from popframe.interfaces import IMaildrop, IMaildropStore, UserSettings
+
+__all__ = ["MaildropRealm"]
 
 log = Logger()
 
 
 @implementer(IRealm)
 class MaildropRealm:
-    """Opens the avatar's maildrop in ``store``.  The logout callable
-    abandons it, which releases the lock unless QUIT already committed."""
+    """Opens the avatar's maildrop in ``store``.  The ``mind`` is the user's
+    :class:`~popframe.interfaces.UserSettings` (or None), which the store
+    gets.  The logout callable abandons the maildrop, which releases the
+    lock unless QUIT already committed."""
 
     def __init__(self, store: IMaildropStore) -> None:
         self.store = store
 
-    def requestAvatar(self, avatarId: bytes | str, mind: object, *interfaces: Any) -> Deferred:
+    def requestAvatar(self, avatarId: bytes | str, mind: UserSettings | None,
+                      *interfaces: Any) -> Deferred[tuple[Any, IMaildrop, Any]]:
         if IMaildrop not in interfaces:
             raise NotImplementedError("MaildropRealm only provides IMaildrop")
         user = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else avatarId
-        return self.store.open(user).addCallback(
+        return self.store.open(user, mind).addCallback(
             lambda maildrop: (IMaildrop, maildrop, lambda: _abandon(maildrop))
         )
 

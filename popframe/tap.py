@@ -177,11 +177,14 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         """List the available mailbox stores and exit."""
         from popframe.stores import find_store_factories
 
+        search = find_store_factories()
         print("Available stores (--store=NAME:ARGUMENTS):")
-        for factory in sorted(find_store_factories(), key=lambda f: f.storeName):
+        for factory in sorted(search.found, key=lambda f: f.storeName):
             print(f"  {factory.storeName:12} {factory.argStringFormat}")
             for line in factory.storeHelp.strip().splitlines():
                 print(f"  {'':12} {line.strip()}")
+        for module, error in sorted(search.broken.items()):
+            print(f"Plugin module {module} failed to load: {error}")
         sys.exit(0)
 
     def postOptions(self) -> None:

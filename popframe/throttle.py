@@ -41,10 +41,11 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
 from popframe.config import ConfigurationError
 from popframe.errors import AuthenticationFailed
+from popframe.interfaces.throttle import IThrottleStore, StoreUnavailable
 from popframe.threads import ThreadPoolRunner
 
 T = TypeVar("T")
@@ -61,31 +62,7 @@ class TooManyFailures(AuthenticationFailed):
     default_message = "too many failures"
 
 
-class StoreUnavailable(Exception):
-    """The throttle store cannot be reached (recently failed)."""
-
-
 # -- the store ------------------------------------------------------------------
-
-
-class IThrottleStore(Interface):
-    """Counters and claims with expiry, shared by everyone that must agree
-    (one process, or every process on every node).  All methods return
-    Deferreds; a store that cannot answer fails them."""
-
-    def increment(keys: Sequence[str], ttl: float) -> Deferred:
-        """Add 1 to each key; a key that did not exist expires ``ttl``
-        seconds from now.  Fires with the new counts, in order."""
-
-    def counts(keys: Sequence[str]) -> Deferred:
-        """Fire with each key's count (0 for a missing or expired key)."""
-
-    def reset(key: str) -> Deferred:
-        """Remove ``key``."""
-
-    def claim(key: str, ttl: float) -> Deferred:
-        """Set ``key`` for ``ttl`` seconds unless it is set: fires with True
-        if this call set it (atomically: one of two racing callers wins)."""
 
 
 @implementer(IThrottleStore)

@@ -114,14 +114,14 @@ def test_without_the_cache_every_login_hashes(users: Path) -> None:
     assert runner.calls == ["verify", "verify"]
 
 
-def test_login_delay_of_a_current_file_needs_no_thread(users: Path) -> None:
+def test_user_settings_of_a_current_file_need_no_thread(users: Path) -> None:
     runner = CountingRunner()
     checker = PasswdFileChecker(users, run_blocking=runner)
     results: list[Any] = []
-    checker.login_delay("alice").addCallback(results.append)  # the file is not read yet
-    checker.login_delay("alice").addCallback(results.append)
-    assert results == [5, 5]
-    assert runner.calls == ["find_login_delay"]
+    checker.user_settings("alice").addCallback(results.append)  # the file is not read yet
+    checker.user_settings("alice").addCallback(results.append)
+    assert [r.login_delay for r in results] == [5, 5]
+    assert runner.calls == ["find_user_settings"]
 
 
 def options(*args: str, tmp_path: Path) -> Options:

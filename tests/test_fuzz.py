@@ -27,15 +27,17 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from popframe.errors import AuthenticationFailed, ClientError, TemporaryFailure
-from popframe.interfaces import MessageInfo
+from popframe.interfaces import MessageInfo, PlaintextCramMD5, PlaintextSecret
 from popframe.protocol import NEED_DATA, Limits, Session, SessionConfig
 from popframe.protocol import commands as c
 from popframe.protocol import sasl
 from popframe.protocol.replies import Reply
 from popframe.protocol.sasl.scram import ScramRecord
+from popframe.throttle import TooManyFailures
 from popframe.protocol.session import (
     Authenticate,
     Commit,
+    LoginRefused,
     LookupSecret,
     Retrieve,
     SessionState,
@@ -177,11 +179,11 @@ def secret_for(kind: str, choose: Chooser) -> object | None:
     choice = choose.pick(4)
     if choice == 0:
         return None
-    if choice == 3:
+    if choice == 3:  # another type than the kind's (a lookup rejects these; the core must too)
         return choose.pick([b"", b"\0", b"x", 0, "text"])
-    if kind == "scram-sha-256":
-        return SCRAM_RECORD if choice == 1 else b"secret"
-    return b"secret" if choice == 1 else SCRAM_RECORD
+    declared = {"scram-sha-256": SCRAM_RECORD, "plaintext": PlaintextSecret(b"secret"),
+                "cram-md5": PlaintextCramMD5(b"secret")}
+    return declared[kind] if choice == 1 else choose.pick(list(declared.values()))
 
 
 def run_session(choose: Chooser, chunks: list[bytes]) -> list[bytes]:
@@ -226,7 +228,10 @@ def backend(session: Session, event: object, choose: Chooser, out: list[bytes]) 
                 [AuthenticationFailed(), TemporaryFailure()]))
         return session.logged_in(MESSAGES)
     if isinstance(event, LookupSecret):
-        return session.secret_found(secret_for(event.kind, choose))
+        return session.secret_found(secret_for(event.kind, choose))  # type: ignore[arg-type]
+    if isinstance(event, LoginRefused):
+        drop = choose.pick([False, True])
+        return session.request_failed(TooManyFailures() if drop else AuthenticationFailed(), drop)
     if isinstance(event, Retrieve):
         if fail:
             return session.request_failed(TemporaryFailure())

@@ -16,10 +16,11 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from popframe.auth.passwdfile import PasswdFileChecker
-from popframe.logindelay import IUserSettings, LoginDelay
+from popframe.interfaces import IThrottleStore, IUserSettings, StoreUnavailable, UserSettings
+from popframe.logindelay import LoginDelay
 from popframe.server import ServerConfig
 from popframe.testing import MemoryChecker, MemoryStore, connect_in_memory
-from popframe.throttle import IThrottleStore, MemoryThrottleStore, StoreUnavailable
+from popframe.throttle import MemoryThrottleStore
 
 USERS = {"alice": "secret", "bob": "hunter2", "carol": "pw", "admin": "root"}
 DELAYED = b"-ERR [LOGIN-DELAY] login delay not yet expired\r\n"
@@ -35,10 +36,9 @@ class SettingsChecker(MemoryChecker):
         self.delays = delays
         self.asked: list[str] = []
 
-    def login_delay(self, user: str) -> Deferred[int | None]:
+    def user_settings(self, user: str) -> Deferred[UserSettings | None]:
         self.asked.append(user)
-        return succeed(self.delays.get(user))
-
+        return succeed(UserSettings(login_delay=self.delays.get(user)))
 
 
 class Server:
@@ -170,10 +170,10 @@ def test_passwd_file_login_delay_field(tmp_path) -> None:
     )
     checker = PasswdFileChecker(users, run_blocking=lambda f, *args: maybeDeferred(f, *args))
     assert IUserSettings.providedBy(checker)
-    assert checker.login_delay("alice").result == 120
-    assert checker.login_delay("bob").result is None
-    assert checker.login_delay("carol").result is None  # logged, ignored
-    assert checker.login_delay("nobody").result is None
+    assert checker.user_settings("alice").result == UserSettings(login_delay=120)
+    assert checker.user_settings("bob").result == UserSettings()
+    assert checker.user_settings("carol").result == UserSettings()  # logged, ignored
+    assert checker.user_settings("nobody").result is None
 
     server = Server(None, checker)
     conn = server.connect()
@@ -199,14 +199,19 @@ def test_store_failure_lets_logins_through() -> None:
 
 @implementer(IUserSettings)
 class BrokenSettings(MemoryChecker):
-    def login_delay(self, user: str) -> Deferred:
+    def user_settings(self, user: str) -> Deferred[UserSettings | None]:
         return fail(RuntimeError("database down"))
 
 
-def test_settings_failure_falls_back_to_the_default() -> None:
+def test_settings_failure_is_a_temporary_failure() -> None:
+    """A source of user settings that fails (its database is down) fails
+    the login with [SYS/TEMP]: guessing a default could open another
+    maildrop than the user's."""
     server = Server(60, BrokenSettings(USERS))
+    assert server.login() == b"-ERR [SYS/TEMP] temporary system failure, try again later\r\n"
+    # No delay was claimed: the next login, once the source is back, works.
+    server.checker = MemoryChecker(USERS)
     assert server.login().startswith(b"+OK")
-    assert server.login() == DELAYED
 
 
 # -- real servers -------------------------------------------------------------------

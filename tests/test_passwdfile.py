@@ -37,6 +37,7 @@ from popframe.auth.passwdfile import (
 from popframe.auth.schemes import make_hash
 from popframe.config import ConfigurationError
 from popframe.errors import TemporaryFailure
+from popframe.interfaces import PlaintextSecret
 from popframe.protocol.sasl.scram import ScramRecord
 
 T = TypeVar("T")
@@ -412,7 +413,7 @@ def test_scram_keys_come_from_scram_fields_only(secrets_checker: PasswdFileCheck
 
 
 def test_plaintext_comes_from_plain_fields_only(secrets_checker: PasswdFileChecker) -> None:
-    assert lookup(secrets_checker, "carol", "plaintext") == b"carol's secret"
+    assert lookup(secrets_checker, "carol", "plaintext") == PlaintextSecret(b"carol's secret")
     for user in ("alice", "sam", "dave", "nobody", "mallory", "nope"):
         assert lookup(secrets_checker, user, "plaintext") is None
 
@@ -451,7 +452,7 @@ def test_secret_lookup_runs_off_the_reactor_thread_with_bounded_concurrency(user
     while pending:
         d, function, args = pending.pop(0)
         d.callback(function(*args))
-    assert [result_of(d) for d in lookups] == [b"carol's secret"] * 3
+    assert [result_of(d) for d in lookups] == [PlaintextSecret(b"carol's secret")] * 3
 
 
 def test_secret_lookup_fails_temporarily_without_the_file(users: Path, secrets_checker: PasswdFileChecker) -> None:

@@ -25,12 +25,13 @@ from test_sasl_scram import (
     needs_mpop,
     unthrottled_server_args,
 )
-from test_session import replies
+from test_session import encoded, replies
 
 from popframe.auth import crammd5
-from popframe.auth.crammd5 import CramMD5Secret
+from popframe.auth.crammd5 import CramMD5Context
 from popframe.auth.passwdfile import PasswdFileChecker
-from popframe.protocol import Authenticate, LookupSecret, Session, SessionConfig, sasl
+from popframe.interfaces import PlaintextCramMD5, PlaintextSecret
+from popframe.protocol import Authenticate, LoginRefused, LookupSecret, Session, SessionConfig, sasl
 from popframe.protocol.sasl.apop import Apop
 from popframe.protocol.sasl.crammd5 import CramMD5
 from popframe.server import ServerConfig
@@ -71,18 +72,18 @@ def test_md5_from_the_initial_state_is_md5(length: int) -> None:
     ("password", "context"), [(PASSWORD, DOVECOT_CONTEXT), (LONG_PASSWORD, DOVECOT_LONG_CONTEXT)]
 )
 def test_dovecot_contexts(password: bytes, context: str) -> None:
-    assert CramMD5Secret.from_password(password).context().hex() == context
-    stored = CramMD5Secret.from_context(bytes.fromhex(context))
+    assert CramMD5Context.from_password(password).context().hex() == context
+    stored = CramMD5Context.from_context(bytes.fromhex(context))
     for message in (b"", b"<1.2@host>", b"x" * 200):
         assert stored.hmac(message) == hmac.new(password, message, hashlib.md5).digest()
-        assert CramMD5Secret.from_password(password).hmac(message) == stored.hmac(message)
+        assert CramMD5Context.from_password(password).hmac(message) == stored.hmac(message)
 
 
 def test_secrets_are_not_shown() -> None:
-    assert "correct" not in repr(CramMD5Secret.from_password(PASSWORD))
-    assert DOVECOT_CONTEXT[:8] not in repr(CramMD5Secret.from_context(bytes.fromhex(DOVECOT_CONTEXT)))
+    assert "correct" not in repr(CramMD5Context.from_password(PASSWORD))
+    assert DOVECOT_CONTEXT[:8] not in repr(CramMD5Context.from_context(bytes.fromhex(DOVECOT_CONTEXT)))
     with pytest.raises(ValueError):
-        CramMD5Secret.from_context(b"short")
+        CramMD5Context.from_context(b"short")
 
 
 # -- CRAM-MD5 against the core --------------------------------------------------------
@@ -105,8 +106,7 @@ def cram_login(s: Session, response: bytes | None, secret: object | None, passwo
     if event == FAILED:
         return [event]
     assert event == LookupSecret(user.decode(), "cram-md5")
-    reply = s.secret_found(secret)
-    return [reply.encode() if hasattr(reply, "encode") else reply]
+    return [encoded(s, s.secret_found(secret))]
 
 
 def test_capa_lists_cram_md5_but_not_apop() -> None:
@@ -127,9 +127,9 @@ def test_challenge_is_a_msg_id() -> None:
 @pytest.mark.parametrize(
     "secret",
     [
-        CramMD5Secret.from_password(PASSWORD),
-        CramMD5Secret.from_context(bytes.fromhex(DOVECOT_CONTEXT)),
-        PASSWORD,  # plain bytes are taken too
+        CramMD5Context.from_password(PASSWORD),
+        CramMD5Context.from_context(bytes.fromhex(DOVECOT_CONTEXT)),
+        PlaintextCramMD5(PASSWORD),
     ],
     ids=["password", "dovecot-context", "bytes"],
 )
@@ -143,10 +143,10 @@ def test_upper_case_digest_and_user_names_with_spaces() -> None:
     response = cram_response(b"john doe", PASSWORD, text).upper().replace(b"JOHN DOE", b"john doe")
     [event] = replies(s, b64(response) + b"\r\n")
     assert event == LookupSecret("john doe", "cram-md5")
-    assert s.secret_found(PASSWORD) == Authenticate(sasl.Verified("john doe"), "CRAM-MD5")
+    assert s.secret_found(PlaintextCramMD5(PASSWORD)) == Authenticate(sasl.Verified("john doe"), "CRAM-MD5")
 
 
-@pytest.mark.parametrize("secret", [None, CramMD5Secret.from_password(b"other"), b"", object(), "str"])
+@pytest.mark.parametrize("secret", [None, CramMD5Context.from_password(b"other"), b"", object(), "str"])
 def test_wrong_or_unknown_fails_alike(secret: object) -> None:
     assert cram_login(session(), None, secret) == [FAILED]
 
@@ -179,7 +179,7 @@ def test_wrong_password_and_unknown_user_compare_in_constant_time(monkeypatch: p
 
     monkeypatch.setattr("popframe.protocol.sasl.crammd5.hmac.compare_digest", spy)
     cram_login(session(), None, None)
-    cram_login(session(), None, b"other")
+    cram_login(session(), None, PlaintextCramMD5(b"other"))
     assert len(compared) == 2 and all(len(a) == len(b) == 16 for a, b in compared)
 
 
@@ -197,12 +197,13 @@ def test_rfc1939_example() -> None:
 @pytest.mark.parametrize(
     ("secret", "digest", "succeeds"),
     [
-        (b"tanstaaf", "c4c9334bac560ecc979e58001b3e22fb", True),
-        (b"tanstaaf", "C4C9334BAC560ECC979E58001B3E22FB", True),
-        (b"other", "c4c9334bac560ecc979e58001b3e22fb", False),
+        (PlaintextSecret(b"tanstaaf"), "c4c9334bac560ecc979e58001b3e22fb", True),
+        (PlaintextSecret(b"tanstaaf"), "C4C9334BAC560ECC979E58001B3E22FB", True),
+        (PlaintextSecret(b"other"), "c4c9334bac560ecc979e58001b3e22fb", False),
         (None, "c4c9334bac560ecc979e58001b3e22fb", False),
-        (b"", "d41d8cd98f00b204e9800998ecf8427e", False),
-        (CramMD5Secret.from_password(b"tanstaaf"), "c4c9334bac560ecc979e58001b3e22fb", False),
+        (PlaintextSecret(b""), "d41d8cd98f00b204e9800998ecf8427e", False),
+        (b"tanstaaf", "c4c9334bac560ecc979e58001b3e22fb", False),  # not the declared type
+        (CramMD5Context.from_password(b"tanstaaf"), "c4c9334bac560ecc979e58001b3e22fb", False),
     ],
 )
 def test_apop_mechanism(secret: object, digest: str, succeeds: bool) -> None:
@@ -227,15 +228,17 @@ def test_apop_through_the_session() -> None:
     assert s.greeting().encode() == b"+OK popframe ready " + TIMESTAMP.encode() + b"\r\n"
     [event] = replies(s, b"APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n")
     assert event == LookupSecret("mrose", "plaintext")
-    assert s.secret_found(b"tanstaaf") == Authenticate(sasl.Verified("mrose"), "APOP")
+    assert s.secret_found(PlaintextSecret(b"tanstaaf")) == Authenticate(sasl.Verified("mrose"), "APOP")
 
 
 @needs_apop_timestamp
-@pytest.mark.parametrize("secret", [None, b"wrong"])
-def test_apop_failures_through_the_session(secret: bytes | None) -> None:
+@pytest.mark.parametrize("secret", [None, PlaintextSecret(b"wrong"), PlaintextSecret(b"")])
+def test_apop_failures_through_the_session(secret: PlaintextSecret | None) -> None:
     s = session(apop_timestamp=TIMESTAMP)
     replies(s, b"APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n")
-    assert s.secret_found(secret).encode() == FAILED  # type: ignore[union-attr]
+    refused = s.secret_found(secret)
+    assert refused == LoginRefused("APOP", "mrose")
+    assert encoded(s, refused) == FAILED
     assert replies(s, b"CAPA\r\n")[0].startswith(b"+OK")
 
 

@@ -23,7 +23,7 @@ import scramp
 from conftest import MailHome, ServerProcess, server_args, start_server
 from OpenSSL import SSL
 from test_passwdfile import run_now
-from test_session import replies
+from test_session import encoded, replies
 
 from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.auth.schemes import make_hash, scram_record
@@ -79,8 +79,7 @@ def secret_for(s: Session, data: bytes, secret: object | None) -> object:
     """Send ``data``, answer the LookupSecret it causes with ``secret``."""
     [event] = replies(s, data)
     assert isinstance(event, LookupSecret), event
-    reply = s.secret_found(secret)
-    return reply.encode() if isinstance(reply, Reply) else reply
+    return encoded(s, s.secret_found(secret))
 
 
 def scramp_login(
@@ -95,7 +94,7 @@ def scramp_login(
     if event == FAILED:  # refused before any lookup (nothing about the user)
         return [event]
     assert isinstance(event, LookupSecret), event
-    server_first = s.secret_found(secret).encode()  # type: ignore[union-attr]
+    server_first = encoded(s, s.secret_found(secret))
     client.set_server_first(challenge(server_first))
     [reply] = replies(s, b64(client.get_client_final().encode()) + b"\r\n")
     if reply == FAILED:
@@ -141,7 +140,7 @@ class ManualClient:
         if event == FAILED:  # refused before any lookup (nothing about the user)
             return [event]
         assert isinstance(event, LookupSecret), event
-        server_first = challenge(s.secret_found(secret).encode())  # type: ignore[union-attr]
+        server_first = challenge(encoded(s, s.secret_found(secret)))  # type: ignore[arg-type]
         [reply] = replies(s, b64(self.final(server_first, **final)) + b"\r\n")  # type: ignore[arg-type]
         if reply == FAILED:
             return [reply]

@@ -280,7 +280,7 @@ def test_loopback_haproxy_does_not_make_remote_clients_local() -> None:
 
 
 def test_what_is_left_after_a_partial_send() -> None:
-    from popframe.server import _after
+    from popframe.server.protocol import _after
 
     assert _after([b"+OK\r\n", b"body", b".\r\n"], 0) == [b"+OK\r\n", b"body", b".\r\n"]
     assert _after([b"+OK\r\n", b"body", b".\r\n"], 7) == [b"dy", b".\r\n"]

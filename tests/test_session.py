@@ -7,12 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from popframe.errors import AuthenticationFailed, MaildropInUse, TemporaryFailure
-from popframe.interfaces import MessageInfo
+from popframe.protocol import MessageInfo
 from popframe.protocol import (
     NEED_DATA,
     Authenticate,
     Commit,
     Limits,
+    LoginRefused,
     MessageEncoder,
     Reply,
     Retrieve,
@@ -30,16 +31,31 @@ MESSAGES = [MessageInfo("uid-a", 120), MessageInfo("uid-b", 200), MessageInfo("u
 
 def replies(session: Session, data: bytes) -> list[object]:
     """Feed ``data``; collect events until the session needs data or a
-    request is outstanding (replies as their encoded bytes)."""
+    request is outstanding (replies as their encoded bytes; a login the
+    core refused as the -ERR the adapter answers it with)."""
     session.receive_data(data)
     out: list[object] = []
     while True:
-        event = session.next_event()
+        event = answered(session, session.next_event())
         if event is NEED_DATA:
             return out
         out.append(event.encode() if isinstance(event, Reply) else event)
         if not isinstance(event, Reply) or event.close:
             return out
+
+
+def answered(session: Session, event: object) -> object:
+    """``event``, or for a LoginRefused the reply the adapter answers it
+    with (after its throttling): ``-ERR [AUTH]``."""
+    if isinstance(event, LoginRefused):
+        return session.request_failed(AuthenticationFailed())
+    return event
+
+
+def encoded(session: Session, event: object) -> object:
+    """:func:`answered`, a Reply as its bytes."""
+    event = answered(session, event)
+    return event.encode() if isinstance(event, Reply) else event
 
 
 def logged_in(messages: list[MessageInfo] = MESSAGES, **config: object) -> Session:

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from popframe.auth.credentials import IClientCertificate
+from popframe.interfaces.auth import IClientCertificate
 from popframe.auth.oauth import parse_options
 from popframe.config import ConfigurationError
 

@@ -7,7 +7,7 @@ hashing one block of ``key XOR opad`` and of ``key XOR ipad``, as 32 bytes in
 hex (the outer state's four words, then the inner's, little-endian).  Going
 on from a stored state needs MD5's compression function, which no library
 exposes, so it is here (RFC 1321, pure Python; two or three blocks per
-login).  See :class:`CramMD5Secret`.
+login).  See :class:`CramMD5Context`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import hashlib
 import hmac
 import math
 import struct
+
+from popframe.protocol.sasl.secrets import CramMD5Secret
 
 _MASK = 0xFFFFFFFF
 _BLOCK = 64
@@ -74,9 +76,9 @@ def _key_states(key: bytes) -> tuple[State, State]:
     return inner, outer
 
 
-class CramMD5Secret:
-    """What the CRAM-MD5 mechanism needs of a user's secret:
-    :meth:`hmac` of its challenge.  Made from a plaintext password
+class CramMD5Context(CramMD5Secret):
+    """A :class:`~popframe.protocol.sasl.secrets.CramMD5Secret` kept as
+    HMAC-MD5's two key states, made from a plaintext password
     (:meth:`from_password`) or a stored Dovecot context
     (:meth:`from_context`); ``repr`` never shows either."""
 
@@ -88,12 +90,12 @@ class CramMD5Secret:
         self._password = password
 
     @classmethod
-    def from_password(cls, password: bytes) -> CramMD5Secret:
+    def from_password(cls, password: bytes) -> CramMD5Context:
         inner, outer = _key_states(password)
         return cls(inner, outer, password)
 
     @classmethod
-    def from_context(cls, context: bytes) -> CramMD5Secret:
+    def from_context(cls, context: bytes) -> CramMD5Context:
         """From Dovecot's 32 bytes (``{CRAM-MD5}`` data, hex-decoded)."""
         if len(context) != CONTEXT_LENGTH:
             raise ValueError(f"a CRAM-MD5 context is {CONTEXT_LENGTH} bytes")
@@ -110,6 +112,3 @@ class CramMD5Secret:
             return hmac.new(self._password, challenge, hashlib.md5).digest()
         inner = md5_continue(self._inner, _BLOCK, challenge)
         return md5_continue(self._outer, _BLOCK, inner)
-
-    def __repr__(self) -> str:
-        return "CramMD5Secret(<hidden>)"

@@ -17,16 +17,20 @@ from twisted.cred.credentials import ICredentials, IUsernamePassword, UsernamePa
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, fail, maybeDeferred as maybe_deferred, succeed
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import Interface, implementer
 
+from popframe.interfaces.auth import (
+    SECRET_TYPES,
+    IClientCertificate,
+    IOAuthBearerToken,
+    ISecretLookup,
+    IUserSettings,
+    IVerifiedLogin,
+    Secret,
+    SecretKind,
+    UserSettings,
+)
 from popframe.protocol import sasl
-
-
-class IVerifiedLogin(ICredentials):
-    """A login the core already verified against a secret a checker
-    supplied (SCRAM, CRAM-MD5, APOP)."""
-
-    username = Attribute("The verified user name (bytes).")
 
 
 @implementer(IVerifiedLogin)
@@ -46,35 +50,11 @@ class VerifiedLoginChecker:
         return succeed(credentials.username)
 
 
-class ISecretLookup(Interface):
-    """A checker that can hand stored secrets to mechanisms that verify in
-    the core.  ``secret_kinds`` says which: ``"scram-sha-256"`` (a
-    :class:`popframe.protocol.sasl.scram.ScramRecord`), ``"plaintext"``
-    (bytes, for APOP), ``"cram-md5"`` (an object with ``hmac(challenge)``,
-    from a plaintext or a stored HMAC-MD5 context)."""
-
-    secret_kinds = Attribute("The kinds of secret this source can return.")
-
-    def lookup_secret(user: str, kind: str) -> Deferred:
-        """Fire with the secret, or None when the user is unknown or has
-        no secret of that kind."""
-
-
-class IOAuthBearerToken(ICredentials):
-    token = Attribute("The access token (str).")
-    user = Attribute("The user the client claims to be, or None.")
-
-
 @implementer(IOAuthBearerToken)
 class OAuthBearerToken:
     def __init__(self, token: str, user: str | None) -> None:
         self.token = token
         self.user = user
-
-
-class IClientCertificate(ICredentials):
-    certificate = Attribute("The peer's TLS certificate (cryptography x509), or None.")
-    authzid = Attribute("The identity the client asks for, or None.")
 
 
 @implementer(IClientCertificate)
@@ -86,14 +66,14 @@ class ClientCertificate:
 
 # What each mechanism needs from the checkers: a credentials interface some
 # checker accepts, or a kind of secret some ISecretLookup returns.
-MECHANISM_NEEDS: dict[str, type[Interface] | str] = {
+MECHANISM_NEEDS: dict[str, type[Interface] | SecretKind] = {
     "USER": IUsernamePassword,
     "PLAIN": IUsernamePassword,
     "LOGIN": IUsernamePassword,
-    "SCRAM-SHA-256": "scram-sha-256",
-    "SCRAM-SHA-256-PLUS": "scram-sha-256",
-    "CRAM-MD5": "cram-md5",
-    "APOP": "plaintext",
+    "SCRAM-SHA-256": SecretKind.SCRAM_SHA_256,
+    "SCRAM-SHA-256-PLUS": SecretKind.SCRAM_SHA_256,
+    "CRAM-MD5": SecretKind.CRAM_MD5,
+    "APOP": SecretKind.PLAINTEXT,
     "OAUTHBEARER": IOAuthBearerToken,
     "XOAUTH2": IOAuthBearerToken,
     "EXTERNAL": IClientCertificate,
@@ -106,7 +86,7 @@ DEFAULT_MECHANISMS = (
 )
 
 
-def secret_sources(portal: Portal, kind: str) -> list[ISecretLookup]:
+def secret_sources(portal: Portal, kind: SecretKind) -> list[ISecretLookup]:
     seen: list[ISecretLookup] = []
     for checker in portal.checkers.values():
         if ISecretLookup.providedBy(checker) and kind in checker.secret_kinds and checker not in seen:
@@ -119,7 +99,7 @@ def serviceable(portal: Portal, mechanisms: Iterable[str]) -> tuple[str, ...]:
     offered = []
     for name in mechanisms:
         need = MECHANISM_NEEDS.get(name)
-        if isinstance(need, str):
+        if isinstance(need, SecretKind):
             if secret_sources(portal, need):
                 offered.append(name)
         elif need is not None and need in portal.checkers:
@@ -139,41 +119,72 @@ def as_cred_credentials(credentials: sasl.Credentials, peer_certificate: Any = N
     return ClientCertificate(peer_certificate, credentials.authzid)
 
 
-def lookup_secret(portal: Portal, user: str, kind: str) -> Deferred:
-    """Ask each source in turn; None when none knows ``user``."""
-    d: Deferred = succeed(None)
+def lookup_secret(portal: Portal, user: str, kind: SecretKind) -> Deferred[Secret | None]:
+    """Ask each source in turn; None when none knows ``user``.  A source
+    that answers with another type than the kind's declared one is a bug
+    in that backend: a ``TypeError`` naming both (logged, ``[SYS/TEMP]``)."""
+    d: Deferred[Secret | None] = succeed(None)
     for source in secret_sources(portal, kind):
         d.addCallback(
             lambda found, source=source: found
             if found is not None
-            else source.lookup_secret(user, kind)
+            else source.lookup_secret(user, kind).addCallback(checked_secret, kind)
         )
     return d
 
 
-def login(
+def checked_secret(secret: object, kind: SecretKind) -> Secret | None:
+    """``secret`` if it is None or of the type declared for ``kind``."""
+    if secret is None or isinstance(secret, SECRET_TYPES[kind]):
+        return secret  # type: ignore[return-value]
+    raise TypeError(f"a {kind} secret lookup returned {type(secret).__name__}, "
+                    f"not {SECRET_TYPES[kind].__name__} or None")
+
+
+def authenticate(
     portal: Portal,
     credentials: ICredentials,
     authzid: str | None,
     master_users: frozenset[str],
-    interface: type[Interface],
-) -> Deferred:
-    """``portal.login``, plus authorization identities: a checker verifies
-    the credentials' own user, and a master user may then act as
-    ``authzid`` (support staff, migrations).  Anyone else asking to be
-    someone else is refused before any maildrop is opened."""
-    if authzid is None:
-        return portal.login(credentials, None, interface)
+) -> Deferred[str]:
+    """Check ``credentials`` with the portal's checker for them, and fire
+    with the user whose maildrop the login opens: the credentials' own, or
+    ``authzid`` (an authorization identity, SASL PLAIN's) when they are
+    that user's or a master user's (support staff, migrations).  Anyone
+    else asking to be someone else is refused (``UnauthorizedLogin``)."""
     for credential_interface, checker in portal.checkers.items():
         if credential_interface.providedBy(credentials):
             break
     else:
         return fail(UnauthorizedLogin())
 
-    def authorize(avatar_id: bytes) -> Any:
-        user = avatar_id.decode("utf-8")
-        if authzid != user and user not in master_users:
+    def authorize(avatar_id: bytes | str) -> str:
+        user = avatar_id.decode("utf-8") if isinstance(avatar_id, bytes) else avatar_id
+        if authzid is None or authzid == user:
+            return user
+        if user not in master_users:
             raise UnauthorizedLogin()
-        return portal.realm.requestAvatar(authzid.encode("utf-8"), None, interface)
+        return authzid
 
     return maybe_deferred(checker.requestAvatarId, credentials).addCallback(authorize)
+
+
+def settings_sources(portal: Portal) -> list[IUserSettings]:
+    """The portal's checkers that know per-user settings, each once."""
+    found: list[IUserSettings] = []
+    for checker in portal.checkers.values():
+        if IUserSettings.providedBy(checker) and checker not in found:
+            found.append(checker)
+    return found
+
+
+def user_settings(sources: Iterable[IUserSettings], user: str) -> Deferred[UserSettings | None]:
+    """What the first of ``sources`` that knows ``user`` says of them, or
+    None when none does.  A source that fails fails this too (its outage
+    must not hand the user a default maildrop location)."""
+    d: Deferred[UserSettings | None] = succeed(None)
+    for source in sources:
+        d.addCallback(
+            lambda found, source=source: found if found is not None else source.user_settings(user)
+        )
+    return d

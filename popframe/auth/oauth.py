@@ -37,9 +37,9 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
-from popframe.auth.credentials import IOAuthBearerToken
+from popframe.interfaces.auth import InvalidToken, IOAuthBearerToken, ITokenValidator
 from popframe.config import ConfigurationError
 from popframe.files import WatchedFile
 from popframe.protocol.sasl.oauth import OAuthTokenRefused
@@ -75,19 +75,6 @@ _KEY_TYPES: dict[str, tuple[type, str | None]] = {
     "ES256": (ECKey, "P-256"), "ES384": (ECKey, "P-384"), "ES512": (ECKey, "P-521"),
     "EdDSA": (OKPKey, None), "Ed25519": (OKPKey, "Ed25519"),
 }
-
-
-class ITokenValidator(Interface):
-    """Decides whose an OAuth 2.0 access token is."""
-
-    def validate(token: str) -> Deferred:
-        """Fire with the user (str) the token was issued for; fail with
-        :class:`InvalidToken` when it is not acceptable, or
-        ``TemporaryFailure`` when that cannot be decided now."""
-
-
-class InvalidToken(UnauthorizedLogin):
-    """The token is refused; ``str()`` is the reason, for the log only."""
 
 
 # -- the checker ---------------------------------------------------------------

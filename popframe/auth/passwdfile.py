@@ -25,10 +25,9 @@ from twisted.cred.strcred import ICheckerFactory
 from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
-from zope.interface import classImplements, implementer
+from zope.interface import implementer
 
 from popframe.auth.cache import VerifiedPasswords
-from popframe.auth.credentials import ISecretLookup
 from popframe.auth.schemes import (
     DEFAULT_SCHEME,
     UnknownScheme,
@@ -40,7 +39,14 @@ from popframe.auth.schemes import (
     verify_password,
 )
 from popframe.config import ConfigurationError
-from popframe.logindelay import IUserSettings
+from popframe.interfaces.auth import (
+    ISecretLookup,
+    IUserSettings,
+    PlaintextSecret,
+    Secret,
+    SecretKind,
+    UserSettings,
+)
 from popframe.files import WatchedFile
 from popframe.threads import ThreadPoolRunner
 
@@ -210,15 +216,20 @@ def _typical_password(records: Iterable[PasswdRecord]) -> str | None:
 # -- the checker --------------------------------------------------------------------
 
 
+def _plaintext_secret(stored: str, default_scheme: str) -> PlaintextSecret | None:
+    password = plaintext(stored, default_scheme)
+    return PlaintextSecret(password) if password is not None else None
+
+
 #: What :meth:`PasswdFileChecker.lookup_secret` reads from a user's field.
-_SECRET_READERS: dict[str, Callable[[str, str], object | None]] = {
-    "scram-sha-256": scram_record,  # {SCRAM-SHA-256} fields only
-    "plaintext": plaintext,  # PLAIN-family fields only (APOP)
-    "cram-md5": cram_md5_secret,  # {CRAM-MD5} or PLAIN-family fields
+_SECRET_READERS: dict[SecretKind, Callable[[str, str], Secret | None]] = {
+    SecretKind.SCRAM_SHA_256: scram_record,  # {SCRAM-SHA-256} fields only
+    SecretKind.PLAINTEXT: _plaintext_secret,  # PLAIN-family fields only (APOP)
+    SecretKind.CRAM_MD5: cram_md5_secret,  # {CRAM-MD5} or PLAIN-family fields
 }
 
 
-@implementer(ICredentialsChecker, ISecretLookup)
+@implementer(ICredentialsChecker, ISecretLookup, IUserSettings)
 class PasswdFileChecker:
     """Checks ``IUsernamePassword`` credentials against a :class:`PasswdFile`.
 
@@ -279,23 +290,29 @@ class PasswdFileChecker:
         return record is not None and bool(record.password) and cache.verified(
             user, record.password, password)
 
-    def login_delay(self, user: str) -> Deferred[int | None]:
-        """:class:`~popframe.logindelay.IUserSettings`: the
-        ``login_delay=SECONDS`` extra field of ``user``'s line, or None.
-        Right after a login the table is current: answered at once, with no
-        thread (one was a quarter of a login's hand-offs)."""
+    def user_settings(self, user: str) -> Deferred[UserSettings | None]:
+        """:class:`~popframe.interfaces.auth.IUserSettings`: the
+        ``login_delay=SECONDS`` extra field of ``user``'s line; None for a
+        user not in the file.  Right after a login the table is current:
+        answered at once, with no thread (one was a quarter of a login's
+        hand-offs)."""
         snapshot = self.passwd_file.unchanged()
         if snapshot is not None:
-            return succeed(self._login_delay_in(snapshot, user))
-        return self._run_blocking(self.find_login_delay, user)
+            return succeed(self._settings_in(snapshot, user))
+        return self._run_blocking(self.find_user_settings, user)
 
-    def find_login_delay(self, user: str) -> int | None:
-        """Blocking: :meth:`login_delay`'s work."""
-        return self._login_delay_in(self.passwd_file.current(), user)
+    def find_user_settings(self, user: str) -> UserSettings | None:
+        """Blocking: :meth:`user_settings`' work."""
+        return self._settings_in(self.passwd_file.current(), user)
 
-    def _login_delay_in(self, snapshot: PasswdSnapshot, user: str) -> int | None:
+    def _settings_in(self, snapshot: PasswdSnapshot, user: str) -> UserSettings | None:
         record = snapshot.lookup(user)
-        value = record.extra.get("login_delay") if record is not None else None
+        if record is None:
+            return None
+        return UserSettings(login_delay=self._login_delay_of(record, user))
+
+    def _login_delay_of(self, record: PasswdRecord, user: str) -> int | None:
+        value = record.extra.get("login_delay")
         if value is None:
             return None
         if value.isascii() and value.isdigit():
@@ -321,7 +338,7 @@ class PasswdFileChecker:
             self.verified_passwords.remember(user, record.password, password)
         return matched
 
-    def lookup_secret(self, user: str, kind: str) -> Deferred[object | None]:
+    def lookup_secret(self, user: str, kind: SecretKind) -> Deferred[Secret | None]:
         """``kind`` of secret for ``user`` (see :data:`_SECRET_READERS`), or
         None when the user is unknown or its field cannot serve it.  Fails
         with ``TemporaryFailure`` when the file cannot be read."""
@@ -329,7 +346,7 @@ class PasswdFileChecker:
             return succeed(None)
         return self._semaphore.run(self._run_blocking, self.find_secret, user, kind)
 
-    def find_secret(self, user: str, kind: str) -> object | None:
+    def find_secret(self, user: str, kind: SecretKind) -> Secret | None:
         """Blocking: :meth:`lookup_secret`'s work.  Logs nothing of the
         secret, only a field whose scheme is unknown."""
         record = self.passwd_file.current().lookup(user)
@@ -363,9 +380,6 @@ def _as_text(value: bytes | str) -> str:
 
 def _as_bytes(value: bytes | str) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
-
-
-classImplements(PasswdFileChecker, IUserSettings)
 
 
 # -- the plugin -----------------------------------------------------------------------

@@ -35,7 +35,7 @@ from argon2 import exceptions as argon2_exceptions
 from argon2 import low_level as argon2_low
 
 from popframe.auth.crammd5 import CONTEXT_LENGTH as CRAM_MD5_CONTEXT_LENGTH
-from popframe.auth.crammd5 import CramMD5Secret
+from popframe.auth.crammd5 import CramMD5Context
 from popframe.protocol.sasl import scram
 from popframe.protocol.sasl.scram import ScramRecord
 
@@ -232,15 +232,15 @@ def scram_record(stored: str, default_scheme: str = DEFAULT_SCHEME) -> ScramReco
     return parse_scram(record.raw)
 
 
-def cram_md5_secret(stored: str, default_scheme: str = DEFAULT_SCHEME) -> CramMD5Secret | None:
+def cram_md5_secret(stored: str, default_scheme: str = DEFAULT_SCHEME) -> CramMD5Context | None:
     """What CRAM-MD5 needs from a ``{CRAM-MD5}`` or PLAIN-family field, else None."""
     record = decode(stored, default_scheme)
     if record is None or not record.raw:
         return None
     if record.scheme is SCHEMES["CRAM-MD5"]:
-        return CramMD5Secret.from_context(record.raw)
+        return CramMD5Context.from_context(record.raw)
     if record.scheme.plaintext:
-        return CramMD5Secret.from_password(record.raw)
+        return CramMD5Context.from_password(record.raw)
     return None
 
 
@@ -454,11 +454,11 @@ def _scram_make(password: bytes, rounds: int | None) -> bytes:
 
 
 def _cram_md5_verify(raw: bytes, password: bytes) -> bool:
-    return hmac.compare_digest(CramMD5Secret.from_password(password).context(), raw)
+    return hmac.compare_digest(CramMD5Context.from_password(password).context(), raw)
 
 
 def _cram_md5_make(password: bytes, rounds: int | None) -> bytes:
-    return CramMD5Secret.from_password(password).context()
+    return CramMD5Context.from_password(password).context()
 
 
 # -- the table ---------------------------------------------------------------------

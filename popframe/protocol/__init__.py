@@ -7,12 +7,14 @@ adapter in :mod:`popframe.server` does the I/O.  See
 
 from popframe.protocol.commands import Command
 from popframe.protocol.encoding import MessageEncoder
+from popframe.protocol.listing import MessageInfo, MessageList
 from popframe.protocol.replies import Reply, error_reply
 from popframe.protocol.session import (
     NEED_DATA,
     Authenticate,
     Commit,
     Limits,
+    LoginRefused,
     LookupSecret,
     Retrieve,
     Session,
@@ -28,8 +30,11 @@ __all__ = [
     "Command",
     "Commit",
     "Limits",
+    "LoginRefused",
     "LookupSecret",
     "MessageEncoder",
+    "MessageInfo",
+    "MessageList",
     "Reply",
     "Retrieve",
     "Session",

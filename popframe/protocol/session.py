@@ -5,9 +5,11 @@ asks :meth:`Session.next_event` what to do next.  The answer is one of:
 
 - ``NEED_DATA``: read more from the client;
 - a :class:`Reply`: send ``reply.encode()`` (and close if ``reply.close``);
-- a request that needs a backend (:class:`Authenticate`, :class:`Retrieve`,
-  :class:`Commit`, :class:`StartTLS`): do the work, then report the outcome
-  with the matching ``Session`` method, which returns the reply to send.
+- a request that needs the adapter (:class:`Authenticate`,
+  :class:`LookupSecret`, :class:`Retrieve`, :class:`Commit`,
+  :class:`StartTLS`, :class:`LoginRefused`): do the work, then report the
+  outcome with the matching ``Session`` method, which returns the reply to
+  send.
 
 While a request is outstanding the session takes no further command, which
 keeps pipelined replies in order (RFC 2449 section 6.6).  All state changes
@@ -20,7 +22,7 @@ import base64
 import enum
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from popframe.errors import (
     AuthenticationFailed,
@@ -35,7 +37,7 @@ from popframe.errors import (
     UnknownCommand,
     WrongState,
 )
-from popframe.interfaces import MessageInfo, MessageList
+from popframe.protocol.listing import MessageInfo, MessageList
 from popframe.protocol import commands as c
 from popframe.protocol import sasl
 from popframe.protocol.encoding import MessageEncoder, VerbatimEncoder
@@ -144,6 +146,19 @@ class LookupSecret:
 
 
 @dataclass(frozen=True, slots=True)
+class LoginRefused:
+    """The core itself refused a login: a wrong SCRAM, CRAM-MD5 or APOP
+    proof, or a malformed SASL message.  The adapter treats it like any
+    failed login (count, log, delay), then calls
+    :meth:`Session.request_failed` with the error to answer (usually
+    ``AuthenticationFailed``), which returns the ``-ERR [AUTH]`` reply.
+    ``user`` is whom the exchange named, if it got that far."""
+
+    mechanism: str
+    user: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Retrieve:
     """Stream message ``number``: send :meth:`Session.message_follows`, then
     the output of an :meth:`encoder` fed the stored bytes, then
@@ -185,7 +200,9 @@ class StartTLS:
     reply: Reply
 
 
-Event = _NeedData | Reply | Authenticate | LookupSecret | Retrieve | Commit | StartTLS
+Event = (
+    _NeedData | Reply | Authenticate | LookupSecret | LoginRefused | Retrieve | Commit | StartTLS
+)
 
 _Handler = Callable[["Session", c.Command], Event]
 
@@ -202,9 +219,10 @@ class Session:
         self._tls = self.config.tls_active
         self._utf8 = False
         self._exchange: sasl.Mechanism | None = None  # a SASL exchange under way
-        # The mechanism (or "APOP") of the latest exchange begun: names a
-        # login the core itself refused, in the adapter's log.
-        self.last_mechanism: str | None = None
+        # The latest exchange begun: its mechanism (or "APOP"), and whom it
+        # asked a secret for; a login the core refuses names both.
+        self._mechanism = ""
+        self._secret_user: str | None = None
         self._success: sasl.Outcome | None = None  # sent its final data; awaits ""
         self._success_name = ""
         # The mechanism whose Authenticate is outstanding, and then the
@@ -264,10 +282,16 @@ class Session:
         except ClientError as error:
             self._end_exchange()
             return self._client_error(error)
-        except AuthenticationFailed as error:
-            self._end_exchange()
-            return error_reply(error)
+        except AuthenticationFailed:
+            return self._refuse()
         return self._emit(event)
+
+    def _refuse(self) -> LoginRefused:
+        """The core refused the login under way (see :class:`LoginRefused`)."""
+        self._end_exchange()
+        refused = LoginRefused(self._mechanism, self._secret_user)
+        self._pending = refused
+        return refused
 
     def _emit(self, event: Event) -> Event:
         if not isinstance(event, Reply):
@@ -313,9 +337,14 @@ class Session:
         self._pending = None
         return pending
 
-    def logged_in(self, messages: Sequence[MessageInfo]) -> Reply:
+    def logged_in(self, messages: Sequence[MessageInfo], login_delay: int | None = None) -> Reply:
+        """The login succeeded and its maildrop holds ``messages``.
+        ``login_delay``: the user's own LOGIN-DELAY, which CAPA shows from
+        now on (RFC 2449 section 6.5)."""
         self._finish(Authenticate)
         self._finished = None
+        if login_delay is not None:
+            self.config = replace(self.config, login_delay=login_delay)
         self._messages = MessageList.of(messages)
         self._deleted = set()
         self._octets = self._messages.total
@@ -350,16 +379,24 @@ class Session:
         assert self._exchange is not None
         try:
             return self._step(self._exchange.secret(secret))
-        except AuthenticationFailed as error:
-            self._end_exchange()
-            return error_reply(error)
+        except AuthenticationFailed:
+            return self._refuse()
 
-    def request_failed(self, error: POP3Error) -> Reply:
-        """Any outstanding request failed with ``error``."""
+    def request_failed(self, error: POP3Error, close: bool = False) -> Reply:
+        """Any outstanding request failed with ``error``; ``close``: hang
+        up after the reply (the adapter's throttle dropping a client)."""
         pending = self._pending
         if pending is None:
             raise SessionMisuse("no request is outstanding")
         self._pending = None
+        if close:
+            self._user = None
+            self._end_exchange()
+            self.state = SessionState.CLOSED
+            return error_reply(error, close=True)
+        if isinstance(pending, LoginRefused):
+            self._user = None
+            return error_reply(error)
         if isinstance(pending, (Authenticate, LookupSecret)):
             mechanism = self._finished
             self._user = None
@@ -515,7 +552,7 @@ class Session:
     # -- SASL exchanges --------------------------------------------------------
 
     def _begin(self, name: str, initial_response: bytes | None) -> Event:
-        self.last_mechanism = name
+        self._mechanism, self._secret_user = name, None
         self._exchange = sasl.MECHANISMS[name](self._sasl_context())
         return self._step(self._exchange.start(initial_response))
 
@@ -524,6 +561,7 @@ class Session:
         if isinstance(step, sasl.Challenge):
             return Reply(True, base64.b64encode(step.data).decode("ascii"), continuation=True)
         if isinstance(step, sasl.NeedSecret):
+            self._secret_user = step.user
             return self._emit(LookupSecret(step.user, step.kind))
         assert self._exchange is not None
         name = self._exchange.name
@@ -567,9 +605,8 @@ class Session:
         except BadArguments as error:
             self._end_exchange()
             return self._client_error(error)
-        except AuthenticationFailed as error:
-            self._end_exchange()
-            return error_reply(error)
+        except AuthenticationFailed:
+            return self._refuse()
 
     def _end_exchange(self) -> None:
         self._exchange = None
@@ -677,6 +714,7 @@ __all__ = [
     "Authenticate",
     "Commit",
     "Limits",
+    "LoginRefused",
     "LookupSecret",
     "Retrieve",
     "Session",

@@ -62,6 +62,7 @@ from popframe.interfaces import (
     IMaildropStore,
     IMaildropStoreFactory,
     MessageList,
+    UserSettings,
 )
 from popframe.protocol.encoding import WireForm, wire_form
 from popframe.stores import LockedMaildrop, RunBlocking
@@ -883,7 +884,7 @@ class MaildirMaildrop(LockedMaildrop):
         return None if entry is None else relative_path(entry)
 
     def open_message(self, uid: str) -> defer.Deferred[BinaryIO]:
-        self._check_open()
+        self.check_open()
         opened = self._open_where_listed(uid)
         if opened is not None:
             return defer.succeed(opened)
@@ -925,7 +926,7 @@ class MaildirMaildrop(LockedMaildrop):
         except OSError as e:
             raise _temporary(e, "open a message") from e
 
-    async def _delete(self, deleted: list[str]) -> None:
+    async def apply_deletions(self, deleted: list[str]) -> None:
         assert self._maildir is not None  # an empty snapshot has no uids
         relatives = []
         for uid in deleted:
@@ -970,7 +971,7 @@ class MaildirStore:
         self.create = create
         self._run = run_blocking
 
-    def open(self, user: str) -> defer.Deferred[IMaildrop]:
+    def open(self, user: str, settings: UserSettings | None = None) -> defer.Deferred[IMaildrop]:
         """The usual open (the lock granted at once, the remembered listing
         still right) fires before it returns, with no coroutine and no
         thread; anything else continues in :meth:`_open_locked`."""

@@ -1,6 +1,7 @@
 """A store in a dict: for tests, demos, and as the smallest example of a
 backend.  Same contract as the Maildir store: a locked snapshot at open,
-deletions applied at commit, mail delivered meanwhile untouched.
+deletions applied at commit, mail delivered meanwhile untouched.  Its
+maildrops live in this process's memory (``IProcessLocalStore``).
 """
 
 from __future__ import annotations
@@ -18,19 +19,19 @@ from popframe.interfaces import (
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
-    IMaildropStore,
+    IProcessLocalStore,
     MessageList,
+    UserSettings,
+    valid_uid,
 )
 from popframe.protocol.encoding import wire_form
-from popframe.stores import LockedMaildrop
+from popframe.stores.base import LockedMaildrop
 from popframe.stores.locking import MemoryLocker
 
-
-def _valid_uid(uid: str) -> bool:
-    return 0 < len(uid) <= 70 and uid.isascii() and uid.isprintable() and " " not in uid
+__all__ = ["MemoryMaildrop", "MemoryStore"]
 
 
-@implementer(IMaildropStore)
+@implementer(IProcessLocalStore)
 class MemoryStore:
     """``maildrops`` maps a user to ``[(uid, message bytes), ...]``, oldest
     first; a user without an entry has an empty maildrop.
@@ -60,12 +61,12 @@ class MemoryStore:
         maildrop = self.maildrops.setdefault(user, [])
         if uid is None:
             uid = f"m{next(self._next_uid)}"
-        if not _valid_uid(uid) or any(uid == u for u, _ in maildrop):
+        if not valid_uid(uid) or any(uid == u for u, _ in maildrop):
             raise ValueError(f"uid {uid!r} is not a valid, unused UIDL")
         maildrop.append((uid, message))
         return uid
 
-    def open(self, user: str) -> defer.Deferred[IMaildrop]:
+    def open(self, user: str, settings: UserSettings | None = None) -> defer.Deferred[IMaildrop]:
         return defer.Deferred.fromCoroutine(self._open(user))
 
     async def _open(self, user: str) -> IMaildrop:
@@ -99,11 +100,12 @@ class MemoryMaildrop(LockedMaildrop):
         return self._listing
 
     def open_message(self, uid: str) -> defer.Deferred[BinaryIO]:
-        self._check_open()
+        self.check_open()
         message = self._messages.get(uid)
         if message is None:
             return defer.fail(NoSuchMessage())
         return defer.succeed(io.BytesIO(message))
 
-    async def _delete(self, deleted: list[str]) -> None:
-        self._store._remove(self._user, set(deleted))
+    def apply_deletions(self, uids: list[str]) -> defer.Deferred[None]:
+        self._store._remove(self._user, set(uids))
+        return defer.succeed(None)

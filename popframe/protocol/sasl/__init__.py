@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from popframe.errors import AuthenticationFailed
+from popframe.protocol.sasl.secrets import Secret, SecretKind
 
 # -- what a finished exchange proves ------------------------------------------
 
@@ -78,10 +79,11 @@ class Challenge:
 @dataclass(frozen=True, slots=True)
 class NeedSecret:
     """Look up ``kind`` of secret for ``user`` and hand it to
-    :meth:`Mechanism.secret` (None if the user is unknown)."""
+    :meth:`Mechanism.secret`: the type :data:`secrets.SECRET_TYPES` names
+    for the kind, or None if the user is unknown."""
 
     user: str
-    kind: str
+    kind: SecretKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +147,7 @@ class Mechanism:
     def respond(self, response: bytes) -> Step:
         raise SASLFailed()
 
-    def secret(self, secret: object | None) -> Step:
+    def secret(self, secret: Secret | None) -> Step:
         raise SASLFailed()
 
     def failure_challenge(self, error: AuthenticationFailed) -> bytes | None:

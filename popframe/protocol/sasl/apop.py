@@ -13,6 +13,7 @@ import hmac
 
 from popframe.protocol import sasl
 from popframe.protocol.sasl.crammd5 import parse_digest, user_name
+from popframe.protocol.sasl.secrets import PlaintextSecret, Secret, SecretKind
 
 
 @sasl.register
@@ -34,16 +35,15 @@ class Apop(sasl.Mechanism):
             raise sasl.SASLFailed()
         self._digest = parse_digest(digest)
         self._user = user_name(name)
-        return sasl.NeedSecret(self._user, "plaintext")
+        return sasl.NeedSecret(self._user, SecretKind.PLAINTEXT)
 
-    def secret(self, secret: object | None) -> sasl.Step:
+    def secret(self, secret: Secret | None) -> sasl.Step:
         timestamp = self.context.apop_timestamp
         if self._user is None or not timestamp:
             raise sasl.SASLFailed()
-        known = isinstance(secret, bytes) and bool(secret)
-        if known:
-            assert isinstance(secret, bytes)
-            expected = hashlib.md5(timestamp.encode("utf-8") + secret).digest()
+        known = isinstance(secret, PlaintextSecret) and bool(secret.password)
+        if isinstance(secret, PlaintextSecret) and known:
+            expected = hashlib.md5(timestamp.encode("utf-8") + secret.password).digest()
         else:
             expected = self.context.random(16)
         matched = hmac.compare_digest(expected, self._digest)

@@ -3,21 +3,21 @@ client answers ``user hexdigest``, the digest being HMAC-MD5 keyed with the
 password.  Weak (the server must keep the password or an equivalent key,
 and the exchange can be attacked offline): off by default.
 
-The secret kind is ``"cram-md5"``: an object with ``hmac(challenge) ->
-bytes`` (:class:`popframe.auth.crammd5.CramMD5Secret`, from a plaintext
-password or a stored Dovecot ``{CRAM-MD5}`` context); plain ``bytes`` (a
-password) are taken too.  An unknown user is compared against random bytes
-and fails like a wrong password.
+The secret kind is ``"cram-md5"``: a
+:class:`~popframe.protocol.sasl.secrets.CramMD5Secret` (from a plaintext
+password, or a stored Dovecot ``{CRAM-MD5}`` context:
+``popframe.auth.crammd5.CramMD5Context``).  An unknown user is compared
+against random bytes and fails like a wrong password.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from popframe.errors import BadArguments
 from popframe.protocol import sasl
 from popframe.protocol.normalize import normalize_user
+from popframe.protocol.sasl.secrets import CramMD5Secret, Secret, SecretKind
 
 _DIGEST_HEX = frozenset(b"0123456789abcdefABCDEF")
 
@@ -62,18 +62,16 @@ class CramMD5(sasl.Mechanism):
             raise sasl.SASLFailed()
         self._digest = parse_digest(digest)
         self._user = user_name(name)
-        return sasl.NeedSecret(self._user, "cram-md5")
+        return sasl.NeedSecret(self._user, SecretKind.CRAM_MD5)
 
-    def secret(self, secret: object | None) -> sasl.Step:
+    def secret(self, secret: Secret | None) -> sasl.Step:
         if self._user is None:
             raise sasl.SASLFailed()
-        known = True
-        if isinstance(secret, bytes) and secret:
-            expected = hmac.new(secret, self._challenge, hashlib.md5).digest()
-        elif secret is not None and callable(getattr(secret, "hmac", None)):
+        known = isinstance(secret, CramMD5Secret)
+        if isinstance(secret, CramMD5Secret):
             expected = secret.hmac(self._challenge)
         else:
-            expected, known = self.context.random(16), False
+            expected = self.context.random(16)
         matched = hmac.compare_digest(expected, self._digest)
         if not (matched and known):
             raise sasl.SASLFailed()

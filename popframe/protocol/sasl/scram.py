@@ -47,15 +47,13 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
 from typing import ClassVar
 
 from popframe.errors import BadArguments
 from popframe.protocol import sasl
 from popframe.protocol.normalize import normalize_user
+from popframe.protocol.sasl.secrets import DEFAULT_ITERATIONS, ScramRecord, Secret, SecretKind
 
-#: Iterations of new records and of the fake ones (Dovecot's default).
-DEFAULT_ITERATIONS = 4096
 #: Bounds on a stored record's iteration count (Dovecot refuses fewer than
 #: 4096; more than this is a denial of service waiting to happen).
 MIN_ITERATIONS = 4096
@@ -86,27 +84,6 @@ def set_fake_record_key(key: bytes) -> None:
     if len(key) < 16:
         raise ValueError("the fake-record key must be at least 16 bytes")
     _fake_key = key
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class ScramRecord:
-    """A user's stored SCRAM-SHA-256 keys (RFC 5802 section 3)."""
-
-    salt: bytes
-    stored_key: bytes
-    server_key: bytes
-    iterations: int
-
-    @classmethod
-    def from_password(
-        cls, password: bytes, salt: bytes, iterations: int = DEFAULT_ITERATIONS
-    ) -> ScramRecord:
-        salted = hashlib.pbkdf2_hmac("sha256", password, salt, iterations)
-        client_key = _hmac(salted, b"Client Key")
-        return cls(salt, hashlib.sha256(client_key).digest(), _hmac(salted, b"Server Key"), iterations)
-
-    def __repr__(self) -> str:
-        return f"ScramRecord(iterations={self.iterations}, <keys hidden>)"
 
 
 def fake_record(user: str) -> ScramRecord:
@@ -213,7 +190,7 @@ class ScramSHA256(sasl.Mechanism):
         if not _valid_nonce(self._client_nonce):
             raise sasl.SASLFailed()
         self._client_first_bare = bare
-        return sasl.NeedSecret(self._authcid, "scram-sha-256")
+        return sasl.NeedSecret(self._authcid, SecretKind.SCRAM_SHA_256)
 
     def _channel_binding(self, flag: str) -> None:
         """Check the gs2-cbind-flag against this mechanism and connection."""
@@ -246,7 +223,7 @@ class ScramSHA256(sasl.Mechanism):
 
     # -- server-first-message --------------------------------------------------
 
-    def secret(self, secret: object | None) -> sasl.Step:
+    def secret(self, secret: Secret | None) -> sasl.Step:
         if self._client_first_bare is None or self._server_first is not None:
             raise sasl.SASLFailed()
         if isinstance(secret, ScramRecord):

@@ -1,0 +1,240 @@
+"""The login pipeline: from a login the core asked for (or refused) to an
+opened maildrop or a failure, with the policies around it.
+
+For each attempt, in order:
+
+1. ``Throttle.blocked``: an address with too many failures is refused
+   unchecked (``TooManyFailures``: answered, then the connection dropped).
+2. :func:`~popframe.auth.credentials.authenticate`: the portal's checker,
+   authorization identities and master users.
+3. The user's settings from the checkers that know them
+   (:class:`~popframe.interfaces.IUserSettings`), then the realm opens and
+   locks the maildrop with them.
+4. LOGIN-DELAY: a login too soon after the last one is refused after the
+   password was verified (so the code is no oracle), and the maildrop
+   released.
+5. A failure is logged once; a wrong credential is counted (address, user
+   name, connection) and its answer waits out the throttle's delay, which
+   may say drop.  A success forgets the user name's count and is never
+   delayed.
+
+Logins the core refuses itself (a wrong SCRAM proof: ``LoginRefused``) go
+through step 5 alone.  The protocol adapter only asks and answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from popframe.auth.credentials import (
+    as_cred_credentials,
+    authenticate,
+    settings_sources,
+    user_settings,
+)
+from popframe.errors import AuthenticationFailed, LoginDelayed, POP3Error
+from popframe.interfaces import IMaildrop, UserSettings
+from popframe.protocol import Authenticate, LoginRefused
+from popframe.server.config import ServerConfig
+from popframe.server.failures import as_pop3_error
+from popframe.server.peers import peer_text
+from popframe.throttle import TooManyFailures, Verdict
+
+__all__ = ["ConnectionLogins", "LoggedIn", "Logins"]
+
+log = Logger(namespace="popframe.server")
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedIn:
+    """A successful login: the opened maildrop, the callable that releases
+    it (unless QUIT committed), and the user's own LOGIN-DELAY, if any."""
+
+    maildrop: IMaildrop
+    logout: Callable[[], None]
+    login_delay: int | None
+
+
+class Logins:
+    """The login policy of one factory: its portal, throttle and
+    LOGIN-DELAY.  :meth:`for_connection` gives each connection its own
+    failure count."""
+
+    def __init__(self, portal: Portal, config: ServerConfig, clock: IReactorTime) -> None:
+        self.portal = portal
+        self.config = config
+        self.clock = clock
+        self.settings_sources = settings_sources(portal)
+
+    @property
+    def login_delay_per_user(self) -> bool:
+        """Whether a checker may give a user a LOGIN-DELAY of their own."""
+        return self.config.login_delay is not None and bool(self.settings_sources)
+
+    def for_connection(self, transport: Any) -> ConnectionLogins:
+        return ConnectionLogins(self, transport)
+
+
+class ConnectionLogins:
+    """The logins of one connection."""
+
+    def __init__(self, logins: Logins, transport: Any) -> None:
+        self._logins = logins
+        self._transport = transport
+        self.failures = 0  # failed logins on this connection
+
+    def attempt(self, request: Authenticate, tls: bool, certificate: Any = None) -> Deferred[LoggedIn]:
+        """Run ``request``; fires with :class:`LoggedIn`, or fails with the
+        :class:`POP3Error` to answer, after its delay.  ``TooManyFailures``
+        means: answer, then hang up."""
+        logins = self._logins
+        config = logins.config
+        credentials = as_cred_credentials(request.credentials, certificate)
+        authzid = getattr(request.credentials, "authzid", None)
+        d = self._address_admitted()
+        d.addCallback(lambda _: authenticate(logins.portal, credentials, authzid,
+                                             config.master_users))
+        d.addCallback(self._open)
+        d.addCallbacks(self._succeeded, self._failed,
+                       callbackArgs=(request, tls), errbackArgs=(request, tls))
+        return d
+
+    def refused(self, request: LoginRefused, tls: bool) -> Deferred[POP3Error]:
+        """A login the core refused: count and log it like any; fires with
+        the error to answer (``TooManyFailures``: then hang up)."""
+        d = self._count_failure(request.mechanism, request.user, "AuthenticationFailed", tls)
+
+        def answer(verdict: Verdict | None) -> POP3Error:
+            return TooManyFailures() if verdict is not None and verdict.drop else AuthenticationFailed()
+
+        def broken(failure: Failure) -> POP3Error:
+            log.failure("throttling a failed login failed", failure)
+            return AuthenticationFailed()  # answer at once rather than never
+
+        return d.addCallbacks(answer, broken)
+
+    # -- the steps ----------------------------------------------------------------
+
+    def _address_admitted(self) -> Deferred[None]:
+        """Fails with TooManyFailures when the client's address reached
+        the throttle's limit: its logins are refused without a check."""
+        throttle = self._logins.config.throttle
+        if throttle is None:
+            return succeed(None)
+
+        def check(blocked: bool) -> None:
+            if blocked:
+                raise TooManyFailures()
+
+        return throttle.blocked(self._transport.getPeer()).addCallback(check)
+
+    def _open(self, user: str) -> Deferred[LoggedIn]:
+        """Open ``user``'s maildrop with their settings, then apply
+        LOGIN-DELAY."""
+        logins = self._logins
+        sources = logins.settings_sources
+        settings: Deferred[UserSettings | None] = (
+            user_settings(sources, user) if sources else succeed(None))
+
+        def open_maildrop(found: UserSettings | None) -> Deferred[LoggedIn]:
+            d = logins.portal.realm.requestAvatar(user.encode("utf-8"), found, IMaildrop)
+            return d.addCallback(self._check_login_delay, user, found)
+
+        return settings.addCallback(open_maildrop)
+
+    def _check_login_delay(self, avatar: tuple[Any, IMaildrop, Callable[[], None]], user: str,
+                           settings: UserSettings | None) -> LoggedIn | Deferred[LoggedIn]:
+        """RFC 2449 LOGIN-DELAY, once the credentials are proven: a login
+        too soon after the last one is refused and its maildrop released."""
+        _, maildrop, logout = avatar
+        policy = self._logins.config.login_delay
+        if policy is None:
+            return LoggedIn(maildrop, logout, None)
+        delay = policy.delay_for(settings)
+        own = settings.login_delay if settings is not None else None
+
+        def admitted(ok: bool) -> LoggedIn:
+            if not ok:
+                raise LoginDelayed()
+            return LoggedIn(maildrop, logout, own)
+
+        def refused(failure: Failure) -> Failure:
+            logout()
+            return failure
+
+        return policy.admit(user, delay).addCallback(admitted).addErrback(refused)
+
+    def _succeeded(self, result: LoggedIn, request: Authenticate, tls: bool) -> LoggedIn:
+        log.info(
+            "login ok mechanism={mechanism} user={user} peer={peer} tls={tls}",
+            mechanism=request.mechanism, user=_shown(request.user),
+            peer=peer_text(self._transport), tls=tls,
+        )
+        throttle = self._logins.config.throttle
+        if throttle is not None:
+            throttle.succeeded(request.user)
+        return result
+
+    def _failed(self, failure: Failure, request: Authenticate, tls: bool) -> Deferred[LoggedIn]:
+        """Log a failed login once; count it and wait out its delay when it
+        was a wrong credential; TooManyFailures when the throttle says drop."""
+        error = as_pop3_error(failure)  # logs an unexpected traceback, once
+        reason = type(failure.value).__name__
+        if isinstance(error, TooManyFailures):  # the address is blocked
+            self._log(request.mechanism, request.user, reason, tls, dropped=True)
+            return fail(error)
+        if not isinstance(error, AuthenticationFailed):
+            self._log(request.mechanism, request.user, reason, tls)
+            return fail(error)
+
+        def answer(verdict: Verdict | None) -> Failure:
+            return Failure(TooManyFailures() if verdict is not None and verdict.drop else error)
+
+        return self._count_failure(request.mechanism, request.user, reason, tls).addCallback(answer)
+
+    def _count_failure(self, mechanism: str, user: str | None, reason: str,
+                       tls: bool) -> Deferred[Verdict | None]:
+        """Count a wrong credential (when throttling is on), log it once,
+        and fire with the throttle's verdict after its delay."""
+        throttle = self._logins.config.throttle
+        if throttle is None:
+            self._log(mechanism, user, reason, tls)
+            return succeed(None)
+        self.failures += 1
+        d = throttle.failed(self._transport.getPeer(), user, self.failures)
+
+        def wait(verdict: Verdict) -> Verdict | Deferred[Verdict]:
+            self._log(mechanism, user, reason, tls, verdict)
+            if verdict.delay <= 0:
+                return verdict
+            return deferLater(self._logins.clock, verdict.delay, lambda: verdict)
+
+        return d.addCallback(wait)
+
+    def _log(self, mechanism: str, user: str | None, reason: str, tls: bool,
+             verdict: Verdict | None = None, dropped: bool = False) -> None:
+        fields: dict[str, object] = dict(
+            mechanism=mechanism or "-", user=_shown(user), peer=peer_text(self._transport),
+            tls=tls, reason=reason)
+        text = "login failed mechanism={mechanism} user={user} peer={peer} tls={tls} reason={reason}"
+        if verdict is not None:
+            text += " failures={failures} delay={delay}"
+            fields.update(failures=verdict.failures, delay=f"{verdict.delay:g}s")
+            dropped = verdict.drop
+        if dropped:
+            text += " action=drop"
+        log.info(text, **fields)
+
+
+def _shown(user: str | None) -> str:
+    """A user name, printable in one log line."""
+    return repr(user) if user is not None else "-"
