@@ -29,7 +29,6 @@ from popframe.config import ConfigurationError
 from popframe.errors import MaildropInUse, NoSuchMessage, TemporaryFailure
 from popframe.interfaces import IMaildrop, IMaildropStore, IMaildropStoreFactory
 from popframe.protocol.encoding import WireForm, wire_size
-from popframe.stores import maildir as maildir_module
 from popframe.stores import run_synchronously, store_from_description
 from popframe.stores.maildir import (
     JOURNAL_NAME,
@@ -39,7 +38,9 @@ from popframe.stores.maildir import (
     MaildirStore,
     MaildirStoreFactory,
     MessageVanished,
+    directory,
 )
+from popframe.stores.maildir.remembered import LISTINGS
 from popframe.stores.template import UnsafeUserName
 
 _t = SynchronousTestCase()
@@ -221,13 +222,13 @@ def test_second_open_reads_no_message(home: Home, monkeypatch: pytest.MonkeyPatc
     def no_reading(path: str) -> WireForm:
         raise AssertionError(f"read {path}")
 
-    monkeypatch.setattr(maildir_module, "file_wire_form", no_reading)
+    monkeypatch.setattr(directory, "file_wire_form", no_reading)
     assert [(i.size, i.wire_ready) for i in open_and_close(store)] == first
 
 
 def forget_listings(home: Home, user: str = "alice") -> None:
     """As a fresh process on a maildir without popframe.listing."""
-    maildir_module._LISTINGS.clear()
+    LISTINGS.clear()
     (home.maildir(user) / LISTING_NAME).unlink(missing_ok=True)
 
 
@@ -751,27 +752,27 @@ def settle(monkeypatch: pytest.MonkeyPatch):
     """Make every change count as a second old (instead of waiting)."""
 
     def settle(home: Home) -> None:
-        monkeypatch.setattr(maildir_module, "_SETTLED_NS", -(10**18))
+        monkeypatch.setattr(directory, "_SETTLED_NS", -(10**18))
 
     return settle
 
 
 def count_scans(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     scans: list[str] = []
-    real = maildir_module._regular_files
+    real = directory.regular_files
 
     def counting(directory: str):
         scans.append(os.path.basename(directory))
         return real(directory)
 
-    monkeypatch.setattr(maildir_module, "_regular_files", counting)
+    monkeypatch.setattr(directory, "regular_files", counting)
     return scans
 
 
 def test_an_unchanged_maildir_is_not_listed_again(
     home: Home, monkeypatch: pytest.MonkeyPatch, settle
 ) -> None:
-    maildir_module._LISTINGS.clear()
+    LISTINGS.clear()
     names = [home.postfix(POSTFIX), home.postfix(DOVECOT)]
     store = home.store()
     assert [i.uid for i in open_and_close(store)] == names
@@ -784,7 +785,7 @@ def test_an_unchanged_maildir_is_not_listed_again(
 
 @pytest.mark.parametrize("change", ["deliver", "rename", "unlink"])
 def test_any_change_is_seen_despite_the_cache(home: Home, change: str, settle) -> None:
-    maildir_module._LISTINGS.clear()
+    LISTINGS.clear()
     names = [home.postfix(POSTFIX), home.postfix(DOVECOT)]
     store = home.store()
     open_and_close(store)
@@ -804,7 +805,7 @@ def test_any_change_is_seen_despite_the_cache(home: Home, change: str, settle) -
 def test_a_recently_changed_maildir_is_not_cached(
     home: Home, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    maildir_module._LISTINGS.clear()
+    LISTINGS.clear()
     home.postfix(POSTFIX)
     store = home.store()
     open_and_close(store)  # cur/ changed just now (new -> cur)

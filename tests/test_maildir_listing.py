@@ -38,16 +38,21 @@ from twisted.logger import globalLogPublisher
 
 from popframe.interfaces import IMaildrop, MessageInfo
 from popframe.protocol.encoding import WireForm, wire_form
-from popframe.stores import maildir as maildir_module
+from popframe.stores import maildir as maildir_package
 from popframe.stores import run_synchronously
-from popframe.stores import listing as listing_module
-from popframe.stores.listing import Snapshot
 from popframe.stores.maildir import (
     JOURNAL_NAME,
     LISTING_NAME,
     SIZES_NAME,
     Maildir,
+    Snapshot,
+    directory,
+    remembered,
 )
+from popframe.stores.maildir import store as maildir_store
+from popframe.stores.maildir.collector import collector_paused
+from popframe.stores.maildir.files import regular_files
+from popframe.stores.maildir.listing import key_text
 
 READY = b"Subject: ready\r\n\r\nCRLF only, no dot lines\r\n"
 DOT_LINE = b"Subject: dots\r\n\r\n.leading dot\r\n"
@@ -56,7 +61,7 @@ UNFINISHED = b"Subject: cut\r\n\r\nno final line end"
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
-    monkeypatch.setattr(maildir_module, "_STORE_MIN", 0)  # store even tiny listings
+    monkeypatch.setattr(directory, "_STORE_MIN", 0)  # store even tiny listings
     return Home(tmp_path / "mail")
 
 
@@ -81,7 +86,7 @@ def warnings() -> Iterator[list[str]]:
     seen: list[str] = []
 
     def observe(event: dict[str, Any]) -> None:
-        if event.get("log_namespace") == maildir_module.__name__ and event["log_level"].name in (
+        if event.get("log_namespace") == maildir_package.__name__ and event["log_level"].name in (
             "warn",
             "error",
         ):
@@ -98,12 +103,12 @@ def no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(path: str) -> WireForm:
         raise AssertionError(f"read {path}")
 
-    monkeypatch.setattr(maildir_module, "file_wire_form", refuse)
+    monkeypatch.setattr(directory, "file_wire_form", refuse)
 
 
 def fresh_process(home: Home, user: str = "alice") -> None:
     """As another worker or a restarted server: nothing in memory."""
-    maildir_module._LISTINGS.forget(str(home.maildir(user)))
+    remembered.LISTINGS.forget(str(home.maildir(user)))
 
 
 def describe(listing: list[MessageInfo]) -> list[tuple[str, int, bool]]:
@@ -118,7 +123,7 @@ def built(home: Home, user: str = "alice") -> Snapshot:
     """The snapshot today's rules give for cur/ as it is now: built, with
     nothing remembered or stored (and no message read twice)."""
     maildir = Maildir(str(home.maildir(user)))
-    found = [(n, "cur/" + n) for n in maildir_module._regular_files(maildir._at("cur"))]
+    found = [(n, "cur/" + n) for n in regular_files(os.path.join(maildir.path, "cur"))]
     return BUILD(maildir, found, set())
 
 
@@ -156,7 +161,7 @@ def updates(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def settled(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every ctime counts as a second old (changes must then be a clock
     tick apart: see tick())."""
-    monkeypatch.setattr(maildir_module, "_SETTLED_NS", -(10**18))
+    monkeypatch.setattr(directory, "_SETTLED_NS", -(10**18))
 
 
 def tick() -> None:
@@ -512,7 +517,7 @@ def test_odd_names_round_trip(home: Home, builds: list[int]) -> None:
 
 
 def test_short_listings_are_not_stored(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(maildir_module, "_STORE_MIN", 3)
+    monkeypatch.setattr(directory, "_STORE_MIN", 3)
     names = [home.postfix(POSTFIX), home.postfix(READY), home.postfix(DOT_LINE)]
     store = home.store()
     open_and_close(store)
@@ -533,7 +538,7 @@ def test_an_empty_maildrop_round_trips(home: Home, builds: list[int]) -> None:
 
 
 def test_collection_pauses_while_loading_and_resumes_as_it_was() -> None:
-    pause = listing_module.collector_paused
+    pause = collector_paused
     assert gc.isenabled()
     with pause():
         assert not gc.isenabled()
@@ -555,13 +560,13 @@ def test_collection_pauses_while_loading_and_resumes_as_it_was() -> None:
 
 def count_scans(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     scans: list[str] = []
-    real = maildir_module._regular_files
+    real = directory.regular_files
 
     def counting(directory: str) -> Iterator[str]:
         scans.append(os.path.basename(directory))
         return real(directory)
 
-    monkeypatch.setattr(maildir_module, "_regular_files", counting)
+    monkeypatch.setattr(directory, "regular_files", counting)
     return scans
 
 
@@ -628,14 +633,14 @@ def test_a_long_listing_is_vouched_for_by_a_second_readdir(
     real = Maildir._snapshot
 
     def slow(self: Maildir, found: list[tuple[str, str]], hidden: set[str]) -> Any:
-        monkeypatch.setattr(maildir_module, "_SETTLED_NS", -(10**18))  # "a second later"
+        monkeypatch.setattr(directory, "_SETTLED_NS", -(10**18))  # "a second later"
         return real(self, found, hidden)
 
     monkeypatch.setattr(Maildir, "_snapshot", slow)
     open_and_close(home.store())
-    known = maildir_module._LISTINGS[str(home.maildir())]
+    known = remembered.LISTINGS[str(home.maildir())]
     assert known.key is not None
-    assert listing_module.key_text(known.key) in stored_listing(home).read_bytes()
+    assert key_text(known.key) in stored_listing(home).read_bytes()
     fresh_process(home)
     scans = count_scans(monkeypatch)
     assert [i.uid for i in open_and_close(home.store())] == names and "cur" not in scans
@@ -726,7 +731,7 @@ def test_a_long_loaded_listing_maps_uids_in_the_thread(
     store = home.store()
     first = describe(open_and_close(store))
     fresh_process(home)
-    monkeypatch.setattr(maildir_module, "_MAP_INLINE", 1)
+    monkeypatch.setattr(maildir_store, "_MAP_INLINE", 1)
     run = Recording()
     maildrop = open_(home.store(run_blocking=run))
     assert describe(maildrop.listing()) == first
@@ -794,7 +799,7 @@ def test_a_big_change_is_built(
     home: Home, monkeypatch: pytest.MonkeyPatch, builds: list[int], updates: list[int]
 ) -> None:
     """Up to max(_UPDATE_MIN, a tenth of the listing) changed names."""
-    monkeypatch.setattr(maildir_module, "_UPDATE_MIN", 0)
+    monkeypatch.setattr(directory, "_UPDATE_MIN", 0)
     for _ in range(20):
         home.postfix(READY)
     store = home.store()
@@ -853,14 +858,14 @@ def test_an_added_file_that_vanishes_is_left_out(
     open_and_close(store)
     gone = home.postfix(READY)
     names.append(home.postfix(DOT_LINE))
-    real = maildir_module.file_wire_form
+    real = directory.file_wire_form
 
     def deleted_meanwhile(path: str) -> WireForm:
         if gone in path:
             os.unlink(path)
         return real(path)
 
-    monkeypatch.setattr(maildir_module, "file_wire_form", deleted_meanwhile)
+    monkeypatch.setattr(directory, "file_wire_form", deleted_meanwhile)
     maildrop = open_(store)
     assert [i.uid for i in maildrop.listing()] == names and exactly_built(home, maildrop)
     result(maildrop.abandon())
@@ -921,7 +926,7 @@ def test_random_changes_never_give_a_wrong_listing(
     each open the listing (and each message's file) is exactly what
     building it from scratch gives, whether it was reused, updated or
     built."""
-    monkeypatch.setattr(maildir_module, "_UPDATE_MIN", 4)
+    monkeypatch.setattr(directory, "_UPDATE_MIN", 4)
     rng = random.Random(1939)
     store = home.store()
     bodies = [READY, POSTFIX, DOT_LINE, UNFINISHED, DOVECOT]
@@ -976,8 +981,8 @@ def test_random_changes_never_give_a_wrong_listing(
 def test_remembered_listings_are_bounded_by_messages_not_maildirs(
     home: Home, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(maildir_module, "_REMEMBERED_MESSAGES", 6)
-    monkeypatch.setattr(maildir_module, "_LISTINGS", maildir_module._Remembered())
+    listings = remembered.RememberedListings(messages=6)
+    monkeypatch.setattr(directory, "LISTINGS", listings)
     run = Recording()
     store = home.store(run_blocking=run)
     users = [f"user{i}" for i in range(3)]
@@ -994,7 +999,7 @@ def test_remembered_listings_are_bounded_by_messages_not_maildirs(
     assert run.calls == []
     home.postfix(POSTFIX, user="user3")
     result(open_(store, "user3").abandon())
-    assert len(maildir_module._LISTINGS) == 3  # user0 made room
+    assert len(listings) == 3  # user0 made room
     run.calls.clear()
     result(open_(store, "user0").abandon())
     assert run.calls == ["load"]

@@ -1,7 +1,8 @@
 """Maildir listings as the store keeps them: the :class:`Snapshot` of an
 open maildrop, and the format of ``popframe.listing``, the persisted
 listing that lets the next session, in any process, skip making it (see
-:mod:`popframe.stores.maildir` for when a listing is trusted).
+:meth:`~popframe.stores.maildir.directory.Maildir.load` for when a listing
+is trusted).
 
 The file: ``"popframe-listing 2 CRC32 COUNT KEY NAMES UIDS\n"``, then four
 sections, one entry per message in listing order: the ``cur/`` names
@@ -16,20 +17,16 @@ messages load in about 40 ms.
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
-import threading
 import zlib
 from array import array
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from popframe.interfaces import MessageList
+from popframe.stores.maildir.names import UID_MAX
 
-#: RFC 1939: a UIDL value is 1 to 70 characters.
-UID_MAX = 70
+LISTING_NAME = "popframe.listing"
 _LISTING_PREFIX = b"popframe-listing 2 "
 #: The array type of 64-bit sizes.
 _SIZE_TYPE = next(code for code in "QL" if array(code).itemsize == 8)
@@ -90,41 +87,6 @@ def same_names(names: list[str], known: list[str]) -> bool:
     the same order, and comparing lists is 20 times faster than sets.
     """
     return names == known or (len(names) == len(known) and frozenset(names) == frozenset(known))
-
-
-# -- the garbage collector ------------------------------------------------------
-
-
-class CollectorPause:
-    """Pauses the cyclic garbage collector while a listing is made from
-    the size cache: its 100,000 tuples set off ~140 young collections and
-    a full one, and none can find anything, since those tuples hold only
-    strings and numbers.  The pause is process-wide, so it is counted: the last of
-    overlapping loads resumes collection, and only if it was running.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._count = 0
-        self._resume = False
-
-    @contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if self._count == 0:
-                self._resume = gc.isenabled()
-                gc.disable()
-            self._count += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._count -= 1
-                if self._count == 0 and self._resume:
-                    gc.enable()
-
-
-collector_paused = CollectorPause()
 
 
 # -- the persisted listing's format ---------------------------------------------------

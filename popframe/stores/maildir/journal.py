@@ -1,0 +1,106 @@
+"""``popframe.journal``: deletions that happen all or none.
+
+The names a commit is deleting are written to the journal durably (temp
+file, fsync, rename, directory fsync) before the first unlink, so a crash
+mid-commit is finished by the next open: a commit is all or none.  A file
+another agent renamed meanwhile (new flags) is found again by its base
+name, and a file already gone is no error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from twisted.logger import Logger
+
+from popframe.files import fsync_directory, write_file_atomically
+from popframe.stores.maildir.files import open_regular, regular_files, remove_quietly
+from popframe.stores.maildir.names import base_name
+
+#: The store's one log namespace, whichever of its files logs.
+log = Logger(namespace="popframe.stores.maildir")
+
+JOURNAL_NAME = "popframe.journal"
+_JOURNAL_VERSION = 1
+
+
+def delete_all(maildir: str, relatives: list[str]) -> None:
+    """Delete the messages at ``relatives`` (``cur/NAME``, ``new/NAME``) in
+    ``maildir``, all or none: the journal is durable before the first
+    unlink, so after a crash :func:`finish_interrupted` does the rest.
+    """
+    if not relatives:
+        return
+    journal = os.path.join(maildir, JOURNAL_NAME)
+    data = json.dumps({"version": _JOURNAL_VERSION, "delete": relatives})
+    write_file_atomically(journal, data.encode(), durable=True)
+    _apply(maildir, relatives)
+    os.unlink(journal)
+
+
+def finish_interrupted(maildir: str) -> set[str]:
+    """Finish a commit a crash interrupted.  Returns the base names it
+    could not delete yet, which the listing hides: the commit happened.
+    """
+    journal_path = os.path.join(maildir, JOURNAL_NAME)
+    try:
+        with open_regular(journal_path) as f:  # not a planted FIFO
+            journal = json.load(f)
+        relatives = journal["delete"]
+        if journal["version"] != _JOURNAL_VERSION or not all(map(_is_message_path, relatives)):
+            raise ValueError("not a journal this version wrote")
+    except FileNotFoundError:
+        return set()
+    except (ValueError, TypeError, KeyError) as e:
+        # Written atomically, so this is not our crash: keep the mail.
+        log.error("discarding unreadable journal {path}: {error}", path=journal_path, error=e)
+        remove_quietly(journal_path)
+        return set()
+    try:
+        _apply(maildir, relatives)
+        os.unlink(journal_path)
+    except OSError as e:
+        log.error("cannot finish journal {path}: {error}", path=journal_path, error=e)
+        return {base_name(r.partition("/")[2]) for r in relatives}
+    log.info("finished an interrupted commit in {path}", path=maildir)
+    return set()
+
+
+def _apply(maildir: str, relatives: list[str]) -> None:
+    """Unlink each file, or whatever it was renamed to in ``cur/``; a
+    file already gone is fine.  Then make the unlinks durable.
+    """
+    touched = {r.partition("/")[0] for r in relatives}
+    current: dict[str, list[str]] | None = None  # base -> cur/ names
+    for relative in relatives:
+        try:
+            os.unlink(os.path.join(maildir, relative))
+            continue
+        except FileNotFoundError:
+            pass
+        if current is None:
+            current = {}
+            for name in regular_files(os.path.join(maildir, "cur")):
+                current.setdefault(base_name(name), []).append(name)
+        candidates = current.pop(base_name(relative.partition("/")[2]), [])
+        if len(candidates) == 1:  # two files with one base: keep both
+            remove_quietly(os.path.join(maildir, "cur", candidates[0]), strict=True)
+            touched.add("cur")
+    for sub in sorted(touched):
+        fsync_directory(os.path.join(maildir, sub))
+
+
+def _is_message_path(relative: object) -> bool:
+    """``cur/NAME`` or ``new/NAME`` and nothing else: a journal planted by
+    someone with write access to the maildir must not delete outside it.
+    """
+    if not isinstance(relative, str):
+        return False
+    sub, _, name = relative.partition("/")
+    return (
+        sub in ("cur", "new")
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\0" not in name
+    )

@@ -1,0 +1,256 @@
+"""The Maildir store as popframe sees it: :class:`MaildirStore` opens a
+locked snapshot of a user's maildir, :class:`MaildirMaildrop` serves it to
+one session, and :class:`MaildirStoreFactory` is the
+``--store=maildir:TEMPLATE[:create=no]`` plugin.  The blocking work is
+:class:`~popframe.stores.maildir.directory.Maildir`'s.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from popframe.config import ConfigurationError
+from popframe.errors import NoSuchMessage, TemporaryFailure
+from popframe.interfaces import (
+    IMaildrop,
+    IMaildropLock,
+    IMaildropLocker,
+    IMaildropStore,
+    IMaildropStoreFactory,
+    MessageList,
+    UserSettings,
+)
+from popframe.stores import RunBlocking
+from popframe.stores.base import LockedMaildrop
+from popframe.stores.locking import FileLocker
+from popframe.stores.maildir.directory import Maildir
+from popframe.stores.maildir.listing import Snapshot, relative_path
+from popframe.stores.template import PathTemplate, UnsafeUserName
+
+#: The store's one log namespace, whichever of its files logs.
+log = Logger(namespace="popframe.stores.maildir")
+
+#: Listings up to this long map uids to files on the reactor thread (a
+#: fraction of a millisecond); longer ones in a thread.
+_MAP_INLINE = 2000
+
+
+class MessageVanished(TemporaryFailure):
+    """Another client removed the message during this session.
+
+    Not ``NoSuchMessage``: that is the client's fault and counts towards its
+    bad-command limit.  A reconnect lists the maildrop as it now is, so
+    "try again later" is the honest answer.
+    """
+
+    default_message = "message was removed by another client, please reconnect"
+
+
+@implementer(IMaildrop)
+class MaildirMaildrop(LockedMaildrop):
+    """One session's locked snapshot of a maildir."""
+
+    def __init__(
+        self,
+        maildir: Maildir | None,
+        snapshot: Snapshot,
+        lock: IMaildropLock | None,
+        run_blocking: RunBlocking,
+    ) -> None:
+        super().__init__(lock)
+        self._maildir = maildir
+        self._snapshot = snapshot
+        self._moved: dict[str, str] = {}  # uid -> relative path, found again (shared snapshot)
+        self._run = run_blocking
+
+    def listing(self) -> MessageList:
+        return self._snapshot.listing
+
+    def _map_now(self) -> dict[str, str] | None:
+        """uid -> entry, if it is made or quick enough to make on the
+        reactor thread; None while a long one is still to make."""
+        snapshot = self._snapshot
+        if snapshot.mapped or len(snapshot.listing) <= _MAP_INLINE:
+            return snapshot.where()
+        return None
+
+    async def _relative(self, uid: str) -> str | None:
+        moved = self._moved.get(uid)
+        if moved is not None:
+            return moved
+        where = self._map_now()
+        if where is None:  # once per loaded listing, and too long for the reactor thread
+            where = await self._run(self._snapshot.where)
+        entry = where.get(uid)
+        return None if entry is None else relative_path(entry)
+
+    def open_message(self, uid: str) -> defer.Deferred[BinaryIO]:
+        self.check_open()
+        opened = self._open_where_listed(uid)
+        if opened is not None:
+            return defer.succeed(opened)
+        return defer.Deferred.fromCoroutine(self._open_message(uid))
+
+    def _open_where_listed(self, uid: str) -> BinaryIO | None:
+        """The usual RETR, with no coroutine (a Deferred made from one costs
+        more than opening the file): the file is where the listing says,
+        and the uid map is made or quick to make.  None for anything else
+        (a message renamed or moved, a long map still to make, an error),
+        which :meth:`_open_message` handles."""
+        where = self._map_now()
+        if self._maildir is None or uid in self._moved or where is None:
+            return None
+        entry = where.get(uid)
+        if entry is None:
+            return None
+        try:
+            return self._maildir.open_message(relative_path(entry))
+        except OSError:
+            return None
+
+    async def _open_message(self, uid: str) -> BinaryIO:
+        relative = await self._relative(uid)
+        if relative is None or self._maildir is None:
+            raise NoSuchMessage()
+        try:
+            try:
+                return self._maildir.open_message(relative)
+            except FileNotFoundError:
+                pass
+            moved = await self._run(self._maildir.find, relative)
+            if moved is None:
+                raise MessageVanished()
+            self._moved[uid] = moved
+            return self._maildir.open_message(moved)
+        except FileNotFoundError:
+            raise MessageVanished() from None
+        except OSError as e:
+            raise _temporary(e, "open a message") from e
+
+    async def apply_deletions(self, deleted: list[str]) -> None:
+        assert self._maildir is not None  # an empty snapshot has no uids
+        relatives = []
+        for uid in deleted:
+            relative = await self._relative(uid)
+            assert relative is not None  # commit() checked the uids
+            relatives.append(relative)
+        try:
+            await self._run(self._maildir.delete, relatives)
+        except OSError as e:
+            raise _temporary(e, "commit deletions") from e
+
+
+def _temporary(error: OSError, doing: str) -> TemporaryFailure:
+    log.error("maildir: cannot {doing}: {error}", doing=doing, error=error)
+    return TemporaryFailure()
+
+
+@implementer(IMaildropStore)
+class MaildirStore:
+    """Maildirs at a path template, e.g. ``/var/mail/%d/%n/Maildir``.
+
+    ``create``: make a missing maildir (0700) at first login, as Dovecot
+    does, instead of showing an empty maildrop without creating anything.
+    The directories belong to the user popframe runs as.
+
+    An open does its few stat calls on the reactor thread and hands work to
+    ``run_blocking`` only when there is some (a journal to finish, mail to
+    move, a listing to make or check): a thread hand-off costs the reactor
+    more than those calls.
+    """
+
+    def __init__(
+        self,
+        template: str | PathTemplate,
+        locker: IMaildropLocker | None = None,
+        *,
+        create: bool = True,
+        run_blocking: RunBlocking = deferToThread,
+    ) -> None:
+        self.template = template if isinstance(template, PathTemplate) else PathTemplate(template)
+        self.locker = locker if locker is not None else FileLocker()
+        self.create = create
+        self._run = run_blocking
+
+    def open(self, user: str, settings: UserSettings | None = None) -> defer.Deferred[IMaildrop]:
+        """The usual open (the lock granted at once, the remembered listing
+        still right) fires before it returns, with no coroutine and no
+        thread; anything else continues in :meth:`_open_locked`."""
+        try:
+            maildir = self._prepare(user)
+        except UnsafeUserName as e:
+            log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
+            return defer.fail()
+        except OSError as e:
+            return defer.fail(_temporary(e, "prepare maildir"))
+        except Exception:
+            return defer.fail()
+        if maildir is None:
+            return defer.succeed(MaildirMaildrop(None, Snapshot(MessageList([], [], b""), []),
+                                                 None, self._run))
+        locked = self.locker.acquire(maildir.lock_path)
+        granted: list[IMaildropLock] = []
+
+        def grant(lock: IMaildropLock) -> IMaildropLock:
+            granted.append(lock)
+            return lock
+
+        locked.addCallback(grant)  # runs now if the lock was granted at once
+        if granted:
+            snapshot = maildir.load_unchanged()
+            if snapshot is not None:
+                return defer.succeed(MaildirMaildrop(maildir, snapshot, granted[0], self._run))
+        return defer.Deferred.fromCoroutine(self._open_locked(maildir, locked))
+
+    async def _open_locked(
+        self, maildir: Maildir, locked: defer.Deferred[IMaildropLock]
+    ) -> IMaildrop:
+        lock = await locked
+        try:
+            snapshot = maildir.load_unchanged()
+            if snapshot is None:
+                snapshot = await self._run(maildir.load)
+        except BaseException as e:
+            await lock.release()
+            if isinstance(e, OSError):
+                raise _temporary(e, "list maildir") from e
+            raise
+        return MaildirMaildrop(maildir, snapshot, lock, self._run)
+
+    def _prepare(self, user: str) -> Maildir | None:
+        maildir = Maildir(self.template.resolve(user))
+        return maildir if maildir.prepare(self.create) else None
+
+
+@implementer(IMaildropStoreFactory)
+class MaildirStoreFactory:
+    storeName = "maildir"
+    argStringFormat = "maildir:/var/mail/%u/Maildir[:create=no]"
+    storeHelp = """\
+Maildirs as Postfix, Dovecot and Courier write them, at a path template:
+%u the user name, %n its local part (before @), %d its domain, %% a
+literal %; %Lu, %Ln, %Ld lower-case.  A missing maildir is created (0700)
+at first login unless create=no.  Sessions lock each other out with flock
+on popframe.lock in the maildir, which serves one host.
+"""
+
+    def storeFromString(self, argstring: str) -> IMaildropStore:
+        template, *options = argstring.split(":")
+        if not template:
+            raise ConfigurationError(
+                "--store", f"maildir needs a path template, e.g. {self.argStringFormat}"
+            )
+        create = True
+        for option in options:
+            key, _, value = option.partition("=")
+            if key != "create" or value not in ("yes", "no"):
+                raise ConfigurationError(
+                    "--store", f"maildir: unknown option {option!r} (known: create=yes|no)"
+                )
+            create = value == "yes"
+        return MaildirStore(template, create=create)
