@@ -226,7 +226,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise ConfigurationError("--max-connections-per-ip", "must not be negative")
         if self["workers"] < 1:
             raise ConfigurationError("--workers", "must be at least 1")
-        if isinstance(self["mechanisms"], str):  # the default: usage.Options coerces given values only
+        if isinstance(self["mechanisms"], str):  # the default: only given values are coerced
             self["mechanisms"] = _mechanism_list(self["mechanisms"])
         self._check_auth_cache()
         self._check_throttle()

@@ -15,6 +15,7 @@ the private API, and a test beside the others.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -129,20 +130,15 @@ def stop_accepting(port: Any) -> None:
 class SharedUNIXPort(unix.Port):
     """A copy of a listening ``unix:`` socket that another process owns:
     stopping it must not unlink the path, nor shut the socket down (which
-    would refuse connections in every process), and adopting it must not
-    chmod it.
+    would refuse connections in every process).  Make one with
+    :func:`adopt_shared_unix_port`.
 
-    Relies on ``unix.Port``'s private ``_bindPath``, on ``mode`` being
-    applied in ``startListening``, on ``_shouldShutdown`` (which ``tcp.Port``
-    clears for adopted sockets and ``unix.Port`` does not), and on
-    ``unix.Port.connectionLost`` doing nothing but the unlink (and a lock
-    file's unlock) before ``tcp.Port.connectionLost``."""
+    Relies on ``_shouldShutdown`` (which ``tcp.Port`` clears for adopted
+    sockets and ``unix.Port`` does not) and on ``unix.Port.connectionLost``
+    doing nothing but the unlink (and a lock file's unlock) before
+    ``tcp.Port.connectionLost``."""
 
     def startListening(self) -> None:
-        try:  # keep the mode the owner's listenUNIX gave the path
-            self.mode = stat.S_IMODE(os.stat(self._bindPath).st_mode)
-        except (OSError, TypeError, ValueError):
-            pass
         super().startListening()
         self._shouldShutdown = False
 
@@ -153,10 +149,17 @@ class SharedUNIXPort(unix.Port):
 def adopt_shared_unix_port(reactor: Any, fd: int, factory: Any) -> SharedUNIXPort:
     """Listen with ``factory`` on the listening ``AF_UNIX`` socket ``fd``
     (non-blocking), as ``reactor.adoptStreamPort`` would, but as a
-    :class:`SharedUNIXPort`.
+    :class:`SharedUNIXPort`, and keeping the mode the owner gave the path.
 
     Relies on ``unix.Port._fromListeningDescriptor``, which
-    ``adoptStreamPort`` itself uses (the port takes a duplicate of ``fd``)."""
+    ``adoptStreamPort`` itself uses (the port takes a duplicate of ``fd``),
+    and on ``startListening`` chmodding the path to the port's ``mode``."""
+    with socket.socket(fileno=os.dup(fd)) as probe:
+        path = probe.getsockname()
     port = SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
+    try:
+        port.mode = stat.S_IMODE(os.stat(path).st_mode)
+    except (OSError, TypeError, ValueError):
+        pass  # an abstract or unnamed socket: no file to chmod
     port.startListening()
     return port

@@ -68,38 +68,38 @@ def test_without_it_listen_errors_are_only_logged() -> None:
 
 
 @pytest.fixture
-def pem(tmp_path: Path) -> tuple[Path, Path]:
+def ssl_arguments(tmp_path: Path) -> str:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     make_self_signed(cert, key)
-    return cert, key
+    return f"995:privateKey={key}:certKey={cert}"
 
 
-def test_an_ssl_endpoint_listens_with_the_replaced_options(pem: tuple[Path, Path]) -> None:
-    cert, key = pem
-    reactor = MemoryReactor()
-    endpoint = serverFromString(reactor, f"ssl:995:privateKey={key}:certKey={cert}")
+def replace_the_options(endpoint: object) -> CertificateOptions:
+    """Give an ``ssl:`` endpoint new options; return them."""
     made = internals.tls_options(endpoint)
     assert type(made) is CertificateOptions
     replacement = CertificateOptions(privateKey=made.privateKey, certificate=made.certificate)
     internals.replace_tls_options(endpoint, replacement)
+    return replacement
+
+
+def test_an_ssl_endpoint_listens_with_the_replaced_options(ssl_arguments: str) -> None:
+    reactor = MemoryReactor()
+    endpoint = serverFromString(reactor, f"ssl:{ssl_arguments}")
+    replacement = replace_the_options(endpoint)
     endpoint.listen(a_factory())
     ((port, _, context_factory, _, _),) = reactor.sslServers
     assert port == 995
     assert context_factory is replacement
 
 
-def test_haproxy_wraps_the_endpoint_that_listens(pem: tuple[Path, Path]) -> None:
-    cert, key = pem
+def test_haproxy_wraps_the_endpoint_that_listens(ssl_arguments: str) -> None:
     reactor = MemoryReactor()
-    endpoint = serverFromString(reactor, f"haproxy:ssl:995:privateKey={key}:certKey={cert}")
-    inner = internals.wrapped_endpoint(endpoint)
+    endpoint = serverFromString(reactor, f"haproxy:ssl:{ssl_arguments}")
     assert internals.tls_options(endpoint) is None
-    made = internals.tls_options(inner)
-    assert type(made) is CertificateOptions
-    replacement = CertificateOptions(privateKey=made.privateKey, certificate=made.certificate)
-    internals.replace_tls_options(inner, replacement)
+    replacement = replace_the_options(internals.wrapped_endpoint(endpoint))
     endpoint.listen(a_factory())
-    ((port, factory, context_factory, _, _),) = reactor.sslServers
+    ((_, factory, context_factory, _, _),) = reactor.sslServers
     assert context_factory is replacement
     assert type(factory).__name__ == "HAProxyWrappingFactory"
 
