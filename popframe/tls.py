@@ -27,6 +27,7 @@ from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersi
 
 from popframe.config import ConfigurationError
 from popframe.files import write_file_atomically
+from popframe.twisted_internals import replace_tls_options, tls_options, wrapped_endpoint
 
 __all__ = [
     "MINIMUM_TLS_VERSION",
@@ -361,10 +362,10 @@ def harden_endpoint(endpoint: object) -> object:
     TLS policy as STLS: TLS 1.2 at least and :data:`CIPHERS`.  Twisted's
     ``ssl:`` parser builds ``CertificateOptions`` with its defaults, which
     accept static-RSA key exchange.  Other endpoints are left alone."""
-    inner = getattr(endpoint, "_wrappedEndpoint", None)
+    inner = wrapped_endpoint(endpoint)
     if inner is not None:
         harden_endpoint(inner)
-    options = getattr(endpoint, "_sslContextFactory", None)
+    options = tls_options(endpoint)
     if type(options) is CertificateOptions:
         hardened = CertificateOptions(
             privateKey=options.privateKey,
@@ -375,5 +376,5 @@ def harden_endpoint(endpoint: object) -> object:
             acceptableCiphers=acceptable_ciphers(),
         )
         hardened.getContext()  # OpenSSL's objections at start-up, not at a client
-        endpoint._sslContextFactory = hardened  # type: ignore[attr-defined]
+        replace_tls_options(endpoint, hardened)
     return endpoint

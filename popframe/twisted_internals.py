@@ -1,22 +1,174 @@
-"""Every use of a Twisted private API, in one place.
+"""Every use popframe makes of a Twisted private API lives here.
 
-Each function here leans on something Twisted does not promise to keep;
-``tests/test_twisted_internals.py`` has a test for each that fails when
-Twisted changes under it, and ``setup.cfg`` bounds Twisted to the versions
-those tests passed with.
+Twisted may rename or change anything whose name starts with ``_`` in any
+release, and no deprecation warning will say so.  So each use is one small
+named function or class below, whose docstring says what it relies on,
+and each has a test in ``tests/test_twisted_internals.py`` that checks the
+*behaviour* popframe needs (not only that a name exists) and so fails when
+Twisted changes under it.  ``setup.cfg`` bounds Twisted to the releases
+those tests passed on.
+
+To add one: a section below, a function or class with a docstring naming
+the private API, and a test beside the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import socket
+import stat
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from twisted.internet import tcp
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import endpoints, tcp, unix
+from twisted.python.failure import Failure
+from twisted.python.systemd import ListenFDs
 
-__all__ = ["behind_haproxy", "plain_tcp", "send_now"]
+__all__ = [
+    "SharedUNIXPort",
+    "adopt_shared_unix_port",
+    "behind_haproxy",
+    "inherited_systemd_descriptors",
+    "plain_tcp",
+    "raise_listen_errors_synchronously",
+    "replace_tls_options",
+    "send_now",
+    "stop_accepting",
+    "systemd_descriptors_replaced",
+    "tls_options",
+    "wrapped_endpoint",
+]
 
 
-# -- the direct writer (popframe.server.protocol._write) ----------------------------
+# -- twisted.application.internet ---------------------------------------------------
+
+
+def raise_listen_errors_synchronously(service: StreamServerEndpointService) -> None:
+    """Make ``service.privilegedStartService()`` raise when its endpoint
+    cannot listen (a port in use, no permission), so twistd stops at
+    start-up instead of logging the error and running without the port.
+
+    Relies on ``StreamServerEndpointService._raiseSynchronously`` (since
+    Twisted 10.2), which Twisted's own ``twistd`` plugins set the same way.
+    """
+    service._raiseSynchronously = True  # type: ignore[attr-defined]
+
+
+# -- twisted.internet.endpoints: what serverFromString built ---------------------------
+
+
+def wrapped_endpoint(endpoint: object) -> object | None:
+    """The endpoint a wrapping server endpoint (``haproxy:``) listens
+    with, or None for an endpoint that wraps none.
+
+    Relies on ``_WrapperServerEndpoint._wrappedEndpoint``."""
+    return getattr(endpoint, "_wrappedEndpoint", None)
+
+
+def tls_options(endpoint: object) -> object | None:
+    """The context factory an ``ssl:`` server endpoint will pass to
+    ``listenSSL``, or None for other endpoints.
+
+    Relies on ``SSL4ServerEndpoint._sslContextFactory``."""
+    return getattr(endpoint, "_sslContextFactory", None)
+
+
+def replace_tls_options(endpoint: object, options: object) -> None:
+    """Have an ``ssl:`` server endpoint listen with ``options`` instead of
+    the context factory its endpoint string made.
+
+    Relies on ``SSL4ServerEndpoint.listen`` reading
+    ``self._sslContextFactory`` when it is called."""
+    if tls_options(endpoint) is None:
+        raise TypeError(f"{endpoint!r} is not an ssl: server endpoint")
+    endpoint._sslContextFactory = options  # type: ignore[attr-defined]
+
+
+# -- systemd socket activation ---------------------------------------------------------
+
+
+def inherited_systemd_descriptors() -> ListenFDs | None:
+    """The descriptors systemd passed this process (``LISTEN_FDS``,
+    ``LISTEN_FDNAMES``) as the ``systemd:`` endpoint parser reads them.
+
+    Relies on ``endpoints._SystemdParser._sddaemon``, a ``ListenFDs`` made
+    from the environment when ``twisted.internet.endpoints`` is imported."""
+    return getattr(endpoints._SystemdParser, "_sddaemon", None)
+
+
+@contextmanager
+def systemd_descriptors_replaced(descriptors: ListenFDs) -> Iterator[None]:
+    """Within the block, ``systemd:`` endpoint strings name
+    ``descriptors`` (by index and by name) instead of this process's own.
+
+    Relies on ``endpoints._SystemdParser`` reading its ``_sddaemon`` class
+    attribute each time it parses a string."""
+    parser: Any = endpoints._SystemdParser
+    saved = parser.__dict__.get("_sddaemon")
+    parser._sddaemon = descriptors
+    try:
+        yield
+    finally:
+        if saved is None:
+            del parser._sddaemon
+        else:
+            parser._sddaemon = saved
+
+
+# -- listening ports -----------------------------------------------------------------------
+
+
+def stop_accepting(port: Any) -> None:
+    """Keep a listening ``tcp.Port`` or ``unix.Port`` bound while this
+    process never accepts on it (it is for other processes to accept on).
+
+    Relies on a port accepting when the reactor tells it its descriptor is
+    readable (``FileDescriptor.stopReading`` takes it out of the reactor's
+    readers) and on ``stopListening`` still closing it afterwards."""
+    port.stopReading()
+
+
+class SharedUNIXPort(unix.Port):
+    """A copy of a listening ``unix:`` socket that another process owns:
+    stopping it must not unlink the path, nor shut the socket down (which
+    would refuse connections in every process).  Make one with
+    :func:`adopt_shared_unix_port`.
+
+    Relies on ``_shouldShutdown`` (which ``tcp.Port`` clears for adopted
+    sockets and ``unix.Port`` does not) and on ``unix.Port.connectionLost``
+    doing nothing but the unlink (and a lock file's unlock) before
+    ``tcp.Port.connectionLost``."""
+
+    def startListening(self) -> None:
+        super().startListening()
+        self._shouldShutdown = False
+
+    def connectionLost(self, reason: Failure) -> None:
+        tcp.Port.connectionLost(self, reason)
+
+
+def adopt_shared_unix_port(reactor: Any, fd: int, factory: Any) -> SharedUNIXPort:
+    """Listen with ``factory`` on the listening ``AF_UNIX`` socket ``fd``
+    (non-blocking), as ``reactor.adoptStreamPort`` would, but as a
+    :class:`SharedUNIXPort`, and keeping the mode the owner gave the path.
+
+    Relies on ``unix.Port._fromListeningDescriptor``, which
+    ``adoptStreamPort`` itself uses (the port takes a duplicate of ``fd``),
+    and on ``startListening`` chmodding the path to the port's ``mode``."""
+    with socket.socket(fileno=os.dup(fd)) as probe:
+        path = probe.getsockname()
+    port = SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
+    try:
+        port.mode = stat.S_IMODE(os.stat(path).st_mode)
+    except (OSError, TypeError, ValueError):
+        pass  # an abstract or unnamed socket: no file to chmod
+    port.startListening()
+    return port
+
+
+# -- twisted.internet.tcp: the direct writer (popframe.server.protocol._write) ---------
 
 
 def plain_tcp(transport: object) -> tcp.Connection | None:
@@ -46,13 +198,14 @@ def send_now(transport: tcp.Connection, pieces: Sequence[bytes]) -> int:
         return 0
 
 
-# -- the PROXY protocol wrapper ------------------------------------------------------
+# -- twisted.protocols.haproxy: the PROXY protocol wrapper ---------------------------
 
 
 def behind_haproxy(transport: Any) -> bool:
     """Whether ``transport`` is a ``haproxy:`` endpoint's wrapper, whose
     ``getPeer()`` names the proxy until the PROXY header is read (after
-    ``connectionMade``).  The wrapper class is private to Twisted."""
+    ``connectionMade``).  Relies on the private class
+    ``twisted.protocols.haproxy._wrapper.HAProxyProtocolWrapper``."""
     from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 
     return isinstance(transport, HAProxyProtocolWrapper)

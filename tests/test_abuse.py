@@ -193,7 +193,8 @@ def test_limit_not_applied_behind_haproxy() -> None:
 
 
 def test_options_flow_into_server_config(tmp_path: Path) -> None:
-    from popframe.service import make_factory as factory_from_options
+    from popframe.assembly import make_factory as factory_from_settings
+    from popframe.settings import Settings
     from popframe.tap import Options
 
     (tmp_path / "users").touch()
@@ -201,11 +202,11 @@ def test_options_flow_into_server_config(tmp_path: Path) -> None:
             f"passwd-file:{tmp_path / 'users'}", "--workers", "1"]
     options = Options()
     options.parseOptions(base)
-    config = factory_from_options(options, Clock()).config
+    config = factory_from_settings(Settings.from_options(options), Clock()).config
     assert config.preauth_timeout == 60 and config.max_connections_per_ip == 20
     options = Options()
     options.parseOptions([*base, "--preauth-timeout", "0", "--max-connections-per-ip", "0"])
-    config = factory_from_options(options, Clock()).config
+    config = factory_from_settings(Settings.from_options(options), Clock()).config
     assert config.preauth_timeout is None and config.max_connections_per_ip == 0
     from twisted.python.usage import UsageError
 

@@ -109,3 +109,39 @@ def test_demo_serves_mail(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert password in server.log.read_text()  # the instructions were printed
+
+
+def test_checked_options_become_frozen_settings(tmp_path: Path) -> None:
+    import dataclasses
+
+    from popframe.auth.credentials import DEFAULT_MECHANISMS
+    from popframe.settings import Settings
+
+    (tmp_path / "users").touch()
+    argv = ["--listen", "tcp:0", "--store", f"maildir:{tmp_path}/%u",
+            "--auth", f"passwd-file:{tmp_path / 'users'}", "--preauth-timeout", "0",
+            "--master-user", "support", "--workers", "3", "--auth-cache-ttl", "60"]
+    options = Options()
+    options.parseOptions(argv)
+    settings = Settings.from_options(options)
+    assert settings.listen == ("tcp:0:backlog=1024",)
+    assert settings.store is options.store
+    assert settings.checkers == tuple(options["credCheckers"])
+    assert settings.preauth_timeout is None  # 0: off
+    assert settings.idle_timeout == 600.0 and settings.max_connections_per_ip == 20
+    assert settings.mechanisms == DEFAULT_MECHANISMS  # the default, parsed like a given value
+    assert settings.master_users == frozenset({"support"})
+    assert (settings.workers, settings.auth_cache_ttl) == (3, 60.0)
+    assert settings.throttle is options.throttle and settings.throttle is not None
+    assert settings.login_delay is options.login_delay_policy
+    assert settings.tls is None and settings.demo is None
+    assert settings.argv == tuple(argv)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.workers = 1  # type: ignore[misc]
+
+
+def test_settings_need_checked_options() -> None:
+    from popframe.settings import Settings
+
+    with pytest.raises(ValueError, match="parseOptions"):
+        Settings.from_options(Options())

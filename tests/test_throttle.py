@@ -406,13 +406,14 @@ def test_option_defaults(tmp_path) -> None:
 
 
 def test_options_build_the_factory_config(tmp_path) -> None:
-    from popframe.service import make_factory
+    from popframe.assembly import make_factory
+    from popframe.settings import Settings
 
     options = parse(tmp_path, "--throttle-base", "0.5", "--throttle-max", "8",
                     "--throttle-window", "60", "--max-auth-failures", "5",
                     "--max-ip-failures", "0", "--throttle-store", "redis://127.0.0.1:6379/3",
                     "--throttle-prefix", "pf:", "--login-delay", "300")
-    config = make_factory(options, Clock()).config
+    config = make_factory(Settings.from_options(options), Clock()).config
     throttle = config.throttle
     assert (throttle.base, throttle.max_delay, throttle.window) == (0.5, 8.0, 60.0)
     assert (throttle.max_auth_failures, throttle.max_ip_failures) == (5, 0)

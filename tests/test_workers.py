@@ -28,7 +28,9 @@ import pytest
 from conftest import TWISTD, MailHome, server_args, start_server
 
 from popframe import workers
+from popframe.config import ConfigurationError
 from popframe.tap import Options
+from popframe.workers.pool import _Slot
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads /proc; relies on PR_SET_PDEATHSIG")
@@ -253,7 +255,7 @@ def test_shareable_endpoint_types() -> None:
                         "systemd:domain=INET:index=0", "haproxy:tcp:110", "HAPROXY:SSL:995"]:
         workers.check_shareable(description)
     for description in ["stdio:", "onion:110", "haproxy:stdio:", "nonsense"]:
-        with pytest.raises(workers.ConfigurationError) as caught:
+        with pytest.raises(ConfigurationError) as caught:
             workers.check_shareable(description)
         assert caught.value.key == "--listen"
 
@@ -408,7 +410,7 @@ def test_workers_do_not_outlive_a_killed_parent(pool: Pool, users: MailHome) -> 
 
 
 def test_restarts_back_off() -> None:
-    slot = workers._Slot(1)
+    slot = _Slot(1)
 
     class Clock:
         def callLater(self, delay, function, *args):
@@ -542,10 +544,9 @@ def test_a_worker_stops_when_the_pipe_from_its_parent_closes(users: MailHome) ->
                        "fd": workers.FIRST_LISTENER_FD}],
         "systemd": {"count": 0, "names": []},
     }
-    root = str(Path(workers.__file__).resolve().parent.parent)
     worker = subprocess.Popen(
         [sys.executable, "-c", WORKER_LAUNCHER, str(log_write), str(listener.fileno()),
-         workers._BOOTSTRAP, root, json.dumps(spec)],
+         workers.BOOTSTRAP, str(workers.IMPORT_ROOT), json.dumps(spec)],
         stdin=subprocess.PIPE, pass_fds=(log_write, listener.fileno()))
     os.close(log_write)
     port = listener.getsockname()[1]

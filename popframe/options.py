@@ -1,0 +1,331 @@
+"""The ``pop3`` command line: :class:`Options`, checked as it is parsed.
+
+``postOptions`` builds what can fail (the store, TLS options, the
+throttle store, the auth cache) so a configuration mistake is a usage
+error naming the option; :func:`popframe.settings.Settings.from_options`
+then turns the checked options into the one frozen settings object the
+rest of popframe reads.  ``twistd pop3`` finds this class through
+``popframe.tap``, and every ``--workers`` process parses its arguments
+with it again."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.cred import strcred
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.credentials import IUsernamePassword
+from twisted.internet.endpoints import quoteStringArgument
+from twisted.python import usage
+
+from popframe.auth.credentials import (
+    DEFAULT_MECHANISMS,
+    MECHANISM_NEEDS,
+    IClientCertificate,
+    IOAuthBearerToken,
+)
+from popframe.config import ConfigurationError
+
+DEMO_PLAIN = "tcp:1110:interface=127.0.0.1"
+DEMO_TLS_PORT = 1995
+
+
+#: Twisted's default listen backlog (50) drops connections in a burst of
+#: a few hundred clients (measured: benchmarks/README.md).
+DEFAULT_BACKLOG = 1024
+_BACKLOG_TYPES = ("tcp:", "tcp6:", "ssl:", "haproxy:tcp:", "haproxy:tcp6:", "haproxy:ssl:")
+
+
+def with_default_backlog(description: str) -> str:
+    """``description`` with ``backlog=1024`` unless it names a backlog."""
+    if description.startswith(_BACKLOG_TYPES) and "backlog=" not in description:
+        return f"{description}:backlog={DEFAULT_BACKLOG}"
+    return description
+
+
+def _mechanism_list(value: str) -> tuple[str, ...]:
+    names = tuple(name.strip().upper() for name in value.split(",") if name.strip())
+    unknown = [name for name in names if name not in MECHANISM_NEEDS or name == "USER"]
+    if unknown:
+        known = ", ".join(n for n in MECHANISM_NEEDS if n != "USER")
+        raise ValueError(f"--mechanisms: unknown {', '.join(unknown)} (known: {known})")
+    return names
+
+
+class Options(usage.Options, strcred.AuthOptionMixin):
+    synopsis = "[options]"
+    longdesc = (
+        "Serve POP3 (RFC 1939, 2449, 2595, 3206) from a mailbox store, "
+        "authenticating with twisted.cred checkers.  Try --demo first."
+    )
+    supportedInterfaces = [IUsernamePassword, IOAuthBearerToken, IClientCertificate]
+
+    optFlags = [
+        ["demo", None,
+         "Run a demo: create or reuse ./popframe-demo/ (a Maildir, a passwd-file with "
+         "one user, a self-signed certificate) and listen on 127.0.0.1:1110 (STLS) "
+         "and 127.0.0.1:1995 (implicit TLS)."],
+        ["allow-plaintext-auth", None,
+         "Allow USER/PASS before STLS on connections that are not from loopback."],
+    ]
+    optParameters = [
+        ["store", None, None,
+         "Where maildrops live, as NAME:ARGUMENTS, e.g. maildir:/var/mail/%u/Maildir "
+         "(%u user, %n local part, %d domain).  --help-stores lists the stores."],
+        ["tls-cert", None, None,
+         "PEM certificate (chain) for STLS on plain listeners."],
+        ["tls-key", None, None,
+         "PEM private key for --tls-cert (default: the key is in the --tls-cert file)."],
+        ["tls-client-ca", None, None,
+         "PEM file of the CA certificates that issue client certificates (SASL EXTERNAL, "
+         "with --auth tls-cert): TLS clients are asked for a certificate, verified against "
+         "these CAs only; clients without one still connect.  Applies to STLS, not to "
+         "ssl: listeners."],
+        ["idle-timeout", None, 600.0,
+         "Seconds of client silence before the server hangs up (RFC 1939: at least 600).",
+         float],
+        ["preauth-timeout", None, 60.0,
+         "Seconds from connect by which a client must have logged in, however slowly it "
+         "trickles its bytes (slowloris); 0: only --idle-timeout applies.  RFC 1939's "
+         "10-minute minimum is for the autologout timer of a logged-in session.",
+         float],
+        ["max-connections-per-ip", None, 20,
+         "Connections at once from one client address (an IPv6 /64); more are answered "
+         "-ERR [SYS/TEMP] and closed (0: no limit).  Counted per process: with --workers N "
+         "the limit is per worker.  Not applied behind haproxy: listeners (every client "
+         "looks like the proxy when it connects): limit there in haproxy.",
+         int],
+        ["mechanisms", None, ",".join(DEFAULT_MECHANISMS),
+         "SASL mechanisms (and APOP) to offer, comma-separated, where the --auth checkers "
+         "can serve them.  CRAM-MD5 and APOP are weak and off by default.", _mechanism_list],
+        ["hostname", None, socket.getfqdn(),
+         "This server's name, in APOP and CRAM-MD5 challenges."],
+        ["workers", None, os.cpu_count() or 1,
+         "Processes serving the same listeners (default: the number of CPU cores); 1 serves "
+         "from this process alone.  With more than 1, tcp:, tcp6:, ssl:, tls:, unix: and "
+         "systemd: listeners (also behind haproxy:) are shared by all workers; other "
+         "endpoint types need --workers 1.",
+         int],
+        ["throttle-base", None, 1.0,
+         "Seconds before the -ERR of a first failed login; it doubles with each failure "
+         "from the same address or for the same user name (0: no delay).", float],
+        ["throttle-max", None, 30.0,
+         "The longest delay before the -ERR of a failed login, in seconds.", float],
+        ["throttle-window", None, 900.0,
+         "Seconds after its first failure that an address's or user name's failure count "
+         "is forgotten.", float],
+        ["max-auth-failures", None, 3,
+         "Failed logins after which a connection is dropped (0: no limit).", int],
+        ["max-ip-failures", None, 100,
+         "Failed logins from one address (an IPv6 /64) within --throttle-window after which "
+         "logins from it are refused until the window ends (0: no limit).", int],
+        ["throttle-store", None, "memory",
+         "Where failure counts and last-login times live: memory (this process), or a Redis "
+         "URL such as redis://127.0.0.1:6379/0 shared by every process and node "
+         "(pip install 'popframe[redis]').  If the store fails, logins go on (fail open).",
+         str],
+        ["throttle-prefix", None, "popframe:",
+         "Prefix of the keys in a Redis --throttle-store.", str],
+        ["auth-cache-ttl", None, 0.0,
+         "Seconds a successful password login is remembered, so the same user with the "
+         "same password skips the hash (SHA512-CRYPT, bcrypt, argon2) until then; a "
+         "changed password in the passwd-file stops matching at once; failures are never "
+         "cached.  Costs: per user, an HMAC of the password under a key in this "
+         "process's memory.  0: off (every login runs the hash).", float],
+        ["login-delay", None, None,
+         "RFC 2449 LOGIN-DELAY: refuse a login sooner than SECONDS after the user's last "
+         "one, and advertise it in CAPA.  A passwd-file login_delay=SECONDS extra field "
+         "sets a user's own.", int],
+    ]
+    compData = usage.Completions(
+        optActions={
+            "tls-cert": usage.CompleteFiles("*.pem"),
+            "tls-key": usage.CompleteFiles("*.pem"),
+        }
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["master-users"] = set()
+        # What postOptions builds (see popframe.settings.Settings).
+        self.demo: Any = None
+        self.store: Any = None
+        self.tls: Any = None
+        self.throttle: Any = None
+        self.login_delay_policy: Any = None
+        self.argv: list[str] | None = None
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        # --workers: each worker process parses these same arguments again.
+        self.argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
+
+    def opt_listen(self, description: str) -> None:
+        """A Twisted server endpoint to listen on (repeatable), e.g.
+        tcp:110, ssl:995:privateKey=key.pem:certKey=cert.pem, unix:/run/pop3.sock,
+        systemd:domain=INET:index=0, haproxy:tcp:110."""
+        self["listen"].append(description)
+
+    def opt_auth(self, description: str) -> None:
+        """A checker, as TYPE:ARGUMENTS (repeatable), e.g.
+        passwd-file:/etc/popframe/users.  --help-auth lists the types."""
+        try:
+            super().opt_auth(description)
+        except ConfigurationError as error:
+            raise usage.UsageError(str(error)) from None
+        _encode_memory_users(self["credCheckers"][-1])
+
+    def opt_master_user(self, user: str) -> None:
+        """A user who may log in as any other (SASL PLAIN authorization
+        identity), for support staff and migrations; repeatable."""
+        self["master-users"].add(user)
+
+    def opt_help_stores(self) -> None:
+        """List the available mailbox stores and exit."""
+        from popframe.stores import find_store_factories
+
+        search = find_store_factories()
+        print("Available stores (--store=NAME:ARGUMENTS):")
+        for factory in sorted(search.found, key=lambda f: f.storeName):
+            print(f"  {factory.storeName:12} {factory.argStringFormat}")
+            for line in factory.storeHelp.strip().splitlines():
+                print(f"  {'':12} {line.strip()}")
+        for module, error in sorted(search.broken.items()):
+            print(f"Plugin module {module} failed to load: {error}")
+        sys.exit(0)
+
+    def postOptions(self) -> None:
+        try:
+            self._check()
+        except ConfigurationError as error:
+            raise usage.UsageError(str(error)) from None
+
+    def _check(self) -> None:
+        if self["demo"]:
+            self._use_demo()
+        if not self["listen"]:
+            raise ConfigurationError("--listen", "give at least one endpoint, e.g. tcp:110")
+        self["listen"] = [with_default_backlog(d) for d in self["listen"]]
+        if not self["store"]:
+            raise ConfigurationError("--store", "required, e.g. maildir:/var/mail/%u/Maildir")
+        if not self.get("credCheckers"):
+            raise ConfigurationError("--auth", "required, e.g. passwd-file:/etc/popframe/users")
+        if self["tls-key"] and not self["tls-cert"]:
+            raise ConfigurationError("--tls-key", "needs --tls-cert")
+        if self["tls-client-ca"] and not self["tls-cert"]:
+            raise ConfigurationError("--tls-client-ca", "needs --tls-cert")
+        if not self["tls-client-ca"] and self.get("credInterfaces", {}).get(IClientCertificate):
+            raise ConfigurationError("--auth", "tls-cert needs --tls-client-ca (the CA of the client certificates)")
+        if self["idle-timeout"] < 0:
+            raise ConfigurationError("--idle-timeout", "must not be negative")
+        if self["preauth-timeout"] < 0:
+            raise ConfigurationError("--preauth-timeout", "must not be negative")
+        if self["max-connections-per-ip"] < 0:
+            raise ConfigurationError("--max-connections-per-ip", "must not be negative")
+        if self["workers"] < 1:
+            raise ConfigurationError("--workers", "must be at least 1")
+        if isinstance(self["mechanisms"], str):  # the default: only given values are coerced
+            self["mechanisms"] = _mechanism_list(self["mechanisms"])
+        self._check_auth_cache()
+        self._check_throttle()
+        # Build what can be checked now, so mistakes surface as usage errors.
+        from popframe.stores import store_from_description
+        from popframe.tls import load_tls_options
+
+        self.store = store_from_description(self["store"])
+        self._check_store_sharing()
+        self.tls = (
+            load_tls_options(self["tls-cert"], self["tls-key"], self["tls-client-ca"])
+            if self["tls-cert"] else None
+        )
+
+    def _check_store_sharing(self) -> None:
+        """A store whose maildrops live in process memory cannot serve
+        several workers: each would have its own copy, and a message
+        deleted through one would come back through the next."""
+        from popframe.interfaces import IProcessLocalStore
+
+        if self["workers"] > 1 and IProcessLocalStore.providedBy(self.store):
+            name = self["store"].partition(":")[0]
+            raise ConfigurationError(
+                "--workers", f"the {name!r} store keeps its maildrops in this process's memory, "
+                "so worker processes cannot share them; use --workers 1")
+
+    def _check_auth_cache(self) -> None:
+        """--auth-cache-ttl: a cache of verified passwords for each checker
+        that can use one (it has a ``verified_passwords`` attribute)."""
+        ttl = self["auth-cache-ttl"]
+        if ttl < 0:
+            raise ConfigurationError("--auth-cache-ttl", "must not be negative")
+        if not ttl:
+            return
+        from popframe.auth.cache import VerifiedPasswords
+
+        caching = [c for c in self["credCheckers"] if hasattr(c, "verified_passwords")]
+        if not caching:
+            raise ConfigurationError("--auth-cache-ttl", "no --auth checker can cache passwords "
+                                     "(passwd-file can)")
+        for checker in caching:
+            checker.verified_passwords = VerifiedPasswords(ttl)
+
+    def _check_throttle(self) -> None:
+        """--throttle-*, --max-*-failures, --login-delay: the policies
+        ServerConfig.throttle and ServerConfig.login_delay get."""
+        from popframe.logindelay import LoginDelay
+        from popframe.throttle import Throttle, throttle_store_from_description
+
+        for name in ("throttle-base", "throttle-max", "max-auth-failures", "max-ip-failures"):
+            if self[name] < 0:
+                raise ConfigurationError(f"--{name}", "must not be negative")
+        if self["throttle-max"] < self["throttle-base"]:
+            raise ConfigurationError("--throttle-max", "must not be less than --throttle-base")
+        if self["throttle-window"] <= 0:
+            raise ConfigurationError("--throttle-window", "must be positive")
+        if self["login-delay"] is not None and self["login-delay"] < 0:
+            raise ConfigurationError("--login-delay", "must not be negative")
+        store = throttle_store_from_description(self["throttle-store"], self["throttle-prefix"])
+        self.throttle = Throttle(
+            store,
+            base=self["throttle-base"],
+            max_delay=self["throttle-max"],
+            window=self["throttle-window"],
+            max_auth_failures=self["max-auth-failures"],
+            max_ip_failures=self["max-ip-failures"],
+        )
+        self.login_delay_policy = LoginDelay(store, self["login-delay"])
+
+    def _use_demo(self) -> None:
+        from popframe.demo import prepare_demo
+
+        demo = self.demo = prepare_demo(Path("popframe-demo").absolute())
+        if not self["store"]:
+            self["store"] = f"maildir:{demo.maildir_template}"
+        if not self.get("credCheckers"):
+            self.opt_auth(f"passwd-file:{demo.passwd_file}")
+        if not self["tls-cert"]:
+            self["tls-cert"], self["tls-key"] = str(demo.cert_path), str(demo.key_path)
+        if not self["listen"]:
+            key = quoteStringArgument(str(demo.key_path))
+            cert = quoteStringArgument(str(demo.cert_path))
+            self["listen"] = [
+                DEMO_PLAIN,
+                f"ssl:{DEMO_TLS_PORT}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+            ]
+
+
+def _encode_memory_users(checker: object) -> None:
+    """Twisted's ``memory:USER:PASSWORD`` checker keeps the names and
+    passwords as text, but cred credentials carry bytes (Twisted's own
+    convention, and popframe's), so no login could ever match: store them
+    as UTF-8 bytes."""
+    if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
+        checker.users = {_utf8(user): _utf8(password) for user, password in checker.users.items()}
+
+
+def _utf8(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value

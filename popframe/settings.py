@@ -1,0 +1,90 @@
+"""The one typed, frozen description of a configured server.
+
+Settings flow one way: the command line (:class:`popframe.options.Options`,
+checked as it is parsed) → :meth:`Settings.from_options` → the service
+builder (:mod:`popframe.service`, :mod:`popframe.assembly`,
+:mod:`popframe.workers`) → factories, checkers and stores.  Nothing below
+the service reads the options or the environment, so a TOML file or a
+test can make the same object without a command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from twisted.cred.checkers import ICredentialsChecker
+    from twisted.internet.ssl import CertificateOptions
+
+    from popframe.demo import DemoEnvironment
+    from popframe.interfaces import IMaildropStore
+    from popframe.logindelay import LoginDelay
+    from popframe.options import Options
+    from popframe.throttle import Throttle
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """What ``twistd pop3`` was told, with the pieces that could fail
+    already built (store, checkers, TLS, policies)."""
+
+    #: Twisted server endpoint strings (``--listen``), backlog added.
+    listen: tuple[str, ...]
+    store: IMaildropStore
+    #: cred checkers (``--auth``), in the order given.
+    checkers: tuple[ICredentialsChecker, ...]
+    #: Seconds of client silence before hanging up.
+    idle_timeout: float
+    #: Seconds from connect to login; None: only the idle timeout applies.
+    preauth_timeout: float | None
+    #: Connections at once from one address (an IPv6 /64); 0: no limit.
+    max_connections_per_ip: int
+    #: SASL mechanisms (and APOP) to offer where the checkers can serve them.
+    mechanisms: tuple[str, ...]
+    #: This server's name, in APOP and CRAM-MD5 challenges.
+    hostname: str
+    #: STLS options; None: STLS is not offered.
+    tls: CertificateOptions | None = None
+    allow_plaintext_auth: bool = False
+    #: Users who may log in as someone else.
+    master_users: frozenset[str] = frozenset()
+    #: Processes serving the listeners; 1: this process alone.
+    workers: int = 1
+    #: Failed-login throttling; None answers failures at once.
+    throttle: Throttle | None = None
+    #: RFC 2449 LOGIN-DELAY; None: not enforced.
+    login_delay: LoginDelay | None = None
+    #: ``--auth-cache-ttl``: already given to the checkers that cache (0: off).
+    auth_cache_ttl: float = 0.0
+    #: ``--demo``: the files it made, for the instructions printed at start.
+    demo: DemoEnvironment | None = None
+    #: The ``pop3`` arguments, which each ``--workers`` process parses
+    #: again to build its own store and checkers; None when unknown.
+    argv: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_options(cls, options: Options) -> Settings:
+        """The settings that checked ``options`` describe (after
+        ``parseOptions``, which runs ``postOptions``)."""
+        if options.store is None:
+            raise ValueError("Settings.from_options needs options checked by parseOptions")
+        return cls(
+            listen=tuple(options["listen"]),
+            store=options.store,
+            checkers=tuple(options["credCheckers"]),
+            idle_timeout=options["idle-timeout"],
+            preauth_timeout=options["preauth-timeout"] or None,
+            max_connections_per_ip=options["max-connections-per-ip"],
+            mechanisms=tuple(options["mechanisms"]),
+            hostname=options["hostname"],
+            tls=options.tls,
+            allow_plaintext_auth=bool(options["allow-plaintext-auth"]),
+            master_users=frozenset(options["master-users"]),
+            workers=options["workers"],
+            throttle=options.throttle,
+            login_delay=options.login_delay_policy,
+            auth_cache_ttl=options["auth-cache-ttl"],
+            demo=options.demo,
+            argv=None if options.argv is None else tuple(options.argv),
+        )

@@ -1,0 +1,273 @@
+"""The parent's :class:`WorkerPool`: spawn the workers, restart them with
+back-off, forward SIGHUP, stop them.
+
+- A worker that exits while the pool runs is restarted after a back-off
+  (0.5 s, doubling for each quick death in a row, at most 30 s); every
+  exit and restart is logged.
+- SIGTERM (or SIGINT) to the parent: it sends SIGTERM to every worker,
+  waits up to ``STOP_TIMEOUT`` seconds, sends SIGKILL to the stragglers,
+  then closes its own copies of the sockets (removing ``unix:`` socket
+  files) and exits.  SIGHUP is forwarded to every worker, which logs it
+  (nothing is reloaded yet).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from twisted.application.service import Service
+from twisted.internet import defer, error
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from popframe.config import ConfigurationError
+from popframe.workers.contract import (
+    FAKE_KEY_VARIABLE,
+    FIRST_LISTENER_FD,
+    LIFELINE_FD,
+    LOG_FD,
+    worker_command,
+)
+from popframe.workers.logs import LogRelay
+from popframe.workers.sockets import SharedListener, systemd_descriptors
+
+if TYPE_CHECKING:
+    from popframe.settings import Settings
+
+log = Logger(namespace="popframe.workers")
+
+#: Seconds the parent waits for workers to stop before SIGKILL.
+STOP_TIMEOUT = 10.0
+#: Seconds the parent waits for SIGKILLed workers to be reaped.
+KILL_TIMEOUT = 5.0
+#: Restart back-off: first delay, ceiling, and the uptime after which a
+#: worker counts as healthy again (its next death restarts at the first delay).
+RESTART_DELAY = 0.5
+MAX_RESTART_DELAY = 30.0
+HEALTHY_UPTIME = 30.0
+
+
+@dataclass
+class _Slot:
+    """Worker ``id``: the process currently in that slot, and its history."""
+
+    id: int
+    process: Any = None
+    pid: int | None = None
+    started: float = 0.0
+    quick_deaths: int = 0  # deaths in a row before HEALTHY_UPTIME
+    restart: Any = None  # the pending IDelayedCall
+
+
+class WorkerPool(Service):
+    """The parent's service: shared sockets and ``count`` workers."""
+
+    name = "popframe-workers"
+
+    def __init__(self, settings: Settings, reactor: Any, count: int | None = None) -> None:
+        self.count = int(settings.workers if count is None else count)
+        if settings.argv is None:
+            raise ConfigurationError(
+                "--workers", "workers re-read the pop3 arguments: build the options with "
+                "popframe.tap.Options.parseOptions, or use --workers 1")
+        self.argv = list(settings.argv)
+        self.reactor = reactor
+        self.cwd = os.getcwd()  # before twistd may chdir: relative paths stay valid
+        self.fake_key = secrets.token_bytes(32)
+        self.listeners = [SharedListener(d, reactor) for d in settings.listen]
+        self.slots = [_Slot(number) for number in range(1, self.count + 1)]
+        self._stopping = False
+        self._all_ended: defer.Deferred[None] | None = None
+        self._previous_sighup: Any = None
+        self._timeouts: list[Any] = []
+
+    # -- start ---------------------------------------------------------------
+
+    def privilegedStartService(self) -> None:
+        # Bind here, like StreamServerEndpointService: before twistd sheds
+        # privileges (port 110), and failing start-up loudly.
+        for listener in self.listeners:
+            try:
+                listener.bind()
+            except ConfigurationError as e:
+                raise SystemExit(f"popframe: {e}") from None
+            log.info(
+                "listening on {address} for {count} workers (--listen {description})",
+                address=listener.address(), count=self.count, description=listener.description,
+            )
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        super().startService()
+        self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+        self.reactor.callWhenRunning(self._start_all)
+
+    def _start_all(self) -> None:
+        for slot in self.slots:
+            if not self._stopping and slot.process is None:
+                self._spawn(slot)
+
+    def _spawn(self, slot: _Slot) -> None:
+        slot.restart = None
+        if self._stopping:
+            return
+        spec = {
+            "worker": slot.id,
+            "parent": os.getpid(),
+            "argv": self.argv,
+            "listeners": [
+                {"description": listener.description, "fd": FIRST_LISTENER_FD + index}
+                for index, listener in enumerate(self.listeners)
+            ],
+            "systemd": systemd_descriptors(),
+        }
+        child_fds: dict[int, Any] = {LIFELINE_FD: "w", 1: "r", 2: "r", LOG_FD: "r"}
+        for index, listener in enumerate(self.listeners):
+            child_fds[FIRST_LISTENER_FD + index] = listener.fileno()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env[FAKE_KEY_VARIABLE] = self.fake_key.hex()
+        args = worker_command(spec)
+        protocol = _WorkerProtocol(self, slot)
+        try:
+            process = self.reactor.spawnProcess(
+                protocol, args[0], args, env=env, path=self.cwd, childFDs=child_fds)
+        except Exception:
+            log.failure("worker-{id}: cannot start a process", id=slot.id)
+            self._schedule_restart(slot)
+            return
+        slot.process, slot.pid, slot.started = process, process.pid, time.monotonic()
+        protocol.relay.pid = process.pid
+        log.info("worker-{id} started (pid {pid})", id=slot.id, pid=process.pid)
+
+    # -- exits and restarts --------------------------------------------------
+
+    def _ended(self, slot: _Slot, protocol: _WorkerProtocol, reason: Failure) -> None:
+        if slot.process is not protocol.transport:
+            return
+        slot.process = None
+        how = _describe_exit(reason)
+        uptime = time.monotonic() - slot.started
+        if self._stopping:
+            log.info("worker-{id} (pid {pid}) {how}", id=slot.id, pid=protocol.relay.pid, how=how)
+            self._check_all_ended()
+            return
+        delay = self._schedule_restart(slot, uptime)
+        log.error(
+            "worker-{id} (pid {pid}) {how} after {uptime:.1f}s; restarting it in {delay:.1f}s",
+            id=slot.id, pid=protocol.relay.pid, how=how, uptime=uptime, delay=delay,
+        )
+
+    def _schedule_restart(self, slot: _Slot, uptime: float = 0.0) -> float:
+        if uptime >= HEALTHY_UPTIME:
+            slot.quick_deaths = 0
+        delay = min(MAX_RESTART_DELAY, RESTART_DELAY * 2 ** min(slot.quick_deaths, 16))
+        slot.quick_deaths += 1
+        slot.restart = self.reactor.callLater(delay, self._spawn, slot)
+        return delay
+
+    # -- signals ---------------------------------------------------------------
+
+    def _sighup(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self._forward, "HUP")
+
+    def _forward(self, signal_name: str) -> None:
+        running = [slot for slot in self.slots if slot.process is not None]
+        log.info("SIG{signal} received: forwarding it to {count} workers",
+                 signal=signal_name, count=len(running))
+        for slot in running:
+            _signal(slot.process, signal_name)
+
+    # -- stop ------------------------------------------------------------------
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        self._stopping = True
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
+        for slot in self.slots:
+            if slot.restart is not None and slot.restart.active():
+                slot.restart.cancel()
+            slot.restart = None
+        running = [slot for slot in self.slots if slot.process is not None]
+        self._all_ended = defer.Deferred()
+        if running:
+            log.info("stopping the workers ({count} running)", count=len(running))
+            for slot in running:
+                _signal(slot.process, "TERM")
+        self._timeouts = [self.reactor.callLater(STOP_TIMEOUT, self._kill_stragglers)]
+        self._check_all_ended()
+
+        def closed(_: object) -> defer.Deferred[Any]:
+            for timeout in self._timeouts:
+                if timeout.active():
+                    timeout.cancel()
+            return defer.DeferredList(
+                [listener.close() for listener in self.listeners], consumeErrors=True)
+
+        return self._all_ended.addCallback(closed).addCallback(lambda _: None)
+
+    def _check_all_ended(self) -> None:
+        d = self._all_ended
+        if d is not None and not d.called and all(s.process is None for s in self.slots):
+            d.callback(None)
+
+    def _kill_stragglers(self) -> None:
+        for slot in self.slots:
+            if slot.process is not None:
+                log.warn(
+                    "worker-{id} (pid {pid}) did not stop within {timeout:.0f}s: sending SIGKILL",
+                    id=slot.id, pid=slot.pid, timeout=STOP_TIMEOUT,
+                )
+                _signal(slot.process, "KILL")
+        self._timeouts.append(self.reactor.callLater(KILL_TIMEOUT, self._give_up))
+
+    def _give_up(self) -> None:
+        d = self._all_ended
+        if d is not None and not d.called:
+            left = [str(slot.pid) for slot in self.slots if slot.process is not None]
+            log.error("workers {pids} survived SIGKILL; exiting anyway", pids=", ".join(left))
+            d.callback(None)
+
+
+def _signal(process: Any, name: str) -> None:
+    try:
+        process.signalProcess(name)
+    except (error.ProcessExitedAlready, OSError):
+        pass
+
+
+def _describe_exit(reason: Failure) -> str:
+    value = reason.value
+    signal_number = getattr(value, "signal", None)
+    if signal_number:
+        try:
+            return f"was killed by {signal.Signals(signal_number).name}"
+        except ValueError:
+            return f"was killed by signal {signal_number}"
+    return f"exited with status {getattr(value, 'exitCode', None)}"
+
+
+class _WorkerProtocol(ProcessProtocol):
+    """The parent's end of one worker: its output (through a
+    :class:`LogRelay`) and its exit."""
+
+    def __init__(self, pool: WorkerPool, slot: _Slot) -> None:
+        self.pool = pool
+        self.slot = slot
+        self.relay = LogRelay(slot.id)
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        self.relay.data_received(childFD, data)
+
+    def childConnectionLost(self, childFD: int) -> None:
+        self.relay.connection_lost(childFD)
+
+    def processEnded(self, reason: Failure) -> None:
+        self.pool._ended(self.slot, self, reason)

@@ -1,0 +1,216 @@
+"""The Twisted private APIs popframe relies on (``popframe.twisted_internals``)
+still behave as it needs.
+
+Each test checks the behaviour, not just that a name exists, so a Twisted
+release that changes any of them fails here first.  ``setup.cfg`` bounds
+Twisted to the releases this file passed on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import tcp, unix
+from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import CertificateOptions
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
+from twisted.logger import globalLogPublisher
+from twisted.python.systemd import ListenFDs
+
+from popframe import twisted_internals as internals
+from popframe.tls import make_self_signed
+
+
+def a_factory() -> Factory:
+    return Factory.forProtocol(Protocol)
+
+
+# -- StreamServerEndpointService._raiseSynchronously -----------------------------------
+
+
+class RefusingReactor(MemoryReactor):
+    """Every listenTCP fails, as binding a port in use does."""
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        raise CannotListenError(interface, port, OSError("address in use"))
+
+
+def test_listen_errors_raise_at_start_up() -> None:
+    service = StreamServerEndpointService(TCP4ServerEndpoint(RefusingReactor(), 110), a_factory())
+    internals.raise_listen_errors_synchronously(service)
+    with pytest.raises(CannotListenError):
+        service.privilegedStartService()
+
+
+def test_without_it_listen_errors_are_only_logged() -> None:
+    """Twisted's default, which the function exists to change.  Should
+    Twisted ever raise by default, this fails and the function can go."""
+    service = StreamServerEndpointService(TCP4ServerEndpoint(RefusingReactor(), 110), a_factory())
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        service.privilegedStartService()  # no exception
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    failures = [e.get("log_failure") or e.get("failure") for e in events]  # new or legacy log
+    assert [f for f in failures if f is not None and f.check(CannotListenError)]
+
+
+# -- ssl: and haproxy: server endpoints ------------------------------------------------------
+
+
+@pytest.fixture
+def ssl_arguments(tmp_path: Path) -> str:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    make_self_signed(cert, key)
+    return f"995:privateKey={key}:certKey={cert}"
+
+
+def replace_the_options(endpoint: object) -> CertificateOptions:
+    """Give an ``ssl:`` endpoint new options; return them."""
+    made = internals.tls_options(endpoint)
+    assert type(made) is CertificateOptions
+    replacement = CertificateOptions(privateKey=made.privateKey, certificate=made.certificate)
+    internals.replace_tls_options(endpoint, replacement)
+    return replacement
+
+
+def test_an_ssl_endpoint_listens_with_the_replaced_options(ssl_arguments: str) -> None:
+    reactor = MemoryReactor()
+    endpoint = serverFromString(reactor, f"ssl:{ssl_arguments}")
+    replacement = replace_the_options(endpoint)
+    endpoint.listen(a_factory())
+    ((port, _, context_factory, _, _),) = reactor.sslServers
+    assert port == 995
+    assert context_factory is replacement
+
+
+def test_haproxy_wraps_the_endpoint_that_listens(ssl_arguments: str) -> None:
+    reactor = MemoryReactor()
+    endpoint = serverFromString(reactor, f"haproxy:ssl:{ssl_arguments}")
+    assert internals.tls_options(endpoint) is None
+    replacement = replace_the_options(internals.wrapped_endpoint(endpoint))
+    endpoint.listen(a_factory())
+    ((_, factory, context_factory, _, _),) = reactor.sslServers
+    assert context_factory is replacement
+    assert type(factory).__name__ == "HAProxyWrappingFactory"
+
+
+def test_other_endpoints_have_neither() -> None:
+    endpoint = serverFromString(MemoryReactor(), "tcp:110")
+    assert internals.wrapped_endpoint(endpoint) is None
+    assert internals.tls_options(endpoint) is None
+    with pytest.raises(TypeError):
+        internals.replace_tls_options(endpoint, object())
+
+
+# -- systemd: endpoints ---------------------------------------------------------------------
+
+
+SHOW_INHERITED = (
+    "from popframe.twisted_internals import inherited_systemd_descriptors as i; "
+    "d = i(); print(d.inheritedDescriptors(), sorted(d.inheritedNamedDescriptors().items()))"
+)
+
+
+def test_inherited_descriptors_come_from_the_environment() -> None:
+    """What systemd sets (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES), read
+    when Twisted's endpoints module is imported."""
+    command = f'LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES=plain:proxied exec "$0" -c "$1"'
+    result = subprocess.run(["sh", "-c", command, sys.executable, SHOW_INHERITED],
+                            capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[3, 4] [('plain', 3), ('proxied', 4)]"
+
+
+def test_systemd_strings_name_the_replaced_descriptors() -> None:
+    before = internals.inherited_systemd_descriptors()
+    sockets = [socket.socket(socket.AF_INET), socket.socket(socket.AF_INET6)]
+    fds = [os.dup(s.fileno()) for s in sockets]  # each endpoint closes the one it adopts
+    reactor = MemoryReactor()
+    try:
+        with internals.systemd_descriptors_replaced(ListenFDs(fds, ["plain", "proxied"])):
+            serverFromString(reactor, "systemd:domain=INET6:index=1").listen(a_factory())
+            serverFromString(reactor, "systemd:domain=INET:name=plain").listen(a_factory())
+    finally:
+        for s in sockets:
+            s.close()
+    assert [(fd, family) for fd, family, _ in reactor.adoptedPorts] == [
+        (fds[1], socket.AF_INET6), (fds[0], socket.AF_INET)]
+    assert internals.inherited_systemd_descriptors() is before
+
+
+# -- listening ports ----------------------------------------------------------------------------
+
+
+def test_a_port_that_stops_accepting_stays_bound_and_closes() -> None:
+    reactor = MemoryReactorClock()
+    port = tcp.Port(0, a_factory(), interface="127.0.0.1", reactor=reactor)
+    port.startListening()
+    assert port in reactor.readers  # readable = a connection to accept
+    internals.stop_accepting(port)
+    assert port not in reactor.readers
+    address = port.getHost()
+    with socket.create_connection((address.host, address.port), timeout=5):
+        pass  # still bound and listening: the kernel queues the connection
+    port.stopListening()
+    reactor.advance(0)
+    with pytest.raises(OSError):
+        socket.create_connection((address.host, address.port), timeout=5)
+
+
+@pytest.fixture
+def unix_listener(tmp_path: Path):
+    path = tmp_path / "pop3.sock"
+    owner = socket.socket(socket.AF_UNIX)
+    owner.bind(str(path))
+    owner.listen(8)
+    os.chmod(path, 0o600)
+    yield path, owner
+    owner.close()
+
+
+def adopted(port_type, fd: int):
+    copy = os.dup(fd)
+    os.set_blocking(copy, False)
+    reactor = MemoryReactorClock()
+    if port_type is internals.SharedUNIXPort:
+        port = internals.adopt_shared_unix_port(reactor, copy, a_factory())
+    else:
+        port = unix.Port._fromListeningDescriptor(reactor, copy, a_factory())
+        port.startListening()
+    os.close(copy)  # the port holds its own duplicate
+    return port, reactor
+
+
+def test_a_shared_unix_port_leaves_the_socket_to_its_owner(unix_listener) -> None:
+    path, owner = unix_listener
+    port, reactor = adopted(internals.SharedUNIXPort, owner.fileno())
+    assert port in reactor.readers
+    assert os.stat(path).st_mode & 0o777 == 0o600  # not chmodded
+    port.stopListening()
+    reactor.advance(0)
+    assert port.connected is False
+    assert path.exists()  # not unlinked
+    with socket.socket(socket.AF_UNIX) as client:  # not shut down
+        client.settimeout(5)
+        client.connect(str(path))
+        owner.settimeout(5)
+        owner.accept()[0].close()
+
+
+def test_a_plain_adopted_unix_port_would_unlink_and_chmod(unix_listener) -> None:
+    """Why SharedUNIXPort exists: Twisted's own Port takes the path over."""
+    path, owner = unix_listener
+    port, reactor = adopted(unix.Port, owner.fileno())
+    assert os.stat(path).st_mode & 0o777 == 0o666
+    port.stopListening()
+    reactor.advance(0)
+    assert not path.exists()
