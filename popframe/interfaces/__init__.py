@@ -2,7 +2,8 @@
 author implements, in one place.
 
 - Stores (:mod:`popframe.interfaces.stores`): :class:`IMaildropStore`,
-  :class:`IMaildrop`, :class:`IMessageBody`, :class:`IMaildropLocker`,
+  :class:`IMaildrop`, :class:`IMessageBody`, :class:`IDeliverableStore`,
+  :class:`IMaildropLocker`,
   :class:`IMaildropLock`, :class:`IMaildropStoreFactory` (the plugin), and
   the listing types :class:`MessageInfo` and :class:`MessageList`.
   ``popframe.stores.LockedMaildrop`` is the base class of a maildrop.
@@ -35,6 +36,7 @@ from popframe.interfaces.auth import (
     UserSettings,
 )
 from popframe.interfaces.stores import (
+    IDeliverableStore,
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
@@ -50,6 +52,7 @@ __all__ = [
     "SECRET_TYPES",
     "CramMD5Secret",
     "IClientCertificate",
+    "IDeliverableStore",
     "IMaildrop",
     "IMaildropLock",
     "IMaildropLocker",

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from popframe.interfaces.auth import UserSettings
 
 __all__ = [
+    "IDeliverableStore",
     "IMaildrop",
     "IMaildropLock",
     "IMaildropLocker",
@@ -127,6 +128,24 @@ class IMaildropStore(Interface):
         (:class:`~popframe.interfaces.auth.UserSettings`; its ``maildrop``
         is a location of the store's own kind, e.g. a Maildir path), or None.
         A user with no mail yet has an empty maildrop, not an error."""
+
+
+class IDeliverableStore(IMaildropStore):
+    """A store that mail can be delivered into, by ``popframe deliver`` (the
+    LDA) and the LMTP listener, which never know which store they feed."""
+
+    def deliver(user: str, message: BinaryIO,
+                settings: UserSettings | None = None) -> Deferred[None]:
+        """Add ``message`` to ``user``'s maildrop, exactly the octets read
+        from it (a seekable binary file at its start; read it to its end, in
+        chunks: it may be large; do not close it).  Fire only once it is
+        durably stored (files and directories fsync'd, a transaction
+        committed); until then a POP3 session never sees it, and a crash
+        leaves it wholly stored or not at all.  Fail with
+        ``TemporaryFailure`` when the store cannot take it now (the MTA
+        retries), ``PermanentFailure`` when it never will.  A maildrop
+        locked by a POP3 session still takes new mail (it shows at the
+        next open)."""
 
 
 class IProcessLocalStore(IMaildropStore):
