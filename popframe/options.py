@@ -230,7 +230,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if self["tls-client-ca"] and not self["tls-cert"]:
             raise ConfigurationError("--tls-client-ca", "needs --tls-cert")
         if not self["tls-client-ca"] and self.get("credInterfaces", {}).get(IClientCertificate):
-            raise ConfigurationError("--auth", "tls-cert needs --tls-client-ca (the CA of the client certificates)")
+            raise ConfigurationError(
+                "--auth", "tls-cert needs --tls-client-ca (the CA of the client certificates)"
+            )
         if self["idle-timeout"] < 0:
             raise ConfigurationError("--idle-timeout", "must not be negative")
         if self["preauth-timeout"] < 0:

@@ -184,7 +184,9 @@ class RedisThrottleStore:
         )
         self._increment = self.client.register_script(_INCREMENT)
         # Tests pass one that runs at once.
-        self._run_blocking = run_blocking or ThreadPoolRunner("popframe-throttle", pool_size, reactor)
+        self._run_blocking = run_blocking or ThreadPoolRunner(
+            "popframe-throttle", pool_size, reactor
+        )
         self._down_until = 0.0
         self._reported: str | None = None
 

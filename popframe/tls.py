@@ -112,7 +112,9 @@ def load_client_cas(path: str | os.PathLike[str]) -> tuple[x509.Certificate, ...
     try:
         return tuple(x509.load_pem_x509_certificates(data))
     except ValueError as error:
-        raise ConfigurationError(CLIENT_CA_KEY, f"invalid PEM certificate in {path}: {error}") from error
+        raise ConfigurationError(
+            CLIENT_CA_KEY, f"invalid PEM certificate in {path}: {error}"
+        ) from error
 
 
 def load_server_certificate(
@@ -193,7 +195,9 @@ def _read(option: str, path: str) -> bytes:
         with open(path, "rb") as file:
             return file.read()
     except OSError as error:
-        raise ConfigurationError(option, f"cannot read {path}: {error.strerror or error}") from error
+        raise ConfigurationError(
+            option, f"cannot read {path}: {error.strerror or error}"
+        ) from error
 
 
 def _load_certificates(path: str) -> list[x509.Certificate]:
@@ -262,7 +266,9 @@ def _check_key_matches(
 def _ssl_reason(error: SSL.Error) -> str:
     """OpenSSL's error queue as one readable line."""
     parts = [
-        str(entry[-1]) for entry in (error.args[0] if error.args else []) if isinstance(entry, tuple)
+        str(entry[-1])
+        for entry in (error.args[0] if error.args else [])
+        if isinstance(entry, tuple)
     ]
     return "; ".join(part for part in parts if part) or str(error)
 
@@ -318,7 +324,7 @@ def _self_signed_certificate(
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "popframe self-signed"),
         ]
     )
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     alternative_names: list[x509.GeneralName] = [x509.DNSName(host) for host in hostnames]
     alternative_names += [x509.IPAddress(address) for address in addresses]
     key_id = x509.SubjectKeyIdentifier.from_public_key(key.public_key())

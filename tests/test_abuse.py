@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MailHome, ServerProcess, server_args, start_server
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from popframe.server import POP3Factory, ServerConfig
 from popframe.testing import MemoryChecker, MemoryStore, make_portal
-
-from conftest import MailHome, ServerProcess, server_args, start_server
 
 # -- in memory: the pre-authentication timeout --------------------------------
 
@@ -493,9 +492,11 @@ def test_connections_per_address_limit_on_a_real_server(abuse_home: MailHome) ->
 
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        with socket.create_connection(("127.0.0.1", server.tls_port), timeout=TIMEOUT) as raw:
-            with context.wrap_socket(raw) as tls:
-                assert tls.recv(200).startswith(b"-ERR [SYS/TEMP] too many connections")
+        with (
+            socket.create_connection(("127.0.0.1", server.tls_port), timeout=TIMEOUT) as raw,
+            context.wrap_socket(raw) as tls,
+        ):
+            assert tls.recv(200).startswith(b"-ERR [SYS/TEMP] too many connections")
         for client in [*clients, again]:
             client.close()
     finally:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import TWISTD
+
 from popframe.auth.passwdfile import PasswdFile
 from popframe.auth.schemes import verify_password
 

@@ -16,7 +16,8 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ICredentials, IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred, fail, maybeDeferred as maybe_deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import maybeDeferred as maybe_deferred
 from zope.interface import Interface, implementer
 
 from popframe.interfaces.auth import (
@@ -89,7 +90,11 @@ DEFAULT_MECHANISMS = (
 def secret_sources(portal: Portal, kind: SecretKind) -> list[ISecretLookup]:
     seen: list[ISecretLookup] = []
     for checker in portal.checkers.values():
-        if ISecretLookup.providedBy(checker) and kind in checker.secret_kinds and checker not in seen:
+        if (
+            ISecretLookup.providedBy(checker)
+            and kind in checker.secret_kinds
+            and checker not in seen
+        ):
             seen.append(checker)
     return seen
 
@@ -107,7 +112,9 @@ def serviceable(portal: Portal, mechanisms: Iterable[str]) -> tuple[str, ...]:
     return tuple(offered)
 
 
-def as_cred_credentials(credentials: sasl.Credentials, peer_certificate: Any = None) -> ICredentials:
+def as_cred_credentials(
+    credentials: sasl.Credentials, peer_certificate: Any = None
+) -> ICredentials:
     """The cred credentials for what an exchange proved.  An authzid is
     not part of them: :func:`login` handles it."""
     if isinstance(credentials, sasl.Password):
@@ -152,10 +159,10 @@ def authenticate(
     ``authzid`` (an authorization identity, SASL PLAIN's) when they are
     that user's or a master user's (support staff, migrations).  Anyone
     else asking to be someone else is refused (``UnauthorizedLogin``)."""
-    for credential_interface, checker in portal.checkers.items():
-        if credential_interface.providedBy(credentials):
-            break
-    else:
+    checker = next(
+        (c for interface, c in portal.checkers.items() if interface.providedBy(credentials)), None
+    )
+    if checker is None:
         return fail(UnauthorizedLogin())
 
     def authorize(avatar_id: bytes | str) -> str:

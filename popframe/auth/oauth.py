@@ -39,9 +39,9 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from popframe.interfaces.auth import InvalidToken, IOAuthBearerToken, ITokenValidator
 from popframe.config import ConfigurationError
 from popframe.files import WatchedFile
+from popframe.interfaces.auth import InvalidToken, IOAuthBearerToken, ITokenValidator
 from popframe.protocol.sasl.oauth import OAuthTokenRefused
 
 __all__ = [
@@ -236,7 +236,9 @@ class JWTValidator:
         if bad or not self.algorithms:
             raise ValueError(f"algorithms must be among {', '.join(ALLOWED_ALGORITHMS)}")
         self.clock = clock
-        self._registry = jws.JWSRegistry(algorithms=list(self.algorithms), strict_check_header=False)
+        self._registry = jws.JWSRegistry(
+            algorithms=list(self.algorithms), strict_check_header=False
+        )
 
     def validate(self, token: str) -> Deferred:
         return maybeDeferred(self.user_of, token)
@@ -381,8 +383,11 @@ token's user.
             if leeway < 0:
                 raise ValueError
         except ValueError:
-            raise ConfigurationError("--auth", "jwt: leeway must be a whole number of seconds") from None
-        algorithms = tuple(a for a in options.get("algorithms", "+".join(DEFAULT_ALGORITHMS)).split("+") if a)
+            raise ConfigurationError(
+                "--auth", "jwt: leeway must be a whole number of seconds"
+            ) from None
+        named = options.get("algorithms", "+".join(DEFAULT_ALGORITHMS))
+        algorithms = tuple(a for a in named.split("+") if a)
         bad = [a for a in algorithms if a not in ALLOWED_ALGORITHMS]
         if bad or not algorithms:
             raise ConfigurationError(

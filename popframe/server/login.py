@@ -92,7 +92,9 @@ class ConnectionLogins:
         self._transport = transport
         self.failures = 0  # failed logins on this connection
 
-    def attempt(self, request: Authenticate, tls: bool, certificate: Any = None) -> Deferred[LoggedIn]:
+    def attempt(
+        self, request: Authenticate, tls: bool, certificate: Any = None
+    ) -> Deferred[LoggedIn]:
         """Run ``request``; fires with :class:`LoggedIn`, or fails with the
         :class:`POP3Error` to answer, after its delay.  ``TooManyFailures``
         means: answer, then hang up."""
@@ -114,7 +116,9 @@ class ConnectionLogins:
         d = self._count_failure(request.mechanism, request.user, "AuthenticationFailed", tls)
 
         def answer(verdict: Verdict | None) -> POP3Error:
-            return TooManyFailures() if verdict is not None and verdict.drop else AuthenticationFailed()
+            if verdict is not None and verdict.drop:
+                return TooManyFailures()
+            return AuthenticationFailed()
 
         def broken(failure: Failure) -> POP3Error:
             log.failure("throttling a failed login failed", failure)
@@ -225,7 +229,9 @@ class ConnectionLogins:
         fields: dict[str, object] = dict(
             mechanism=mechanism or "-", user=_shown(user), peer=peer_text(self._transport),
             tls=tls, reason=reason)
-        text = "login failed mechanism={mechanism} user={user} peer={peer} tls={tls} reason={reason}"
+        text = (
+            "login failed mechanism={mechanism} user={user} peer={peer} tls={tls} reason={reason}"
+        )
         if verdict is not None:
             text += " failures={failures} delay={delay}"
             fields.update(failures=verdict.failures, delay=f"{verdict.delay:g}s")

@@ -18,13 +18,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from twisted.cred.portal import Portal
-from twisted.internet.interfaces import IPushProducer, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from popframe.auth.credentials import lookup_secret
 from popframe.errors import POP3Error
 from popframe.interfaces import IMaildrop, IMessageBody
 from popframe.protocol import (
@@ -41,9 +41,7 @@ from popframe.protocol import (
 )
 from popframe.protocol.encoding import MessageEncoder
 from popframe.protocol.session import SessionState
-from popframe.auth.credentials import lookup_secret
 from popframe.server.body import AsyncBody, Chunk, FileBody, as_body
-from popframe.server.config import ServerConfig
 from popframe.server.failures import as_pop3_error
 from popframe.server.login import ConnectionLogins, LoggedIn
 from popframe.server.peers import behind_proxy, is_loopback, peer_text

@@ -181,7 +181,11 @@ class ScramSHA256(sasl.Mechanism):
         attributes = bare.split(",")
         # [reserved-mext ","] username "," nonce ["," extensions]: "m=" is
         # reserved for mandatory extensions, of which none exist yet.
-        if len(attributes) < 2 or not attributes[0].startswith("n=") or not attributes[1].startswith("r="):
+        if (
+            len(attributes) < 2
+            or not attributes[0].startswith("n=")
+            or not attributes[1].startswith("r=")
+        ):
             raise sasl.SASLFailed()
         if any(len(a) < 2 or a[1] != "=" for a in attributes[2:]):
             raise sasl.SASLFailed()
@@ -232,7 +236,8 @@ class ScramSHA256(sasl.Mechanism):
             self._record, self._known = fake_record(self._authcid), False
         server_nonce = base64.b64encode(self.context.random(_NONCE_BYTES)).decode("ascii")
         self._nonce = self._client_nonce + server_nonce
-        self._server_first = f"r={self._nonce},s={_b64(self._record.salt)},i={self._record.iterations}"
+        record = self._record
+        self._server_first = f"r={self._nonce},s={_b64(record.salt)},i={record.iterations}"
         return sasl.Challenge(self._server_first.encode("ascii"))
 
     # -- client-final-message ----------------------------------------------------
@@ -264,7 +269,7 @@ class ScramSHA256(sasl.Mechanism):
         auth_message = ",".join((self._client_first_bare, self._server_first or "", without_proof))
         auth_message_bytes = auth_message.encode("utf-8")
         client_signature = _hmac(record.stored_key, auth_message_bytes)
-        client_key = bytes(p ^ s for p, s in zip(proof, client_signature))
+        client_key = bytes(p ^ s for p, s in zip(proof, client_signature, strict=True))
         matched = hmac.compare_digest(hashlib.sha256(client_key).digest(), record.stored_key)
         if not (matched and self._known):
             raise sasl.SASLFailed()
