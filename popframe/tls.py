@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -28,6 +29,9 @@ from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersi
 from popframe.config import ConfigurationError
 from popframe.files import write_file_atomically
 from popframe.twisted_internals import replace_tls_options, tls_options, wrapped_endpoint
+
+if TYPE_CHECKING:
+    from OpenSSL.crypto import X509
 
 __all__ = [
     "MINIMUM_TLS_VERSION",
@@ -175,7 +179,13 @@ def certificate_options(
     return options
 
 
-def _client_verification(client_cas: tuple[x509.Certificate, ...]) -> dict[str, object]:
+class _ClientVerification(TypedDict, total=False):
+    verify: bool
+    caCerts: list[X509]
+    requireCertificate: bool
+
+
+def _client_verification(client_cas: tuple[x509.Certificate, ...]) -> _ClientVerification:
     """Twisted's arguments for optional client certificates: ``trustRoot``
     would make them mandatory, so the older ``verify``/``caCerts`` (which
     take pyOpenSSL's type; its conversion does not warn)."""

@@ -39,6 +39,6 @@ fi
 # pyproject.toml; the sans-IO core and the interfaces are held to --strict.
 python3 -m ruff check popframe tests benchmarks examples twisted
 python3 -m mypy
-python3 -m mypy --strict --follow-imports=silent popframe/protocol popframe/interfaces
+python3 -m mypy --strict --follow-imports=silent --no-warn-unused-configs popframe/protocol popframe/interfaces
 
 exec python3 -m pytest "$@"

@@ -101,7 +101,7 @@ class CramMD5Context(CramMD5Secret):
         if len(context) != CONTEXT_LENGTH:
             raise ValueError(f"a CRAM-MD5 context is {CONTEXT_LENGTH} bytes")
         words = struct.unpack("<8I", context)
-        return cls(words[4:8], words[0:4])  # type: ignore[arg-type]
+        return cls(words[4:8], words[0:4])
 
     def context(self) -> bytes:
         """Dovecot's stored form: outer state, then inner, little-endian."""

@@ -69,7 +69,7 @@ DEFAULT_ALGORITHMS = ("RS256", "ES256", "EdDSA", "Ed25519")
 #: Seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``.
 DEFAULT_LEEWAY = 60
 
-_KEY_TYPES: dict[str, tuple[type, str | None]] = {
+_KEY_TYPES: dict[str, tuple[type[RSAKey | ECKey | OKPKey], str | None]] = {
     "RS256": (RSAKey, None), "RS384": (RSAKey, None), "RS512": (RSAKey, None),
     "PS256": (RSAKey, None), "PS384": (RSAKey, None), "PS512": (RSAKey, None),
     "ES256": (ECKey, "P-256"), "ES384": (ECKey, "P-384"), "ES512": (ECKey, "P-521"),

@@ -270,7 +270,7 @@ class PasswdFileChecker:
         # --auth-cache-ttl: recent successes skip the hash (popframe.auth.cache).
         self.verified_passwords = verified_passwords
 
-    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes]:
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes | tuple[()]]:
         try:
             user = _as_text(credentials.username)
         except UnicodeDecodeError:

@@ -43,6 +43,7 @@ from popframe.protocol.encoding import MessageEncoder, VerbatimEncoder
 from popframe.protocol.listing import MessageInfo, MessageList
 from popframe.protocol.normalize import normalize_password, normalize_user
 from popframe.protocol.replies import Reply, error_reply, numbered_body
+from popframe.protocol.sasl.secrets import SecretKind
 
 
 class SessionState(enum.Enum):
@@ -142,7 +143,7 @@ class LookupSecret:
     (the mechanism then fails the way a wrong password does)."""
 
     user: str
-    kind: str
+    kind: SecretKind
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,22 @@ from typing import ClassVar
 from popframe.errors import BadArguments
 from popframe.protocol import sasl
 from popframe.protocol.normalize import normalize_user
-from popframe.protocol.sasl.secrets import DEFAULT_ITERATIONS, ScramRecord, Secret, SecretKind
+from popframe.protocol.sasl.secrets import DEFAULT_ITERATIONS, ScramRecord, SecretKind
+
+# ScramRecord and DEFAULT_ITERATIONS live in secrets.py (the declared
+# secret types) and are named here too, where SCRAM's users look.
+__all__ = [
+    "CHANNEL_BINDING_TYPES",
+    "DEFAULT_ITERATIONS",
+    "MAX_ITERATIONS",
+    "MIN_ITERATIONS",
+    "SALT_BYTES",
+    "ScramRecord",
+    "ScramSHA256",
+    "ScramSHA256Plus",
+    "fake_record",
+    "set_fake_record_key",
+]
 
 #: Bounds on a stored record's iteration count (Dovecot refuses fewer than
 #: 4096; more than this is a denial of service waiting to happen).
@@ -227,7 +242,7 @@ class ScramSHA256(sasl.Mechanism):
 
     # -- server-first-message --------------------------------------------------
 
-    def secret(self, secret: Secret | None) -> sasl.Step:
+    def secret(self, secret: object | None) -> sasl.Step:
         if self._client_first_bare is None or self._server_first is not None:
             raise sasl.SASLFailed()
         if isinstance(secret, ScramRecord):
