@@ -116,7 +116,7 @@ def as_cred_credentials(
     credentials: sasl.Credentials, peer_certificate: Any = None
 ) -> ICredentials:
     """The cred credentials for what an exchange proved.  An authzid is
-    not part of them: :func:`login` handles it."""
+    not part of them: :func:`authenticate` handles it."""
     if isinstance(credentials, sasl.Password):
         return UsernamePassword(credentials.authcid.encode("utf-8"), credentials.password)
     if isinstance(credentials, sasl.Verified):
