@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import TWISTD
-
 from popframe.auth.passwdfile import PasswdFile
 from popframe.auth.schemes import verify_password
 
