@@ -3,6 +3,8 @@ plugins (there is no config file yet)."""
 
 from __future__ import annotations
 
+__all__ = ["ConfigurationError"]
+
 
 class ConfigurationError(Exception):
     """A setting is wrong.  The message names the key and the problem, so an

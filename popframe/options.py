@@ -30,6 +30,8 @@ from popframe.auth.credentials import (
 )
 from popframe.config import ConfigurationError
 
+__all__ = ["DEFAULT_BACKLOG", "DEMO_PLAIN", "DEMO_TLS_PORT", "Options", "with_default_backlog"]
+
 DEMO_PLAIN = "tcp:1110:interface=127.0.0.1"
 DEMO_TLS_PORT = 1995
 

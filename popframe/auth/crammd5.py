@@ -19,6 +19,8 @@ import struct
 
 from popframe.protocol.sasl.secrets import CramMD5Secret
 
+__all__ = ["CONTEXT_LENGTH", "CramMD5Context", "md5_continue"]
+
 _MASK = 0xFFFFFFFF
 _BLOCK = 64
 _INITIAL = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476)

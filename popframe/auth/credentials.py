@@ -33,6 +33,23 @@ from popframe.interfaces.auth import (
 )
 from popframe.protocol import sasl
 
+__all__ = [
+    "ClientCertificate",
+    "DEFAULT_MECHANISMS",
+    "MECHANISM_NEEDS",
+    "OAuthBearerToken",
+    "VerifiedLogin",
+    "VerifiedLoginChecker",
+    "as_cred_credentials",
+    "authenticate",
+    "checked_secret",
+    "lookup_secret",
+    "secret_sources",
+    "serviceable",
+    "settings_sources",
+    "user_settings",
+]
+
 
 @implementer(IVerifiedLogin)
 class VerifiedLogin:

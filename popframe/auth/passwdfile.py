@@ -50,6 +50,18 @@ from popframe.interfaces.auth import (
 )
 from popframe.threads import ThreadPoolRunner
 
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "PasswdFile",
+    "PasswdFileChecker",
+    "PasswdFileCheckerFactory",
+    "PasswdRecord",
+    "PasswdSnapshot",
+    "parse_extra_fields",
+    "parse_line",
+    "parse_passwd",
+]
+
 T = TypeVar("T")
 RunBlocking = Callable[..., "Deferred[Any]"]
 

@@ -39,6 +39,31 @@ from popframe.auth.crammd5 import CramMD5Context
 from popframe.protocol.sasl import scram
 from popframe.protocol.sasl.scram import ScramRecord
 
+__all__ = [
+    "BCRYPT_DEFAULT_COST",
+    "BCRYPT_MAX_PASSWORD",
+    "DEFAULT_SCHEME",
+    "DIGEST_SALT_BYTES",
+    "Encoding",
+    "Make",
+    "SCHEMES",
+    "Scheme",
+    "StoredPassword",
+    "UnknownScheme",
+    "Verify",
+    "cram_md5_secret",
+    "decode",
+    "find_scheme",
+    "is_expensive",
+    "make_hash",
+    "parse_scram",
+    "plaintext",
+    "register",
+    "scram_record",
+    "split_field",
+    "verify_password",
+]
+
 DEFAULT_SCHEME = "CRYPT"
 
 #: bcrypt's input limit; Dovecot (crypt_blowfish) silently ignores the rest.

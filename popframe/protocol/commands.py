@@ -15,6 +15,29 @@ from typing import ClassVar
 
 from popframe.errors import BadArguments, NoSuchMessage, UnknownCommand
 
+__all__ = [
+    "Apop",
+    "Auth",
+    "Capa",
+    "Command",
+    "Dele",
+    "List",
+    "Noop",
+    "Parser",
+    "Pass",
+    "Quit",
+    "Retr",
+    "Rset",
+    "Stat",
+    "Stls",
+    "Top",
+    "Uidl",
+    "User",
+    "Utf8",
+    "decode_base64",
+    "parse_command",
+]
+
 # Message numbers above this are answered "no such message" without int()
 # on an unbounded string.
 _MAX_NUMBER_DIGITS = 10

@@ -180,3 +180,21 @@ def utf8(data: bytes) -> str:
 
 # The built-in mechanisms register themselves on import.
 from popframe.protocol.sasl import apop, crammd5, external, login, oauth, plain, scram  # noqa: E402,F401
+
+__all__ = [
+    "BearerToken",
+    "Challenge",
+    "Credentials",
+    "External",
+    "MECHANISMS",
+    "Mechanism",
+    "NeedSecret",
+    "Outcome",
+    "Password",
+    "SASLContext",
+    "SASLFailed",
+    "Step",
+    "Verified",
+    "register",
+    "utf8",
+]
