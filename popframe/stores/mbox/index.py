@@ -1,0 +1,178 @@
+"""What popframe knows of an mbox's messages, kept so a later session does
+not read the whole file again: the :class:`~popframe.stores.mbox.scan.Entry`
+list and the file's key (device, inode, size, mtime) when it was made.
+
+- The same key: the entries hold, nothing is read.
+- The same file grown (mail appended): the entries hold if every one's
+  ``From`` line is still where it was (one small read each) and a new one
+  starts where the file ended; only the new part is scanned.
+- Anything else (a rewrite by another program): scanned again.
+
+Kept in this process (the last few hundred mboxes) and in
+``.NAME.popframe-index`` beside the mbox (written atomically without
+fsync: only a cache; a corrupt or foreign one is ignored and replaced).
+
+UIDLs come from the entries, in file order: a message's ``X-UIDL`` when it
+is a valid UIDL that no earlier message took (and not of the digest's
+form, so no message can take another's digest), else the digest of its
+``From`` line and octets, with ``-2``, ``-3``... for byte-identical copies.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from twisted.logger import Logger
+
+from popframe.files import write_file_atomically
+from popframe.interfaces import MessageList
+from popframe.protocol.listing import valid_uid
+from popframe.stores.mbox.files import INDEX, side_path
+from popframe.stores.mbox.scan import Entry, scan
+
+__all__ = ["Index", "assign_uids", "current_index"]
+
+log = Logger(namespace="popframe.stores.mbox")
+
+Key = tuple[int, int, int, int]
+_MAGIC = b"popframe-mbox-index 1\n"
+_DIGEST_FORM = re.compile(r"h[0-9a-f]{40}")
+_REMEMBERED: OrderedDict[str, Index] = OrderedDict()
+_REMEMBER_MAX = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    key: Key
+    entries: tuple[Entry, ...]
+
+    def listing(self) -> MessageList:
+        return MessageList(assign_uids(self.entries), [e.size for e in self.entries],
+                           bytes(e.ready for e in self.entries))
+
+
+def file_key(st: os.stat_result) -> Key:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def assign_uids(entries: tuple[Entry, ...] | list[Entry]) -> list[str]:
+    taken: set[str] = set()
+    uids = []
+    for entry in entries:
+        uid = entry.x_uidl
+        if uid is None or not valid_uid(uid) or uid in taken or _DIGEST_FORM.fullmatch(uid):
+            uid = entry.digest
+            copy = 1
+            while uid in taken:
+                copy += 1
+                uid = f"{entry.digest}-{copy}"
+        taken.add(uid)
+        uids.append(uid)
+    return uids
+
+
+def current_index(fd: int, path: str) -> Index:
+    """The index of the mbox open at ``fd`` (under its locks), from what
+    is remembered or stored where it still holds, else made by reading."""
+    st = os.fstat(fd)
+    key = file_key(st)
+    known = _REMEMBERED.get(path)
+    if known is None or known.key[:2] != key[:2]:
+        known = read_index(path)
+    if known is not None and known.key == key:
+        index = known
+    else:
+        start, kept = _reusable(fd, known, key)
+        index = Index(key, (*kept, *scan(fd, start, st.st_size)))
+        write_index(path, index)
+    remember(path, index)
+    return index
+
+
+def _reusable(fd: int, known: Index | None, key: Key) -> tuple[int, tuple[Entry, ...]]:
+    """Where to scan from, and the entries before it that still hold."""
+    if known is None or known.key[:2] != key[:2] or key[2] <= known.key[2]:
+        return 0, ()
+    old_size = known.key[2]
+    if not known.entries:
+        return (old_size, ()) if old_size == 0 else (0, ())
+    if os.pread(fd, 6, old_size - 1) != b"\nFrom ":
+        return 0, ()
+    for entry in known.entries:
+        if zlib.crc32(os.pread(fd, entry.content - entry.start, entry.start)) != entry.from_crc:
+            return 0, ()
+    return old_size, known.entries
+
+
+def remember(path: str, index: Index) -> None:
+    _REMEMBERED[path] = index
+    _REMEMBERED.move_to_end(path)
+    while len(_REMEMBERED) > _REMEMBER_MAX:
+        _REMEMBERED.popitem(last=False)
+
+
+def forget(path: str) -> None:
+    _REMEMBERED.pop(path, None)
+
+
+# -- the file ------------------------------------------------------------------------
+
+
+def _format(index: Index) -> bytes:
+    lines = [b"%d %d %d %d" % index.key]
+    for e in index.entries:
+        lines.append(b"%d %d %d %d %d %d %d %s %s" % (
+            e.start, e.content, e.content_end, e.end, e.size, e.ready, e.from_crc,
+            e.digest.encode(), b"-" if e.x_uidl is None else e.x_uidl.encode("utf-8").hex().encode(),
+        ))
+    body = b"\n".join(lines) + b"\n"
+    return _MAGIC + b"%08x\n" % zlib.crc32(body) + body
+
+
+def _parse(data: bytes) -> Index:
+    if not data.startswith(_MAGIC):
+        raise ValueError("not a popframe mbox index")
+    rest = data[len(_MAGIC):]
+    crc, _, body = rest.partition(b"\n")
+    if int(crc, 16) != zlib.crc32(body):
+        raise ValueError("checksum mismatch")
+    lines = body.split(b"\n")[:-1]
+    key = tuple(int(n) for n in lines[0].split())
+    if len(key) != 4:
+        raise ValueError("bad key")
+    entries = []
+    for line in lines[1:]:
+        f = line.split(b" ")
+        x_uidl = None if f[8] == b"-" else bytes.fromhex(f[8].decode()).decode("utf-8")
+        entries.append(Entry(int(f[0]), int(f[1]), int(f[2]), int(f[3]), int(f[4]), f[5] == b"1",
+                             int(f[6]), x_uidl, f[7].decode("ascii")))
+    return Index(key, tuple(entries))  # type: ignore[arg-type]
+
+
+def read_index(path: str) -> Index | None:
+    where = side_path(path, INDEX)
+    try:
+        fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        log.warn("cannot read {path}: {error}", path=where, error=e)
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            return _parse(f.read())
+    except (OSError, ValueError, IndexError, UnicodeError) as e:
+        log.warn("ignoring {path}: {error}", path=where, error=e)
+        return None
+
+
+def write_index(path: str, index: Index) -> None:
+    where = side_path(path, INDEX)
+    try:
+        write_file_atomically(where, _format(index), durable=False)
+    except OSError as e:
+        log.warn("cannot write {path}: {error}", path=where, error=e)
