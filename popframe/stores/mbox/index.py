@@ -12,10 +12,16 @@ Kept in this process (the last few hundred mboxes) and in
 ``.NAME.popframe-index`` beside the mbox (written atomically without
 fsync: only a cache; a corrupt or foreign one is ignored and replaced).
 
-UIDLs come from the entries, in file order: a message's ``X-UIDL`` when it
-is a valid UIDL that no earlier message took (and not of the digest's
+UIDLs are given once and kept with the entries, so a message keeps its
+UIDL whatever happens to the others: a new message gets its ``X-UIDL``
+when that is a valid UIDL no listed message has (and not of the digest's
 form, so no message can take another's digest), else the digest of its
-``From`` line and octets, with ``-2``, ``-3``... for byte-identical copies.
+``From`` line and octets (less the headers mail readers rewrite), with
+``-2``, ``-3``... for byte-identical copies.  After a rewrite by another
+program, messages are matched to their old UIDLs by digest; new ones
+avoid every old UIDL, so a deleted message's UIDL is not handed to a
+new one while the index remembers it.  (Only if the index is lost may a
+message whose ``X-UIDL`` another message shares get a different UIDL.)
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from twisted.logger import Logger
@@ -39,7 +46,7 @@ __all__ = ["Index", "assign_uids", "current_index"]
 log = Logger(namespace="popframe.stores.mbox")
 
 Key = tuple[int, int, int, int]
-_MAGIC = b"popframe-mbox-index 1\n"
+_MAGIC = b"popframe-mbox-index 2\n"
 _DIGEST_FORM = re.compile(r"h[0-9a-f]{40}")
 _REMEMBERED: OrderedDict[str, Index] = OrderedDict()
 _REMEMBER_MAX = 256
@@ -49,9 +56,10 @@ _REMEMBER_MAX = 256
 class Index:
     key: Key
     entries: tuple[Entry, ...]
+    uids: tuple[str, ...]
 
     def listing(self) -> MessageList:
-        return MessageList(assign_uids(self.entries), [e.size for e in self.entries],
+        return MessageList(list(self.uids), [e.size for e in self.entries],
                            bytes(e.ready for e in self.entries))
 
 
@@ -59,20 +67,37 @@ def file_key(st: os.stat_result) -> Key:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def assign_uids(entries: tuple[Entry, ...] | list[Entry]) -> list[str]:
-    taken: set[str] = set()
-    uids = []
+def assign_uids(entries: Sequence[Entry], previous: Index | None = None,
+                avoid: Iterable[str] = ()) -> tuple[str, ...]:
+    """UIDLs for ``entries`` (see the module's docstring): a message of
+    ``previous`` (matched by digest) keeps its UIDL; the others get new
+    ones that no message and nothing in ``avoid`` has."""
+    carried: defaultdict[str, deque[str]] = defaultdict(deque)
+    if previous is not None:
+        for entry, uid in zip(previous.entries, previous.uids, strict=True):
+            carried[entry.digest].append(uid)
+    uids: list[str | None] = []
     for entry in entries:
-        uid = entry.x_uidl
-        if uid is None or not valid_uid(uid) or uid in taken or _DIGEST_FORM.fullmatch(uid):
-            uid = entry.digest
-            copy = 1
-            while uid in taken:
-                copy += 1
-                uid = f"{entry.digest}-{copy}"
-        taken.add(uid)
-        uids.append(uid)
-    return uids
+        uids.append(carried[entry.digest].popleft() if carried.get(entry.digest) else None)
+    taken = {uid for uid in uids if uid is not None} | set(avoid)
+    if previous is not None:
+        taken.update(previous.uids)
+    for i, entry in enumerate(entries):
+        if uids[i] is None:
+            uids[i] = _new_uid(entry, taken)
+            taken.add(uids[i])  # type: ignore[arg-type]
+    return tuple(uids)  # type: ignore[arg-type]
+
+
+def _new_uid(entry: Entry, taken: set[str]) -> str:
+    uid = entry.x_uidl
+    if uid is not None and valid_uid(uid) and uid not in taken and not _DIGEST_FORM.fullmatch(uid):
+        return uid
+    uid, copy = entry.digest, 1
+    while uid in taken:
+        copy += 1
+        uid = f"{entry.digest}-{copy}"
+    return uid
 
 
 def current_index(fd: int, path: str) -> Index:
@@ -87,7 +112,13 @@ def current_index(fd: int, path: str) -> Index:
         index = known
     else:
         start, kept = _reusable(fd, known, key)
-        index = Index(key, (*kept, *scan(fd, start, st.st_size)))
+        added = scan(fd, start, st.st_size)
+        if kept:
+            assert known is not None
+            uids = known.uids + assign_uids(added, avoid=known.uids)
+        else:
+            uids = assign_uids(added, previous=known)
+        index = Index(key, (*kept, *added), uids)
         write_index(path, index)
     remember(path, index)
     return index
@@ -124,10 +155,11 @@ def forget(path: str) -> None:
 
 def _format(index: Index) -> bytes:
     lines = [b"%d %d %d %d" % index.key]
-    for e in index.entries:
-        lines.append(b"%d %d %d %d %d %d %d %s %s" % (
+    for e, uid in zip(index.entries, index.uids, strict=True):
+        lines.append(b"%d %d %d %d %d %d %d %s %s %s" % (
             e.start, e.content, e.content_end, e.end, e.size, e.ready, e.from_crc,
             e.digest.encode(), b"-" if e.x_uidl is None else e.x_uidl.encode("utf-8").hex().encode(),
+            uid.encode("ascii"),
         ))
     body = b"\n".join(lines) + b"\n"
     return _MAGIC + b"%08x\n" % zlib.crc32(body) + body
@@ -144,13 +176,16 @@ def _parse(data: bytes) -> Index:
     key = tuple(int(n) for n in lines[0].split())
     if len(key) != 4:
         raise ValueError("bad key")
-    entries = []
+    entries, uids = [], []
     for line in lines[1:]:
         f = line.split(b" ")
         x_uidl = None if f[8] == b"-" else bytes.fromhex(f[8].decode()).decode("utf-8")
         entries.append(Entry(int(f[0]), int(f[1]), int(f[2]), int(f[3]), int(f[4]), f[5] == b"1",
                              int(f[6]), x_uidl, f[7].decode("ascii")))
-    return Index(key, tuple(entries))  # type: ignore[arg-type]
+        uids.append(f[9].decode("ascii"))
+    if len(set(uids)) != len(uids) or not all(valid_uid(uid) for uid in uids):
+        raise ValueError("bad uids")
+    return Index(key, tuple(entries), tuple(uids))  # type: ignore[arg-type]
 
 
 def read_index(path: str) -> Index | None:

@@ -28,7 +28,7 @@ from popframe.files import fsync_directory
 from popframe.interfaces import MessageList
 from popframe.stores.mbox.files import REWRITE, open_mbox, side_path
 from popframe.stores.mbox.format import Quoter, from_line
-from popframe.stores.mbox.index import Index, assign_uids, current_index, file_key, remember, write_index
+from popframe.stores.mbox.index import Index, current_index, file_key, remember, write_index
 from popframe.stores.mbox.journal import AppendJournal, PendingAppend
 from popframe.stores.mbox.locks import MboxLocks
 from popframe.stores.mbox.reader import MessageReader
@@ -187,7 +187,7 @@ class Mbox:
             self.journal.recover(fd)
             index = current_index(fd, self.path)
             wanted = set(uids)
-            doomed = {i for i, uid in enumerate(assign_uids(index.entries)) if uid in wanted}
+            doomed = {i for i, uid in enumerate(index.uids) if uid in wanted}
             if doomed:
                 self._rewrite(fd, index, doomed)
             return len(doomed)
@@ -203,6 +203,7 @@ class Mbox:
         try:
             _keep_owner(new, st, self.path)
             kept: list[Entry] = []
+            uids: list[str] = []
             first = index.entries[0].start if index.entries else st.st_size
             position = _copy(fd, new, 0, first, 0)  # octets before the first message
             for i, entry in enumerate(index.entries):
@@ -211,6 +212,7 @@ class Mbox:
                 shift = position - entry.start
                 position = _copy(fd, new, entry.start, entry.end, position)
                 kept.append(_shifted(entry, shift))
+                uids.append(index.uids[i])
             last = index.entries[-1].end if index.entries else first
             position = _copy(fd, new, last, st.st_size, position)  # (nothing, under the locks)
             os.fsync(new)
@@ -222,7 +224,7 @@ class Mbox:
             raise
         os.close(new)
         fsync_directory(os.path.dirname(self.path) or ".")
-        rewritten = Index(new_key, tuple(kept))
+        rewritten = Index(new_key, tuple(kept), tuple(uids))
         write_index(self.path, rewritten)
         remember(self.path, rewritten)
 
