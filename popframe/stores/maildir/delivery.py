@@ -47,10 +47,11 @@ def _host() -> str:
 def unique_base(now: float | None = None) -> str:
     """``SECONDS.M<usec>P<pid>Q<n>.HOST``: unique on this host (a process
     id and a counter within one microsecond), oldest first by its leading
-    seconds, short enough with its sizes to be its own POP3 UIDL."""
+    seconds and then, the microseconds zero-padded, by name; short enough
+    with its sizes to be its own POP3 UIDL."""
     now = time.time() if now is None else now
     seconds, micros = divmod(int(now * 1_000_000), 1_000_000)
-    head = f"{seconds}.M{micros}P{os.getpid()}Q{next(_SEQUENCE)}."
+    head = f"{seconds}.M{micros:06d}P{os.getpid()}Q{next(_SEQUENCE)}."
     return head + _host()[: max(1, UID_MAX - _SIZES_ROOM - len(head))]
 
 
