@@ -375,3 +375,12 @@ def test_sigkill_around_quit(tmp_path: Path, point: str) -> None:
     if point == "rewrite renamed":
         assert len(left) == 40 - len(doomed)
     assert not (mail / ".alice.popframe-rewrite").exists()
+
+
+def test_a_user_cannot_be_another_users_dotlock(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    _deliver(store, "alice", b"Subject: a\n\nb\n")
+    from popframe.stores.template import UnsafeUserName
+
+    _sync.failureResultOf(store.open("alice.lock"), UnsafeUserName)
+    _sync.failureResultOf(store.deliver("alice.lock", io.BytesIO(b"x\n")), UnsafeUserName)

@@ -11,7 +11,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from popframe.errors import PermanentFailure, TemporaryFailure
-from popframe.stores.template import UnsafeUserName
 
 __all__ = [
     "EX_CONFIG",
@@ -110,6 +109,8 @@ def as_delivery_failure(failure: Failure | BaseException) -> DeliveryFailure:
     """The delivery failure a store's (or a checker's) error means; anything
     unexpected is logged with its traceback and deferred, so the MTA keeps
     the message rather than bouncing it for a bug of ours."""
+    from popframe.stores.template import UnsafeUserName
+
     error = failure.value if isinstance(failure, Failure) else failure
     if isinstance(error, DeliveryFailure):
         return error

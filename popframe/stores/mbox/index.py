@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import zlib
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Iterable, Sequence
@@ -50,6 +51,7 @@ _MAGIC = b"popframe-mbox-index 2\n"
 _DIGEST_FORM = re.compile(r"h[0-9a-f]{40}")
 _REMEMBERED: OrderedDict[str, Index] = OrderedDict()
 _REMEMBER_MAX = 256
+_REMEMBERED_LOCK = threading.Lock()  # steps run in several threads
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +107,8 @@ def current_index(fd: int, path: str) -> Index:
     is remembered or stored where it still holds, else made by reading."""
     st = os.fstat(fd)
     key = file_key(st)
-    known = _REMEMBERED.get(path)
+    with _REMEMBERED_LOCK:
+        known = _REMEMBERED.get(path)
     if known is None or known.key[:2] != key[:2]:
         known = read_index(path)
     if known is not None and known.key == key:
@@ -140,14 +143,16 @@ def _reusable(fd: int, known: Index | None, key: Key) -> tuple[int, tuple[Entry,
 
 
 def remember(path: str, index: Index) -> None:
-    _REMEMBERED[path] = index
-    _REMEMBERED.move_to_end(path)
-    while len(_REMEMBERED) > _REMEMBER_MAX:
-        _REMEMBERED.popitem(last=False)
+    with _REMEMBERED_LOCK:
+        _REMEMBERED[path] = index
+        _REMEMBERED.move_to_end(path)
+        while len(_REMEMBERED) > _REMEMBER_MAX:
+            _REMEMBERED.popitem(last=False)
 
 
 def forget(path: str) -> None:
-    _REMEMBERED.pop(path, None)
+    with _REMEMBERED_LOCK:
+        _REMEMBERED.pop(path, None)
 
 
 # -- the file ------------------------------------------------------------------------

@@ -120,7 +120,10 @@ class MboxStore:
         self._run = run_blocking
 
     def _mbox(self, user: str) -> Mbox:
-        return Mbox(self.template.resolve(user), self.lock_timeout, self.stale_lock)
+        path = self.template.resolve(user)
+        if path.endswith(".lock"):  # user "alice.lock" would be alice's dotlock
+            raise UnsafeUserName("the mbox would be another mbox's dotlock")
+        return Mbox(path, self.lock_timeout, self.stale_lock)
 
     def open(self, user: str, settings: UserSettings | None = None) -> defer.Deferred[IMaildrop]:
         return defer.Deferred.fromCoroutine(self._open(user))
