@@ -1,5 +1,5 @@
-"""Configuration errors and checks shared by the command line, plugins and
-the TOML config file."""
+"""Configuration errors and checks shared by the command line and
+plugins (there is no config file yet)."""
 
 from __future__ import annotations
 
