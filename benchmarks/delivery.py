@@ -233,7 +233,8 @@ def main() -> None:
                 mail.mkdir()
                 store = f"maildir:{mail}/%u/Maildir" if kind == "maildir" else f"mbox:{mail}/%u"
                 seconds = run_parallel(args.lda_messages, args.concurrency, lda_case(
-                    lambda i: [*python, "--store", store, "--user", users[i % len(users)]],
+                    lambda i, store=store: [*python, "--store", store, "--user",  # type: ignore[misc]
+                                            users[i % len(users)]],
                     data, env=env))
                 record(f"popframe deliver -> {kind}", kind, mail, seconds)
                 # Dovecot: one instance (its auth service answers dovecot-lda's
@@ -251,11 +252,12 @@ def main() -> None:
                     wait_for(port)
                     lda_location = dovecot_location(kind, dove, "lda-mail")
                     seconds = run_parallel(args.lda_messages, args.concurrency, lda_case(
-                        lambda i: [DOVECOT_LDA, "-c", str(dove / "dovecot.conf"),
+                        lambda i, dove=dove, lda_location=lda_location: [  # type: ignore[misc]
+                                   DOVECOT_LDA, "-c", str(dove / "dovecot.conf"),
                                    "-o", f"mail_location={lda_location}",
                                    "-d", users[i % len(users)], "-f", "sender@example.net"], data))
                     record(f"dovecot-lda -> {kind}", kind, dove / "lda-mail", seconds)
-                    seconds = lmtp_case(lambda: smtplib.LMTP("127.0.0.1", port), users, data,
+                    seconds = lmtp_case(lambda port=port: smtplib.LMTP("127.0.0.1", port), users, data,
                                         args.concurrency, args.messages)
                     record(f"Dovecot LMTP -> {kind}", kind, dove / "lmtp-mail", seconds)
                 finally:
@@ -272,7 +274,7 @@ def main() -> None:
                                  lmtp, env)
                 try:
                     wait_for(sock)
-                    seconds = lmtp_case(lambda: smtplib.LMTP(str(sock)), users, data,
+                    seconds = lmtp_case(lambda sock=sock: smtplib.LMTP(str(sock)), users, data,
                                         args.concurrency, args.messages)
                 finally:
                     server.stop()

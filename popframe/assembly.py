@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
     from popframe.delivery.lmtp import LMTPFactory
-
     from popframe.settings import Settings
 
 
@@ -62,5 +61,5 @@ def make_lmtp_factory(settings: Settings, clock: IReactorTime | None = None) -> 
     if not sources:
         Logger(namespace="popframe.delivery.lmtp").warn(
             "--lmtp: no --auth checker can look users up, so every recipient is accepted")
-    agent = DeliveryAgent(settings.store, sources, config.recipients)  # type: ignore[arg-type]
+    agent = DeliveryAgent(settings.store, sources, config.recipients)
     return LMTPFactory(agent, config, clock)

@@ -5,7 +5,6 @@ half-way (wholly visible or not at all), into Maildir and mbox."""
 from __future__ import annotations
 
 import io
-import os
 import random
 import signal
 import subprocess

@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from popframe.errors import TemporaryFailure
 from popframe.stores import run_synchronously, store_from_description
-from popframe.stores.mbox import Mbox, MboxStore, MessageMoved
+from popframe.stores.mbox import MboxStore, MessageMoved
 from popframe.stores.mbox import index as index_module
 from popframe.stores.mbox.format import Quoter, Unquoter, from_line
 from popframe.stores.mbox.locks import LockTimeout, MboxLocks, dotlock_path

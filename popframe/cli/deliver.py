@@ -118,8 +118,13 @@ def _run_reactor(work: Callable[[], defer.Deferred[Any]]) -> Any:
     """Run the reactor until ``work()`` fires; its result, or its error
     raised.  (Stores hand blocking work to the reactor's threads.)"""
     from twisted.internet import reactor
-    from twisted.logger import LogLevel, globalLogBeginner, textFileLogObserver
-    from twisted.logger import FilteringLogObserver, LogLevelFilterPredicate
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
 
     # Stores log why they defer; the MTA shows what the command printed.
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)

@@ -87,8 +87,11 @@ class DeliveryAgent:
             reader.close()
             return result
 
-        d = defer.maybeDeferred(self.store.deliver, recipient.user, reader, recipient.settings)
-        return d.addBoth(done).addErrback(_as_failure)
+        d: defer.Deferred[None] = defer.maybeDeferred(
+            self.store.deliver, recipient.user, reader, recipient.settings)
+        d.addBoth(done)
+        d.addErrback(_as_failure)
+        return d
 
 
 def _as_failure(failure: Failure) -> Failure:

@@ -88,8 +88,8 @@ async def deliver_input(stream: BinaryIO, agent: DeliveryAgent, address: str,
         return EX_TEMPFAIL, f"cannot read the message: {e.strerror or e}"
     with message:
         if message.blank:
-            e = NotAMessage()
-            return e.exit_code, str(e)
+            refusal = NotAMessage()
+            return refusal.exit_code, str(refusal)
         try:
             await agent.deliver(recipient, message)
         except DeliveryFailure as e:

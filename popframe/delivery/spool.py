@@ -25,7 +25,8 @@ class Spool:
     an LMTP DATA phase must read to its end before it can answer."""
 
     def __init__(self, directory: str | None = None, max_size: int | None = None) -> None:
-        self._file = tempfile.TemporaryFile(dir=directory)
+        # Not a with: the file outlives this call (finish() hands it on).
+        self._file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
         self.max_size = max_size
         self.size = 0
         self.too_big = False

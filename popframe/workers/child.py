@@ -109,7 +109,7 @@ def run_worker(spec: dict[str, Any]) -> int:
 
         set_fake_record_key(bytes.fromhex(key))
     settings = Settings.from_options(options)
-    factories = {"pop3": make_factory(settings, reactor)}
+    factories: dict[str, Any] = {"pop3": make_factory(settings, reactor)}
     if settings.lmtp:
         factories["lmtp"] = make_lmtp_factory(settings, reactor)
     ports = []

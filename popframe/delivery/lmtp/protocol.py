@@ -48,7 +48,7 @@ class LMTPServerProtocol(LineReceiver, TimeoutMixin):
         self.agent = agent
         self.config = config
         if clock is not None:
-            self.callLater = clock.callLater
+            self.callLater = clock.callLater  # type: ignore[method-assign]
         self._greeted = False
         self._sender: str | None = None
         self._recipients: list[Recipient] = []
@@ -68,7 +68,7 @@ class LMTPServerProtocol(LineReceiver, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         self._reply(421, "4.4.2 idle for too long, closing")
-        self.transport.loseConnection()
+        self._close()
 
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
@@ -76,10 +76,18 @@ class LMTPServerProtocol(LineReceiver, TimeoutMixin):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._reply(500, "5.5.2 line too long")
-        self.transport.loseConnection()
+        self._close()
+
+    def _send(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def _reply(self, code: int, text: str) -> None:
-        self.transport.write(f"{code} {text}\r\n".encode("utf-8"))
+        self._send(f"{code} {text}\r\n".encode())
 
     def _wait(self, d: defer.Deferred[Any]) -> None:
         """Stop reading until ``d`` has fired (and replied)."""
@@ -88,7 +96,7 @@ class LMTPServerProtocol(LineReceiver, TimeoutMixin):
 
         def resume(result: object) -> None:
             self._busy = False
-            if self.transport is not None and self.transport.connected:
+            if getattr(self.transport, "connected", False):
                 self.resumeProducing()
 
         d.addErrback(lambda failure: log.failure("LMTP command failed", failure))
@@ -113,7 +121,7 @@ class LMTPServerProtocol(LineReceiver, TimeoutMixin):
         self._greeted = True
         lines = [self.config.hostname, "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME",
                  "SMTPUTF8", f"SIZE {self.config.max_size}" if self.config.max_size else "SIZE"]
-        self.transport.write(
+        self._send(
             b"".join(f"250{'-' if i < len(lines) - 1 else ' '}{x}\r\n".encode()
                      for i, x in enumerate(lines)))
 
@@ -158,7 +166,7 @@ class LMTPServerProtocol(LineReceiver, TimeoutMixin):
     def _refused(self, failure: Any, address: str) -> None:
         error = as_delivery_failure(failure)
         log.info("LMTP: refused recipient <{address}>: {error}", address=address, error=error)
-        self.transport.write(error.reply(address).encode("utf-8") + b"\r\n")
+        self._send(error.reply(address).encode("utf-8") + b"\r\n")
 
     def _cmd_DATA(self, argument: str) -> None:
         if self._sender is None:
@@ -186,7 +194,7 @@ class LMTPServerProtocol(LineReceiver, TimeoutMixin):
 
     def _cmd_QUIT(self, argument: str) -> None:
         self._reply(221, "2.0.0 bye")
-        self.transport.loseConnection()
+        self._close()
 
     def _reset(self) -> None:
         self._sender = None
@@ -230,8 +238,7 @@ class LMTPServerProtocol(LineReceiver, TimeoutMixin):
                 lines.append(outcome.reply(recipient.address))
                 log.info("LMTP: not delivered to {user}: {error}", user=recipient.user,
                          error=outcome)
-        if self.transport is not None:
-            self.transport.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
+        self._send("".join(line + "\r\n" for line in lines).encode("utf-8"))
         return defer.succeed(None)
 
     def _discard_spool(self) -> None:

@@ -244,7 +244,7 @@ class MaildirStore:
             if failure.check(MaildirMissing):
                 log.warn("no maildir {path}: deferring delivery (create=no)", path=path)
                 return Failure(TemporaryFailure())
-            if failure.check(OSError):
+            if isinstance(failure.value, OSError):
                 return Failure(_temporary(failure.value, "deliver"))
             return failure
 

@@ -15,23 +15,30 @@ from __future__ import annotations
 import re
 import time
 
-__all__ = ["FROM_", "Quoter", "Unquoter", "from_line", "quoted_lines"]
+__all__ = ["FROM_", "NO_FINAL_NEWLINE", "Quoter", "Unquoter", "from_line", "quoted_lines"]
 
 FROM_ = b"From "
+#: Added to the ``From`` line of a message that had no final line end: the
+#: format needs one before the empty separating line, and this says it is
+#: not the message's, so RETR gives the octets back exactly.  Traditional
+#: readers ignore words after the date (as UUCP's "remote from HOST").
+NO_FINAL_NEWLINE = b" popframe:no-final-newline"
 _QUOTABLE = re.compile(rb"^(>*From )", re.MULTILINE)
 _QUOTED = re.compile(rb"^>(>*From )", re.MULTILINE)
 _SENDER_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
-def from_line(sender: str | None, when: float | None = None) -> bytes:
+def from_line(sender: str | None, when: float | None = None, final_newline: bool = True) -> bytes:
     """``From SENDER Thu Nov 14 22:13:20 2023`` and LF, as Postfix and
     procmail write it (``asctime`` in local time); ``MAILER-DAEMON`` when
-    the sender is unknown, empty (bounces) or would break the line."""
+    the sender is unknown, empty (bounces) or would break the line; with
+    :data:`NO_FINAL_NEWLINE` when the message lacks a final line end."""
     sender = (sender or "").strip().removeprefix("<").removesuffix(">")
     if not sender or _SENDER_UNSAFE.search(sender) or not sender.isascii():
         sender = "MAILER-DAEMON"
     stamp = time.asctime(time.localtime(time.time() if when is None else when))
-    return f"From {sender} {stamp}\n".encode("ascii")
+    line = f"From {sender} {stamp}".encode("ascii")
+    return line + (b"" if final_newline else NO_FINAL_NEWLINE) + b"\n"
 
 
 def quoted_lines(data: bytes) -> int:

@@ -19,8 +19,9 @@ form, so no message can take another's digest), else the digest of its
 ``From`` line and octets (less the headers mail readers rewrite), with
 ``-2``, ``-3``... for byte-identical copies.  After a rewrite by another
 program, messages are matched to their old UIDLs by digest; new ones
-avoid every old UIDL, so a deleted message's UIDL is not handed to a
-new one while the index remembers it.  (Only if the index is lost may a
+avoid every old UIDL and the last 1,000 of deleted messages, so a deleted
+message's UIDL is not handed to a new one (not even to the same octets
+delivered again in the same second) while the index remembers it.  (Only if the index is lost may a
 message whose ``X-UIDL`` another message shares get a different UIDL.)
 """
 
@@ -47,10 +48,12 @@ __all__ = ["Index", "assign_uids", "current_index"]
 log = Logger(namespace="popframe.stores.mbox")
 
 Key = tuple[int, int, int, int]
-_MAGIC = b"popframe-mbox-index 2\n"
+_MAGIC = b"popframe-mbox-index 3\n"
 _DIGEST_FORM = re.compile(r"h[0-9a-f]{40}")
 _REMEMBERED: OrderedDict[str, Index] = OrderedDict()
 _REMEMBER_MAX = 256
+#: UIDLs of deleted messages kept so that no new message gets one.
+_RETIRED_MAX = 1000
 _REMEMBERED_LOCK = threading.Lock()  # steps run in several threads
 
 
@@ -59,6 +62,11 @@ class Index:
     key: Key
     entries: tuple[Entry, ...]
     uids: tuple[str, ...]
+    #: UIDLs of messages gone from the file (the last _RETIRED_MAX).
+    retired: tuple[str, ...] = ()
+
+    def retiring(self, gone: Iterable[str]) -> tuple[str, ...]:
+        return (*self.retired, *gone)[-_RETIRED_MAX:]
 
     def listing(self) -> MessageList:
         return MessageList(list(self.uids), [e.size for e in self.entries],
@@ -118,10 +126,14 @@ def current_index(fd: int, path: str) -> Index:
         added = scan(fd, start, st.st_size)
         if kept:
             assert known is not None
-            uids = known.uids + assign_uids(added, avoid=known.uids)
+            uids = known.uids + assign_uids(added, avoid=(*known.uids, *known.retired))
+            retired = known.retired
+        elif known is not None:
+            uids = assign_uids(added, previous=known, avoid=known.retired)
+            retired = known.retiring(set(known.uids).difference(uids))
         else:
-            uids = assign_uids(added, previous=known)
-        index = Index(key, (*kept, *added), uids)
+            uids, retired = assign_uids(added), ()
+        index = Index(key, (*kept, *added), uids, retired)
         write_index(path, index)
     remember(path, index)
     return index
@@ -159,11 +171,13 @@ def forget(path: str) -> None:
 
 
 def _format(index: Index) -> bytes:
-    lines = [b"%d %d %d %d" % index.key]
+    retired = b" ".join([b"retired", *(uid.encode() for uid in index.retired)])
+    lines = [b"%d %d %d %d" % index.key, retired]
     for e, uid in zip(index.entries, index.uids, strict=True):
         lines.append(b"%d %d %d %d %d %d %d %s %s %s" % (
             e.start, e.content, e.content_end, e.end, e.size, e.ready, e.from_crc,
-            e.digest.encode(), b"-" if e.x_uidl is None else e.x_uidl.encode("utf-8").hex().encode(),
+            e.digest.encode(),
+            b"-" if e.x_uidl is None else e.x_uidl.encode("utf-8").hex().encode(),
             uid.encode("ascii"),
         ))
     body = b"\n".join(lines) + b"\n"
@@ -181,8 +195,11 @@ def _parse(data: bytes) -> Index:
     key = tuple(int(n) for n in lines[0].split())
     if len(key) != 4:
         raise ValueError("bad key")
+    retired = lines[1].split(b" ")
+    if retired[0] != b"retired":
+        raise ValueError("bad retired uids")
     entries, uids = [], []
-    for line in lines[1:]:
+    for line in lines[2:]:
         f = line.split(b" ")
         x_uidl = None if f[8] == b"-" else bytes.fromhex(f[8].decode()).decode("utf-8")
         entries.append(Entry(int(f[0]), int(f[1]), int(f[2]), int(f[3]), int(f[4]), f[5] == b"1",
@@ -190,7 +207,8 @@ def _parse(data: bytes) -> Index:
         uids.append(f[9].decode("ascii"))
     if len(set(uids)) != len(uids) or not all(valid_uid(uid) for uid in uids):
         raise ValueError("bad uids")
-    return Index(key, tuple(entries), tuple(uids))  # type: ignore[arg-type]
+    return Index(key, tuple(entries), tuple(uids),
+                 tuple(u.decode("ascii") for u in retired[1:]))
 
 
 def read_index(path: str) -> Index | None:

@@ -111,7 +111,8 @@ class AppendJournal:
             return
         st = os.fstat(fd)
         end = pending.offset + pending.length
-        if (st.st_dev, st.st_ino) != (pending.device, pending.inode) or st.st_size <= pending.offset:
+        same_file = (st.st_dev, st.st_ino) == (pending.device, pending.inode)
+        if not same_file or st.st_size <= pending.offset:
             self.disarm()  # another file now, or nothing was written
             return
         if st.st_size >= end:

@@ -64,7 +64,7 @@ class Snapshot:
 
     def position(self, uid: str) -> int | None:
         try:
-            return self.listing.uids.index(uid)  # type: ignore[union-attr]
+            return list(self.listing.uids).index(uid)
         except ValueError:
             return None
 
@@ -135,8 +135,8 @@ class Mbox:
     def append(self, message: BinaryIO) -> None:
         """Append ``message`` (read to its end, twice: once to measure
         the quoted octets for the journal) as one mboxrd message."""
-        envelope = from_line(_return_path(message))
         length, ending = _quoted_length(message)
+        envelope = from_line(_return_path(message), final_newline=ending == b"\n")
         locked = self._locked(create=True)
         assert locked is not None
         fd, locks = locked
@@ -224,7 +224,8 @@ class Mbox:
             raise
         os.close(new)
         fsync_directory(os.path.dirname(self.path) or ".")
-        rewritten = Index(new_key, tuple(kept), tuple(uids))
+        gone = [index.uids[i] for i in sorted(doomed)]
+        rewritten = Index(new_key, tuple(kept), tuple(uids), index.retiring(gone))
         write_index(self.path, rewritten)
         remember(self.path, rewritten)
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from popframe.protocol.encoding import wire_form
-from popframe.stores.mbox.format import FROM_, Unquoter
+from popframe.stores.mbox.format import FROM_, NO_FINAL_NEWLINE, Unquoter
 
 __all__ = ["Entry", "header_value", "scan"]
 
@@ -169,22 +169,21 @@ class _Chunks:
         return not self._buffer and not self._fill()
 
 
-def _without_separator(chunks: Iterator[bytes], last: list[int]) -> Iterator[bytes]:
-    """``chunks`` less one final LF (the empty line before the next
-    message); ``last[0]`` counts the octets held back (0 or 1)."""
+def _without_separator(chunks: Iterator[bytes], count: int) -> Iterator[bytes]:
+    """``chunks`` less up to ``count`` final LFs: the empty line before the
+    next message, and the line end popframe added to a message that had
+    none (:data:`~popframe.stores.mbox.format.NO_FINAL_NEWLINE`)."""
     held = b""
     for chunk in chunks:
         if not chunk:
             continue
-        if held:
-            yield held
-        held, chunk = chunk[-1:], chunk[:-1]
-        if chunk:
-            yield chunk
-    if held and held != b"\n":
-        yield held
-        held = b""
-    last[0] = len(held)
+        held += chunk
+        if len(held) > count:
+            yield held[:-count]
+            held = held[-count:]
+    dropped = len(held) - len(held.rstrip(b"\n"))
+    if held[: len(held) - min(dropped, count)]:
+        yield held[: len(held) - min(dropped, count)]
 
 
 def _measured(chunks: Iterator[bytes], digest: _Digest, stored: list[int]) -> Iterator[bytes]:
@@ -211,8 +210,9 @@ def scan(fd: int, start: int, end: int) -> list[Entry]:
         line = chunks.line()
         content = chunks.offset
         digest = _Digest(line)
-        stored, held = [0], [0]
-        form = wire_form(_measured(_without_separator(chunks.content(), held), digest, stored))
+        stored = [0]
+        strip = 2 if line.rstrip(b"\r\n").endswith(NO_FINAL_NEWLINE) else 1
+        form = wire_form(_measured(_without_separator(chunks.content(), strip), digest, stored))
         entries.append(Entry(
             start=begin, content=content, content_end=content + stored[0], end=chunks.offset,
             size=form.size, ready=form.ready, from_crc=zlib.crc32(line),

@@ -33,6 +33,7 @@ from popframe.interfaces import (
     IMaildropLock,
     IMaildropLocker,
     IMaildropStoreFactory,
+    IMessageBody,
     MessageList,
     UserSettings,
 )
@@ -84,7 +85,7 @@ class MboxMaildrop(LockedMaildrop):
     def listing(self) -> MessageList:
         return self._snapshot.listing
 
-    def open_message(self, uid: str) -> defer.Deferred[BinaryIO]:
+    def open_message(self, uid: str) -> defer.Deferred[BinaryIO | IMessageBody]:
         self.check_open()
         position = self._snapshot.position(uid)
         if position is None:
@@ -192,4 +193,5 @@ own sit beside each mbox as .NAME.popframe-*.
                 raise ConfigurationError(
                     "--store", f"mbox: unknown option {option!r} (known: lock_timeout, stale_lock)")
             settings[key] = _seconds(key, value)
-        return MboxStore(template, **settings)
+        return MboxStore(template, lock_timeout=settings["lock_timeout"],
+                         stale_lock=settings["stale_lock"])
