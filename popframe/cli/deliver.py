@@ -26,7 +26,6 @@ from popframe.config import ConfigurationError
 from popframe.delivery.errors import EX_CONFIG, EX_OK, EX_TEMPFAIL
 from popframe.delivery.recipients import USER_FORMATS, RecipientRules
 
-NAME = "deliver"
 HELP = ("Deliver one message from standard input into a store: a local delivery agent "
         "for Postfix (mailbox_command, pipe); exits 0, 75, 67 or 65 as sysexits.h says.")
 
