@@ -15,11 +15,13 @@ from twisted.cred.portal import Portal
 
 from popframe.realm import MaildropRealm
 from popframe.server import POP3Factory, ServerConfig
+from popframe.throttle import TrustedNetworks
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
     from popframe.delivery.lmtp import LMTPFactory
+    from popframe.ops.metrics import MetricsRecorder
     from popframe.settings import Settings
 
 __all__ = ["make_factory", "server_config"]
@@ -38,14 +40,23 @@ def server_config(settings: Settings) -> ServerConfig:
         hostname=settings.hostname,
         throttle=settings.throttle,
         login_delay=settings.login_delay,
+        max_connections=settings.max_connections,
+        max_sessions_per_user=settings.max_sessions_per_user,
+        trusted_networks=settings.trusted_networks or TrustedNetworks(),
     )
 
 
-def make_factory(settings: Settings, clock: IReactorTime | None = None) -> POP3Factory:
+def make_factory(settings: Settings, clock: IReactorTime | None = None,
+                 metrics: MetricsRecorder | None = None) -> POP3Factory:
     """The POP3 factory ``settings`` describe (shared by every listener of
-    a process)."""
+    a process); its sessions end in a logout line and, with ``metrics``,
+    are counted there."""
+    from popframe.ops import session_observer
+
     portal = Portal(MaildropRealm(settings.store), settings.checkers)
-    return POP3Factory(portal, server_config(settings), clock)
+    factory = POP3Factory(portal, server_config(settings), clock)
+    factory.set_observer(session_observer(metrics))
+    return factory
 
 
 def make_lmtp_factory(settings: Settings, clock: IReactorTime | None = None) -> LMTPFactory:

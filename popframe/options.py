@@ -160,6 +160,26 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "RFC 2449 LOGIN-DELAY: refuse a login sooner than SECONDS after the user's last "
          "one, and advertise it in CAPA.  A passwd-file login_delay=SECONDS extra field "
          "sets a user's own.", int],
+        # -- watching and limits (docs/operations.md) --
+        ["metrics", None, None,
+         "Serve Prometheus metrics at /metrics on this Twisted endpoint, e.g. "
+         "tcp:9110:interface=127.0.0.1; with --workers, one page for all of them."],
+        ["log-format", None, "text",
+         "text, or json: one JSON object per log line, where twistd would write text (the "
+         "same as twistd --logger popframe.ops.logformat.json_stdout, for standard output)."],
+        ["max-connections", None, 0,
+         "POP3 connections at once to the whole server (all --workers); more are answered "
+         "-ERR [SYS/TEMP] and closed (0: no limit).", int],
+        ["max-sessions-per-user", None, 0,
+         "Sessions at once of one user, for stores that let a user open several (maildir "
+         "and mbox lock the maildrop: one); more are answered -ERR [SYS/TEMP] and closed "
+         "(0: no limit; counted per process).", int],
+        ["trusted-networks", None, "127.0.0.0/8,::1/128",
+         "Comma-separated addresses or CIDR networks of proxies and webmails (default: "
+         "loopback; none: nobody).  They are never refused by --max-connections-per-ip nor "
+         "blocked by --max-ip-failures (their users' failures still count per user name), "
+         "and may forward a client's address with XCLIENT ADDR=... PORT=..., which is then "
+         "counted instead."],
     ]
     compData = usage.Completions(
         optActions={
@@ -179,6 +199,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self.tls: Any = None
         self.throttle: Any = None
         self.login_delay_policy: Any = None
+        self.trusted_networks: Any = None
         self.argv: list[str] | None = None
 
     def parseOptions(self, options: list[str] | None = None) -> None:
@@ -268,6 +289,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise ConfigurationError("--max-connections-per-ip", "must not be negative")
         if self["workers"] < 1:
             raise ConfigurationError("--workers", "must be at least 1")
+        self._check_watching()
         if isinstance(self["mechanisms"], str):  # the default: only given values are coerced
             self["mechanisms"] = _mechanism_list(self["mechanisms"])
         self._check_auth_cache()
@@ -317,6 +339,28 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             name = self["store"].partition(":")[0]
             raise ConfigurationError("--lmtp", f"the {name!r} store cannot take deliveries")
 
+    def _check_watching(self) -> None:
+        """--metrics, --log-format, --max-connections, --max-sessions-per-user,
+        --trusted-networks."""
+        from popframe.throttle import TrustedNetworks
+
+        for name in ("max-connections", "max-sessions-per-user"):
+            if self[name] < 0:
+                raise ConfigurationError(f"--{name}", "must not be negative")
+        try:
+            self.trusted_networks = TrustedNetworks.parse(self["trusted-networks"])
+        except ValueError as error:
+            raise ConfigurationError("--trusted-networks", str(error)) from None
+        if self["log-format"] not in ("text", "json"):
+            raise ConfigurationError("--log-format", f"{self['log-format']!r}: use text or json")
+        twistd = getattr(self, "parent", None)
+        if self["log-format"] == "json" and twistd is not None:
+            from popframe.ops.logformat import log_to_json
+
+            log_to_json(twistd)
+        if self["metrics"] is not None and not self["metrics"].strip():
+            raise ConfigurationError("--metrics", "give an endpoint, e.g. tcp:9110")
+
     def _check_auth_cache(self) -> None:
         """--auth-cache-ttl: a cache of verified passwords for each checker
         that can use one (it has a ``verified_passwords`` attribute)."""
@@ -357,6 +401,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             window=self["throttle-window"],
             max_auth_failures=self["max-auth-failures"],
             max_ip_failures=self["max-ip-failures"],
+            trusted=self.trusted_networks,
         )
         self.login_delay_policy = LoginDelay(store, self["login-delay"])
 

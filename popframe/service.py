@@ -11,6 +11,7 @@ from twisted.internet.endpoints import serverFromString
 
 from popframe.assembly import make_factory, make_lmtp_factory
 from popframe.config import ConfigurationError
+from popframe.server.factory import ListenerFactory, listener_name
 from popframe.settings import Settings
 from popframe.tls import harden_endpoint
 from popframe.twisted_internals import raise_listen_errors_synchronously
@@ -20,22 +21,47 @@ __all__ = ["make_listeners", "make_service"]
 
 def make_listeners(settings: Settings, reactor: Any) -> MultiService:
     """One process serving every ``--listen`` and ``--lmtp`` endpoint
-    (``--workers 1``)."""
+    (``--workers 1``), and ``--metrics``."""
     service = MultiService()
-    _listen(service, "--listen", settings.listen, make_factory(settings, reactor), reactor)
+    recorder = None
+    if settings.metrics:
+        from popframe.ops import MetricsRecorder
+        from popframe.ops.exposition import LocalMetrics
+
+        recorder = MetricsRecorder()
+        add_metrics_service(service, settings, reactor, LocalMetrics(recorder))
+    factory = make_factory(settings, reactor, recorder)
+    _listen(service, "--listen", settings.listen, factory, reactor, per_listener=True)
     if settings.lmtp:
         _listen(service, "--lmtp", settings.lmtp, make_lmtp_factory(settings, reactor), reactor)
     return service
 
 
+def add_metrics_service(service: MultiService, settings: Settings, reactor: Any,
+                        source: Any) -> None:
+    """``--metrics``: the Prometheus page of ``source``, on its endpoint."""
+    from popframe.ops.certificates import CertificateExpiry, certificate_paths
+    from popframe.ops.exposition import metrics_service
+
+    assert settings.metrics is not None
+    certificates = CertificateExpiry(certificate_paths(settings.tls_cert, settings.listen))
+    try:
+        page = metrics_service(settings.metrics, reactor, source, certificates,
+                               raise_listen_errors_synchronously)
+    except (ValueError, KeyError, TypeError, OSError) as error:
+        raise ConfigurationError("--metrics", f"{settings.metrics!r}: {error}") from None
+    page.setServiceParent(service)
+
+
 def _listen(service: MultiService, key: str, descriptions: tuple[str, ...], factory: Any,
-            reactor: Any) -> None:
+            reactor: Any, per_listener: bool = False) -> None:
     for description in descriptions:
         try:
             endpoint = harden_endpoint(serverFromString(reactor, description))
         except (ValueError, KeyError, TypeError, OSError) as error:
             raise ConfigurationError(key, f"{description!r}: {error}") from None
-        listener = StreamServerEndpointService(endpoint, factory)
+        served = ListenerFactory(factory, listener_name(description)) if per_listener else factory
+        listener = StreamServerEndpointService(endpoint, served)
         # Fail start-up loudly when a port cannot be bound.
         raise_listen_errors_synchronously(listener)
         listener.setServiceParent(service)
@@ -49,7 +75,12 @@ def make_service(settings: Settings, reactor: Any = None) -> Service:
             # Worker processes adopt sockets this process opens.
             from popframe.workers import WorkerPool
 
-            service: Service = WorkerPool(settings, reactor)
+            pool = WorkerPool(settings, reactor)
+            service: Service = pool
+            if settings.metrics:
+                service = MultiService()
+                pool.setServiceParent(service)
+                add_metrics_service(service, settings, reactor, pool.metrics_source())
         else:
             service = make_listeners(settings, reactor)
     except ConfigurationError as error:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from popframe.interfaces import IMaildropStore
     from popframe.logindelay import LoginDelay
     from popframe.options import Options
-    from popframe.throttle import Throttle
+    from popframe.throttle import Throttle, TrustedNetworks
 
 __all__ = ["Settings"]
 
@@ -69,6 +69,16 @@ class Settings:
     #: The ``pop3`` arguments, which each ``--workers`` process parses
     #: again to build its own store and checkers; None when unknown.
     argv: tuple[str, ...] | None = None
+    #: ``--tls-cert``: the STLS certificate's file (its expiry is a metric).
+    tls_cert: str | None = None
+    #: ``--metrics``: the endpoint of the Prometheus page; None: no metrics.
+    metrics: str | None = None
+    #: Connections at once to the whole server; 0: no limit.
+    max_connections: int = 0
+    #: Sessions at once of one user (per process); 0: no limit.
+    max_sessions_per_user: int = 0
+    #: ``--trusted-networks``; None: none.
+    trusted_networks: TrustedNetworks | None = None
 
     @classmethod
     def from_options(cls, options: Options) -> Settings:
@@ -96,6 +106,11 @@ class Settings:
             lmtp_config=_lmtp_config(options),
             demo=options.demo,
             argv=None if options.argv is None else tuple(options.argv),
+            tls_cert=options["tls-cert"],
+            metrics=options["metrics"],
+            max_connections=options["max-connections"],
+            max_sessions_per_user=options["max-sessions-per-user"],
+            trusted_networks=options.trusted_networks,
         )
 
 

@@ -31,7 +31,7 @@ import ipaddress
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -319,6 +319,75 @@ def _host_key(host: str) -> str:
     return str(ip)
 
 
+class TrustedNetworks:
+    """``--trusted-networks``: the addresses of proxies and webmails that
+    speak for many users.  They are never refused by the per-address
+    connection limit nor blocked (or delayed) by their address's failure
+    count; their users' failures still count per user name.  They may
+    forward a client's address with XCLIENT.  Clients on a UNIX socket are
+    local: trusted when 127.0.0.1 is."""
+
+    def __init__(self, networks: Iterable[str] = ()) -> None:
+        self.networks = tuple(ipaddress.ip_network(n.strip(), strict=False) for n in networks)
+        self._known: dict[str, bool] = {}
+        self._unix = self._host_trusted("127.0.0.1")
+
+    @classmethod
+    def parse(cls, text: str) -> TrustedNetworks:
+        """``CIDR,CIDR,...`` (a bare address is a /32 or /128); ``none`` or
+        nothing for none.  ValueError names a bad entry."""
+        entries = [e.strip() for e in text.split(",") if e.strip()]
+        if entries == ["none"]:
+            entries = []
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an address or network (CIDR)") from None
+        return cls(entries)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def __repr__(self) -> str:
+        return f"TrustedNetworks({[str(n) for n in self.networks]!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrustedNetworks) and other.networks == self.networks
+
+    def __hash__(self) -> int:
+        return hash(self.networks)
+
+    def contains(self, peer: object) -> bool:
+        """Whether the client at ``peer`` (an address object) is trusted."""
+        if not self.networks:
+            return False
+        if isinstance(peer, UNIXAddress):
+            return self._unix
+        host = getattr(peer, "host", None)
+        if not isinstance(host, str):
+            return False
+        known = self._known.get(host)
+        if known is None:
+            if len(self._known) >= 4096:
+                self._known.clear()
+            known = self._known[host] = self._host_trusted(host)
+        return known
+
+    def _host_trusted(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.networks)
+
+
+#: What ``--trusted-networks`` means when not given: this host.
+LOOPBACK = "127.0.0.0/8,::1/128"
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What to do with one failed login."""
@@ -337,6 +406,12 @@ class Throttle:
     logged (once per outage, by the store) and counts read as 0, so logins
     go on; each connection's own count still delays and drops.  An outage
     of a cache must not lock every user out of their mail.
+
+    Peers in ``trusted`` (:class:`TrustedNetworks`) have no address count:
+    never blocked, delayed or dropped for their address's failures, only
+    for their connection's and the user name's.  ``store_failed``, when
+    set, is called with each store failure the throttle let logins through
+    despite (the metrics count them).
     """
 
     def __init__(
@@ -348,8 +423,11 @@ class Throttle:
         window: float = 900.0,
         max_auth_failures: int = 3,
         max_ip_failures: int = 100,
+        trusted: TrustedNetworks | None = None,
     ) -> None:
         self.store = store if store is not None else MemoryThrottleStore()
+        self.trusted = trusted if trusted is not None else TrustedNetworks()
+        self.store_failed: Callable[[Failure], None] | None = None
         self.base = base
         self.max_delay = max_delay
         self.window = window
@@ -360,7 +438,7 @@ class Throttle:
         return (
             f"Throttle({self.store!r}, base={self.base}, max_delay={self.max_delay}, "
             f"window={self.window}, max_auth_failures={self.max_auth_failures}, "
-            f"max_ip_failures={self.max_ip_failures})"
+            f"max_ip_failures={self.max_ip_failures}, trusted={self.trusted!r})"
         )
 
     def delay(self, failures: int) -> float:
@@ -372,21 +450,21 @@ class Throttle:
         """Whether ``peer``'s address reached ``max_ip_failures`` in the
         window (then logins from it are refused unchecked)."""
         key = address_key(peer)
-        if not self.max_ip_failures or key is None:
+        if not self.max_ip_failures or key is None or self.trusted.contains(peer):
             return succeed(False)
         reached = self.store.counts([_ip(key)]).addCallback(
             lambda counts: counts[0] >= self.max_ip_failures
         )
-        return reached.addErrback(_fail_open, False)
+        return reached.addErrback(self._fail_open, False)
 
     def failed(self, peer: object, user: str | None, connection_failures: int) -> Deferred[Verdict]:
         """Count a failed login; fires with what to do about it."""
-        address = address_key(peer)
+        address = None if self.trusted.contains(peer) else address_key(peer)
         keys = [_ip(address)] if address is not None else []
         if user:
             keys.append(_user(user))
         d = self.store.increment(keys, self.window) if keys else succeed([])
-        d.addErrback(_fail_open, [0] * len(keys))
+        d.addErrback(self._fail_open, [0] * len(keys))
 
         def verdict(counts: list[int]) -> Verdict:
             failures = max([connection_failures, *counts])
@@ -403,7 +481,12 @@ class Throttle:
         """A login succeeded: forget the user name's failures."""
         if not user:
             return succeed(None)
-        return self.store.reset(_user(user)).addErrback(_fail_open, None)
+        return self.store.reset(_user(user)).addErrback(self._fail_open, None)
+
+    def _fail_open(self, failure: Failure, value: T) -> T:
+        if self.store_failed is not None:
+            self.store_failed(failure)
+        return _fail_open(failure, value)
 
 
 def _ip(address: str) -> str:
@@ -425,8 +508,10 @@ __all__ = [
     "MemoryThrottleStore",
     "RedisThrottleStore",
     "StoreUnavailable",
+    "LOOPBACK",
     "Throttle",
     "TooManyFailures",
+    "TrustedNetworks",
     "Verdict",
     "address_key",
     "throttle_store_from_description",

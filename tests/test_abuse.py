@@ -464,7 +464,8 @@ def test_silent_and_trickling_clients_are_dropped_after_the_preauth_timeout(
 
 
 def test_connections_per_address_limit_on_a_real_server(abuse_home: MailHome) -> None:
-    server = run_server(abuse_home, "--max-connections-per-ip", "3")
+    # Loopback is trusted (exempt) by default: trust nobody here.
+    server = run_server(abuse_home, "--max-connections-per-ip", "3", "--trusted-networks", "none")
     try:
         clients = [Client(server.port) for _ in range(3)]
         for client in clients:

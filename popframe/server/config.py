@@ -8,7 +8,7 @@ from typing import Any
 from popframe.auth.credentials import DEFAULT_MECHANISMS
 from popframe.logindelay import LoginDelay
 from popframe.protocol import Limits
-from popframe.throttle import Throttle
+from popframe.throttle import Throttle, TrustedNetworks
 
 __all__ = ["ServerConfig"]
 
@@ -40,3 +40,10 @@ class ServerConfig:
     throttle: Throttle | None = None
     # RFC 2449 LOGIN-DELAY (popframe.logindelay); None: not enforced.
     login_delay: LoginDelay | None = None
+    # Connections at once to the whole server (all workers); 0: no limit.
+    max_connections: int = 0
+    # Sessions at once of one user, in this process; 0: no limit.
+    max_sessions_per_user: int = 0
+    # Proxies and webmails: exempt from the per-address limit and failure
+    # block, allowed to forward a client's address (XCLIENT).  None here.
+    trusted_networks: TrustedNetworks = field(default_factory=TrustedNetworks)

@@ -9,7 +9,7 @@ from twisted.python.failure import Failure
 
 from popframe.errors import AuthenticationFailed, POP3Error, TemporaryFailure
 
-__all__ = ["as_pop3_error"]
+__all__ = ["as_pop3_error", "backend_failure_kind"]
 
 log = Logger(namespace="popframe.server")
 
@@ -24,3 +24,20 @@ def as_pop3_error(failure: Failure) -> POP3Error:
         return AuthenticationFailed()
     log.failure("unexpected backend failure", failure)
     return TemporaryFailure()
+
+
+def backend_failure_kind(failure: Failure) -> str:
+    """``"timeout"`` when a backend failed by timing out (the exception, or
+    the one it was raised from, is a timeout or a cancellation), else
+    ``"error"``: the two kinds the metrics count apart."""
+    from twisted.internet import defer, error
+
+    timeouts = (TimeoutError, defer.TimeoutError, defer.CancelledError, error.TimeoutError)
+    value: BaseException | None = failure.value
+    for _ in range(4):  # the error, and what it was raised from
+        if value is None:
+            break
+        if isinstance(value, timeouts):
+            return "timeout"
+        value = value.__cause__ or value.__context__
+    return "error"

@@ -12,14 +12,18 @@ For each attempt, in order:
    locks the maildrop with them.
 4. LOGIN-DELAY: a login too soon after the last one is refused after the
    password was verified (so the code is no oracle), and the maildrop
-   released.
+   released; so is a user over ``--max-sessions-per-user``
+   (``TooManySessions``: answered, then the connection closed).
 5. A failure is logged once; a wrong credential is counted (address, user
    name, connection) and its answer waits out the throttle's delay, which
    may say drop.  A success forgets the user name's count and is never
    delayed.
 
 Logins the core refuses itself (a wrong SCRAM proof: ``LoginRefused``) go
-through step 5 alone.  The protocol adapter only asks and answers.
+through step 5 alone.  The protocol adapter only asks and answers.  Each
+outcome is told to the factory's session observer (``login_finished``,
+``login_throttled``, ``backend_failed``), which knows why a login failed
+only from here.
 """
 
 from __future__ import annotations
@@ -42,27 +46,51 @@ from popframe.auth.credentials import (
     settings_sources,
     user_settings,
 )
-from popframe.errors import AuthenticationFailed, LoginDelayed, POP3Error
+from popframe.errors import (
+    AuthenticationFailed,
+    LoginDelayed,
+    MaildropInUse,
+    POP3Error,
+    TemporaryFailure,
+)
 from popframe.interfaces import IMaildrop, UserSettings
+from popframe.interfaces.observers import (
+    BackendRole,
+    ISessionObserver,
+    LimitKind,
+    LoginResult,
+    SessionObserver,
+    SessionRecord,
+)
 from popframe.protocol import Authenticate, LoginRefused
 from popframe.server.config import ServerConfig
-from popframe.server.failures import as_pop3_error
+from popframe.server.failures import as_pop3_error, backend_failure_kind
+from popframe.server.limits import UserSessions
 from popframe.server.peers import peer_text
 from popframe.throttle import TooManyFailures, Verdict
 
-__all__ = ["ConnectionLogins", "LoggedIn", "Logins"]
+__all__ = ["ConnectionLogins", "LoggedIn", "Logins", "TooManySessions"]
 
 log = Logger(namespace="popframe.server")
+
+
+class TooManySessions(TemporaryFailure):
+    """The user has ``--max-sessions-per-user`` sessions already: the
+    connection is closed after this reply."""
+
+    default_message = "too many sessions for this user, try again later"
 
 
 @dataclass(frozen=True, slots=True)
 class LoggedIn:
     """A successful login: the opened maildrop, the callable that releases
-    it (unless QUIT committed), and the user's own LOGIN-DELAY, if any."""
+    it (unless QUIT committed), the user's own LOGIN-DELAY, if any, and
+    whose maildrop it is."""
 
     maildrop: IMaildrop
     logout: Callable[[], None]
     login_delay: int | None
+    user: str = ""
 
 
 class Logins:
@@ -75,23 +103,43 @@ class Logins:
         self.config = config
         self.clock = clock
         self.settings_sources = settings_sources(portal)
+        self.observer: ISessionObserver = SessionObserver()
+        self.user_sessions = UserSessions()
 
     @property
     def login_delay_per_user(self) -> bool:
         """Whether a checker may give a user a LOGIN-DELAY of their own."""
         return self.config.login_delay is not None and bool(self.settings_sources)
 
-    def for_connection(self, transport: Any) -> ConnectionLogins:
-        return ConnectionLogins(self, transport)
+    def for_connection(self, transport: Any, record: SessionRecord | None = None
+                       ) -> ConnectionLogins:
+        return ConnectionLogins(self, transport, record)
 
 
 class ConnectionLogins:
-    """The logins of one connection."""
+    """The logins of one connection.  ``forwarded``: the client's address
+    as a trusted proxy told it (XCLIENT), which then stands for the
+    transport's peer."""
 
-    def __init__(self, logins: Logins, transport: Any) -> None:
+    def __init__(self, logins: Logins, transport: Any,
+                 record: SessionRecord | None = None) -> None:
         self._logins = logins
         self._transport = transport
+        self._record = record if record is not None else SessionRecord("", "", 0.0)
         self.failures = 0  # failed logins on this connection
+        self.forwarded: Any = None
+        self._started = 0.0  # when the attempt under way began
+        self._role = BackendRole.AUTH  # which backend the attempt is waiting for
+
+    def peer(self) -> Any:
+        """The client's address (forwarded, or the transport's peer)."""
+        return self.forwarded if self.forwarded is not None else self._transport.getPeer()
+
+    def _peer_text(self) -> str:
+        forwarded = self.forwarded
+        if forwarded is None:
+            return peer_text(self._transport)
+        return f"{forwarded.host}:{forwarded.port}"
 
     def attempt(
         self, request: Authenticate, tls: bool, certificate: Any = None
@@ -101,6 +149,8 @@ class ConnectionLogins:
         means: answer, then hang up."""
         logins = self._logins
         config = logins.config
+        self._started = logins.clock.seconds()
+        self._role = BackendRole.AUTH
         credentials = as_cred_credentials(request.credentials, certificate)
         authzid = getattr(request.credentials, "authzid", None)
         user = self._address_admitted().addCallback(
@@ -113,9 +163,11 @@ class ConnectionLogins:
     def refused(self, request: LoginRefused, tls: bool) -> Deferred[POP3Error]:
         """A login the core refused: count and log it like any; fires with
         the error to answer (``TooManyFailures``: then hang up)."""
+        self._started = self._logins.clock.seconds()
         d = self._count_failure(request.mechanism, request.user, "AuthenticationFailed", tls)
 
         def answer(verdict: Verdict | None) -> POP3Error:
+            self._report(request.mechanism, LoginResult.FAILED)
             if verdict is not None and verdict.drop:
                 return TooManyFailures()
             return AuthenticationFailed()
@@ -139,7 +191,7 @@ class ConnectionLogins:
             if blocked:
                 raise TooManyFailures()
 
-        return throttle.blocked(self._transport.getPeer()).addCallback(check)
+        return throttle.blocked(self.peer()).addCallback(check)
 
     def _open(self, user: str) -> Deferred[LoggedIn]:
         """Open ``user``'s maildrop with their settings, then apply
@@ -150,6 +202,7 @@ class ConnectionLogins:
             user_settings(sources, user) if sources else succeed(None))
 
         def open_maildrop(found: UserSettings | None) -> Deferred[LoggedIn]:
+            self._role = BackendRole.STORE
             avatar = logins.portal.realm.requestAvatar(user.encode("utf-8"), found, IMaildrop)
             # IRealm may answer at once or with a Deferred.
             d = avatar if isinstance(avatar, Deferred) else succeed(avatar)
@@ -169,14 +222,14 @@ class ConnectionLogins:
         maildrop = cast(IMaildrop, provided)  # what the realm was asked for
         policy = self._logins.config.login_delay
         if policy is None:
-            return LoggedIn(maildrop, logout, None)
+            return self._count_session(LoggedIn(maildrop, logout, None, user))
         delay = policy.delay_for(settings)
         own = settings.login_delay if settings is not None else None
 
         def admitted(ok: bool) -> LoggedIn:
             if not ok:
                 raise LoginDelayed()
-            return LoggedIn(maildrop, logout, own)
+            return self._count_session(LoggedIn(maildrop, logout, own, user))
 
         def refused(failure: Failure) -> Failure:
             logout()
@@ -184,11 +237,36 @@ class ConnectionLogins:
 
         return policy.admit(user, delay).addCallback(admitted).addErrback(refused)
 
+    def _count_session(self, result: LoggedIn) -> LoggedIn:
+        """``--max-sessions-per-user``: count this session of the user (its
+        logout uncounts it), or release the maildrop and refuse."""
+        limit = self._logins.config.max_sessions_per_user
+        if not limit:
+            return result
+        sessions = self._logins.user_sessions
+        user = result.user
+        if not sessions.acquire(user, limit):
+            result.logout()
+            raise TooManySessions()
+        release = result.logout
+
+        def logout() -> None:
+            sessions.release(user)
+            release()
+
+        return LoggedIn(result.maildrop, logout, result.login_delay, user)
+
+    def _report(self, mechanism: str, result: str) -> None:
+        logins = self._logins
+        logins.observer.login_finished(self._record, mechanism, result,
+                                       logins.clock.seconds() - self._started)
+
     def _succeeded(self, result: LoggedIn, request: Authenticate, tls: bool) -> LoggedIn:
+        self._report(request.mechanism, LoginResult.OK)
         log.info(
             "login ok mechanism={mechanism} user={user} peer={peer} tls={tls}",
             mechanism=request.mechanism, user=_shown(request.user),
-            peer=peer_text(self._transport), tls=tls,
+            peer=self._peer_text(), tls=tls,
         )
         throttle = self._logins.config.throttle
         if throttle is not None:
@@ -200,17 +278,37 @@ class ConnectionLogins:
         was a wrong credential; TooManyFailures when the throttle says drop."""
         error = as_pop3_error(failure)  # logs an unexpected traceback, once
         reason = type(failure.value).__name__
+        mechanism = request.mechanism
         if isinstance(error, TooManyFailures):  # the address is blocked
-            self._log(request.mechanism, request.user, reason, tls, dropped=True)
+            self._log(mechanism, request.user, reason, tls, dropped=True)
+            self._report(mechanism, LoginResult.BLOCKED)
+            self._logins.observer.login_throttled(self._record, 0.0, "address")
             return fail(error)
         if not isinstance(error, AuthenticationFailed):
-            self._log(request.mechanism, request.user, reason, tls)
+            self._log(mechanism, request.user, reason, tls)
+            self._report_refusal(mechanism, error, failure)
             return fail(error)
 
         def answer(verdict: Verdict | None) -> Failure:
+            self._report(mechanism, LoginResult.FAILED)
             return Failure(TooManyFailures() if verdict is not None and verdict.drop else error)
 
-        return self._count_failure(request.mechanism, request.user, reason, tls).addCallback(answer)
+        return self._count_failure(mechanism, request.user, reason, tls).addCallback(answer)
+
+    def _report_refusal(self, mechanism: str, error: POP3Error, failure: Failure) -> None:
+        """A login refused for another reason than its credentials."""
+        observer = self._logins.observer
+        if isinstance(error, MaildropInUse):
+            self._report(mechanism, LoginResult.IN_USE)
+        elif isinstance(error, LoginDelayed):
+            self._report(mechanism, LoginResult.DELAYED)
+        elif isinstance(error, TooManySessions):
+            self._report(mechanism, LoginResult.LIMIT)
+            observer.connection_refused(LimitKind.PER_USER, self._peer_text())
+        else:
+            self._report(mechanism, LoginResult.ERROR)
+            if isinstance(error, TemporaryFailure):
+                observer.backend_failed(self._role, backend_failure_kind(failure))
 
     def _count_failure(self, mechanism: str, user: str | None, reason: str,
                        tls: bool) -> Deferred[Verdict | None]:
@@ -221,10 +319,16 @@ class ConnectionLogins:
             self._log(mechanism, user, reason, tls)
             return succeed(None)
         self.failures += 1
-        d = throttle.failed(self._transport.getPeer(), user, self.failures)
+        d = throttle.failed(self.peer(), user, self.failures)
 
         def wait(verdict: Verdict) -> Deferred[Verdict | None]:
             self._log(mechanism, user, reason, tls, verdict)
+            if verdict.delay > 0 or verdict.drop:
+                dropped = None
+                if verdict.drop:
+                    dropped = "connection" if self.failures >= throttle.max_auth_failures > 0 \
+                        else "address"
+                self._logins.observer.login_throttled(self._record, verdict.delay, dropped)
             if verdict.delay <= 0:
                 return succeed(verdict)
             return deferLater(self._logins.clock, verdict.delay, lambda: verdict)
@@ -234,7 +338,7 @@ class ConnectionLogins:
     def _log(self, mechanism: str, user: str | None, reason: str, tls: bool,
              verdict: Verdict | None = None, dropped: bool = False) -> None:
         fields: dict[str, object] = dict(
-            mechanism=mechanism or "-", user=_shown(user), peer=peer_text(self._transport),
+            mechanism=mechanism or "-", user=_shown(user), peer=self._peer_text(),
             tls=tls, reason=reason)
         text = (
             "login failed mechanism={mechanism} user={user} peer={peer} tls={tls} reason={reason}"

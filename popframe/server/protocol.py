@@ -8,6 +8,12 @@ backend call is outstanding, or the connection is closing.  So replies stay
 in order, a client that stops reading makes nothing grow, and a 1 GB RETR
 goes out in ``chunk_size`` pieces.  Logins go through
 :mod:`popframe.server.login`; the protocol only asks and answers.
+
+Each connection keeps a :class:`~popframe.interfaces.observers.SessionRecord`
+(who, how, how much, how it ended) and tells the factory's observer about
+it at a few points (:mod:`popframe.interfaces.observers`); the limits
+(``--max-connections``, per address, per user) refuse with
+``-ERR [SYS/TEMP]`` and close.
 """
 
 from __future__ import annotations
@@ -30,8 +36,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from popframe.auth.credentials import lookup_secret
-from popframe.errors import POP3Error
+from popframe.errors import POP3Error, TemporaryFailure
 from popframe.interfaces import IMaildrop, IMessageBody
+from popframe.interfaces.observers import BackendRole, EndReason, LimitKind, SessionRecord
 from popframe.protocol import (
     NEED_DATA,
     Authenticate,
@@ -47,8 +54,8 @@ from popframe.protocol import (
 from popframe.protocol.encoding import MessageEncoder
 from popframe.protocol.session import SessionState
 from popframe.server.body import AsyncBody, Chunk, FileBody, as_body
-from popframe.server.failures import as_pop3_error
-from popframe.server.login import ConnectionLogins, LoggedIn
+from popframe.server.failures import as_pop3_error, backend_failure_kind
+from popframe.server.login import ConnectionLogins, LoggedIn, TooManySessions
 from popframe.server.peers import behind_proxy, is_loopback, peer_text
 from popframe.throttle import TooManyFailures, address_key
 from popframe.twisted_internals import plain_tcp, send_now
@@ -77,12 +84,16 @@ class POP3ServerProtocol(Protocol):
 
     factory: POP3Factory
     transport: _ServerTransport
+    #: The listener's name (``tcp:110``), set by its ListenerFactory.
+    listener = "-"
 
     def __init__(self, factory: POP3Factory) -> None:
         self.factory = factory
         self.portal = factory.portal
         self.config = factory.config
         self.clock = factory.clock
+        self.observer = factory.observer
+        self.record: SessionRecord | None = None
         self.session: Session | None = None
         self._logins: ConnectionLogins | None = None
         self._maildrop: IMaildrop | None = None
@@ -99,12 +110,22 @@ class POP3ServerProtocol(Protocol):
         self._active_at = 0.0  # when the client last did something
         self._login_deadline: Any = None
         self._address: str | None = None  # counted in the factory's per-address table
+        self._counted = False  # counted in the factory's connections (--max-connections)
+        self._proxied = False  # behind haproxy:, the client's address not yet known
+        # RETR/TOP under way: its command, when it began, octets sent so far.
+        self._sending: tuple[str, float] = ("RETR", 0.0)
+        self._sent = 0
 
     # -- connection ---------------------------------------------------------
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
-        if not self._admit_address(peer):
+        transport = self.transport
+        peer = transport.getPeer()
+        tls_active = ISSLTransport.providedBy(transport)
+        record = self.record = SessionRecord(self.listener, _address_text(peer),
+                                             self.clock.seconds(), "TLS" if tls_active else None)
+        self._proxied = behind_proxy(transport)
+        if not self._admit(peer, record):
             return
         factory = self.factory
         offered = factory.mechanisms
@@ -114,9 +135,9 @@ class POP3ServerProtocol(Protocol):
             SessionConfig(
                 implementation=self.config.implementation,
                 stls_available=self.config.tls is not None,
-                tls_active=ISSLTransport.providedBy(self.transport),
+                tls_active=tls_active,
                 plaintext_auth_allowed=self.config.allow_plaintext_auth
-                or (is_loopback(peer) and not behind_proxy(self.transport)),
+                or (is_loopback(peer) and not self._proxied),
                 mechanisms=tuple(m for m in offered if m != "USER"),
                 user_pass="USER" in offered,
                 apop_timestamp=(f"<{os.getpid()}.{random(8).hex()}@{self.config.hostname}>"
@@ -130,37 +151,76 @@ class POP3ServerProtocol(Protocol):
                 limits=self.config.limits,
             )
         )
-        self._logins = factory.logins.for_connection(self.transport)
-        _no_delay(self.transport)
-        self._tcp = plain_tcp(self.transport)
-        self.transport.registerProducer(self, True)
+        self._logins = factory.logins.for_connection(transport, record)
+        _no_delay(transport)
+        self._tcp = plain_tcp(transport)
+        transport.registerProducer(self, True)
         self._reset_timeout()
         if self.config.preauth_timeout:
             self._login_deadline = self.clock.callLater(self.config.preauth_timeout,
                                                         self._login_timed_out)
+        self.observer.session_opened(record)
         self._send(self.session.greeting())
 
-    def _admit_address(self, peer: object) -> bool:
-        """Count this connection against its address's limit; over it,
-        answer -ERR [SYS/TEMP] and hang up (False)."""
+    # -- limits ----------------------------------------------------------------
+
+    def _admit(self, peer: object, record: SessionRecord) -> bool:
+        """``--max-connections``, then the per-address limit (behind
+        ``haproxy:`` at the first data, once the PROXY header named the
+        client); over a limit, answer -ERR [SYS/TEMP] and hang up (False)."""
+        limit = self.config.max_connections
+        if limit:
+            if not self.factory.connections.acquire(limit):
+                self._refuse(LimitKind.MAX_CONNECTIONS, record.peer,
+                             b"-ERR [SYS/TEMP] too many connections to this server, "
+                             b"try again later\r\n", limit)
+                return False
+            self._counted = True
+        if self._proxied:
+            return True
+        return self._admit_address(peer, record)
+
+    def _admit_address(self, peer: object, record: SessionRecord) -> bool:
+        """Count this connection against its address's limit unless the
+        address is trusted; over it, refuse (False)."""
         limit = self.config.max_connections_per_ip
-        if not limit or behind_proxy(self.transport):
+        if not limit:
             return True
         address = address_key(peer)
-        if address is None or address == "unix":
+        if address is None or address == "unix" or self.config.trusted_networks.contains(peer):
             return True
         if not self.factory.count_connection(address, limit):
-            log.info("too many connections peer={peer} limit={limit}",
-                     peer=peer_text(self.transport), limit=limit)
-            self._closed = True
-            self.transport.write(b"-ERR [SYS/TEMP] too many connections from your address\r\n")
-            self.transport.loseConnection()
+            self._refuse(LimitKind.PER_ADDRESS, record.peer,
+                         b"-ERR [SYS/TEMP] too many connections from your address\r\n", limit)
             return False
         self._address = address
         return True
 
+    def _refuse(self, limit: str, peer: str, line: bytes, count: int) -> None:
+        log.info("too many connections peer={peer} limit={limit} max={count}",
+                 peer=peer, limit=limit, count=count)
+        self.observer.connection_refused(limit, peer)
+        self._closed = True
+        if self.session is not None:  # refused after the greeting
+            assert self.record is not None
+            self.record.end = EndReason.LIMIT
+            self.transport.unregisterProducer()
+        self.transport.write(line)
+        self.transport.loseConnection()
+
+    def _proxy_header_read(self) -> bool:
+        """Behind ``haproxy:``, at the first data: the PROXY header has
+        named the client, whose address is counted now."""
+        self._proxied = False
+        assert self.record is not None
+        peer = self.transport.getPeer()
+        self.record.peer = _address_text(peer)
+        return self._admit_address(peer, self.record)
+
     def dataReceived(self, data: bytes) -> None:
-        if self.session is None:  # refused in connectionMade
+        if self.session is None or self._closed:  # refused
+            return
+        if self._proxied and not self._proxy_header_read():
             return
         self._reset_timeout()
         self.session.receive_data(data)
@@ -176,10 +236,21 @@ class POP3ServerProtocol(Protocol):
         address, self._address = self._address, None
         if address is not None:
             self.factory.forget_connection(address)
+        if self._counted:
+            self._counted = False
+            self.factory.connections.release()
         if self.session is not None:
             self.session.connection_lost()
         self._close_message()
         self._release_maildrop()
+        record = self.record
+        if self.session is not None and record is not None and record.ended is None:
+            if record.end is None:
+                record.end = EndReason.SHUTDOWN if self.factory.stopping else EndReason.DROPPED
+            if record.tls is not None:
+                record.tls = self._tls_version() or record.tls
+            record.ended = self.clock.seconds()
+            self.observer.session_closed(record)
 
     # -- IPushProducer: the transport tells us when its buffer is full --------
 
@@ -241,13 +312,19 @@ class POP3ServerProtocol(Protocol):
     def _send(self, reply: Reply) -> None:
         self._write([reply.encode()])
         if reply.close:
+            record = self.record
+            if record is not None and record.end is None:
+                record.end = EndReason.QUIT if reply.ok else EndReason.BAD_COMMANDS
             self._closed = True
             # A TLS transport only shuts down once no producer is registered.
             self.transport.unregisterProducer()
             self.transport.loseConnection()
 
-    def _await(self, deferred: Any, on_success: Callable[[Any], None]) -> None:
-        """Run a backend call; its outcome becomes the next reply."""
+    def _await(self, deferred: Any, on_success: Callable[[Any], None],
+               role: str | None = BackendRole.STORE) -> None:
+        """Run a backend call (of a ``role`` backend: its failures are
+        counted; None: the login pipeline counts them); its outcome
+        becomes the next reply."""
         self._waiting = True
 
         def succeeded(result: object) -> None:
@@ -259,40 +336,56 @@ class POP3ServerProtocol(Protocol):
         def failed(failure: Failure) -> None:
             self._waiting = False
             if not self._closed:
-                self._fail_request(as_pop3_error(failure))
+                error = as_pop3_error(failure)
+                if role is not None and isinstance(error, TemporaryFailure):
+                    self.observer.backend_failed(role, backend_failure_kind(failure))
+                self._fail_request(error)
                 self._pump()
 
         deferred.addCallbacks(succeeded, failed)
 
     def _fail_request(self, error: POP3Error) -> None:
         """Answer the outstanding request with ``error``; after
-        ``TooManyFailures`` (the throttle's drop) hang up."""
-        assert self.session is not None
-        self._send(self.session.request_failed(error, close=isinstance(error, TooManyFailures)))
+        ``TooManyFailures`` (the throttle's drop) or ``TooManySessions``
+        hang up."""
+        assert self.session is not None and self.record is not None
+        reply = self.session.request_failed(
+            error, close=isinstance(error, (TooManyFailures, TooManySessions)))
+        if reply.close and self.record.end is None:
+            self.record.end = (EndReason.TOO_MANY_FAILURES if isinstance(error, TooManyFailures)
+                               else EndReason.LIMIT if isinstance(error, TooManySessions)
+                               else EndReason.ERROR)
+        self._send(reply)
 
     # -- logging in -------------------------------------------------------------
 
     def _authenticate(self, request: Authenticate) -> None:
         assert self._logins is not None and self.session is not None
         d = self._logins.attempt(request, self.session.tls_active, self._peer_certificate())
-        self._await(d, self._logged_in)
+        self._await(d, lambda result: self._logged_in(result, request.mechanism), None)
 
-    def _logged_in(self, result: LoggedIn) -> None:
-        assert self.session is not None
+    def _logged_in(self, result: LoggedIn, mechanism: str) -> None:
+        assert self.session is not None and self.record is not None
         self._maildrop, self._logout = result.maildrop, result.logout
         self._cancel_login_deadline()
+        record = self.record
+        record.user = result.user or self.session.user
+        record.mechanism = mechanism
+        if record.tls is not None:  # the handshake is over: its version is known
+            record.tls = self._tls_version() or record.tls
         self._send(self.session.logged_in(result.maildrop.listing(), result.login_delay))
 
     def _login_refused(self, request: LoginRefused) -> None:
         assert self._logins is not None and self.session is not None
         d = self._logins.refused(request, self.session.tls_active)
-        self._await(d, self._fail_request)
+        self._await(d, self._fail_request, None)
 
     def _lookup_secret(self, request: LookupSecret) -> None:
         assert self.session is not None
         session = self.session
         d = lookup_secret(self.portal, request.user, request.kind)
-        self._await(d, lambda secret: self._dispatch(session.secret_found(secret)))
+        self._await(d, lambda secret: self._dispatch(session.secret_found(secret)),
+                    BackendRole.AUTH)
 
     def _tls_connection(self) -> SSL.Connection | None:
         """The pyOpenSSL connection under a TLS transport: what its
@@ -303,6 +396,15 @@ class POP3ServerProtocol(Protocol):
         system: Any = self.transport
         connection: SSL.Connection = system.getHandle()
         return connection
+
+    def _tls_version(self) -> str | None:
+        """The negotiated TLS version (``TLSv1.3``), once known."""
+        try:
+            connection = self._tls_connection()
+            version = connection.get_protocol_version_name() if connection is not None else None
+        except Exception:  # a connection torn down before its handshake
+            return None
+        return version if version and version != "Unknown" else None
 
     def _peer_certificate(self) -> x509.Certificate | None:
         connection = self._tls_connection()
@@ -336,6 +438,8 @@ class POP3ServerProtocol(Protocol):
 
     def _retrieve(self, request: Retrieve) -> None:
         assert self._maildrop is not None
+        self._sending = ("RETR" if request.body_lines is None else "TOP", self.clock.seconds())
+        self._sent = 0
         self._await(self._maildrop.open_message(request.message.uid),
                     lambda opened: self._start_message(opened, request))
 
@@ -374,6 +478,9 @@ class POP3ServerProtocol(Protocol):
         if self._closed:
             return
         log.failure("reading a message failed; dropping the connection", failure)
+        self.observer.backend_failed(BackendRole.STORE, backend_failure_kind(failure))
+        if self.record is not None:
+            self.record.end = EndReason.ERROR
         self._closed = True
         self._close_message()
         self.transport.abortConnection()
@@ -388,13 +495,32 @@ class POP3ServerProtocol(Protocol):
             encoded = encoder.feed(data)
             if encoded:
                 pieces.append(encoded)
+                self._sent += len(encoded)
         finished = ended or encoder.done
         if finished:
-            pieces.append(encoder.finish())
+            end = encoder.finish()
+            pieces.append(end)
+            self._sent += len(end)
         self._write(pieces)
         if finished:
             self._close_message()
             self.session.request_done()
+            self._message_sent()
+
+    def _message_sent(self) -> None:
+        """A RETR or TOP is out: count it (the octets as LIST counts them,
+        without the terminating ``.CRLF``)."""
+        record = self.record
+        assert record is not None
+        command, started = self._sending
+        octets = self._sent - 3
+        if command == "RETR":
+            record.retrieved += 1
+            record.retrieved_octets += octets
+        else:
+            record.top += 1
+            record.top_octets += octets
+        self.observer.message_sent(record, command, octets, self.clock.seconds() - started)
 
     def _write(self, pieces: list[bytes]) -> None:
         """Send ``pieces`` in order: on plain TCP with nothing queued, to
@@ -418,15 +544,24 @@ class POP3ServerProtocol(Protocol):
 
     def _commit(self, request: Commit) -> None:
         assert self._maildrop is not None and self.session is not None
-        session = self.session
         d = self._maildrop.commit(list(request.deleted))
-        self._await(d, lambda _: self._send(session.committed()))
+        self._await(d, lambda _: self._committed(len(request.deleted)))
+
+    def _committed(self, deleted: int) -> None:
+        assert self.session is not None and self.record is not None
+        record = self.record
+        record.end = EndReason.QUIT
+        record.deleted = deleted
+        self.observer.deletions_committed(record, deleted)
+        self._send(self.session.committed())
 
     def _start_tls(self, request: StartTLS) -> None:
-        assert self.session is not None
+        assert self.session is not None and self.record is not None
         self._send(request.reply)
         self.transport.startTLS(self.config.tls)
         self.session.tls_started()
+        self.record.tls = "TLS"
+        self.observer.tls_started(self.record)
 
     def _release_maildrop(self) -> None:
         logout, self._logout = self._logout, None
@@ -459,6 +594,8 @@ class POP3ServerProtocol(Protocol):
             self._timeout = self.clock.callLater(remaining, self._check_idle)
             return
         log.info("idle timeout peer={peer}", peer=peer_text(self.transport))
+        if self.record is not None:
+            self.record.end = EndReason.TIMEOUT
         self._hang_up(b"-ERR disconnected for inactivity\r\n")
 
     def _hang_up(self, line: bytes) -> None:
@@ -487,7 +624,18 @@ class POP3ServerProtocol(Protocol):
         if self._closed or session is None or session.state is not SessionState.AUTHORIZATION:
             return
         log.info("login timeout peer={peer}", peer=peer_text(self.transport))
+        if self.record is not None:
+            self.record.end = EndReason.LOGIN_TIMEOUT
         self._hang_up(b"-ERR [SYS/TEMP] login timed out\r\n")
+
+
+def _address_text(peer: object) -> str:
+    """``host:port`` of an address, for the session record."""
+    host = getattr(peer, "host", None)
+    if host is None:
+        name = getattr(peer, "name", None)  # a UNIX socket's client
+        return "unix" if not name else f"unix:{name!r}"
+    return f"{host}:{getattr(peer, 'port', '')}"
 
 
 def _after(pieces: list[bytes], sent: int) -> list[bytes]:

@@ -38,10 +38,11 @@ class _Lifeline:
     """Reads the worker's stdin, a pipe whose other end only the parent
     holds: end of file means the parent is gone, however it went."""
 
-    def __init__(self, reactor: Any, fd: int, on_lost: Any) -> None:
+    def __init__(self, reactor: Any, fd: int, on_lost: Any, on_data: Any = None) -> None:
         self._reactor = reactor
         self._fd = fd
         self._on_lost = on_lost
+        self._on_data = on_data  # requests from the parent (popframe.ops.relay)
         os.set_blocking(fd, False)
 
     def fileno(self) -> int:
@@ -57,6 +58,8 @@ class _Lifeline:
             return None
         except OSError:
             return CONNECTION_LOST
+        if data and self._on_data is not None:
+            self._on_data(data)
         return None if data else CONNECTION_DONE
 
     def connectionLost(self, reason: Failure) -> None:
@@ -92,6 +95,7 @@ def run_worker(spec: dict[str, Any]) -> int:
 
     from popframe.assembly import make_factory, make_lmtp_factory
     from popframe.options import Options
+    from popframe.server.factory import ListenerFactory, listener_name
     from popframe.settings import Settings
     from popframe.workers.sockets import adopt_listener
 
@@ -109,15 +113,26 @@ def run_worker(spec: dict[str, Any]) -> int:
 
         set_fake_record_key(bytes.fromhex(key))
     settings = Settings.from_options(options)
-    factories: dict[str, Any] = {"pop3": make_factory(settings, reactor)}
+    recorder, metrics_requests = _metrics(spec, reactor)
+    pop3 = make_factory(settings, reactor, recorder)
+    shared = spec.get("connections")
+    if shared:
+        from popframe.server.limits import SharedConnectionCount
+
+        pop3.connections = SharedConnectionCount(int(shared["fd"]), int(shared["slot"]),
+                                                 int(shared["slots"]))
+    factories: dict[str, Any] = {"pop3": pop3}
     if settings.lmtp:
         factories["lmtp"] = make_lmtp_factory(settings, reactor)
     ports = []
     for listener in spec["listeners"]:
         kind = listener.get("kind", "pop3")
+        factory = factories[kind]
+        if kind == "pop3":
+            factory = ListenerFactory(pop3, listener_name(listener["description"]))
         try:
             ports.append(adopt_listener(reactor, listener["description"], int(listener["fd"]),
-                                        spec["systemd"], factories[kind]))
+                                        spec["systemd"], factory))
         except Exception:
             log.failure("cannot serve {kind} listener {description}", kind=kind,
                         description=listener["description"])
@@ -135,7 +150,7 @@ def run_worker(spec: dict[str, Any]) -> int:
         return defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports],
                                   consumeErrors=True)
 
-    reactor.addReader(_Lifeline(reactor, LIFELINE_FD, parent_gone))
+    reactor.addReader(_Lifeline(reactor, LIFELINE_FD, parent_gone, metrics_requests))
     reactor.addSystemEventTrigger("before", "shutdown", stop_listening)
     threads = IReactorThreads(reactor)  # as Twisted's typing of the global reactor asks
     signal.signal(signal.SIGHUP, lambda signum, frame: threads.callFromThread(
@@ -143,6 +158,22 @@ def run_worker(spec: dict[str, Any]) -> int:
     log.info("ready (pid {pid}): serving {count} listeners", pid=os.getpid(), count=len(ports))
     reactor.run()
     return 0
+
+
+def _metrics(spec: dict[str, Any], reactor: Any) -> tuple[Any, Any]:
+    """``--metrics``: this worker's recorder, and what answers the
+    parent's requests for its counts (None, None without metrics).  A last
+    snapshot goes to the parent once the sessions are closed at exit."""
+    fd = spec.get("metrics_fd")
+    if fd is None:
+        return None, None
+    from popframe.ops import MetricsRecorder
+    from popframe.ops.relay import answer_requests
+
+    recorder = MetricsRecorder()
+    requests, send = answer_requests(recorder, int(fd))
+    reactor.addSystemEventTrigger("after", "shutdown", send)
+    return recorder, requests
 
 
 def main(argv: list[str] | None = None) -> None:

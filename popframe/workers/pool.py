@@ -9,6 +9,10 @@ back-off, forward SIGHUP, stop them.
   then closes its own copies of the sockets (removing ``unix:`` socket
   files) and exits.  SIGHUP is forwarded to every worker, which logs it
   (nothing is reloaded yet).
+- ``--metrics``: each scrape asks the workers for their counts over their
+  lifeline pipes and sums the answers (:mod:`popframe.ops.relay`);
+  ``--max-connections``: the workers count their connections in one
+  shared memory segment (:mod:`popframe.server.limits`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from popframe.workers.logs import LogRelay
 from popframe.workers.sockets import SharedListener, systemd_descriptors
 
 if TYPE_CHECKING:
+    from popframe.ops.relay import WorkerMetrics
     from popframe.settings import Settings
 
 log = Logger(namespace="popframe.workers")
@@ -83,6 +88,23 @@ class WorkerPool(Service):
         self.listeners = [SharedListener(d, reactor) for d in settings.listen]
         self.listeners += [SharedListener(d, reactor, "--lmtp") for d in settings.lmtp]
         self.slots = [_Slot(number) for number in range(1, self.count + 1)]
+        # Descriptors past the listeners: the metrics pipe, the shared
+        # connection counts (--metrics, --max-connections).
+        extra_fd = FIRST_LISTENER_FD + len(self.listeners)
+        self.metrics: WorkerMetrics | None = None
+        self.metrics_fd: int | None = None
+        if settings.metrics:
+            from popframe.ops.relay import WorkerMetrics
+
+            self.metrics = WorkerMetrics(reactor, self._ask_for_metrics)
+            self.metrics_fd, extra_fd = extra_fd, extra_fd + 1
+        self.connections_fd: int | None = None
+        self._connections: int | None = None  # the shared segment, in this process
+        if settings.max_connections:
+            from popframe.server.limits import shared_count_segment
+
+            self._connections = shared_count_segment(self.count)
+            self.connections_fd = extra_fd
         self._stopping = False
         self._all_ended: defer.Deferred[None] | None = None
         self._previous_sighup: Any = None
@@ -133,6 +155,13 @@ class WorkerPool(Service):
         child_fds: dict[int, Any] = {LIFELINE_FD: "w", 1: "r", 2: "r", LOG_FD: "r"}
         for index, listener in enumerate(self.listeners):
             child_fds[FIRST_LISTENER_FD + index] = listener.fileno()
+        if self.metrics_fd is not None:
+            spec["metrics_fd"] = self.metrics_fd
+            child_fds[self.metrics_fd] = "r"
+        if self.connections_fd is not None:
+            spec["connections"] = {"fd": self.connections_fd, "slot": slot.id - 1,
+                                   "slots": self.count}
+            child_fds[self.connections_fd] = self._connections
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env[FAKE_KEY_VARIABLE] = self.fake_key.hex()
         args = worker_command(spec)
@@ -154,6 +183,8 @@ class WorkerPool(Service):
         if slot.process is not protocol.transport:
             return
         slot.process = None
+        if self.metrics is not None:
+            self.metrics.ended(slot.id, restarting=not self._stopping)
         how = _describe_exit(reason)
         uptime = time.monotonic() - slot.started
         if self._stopping:
@@ -173,6 +204,28 @@ class WorkerPool(Service):
         slot.quick_deaths += 1
         slot.restart = self.reactor.callLater(delay, self._spawn, slot)
         return delay
+
+    # -- metrics -------------------------------------------------------------
+
+    def _ask_for_metrics(self, worker: int) -> bool:
+        from popframe.ops.relay import REQUEST
+
+        process = self.slots[worker - 1].process
+        if process is None:
+            return False
+        try:
+            process.writeToChild(LIFELINE_FD, REQUEST)
+        except (KeyError, OSError, error.ProcessExitedAlready):
+            return False
+        return True
+
+    def metrics_source(self) -> Any:
+        """What the ``--metrics`` page gathers from: every running worker."""
+        from popframe.ops.relay import worker_source
+
+        assert self.metrics is not None
+        return worker_source(self.metrics,
+                             lambda: [s.id for s in self.slots if s.process is not None])
 
     # -- signals ---------------------------------------------------------------
 
@@ -211,6 +264,9 @@ class WorkerPool(Service):
             for timeout in self._timeouts:
                 if timeout.active():
                     timeout.cancel()
+            if self._connections is not None:
+                os.close(self._connections)
+                self._connections = None
             return defer.DeferredList(
                 [listener.close() for listener in self.listeners], consumeErrors=True)
 
@@ -267,6 +323,9 @@ class _WorkerProtocol(ProcessProtocol):
         self.relay = LogRelay(slot.id)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == self.pool.metrics_fd and self.pool.metrics is not None:
+            self.pool.metrics.received(self.slot.id, data)
+            return
         self.relay.data_received(childFD, data)
 
     def childConnectionLost(self, childFD: int) -> None:

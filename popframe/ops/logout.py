@@ -1,0 +1,50 @@
+"""The one log line a session leaves when it ends, as Dovecot's
+``pop3_logout_format`` does::
+
+    session ended user='alice' peer=192.0.2.7:50311 listener=ssl:995 tls=TLSv1.3
+    mechanism=PLAIN retr=3/48211 top=0/0 deleted=2 end=QUIT duration=1.204s
+
+(one line).  The event carries each value as a field of its own (``user``,
+``peer``, ``listener``, ``tls``, ``mechanism``, ``retrieved``,
+``retrieved_octets``, ``top``, ``top_octets``, ``deleted``, ``end``,
+``duration``), so ``--log-format json`` writes them as JSON members.
+Nothing the client sent as a secret is on the record, so nothing of one
+can reach the line.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from popframe.interfaces.observers import SessionObserver, SessionRecord
+
+__all__ = ["LogoutLine", "NAMESPACE"]
+
+#: The log namespace of the line (``[popframe.session#info]`` in text logs).
+NAMESPACE = "popframe.session"
+
+_FORMAT = (
+    "session ended user={user_text} peer={peer} listener={listener} tls={tls_text} "
+    "mechanism={mechanism_text} retr={retrieved}/{retrieved_octets} top={top}/{top_octets} "
+    "deleted={deleted} end={end} duration={duration:.3f}s"
+)
+
+
+class LogoutLine(SessionObserver):
+    """Logs :data:`_FORMAT` at ``info`` when a session closes."""
+
+    def __init__(self, logger: Logger | None = None) -> None:
+        self.log = logger if logger is not None else Logger(namespace=NAMESPACE)
+
+    def session_closed(self, record: SessionRecord) -> None:
+        user = record.user
+        self.log.info(
+            _FORMAT,
+            user=user, user_text=repr(user) if user is not None else "-",
+            peer=record.peer, listener=record.listener,
+            tls=record.tls, tls_text=record.tls or "-",
+            mechanism=record.mechanism, mechanism_text=record.mechanism or "-",
+            retrieved=record.retrieved, retrieved_octets=record.retrieved_octets,
+            top=record.top, top_octets=record.top_octets, deleted=record.deleted,
+            end=record.end, duration=round(record.duration, 6),
+        )
