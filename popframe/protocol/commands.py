@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -34,6 +35,7 @@ __all__ = [
     "Uidl",
     "User",
     "Utf8",
+    "Xclient",
     "decode_base64",
     "parse_command",
 ]
@@ -177,6 +179,17 @@ def _words(argument: bytes, minimum: int, maximum: int) -> list[bytes]:
 
 
 #: Parses what follows a command's keyword.
+@dataclass(frozen=True, slots=True)
+class Xclient(Command):
+    """Dovecot's ``XCLIENT ADDR=... PORT=...``: a proxy on a trusted
+    network names the client it speaks for.  Other attributes (SESSION,
+    TTL, FORWARD, ...) are accepted and ignored."""
+
+    keyword = b"XCLIENT"
+    address: str | None = None
+    port: int | None = None
+
+
 Parser = Callable[[bytes], Command]
 
 
@@ -245,6 +258,32 @@ def _parse_apop(argument: bytes) -> Apop:
     return Apop(_parse_user(name).name, digest.decode("ascii"))
 
 
+def _parse_xclient(argument: bytes) -> Xclient:
+    words = argument.split()
+    if not words:
+        raise BadArguments("XCLIENT takes NAME=VALUE attributes")
+    address: str | None = None
+    port: int | None = None
+    for word in words:
+        name, equals, value = word.partition(b"=")
+        if not equals:
+            raise BadArguments("XCLIENT takes NAME=VALUE attributes")
+        name = name.upper()
+        if name == b"ADDR":
+            text = value.decode("ascii", "replace")
+            if text[:5].upper() == "IPV6:":
+                text = text[5:]
+            try:
+                address = str(ipaddress.ip_address(text.strip("[]")))
+            except ValueError:
+                raise BadArguments("XCLIENT ADDR is not an IP address") from None
+        elif name == b"PORT":
+            if not value.isdigit() or len(value) > 5 or not 0 < int(value) < 65536:
+                raise BadArguments("XCLIENT PORT is not a port number")
+            port = int(value)
+    return Xclient(address, port)
+
+
 _PARSERS: dict[bytes, Parser] = {
     b"USER": _parse_user,
     b"PASS": _parse_pass,
@@ -262,6 +301,7 @@ _PARSERS: dict[bytes, Parser] = {
     b"AUTH": _parse_auth,
     b"APOP": _parse_apop,
     b"UTF8": _no_arguments(Utf8),
+    b"XCLIENT": _parse_xclient,
 }
 
 

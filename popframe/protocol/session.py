@@ -7,7 +7,7 @@ asks :meth:`Session.next_event` what to do next.  The answer is one of:
 - a :class:`Reply`: send ``reply.encode()`` (and close if ``reply.close``);
 - a request that needs the adapter (:class:`Authenticate`,
   :class:`LookupSecret`, :class:`Retrieve`, :class:`Commit`,
-  :class:`StartTLS`, :class:`LoginRefused`): do the work, then report the
+  :class:`StartTLS`, :class:`LoginRefused`, :class:`Forward`): do the work, then report the
   outcome with the matching ``Session`` method, which returns the reply to
   send.
 
@@ -110,6 +110,9 @@ class SessionConfig:
     random: Callable[[int], bytes] = field(default=os.urandom)
     hostname: str = "localhost"
     limits: Limits = field(default_factory=Limits)
+    # The peer is a trusted proxy: it may name its client with XCLIENT
+    # (announced as "[XCLIENT]" in the greeting, as Dovecot does).
+    xclient: bool = False
 
 
 # -- requests for the adapter -----------------------------------------------
@@ -201,8 +204,20 @@ class StartTLS:
     reply: Reply
 
 
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A trusted proxy named its client (XCLIENT): count and log the
+    connection as that ``address`` and ``port`` from now on; then call
+    :meth:`Session.forwarded`, or :meth:`Session.request_failed` (a limit
+    refuses the address)."""
+
+    address: str | None
+    port: int | None
+
+
 Event = (
-    _NeedData | Reply | Authenticate | LookupSecret | LoginRefused | Retrieve | Commit | StartTLS
+    _NeedData | Reply | Authenticate | LookupSecret | LoginRefused | Retrieve | Commit
+    | StartTLS | Forward
 )
 
 _Handler = Callable[["Session", c.Command], Event]
@@ -254,6 +269,8 @@ class Session:
 
     def greeting(self) -> Reply:
         text = f"{self.config.implementation} ready"
+        if self.config.xclient:
+            text = "[XCLIENT] " + text
         if self.config.apop_timestamp and "APOP" in self.config.mechanisms:
             text += " " + self.config.apop_timestamp
         return Reply(True, text)
@@ -363,6 +380,13 @@ class Session:
 
     def request_done(self) -> None:
         self._finish(Retrieve)
+
+    def forwarded(self) -> Reply:
+        """The adapter took the address a :class:`Forward` named; a login
+        begun before it starts over."""
+        self._finish(Forward)
+        self._user = None
+        return Reply(True)
 
     def committed(self) -> Reply:
         self._finish(Commit)
@@ -679,6 +703,14 @@ class Session:
         count, octets = self._totals()
         return Reply(True, f"maildrop has {count} messages ({octets} octets)")
 
+    def _xclient(self, command: c.Command) -> Event:
+        assert isinstance(command, c.Xclient)
+        if not self.config.xclient:
+            raise BadArguments("XCLIENT is only for proxies on trusted networks")
+        if self._exchange is not None:
+            raise WrongState()
+        return Forward(command.address, command.port)
+
     def _quit_transaction(self, command: c.Command) -> Event:
         self.state = SessionState.UPDATE
         uids = self._messages.uids
@@ -696,6 +728,7 @@ _HANDLERS: dict[SessionState, dict[type[c.Command], _Handler]] = {
         c.Auth: Session._auth,
         c.Apop: Session._apop,
         c.Utf8: Session._utf8_command,
+        c.Xclient: Session._xclient,
     },
     SessionState.TRANSACTION: {
         c.Capa: Session._capa,
@@ -718,6 +751,7 @@ __all__ = [
     "NEED_DATA",
     "Authenticate",
     "Commit",
+    "Forward",
     "Limits",
     "LoginRefused",
     "LookupSecret",

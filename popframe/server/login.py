@@ -69,7 +69,7 @@ from popframe.server.limits import UserSessions
 from popframe.server.peers import peer_text
 from popframe.throttle import TooManyFailures, Verdict
 
-__all__ = ["ConnectionLogins", "LoggedIn", "Logins", "TooManySessions"]
+__all__ = ["ConnectionLogins", "LoggedIn", "Logins", "TooManyConnections", "TooManySessions"]
 
 log = Logger(namespace="popframe.server")
 
@@ -79,6 +79,13 @@ class TooManySessions(TemporaryFailure):
     connection is closed after this reply."""
 
     default_message = "too many sessions for this user, try again later"
+
+
+class TooManyConnections(TemporaryFailure):
+    """The address a proxy forwarded (XCLIENT) has its limit of
+    connections: the connection is closed after this reply."""
+
+    default_message = "too many connections from your address"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import (
     IConsumer,
     IPushProducer,
@@ -43,6 +44,7 @@ from popframe.protocol import (
     NEED_DATA,
     Authenticate,
     Commit,
+    Forward,
     LoginRefused,
     LookupSecret,
     Reply,
@@ -55,7 +57,12 @@ from popframe.protocol.encoding import MessageEncoder
 from popframe.protocol.session import SessionState
 from popframe.server.body import AsyncBody, Chunk, FileBody, as_body
 from popframe.server.failures import as_pop3_error, backend_failure_kind
-from popframe.server.login import ConnectionLogins, LoggedIn, TooManySessions
+from popframe.server.login import (
+    ConnectionLogins,
+    LoggedIn,
+    TooManyConnections,
+    TooManySessions,
+)
 from popframe.server.peers import behind_proxy, is_loopback, peer_text
 from popframe.throttle import TooManyFailures, address_key
 from popframe.twisted_internals import plain_tcp, send_now
@@ -149,6 +156,7 @@ class POP3ServerProtocol(Protocol):
                 login_delay=login_delay.default if login_delay is not None else None,
                 login_delay_per_user=factory.logins.login_delay_per_user,
                 limits=self.config.limits,
+                xclient=self.config.trusted_networks.contains(peer),
             )
         )
         self._logins = factory.logins.for_connection(transport, record)
@@ -173,7 +181,7 @@ class POP3ServerProtocol(Protocol):
             if not self.factory.connections.acquire(limit):
                 self._refuse(LimitKind.MAX_CONNECTIONS, record.peer,
                              b"-ERR [SYS/TEMP] too many connections to this server, "
-                             b"try again later\r\n", limit)
+                             b"try again later\r\n")
                 return False
             self._counted = True
         if self._proxied:
@@ -181,8 +189,16 @@ class POP3ServerProtocol(Protocol):
         return self._admit_address(peer, record)
 
     def _admit_address(self, peer: object, record: SessionRecord) -> bool:
-        """Count this connection against its address's limit unless the
-        address is trusted; over it, refuse (False)."""
+        """The per-address limit; over it, refuse (False)."""
+        if self._count_address(peer):
+            return True
+        self._refuse(LimitKind.PER_ADDRESS, record.peer,
+                     b"-ERR [SYS/TEMP] too many connections from your address\r\n")
+        return False
+
+    def _count_address(self, peer: object) -> bool:
+        """Count this connection against its address's limit, unless the
+        address is trusted; False when it already has its limit."""
         limit = self.config.max_connections_per_ip
         if not limit:
             return True
@@ -190,16 +206,21 @@ class POP3ServerProtocol(Protocol):
         if address is None or address == "unix" or self.config.trusted_networks.contains(peer):
             return True
         if not self.factory.count_connection(address, limit):
-            self._refuse(LimitKind.PER_ADDRESS, record.peer,
-                         b"-ERR [SYS/TEMP] too many connections from your address\r\n", limit)
             return False
         self._address = address
         return True
 
-    def _refuse(self, limit: str, peer: str, line: bytes, count: int) -> None:
-        log.info("too many connections peer={peer} limit={limit} max={count}",
-                 peer=peer, limit=limit, count=count)
+    def _forget_address(self) -> None:
+        address, self._address = self._address, None
+        if address is not None:
+            self.factory.forget_connection(address)
+
+    def _refused(self, limit: str, peer: str) -> None:
+        log.info("too many connections peer={peer} limit={limit}", peer=peer, limit=limit)
         self.observer.connection_refused(limit, peer)
+
+    def _refuse(self, limit: str, peer: str, line: bytes) -> None:
+        self._refused(limit, peer)
         self._closed = True
         if self.session is not None:  # refused after the greeting
             assert self.record is not None
@@ -233,9 +254,7 @@ class POP3ServerProtocol(Protocol):
         self._closed = True
         self._cancel_timeout()
         self._cancel_login_deadline()
-        address, self._address = self._address, None
-        if address is not None:
-            self.factory.forget_connection(address)
+        self._forget_address()
         if self._counted:
             self._counted = False
             self.factory.connections.release()
@@ -308,6 +327,8 @@ class POP3ServerProtocol(Protocol):
             self._lookup_secret(event)
         elif isinstance(event, LoginRefused):
             self._login_refused(event)
+        elif isinstance(event, Forward):
+            self._forward(event)
 
     def _send(self, reply: Reply) -> None:
         self._write([reply.encode()])
@@ -349,13 +370,37 @@ class POP3ServerProtocol(Protocol):
         ``TooManyFailures`` (the throttle's drop) or ``TooManySessions``
         hang up."""
         assert self.session is not None and self.record is not None
+        limit = isinstance(error, (TooManySessions, TooManyConnections))
         reply = self.session.request_failed(
-            error, close=isinstance(error, (TooManyFailures, TooManySessions)))
+            error, close=limit or isinstance(error, TooManyFailures))
         if reply.close and self.record.end is None:
             self.record.end = (EndReason.TOO_MANY_FAILURES if isinstance(error, TooManyFailures)
-                               else EndReason.LIMIT if isinstance(error, TooManySessions)
-                               else EndReason.ERROR)
+                               else EndReason.LIMIT if limit else EndReason.ERROR)
         self._send(reply)
+
+    # -- XCLIENT -----------------------------------------------------------------
+
+    def _forward(self, request: Forward) -> None:
+        """A trusted proxy named its client: from now on the connection is
+        counted, throttled and logged as that address."""
+        assert self.session is not None and self.record is not None
+        assert self._logins is not None
+        peer = self._logins.peer()
+        if request.address is not None:
+            kind = IPv6Address if ":" in request.address else IPv4Address
+            peer = kind("TCP", request.address, request.port or 0)
+        elif request.port is not None and isinstance(peer, (IPv4Address, IPv6Address)):
+            peer = type(peer)("TCP", peer.host, request.port)
+        self._logins.forwarded = peer
+        self.record.peer = _address_text(peer)
+        self._forget_address()
+        if not self._count_address(peer):
+            self._refused(LimitKind.PER_ADDRESS, self.record.peer)
+            self._fail_request(TooManyConnections())
+            return
+        log.info("client forwarded by XCLIENT peer={peer} proxy={proxy}", peer=self.record.peer,
+                 proxy=peer_text(self.transport))
+        self._send(self.session.forwarded())
 
     # -- logging in -------------------------------------------------------------
 
