@@ -175,8 +175,10 @@ def test_no_limit_by_default_and_for_unix_sockets() -> None:
         assert open_connection(unix, BufferedTransport(peer=UNIXAddress(None)))[1].value().startswith(b"+OK")
 
 
-def test_limit_not_applied_behind_haproxy() -> None:
-    """Behind haproxy: every client is the proxy's address at connectionMade."""
+def test_limit_not_applied_to_the_proxy_behind_haproxy() -> None:
+    """Behind haproxy: every client is the proxy's address at connectionMade;
+    the client's own address is counted once its PROXY header arrives
+    (tests/test_limits.py)."""
     from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 
     wrapping = HAProxyWrappingFactory(make_factory(Clock(), max_connections_per_ip=1))
