@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 # Real clients and tools the integration tests drive.
 # postfix: tests/test_delivery_postfix.py runs throwaway instances of its own
 # (the packaged service is neither configured nor started: see below).
-DEBIAN_PACKAGES=(curl openssl fetchmail mpop getmail6 redis-server postfix)
+# prometheus: its promtool checks the metrics page and the example alert
+# rules (tests/test_watching.py, tests/test_monitoring_examples.py); the
+# packaged server is not started.
+DEBIAN_PACKAGES=(curl openssl fetchmail mpop getmail6 redis-server postfix prometheus)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do

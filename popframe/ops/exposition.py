@@ -21,7 +21,6 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
@@ -36,6 +35,10 @@ from popframe.ops.metrics import FAMILIES, LATENCY_BUCKETS, MetricsRecorder, Sna
 __all__ = ["LocalMetrics", "MetricsPage", "MetricsSource", "exposition", "metrics_service"]
 
 log = Logger(namespace="popframe.ops")
+
+#: The text format every Prometheus reads: popframe's names are all plain
+#: ASCII, so the page is the same in the 0.0.4 and 1.0.0 formats.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class MetricsSource(Protocol):
@@ -132,7 +135,7 @@ class MetricsPage(Resource):
             body = exposition(snapshot, self.certificates.expiries(),
                               self.source.server_values())
             if not finished:
-                request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+                request.setHeader(b"Content-Type", CONTENT_TYPE.encode("ascii"))
                 request.write(body)
                 request.finish()
 

@@ -76,7 +76,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("popframe_messages_retrieved_total", "counter",
            "Messages sent whole, by command (RETR, TOP).", ("command",)),
     Family("popframe_retrieved_bytes_total", "counter",
-           "Octets of messages sent, as LIST counts them, by command (RETR, TOP).",
+           "Octets of messages sent (dot-stuffing included, the terminating line not), "
+           "by command (RETR, TOP).",
            ("command",)),
     Family("popframe_deletions_committed_total", "counter",
            "Messages deleted by committed QUITs."),

@@ -553,8 +553,8 @@ class POP3ServerProtocol(Protocol):
             self._message_sent()
 
     def _message_sent(self) -> None:
-        """A RETR or TOP is out: count it (the octets as LIST counts them,
-        without the terminating ``.CRLF``)."""
+        """A RETR or TOP is out: count it (the octets sent, dot-stuffing
+        included, without the terminating ``.CRLF``)."""
         record = self.record
         assert record is not None
         command, started = self._sending
