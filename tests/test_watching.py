@@ -11,7 +11,6 @@ import poplib
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -359,8 +358,9 @@ def test_metrics_endpoint_errors_are_one_line(home: MailHome) -> None:
 
 
 def test_options_check_the_new_values(home: MailHome) -> None:
-    from popframe.tap import Options
     from twisted.python import usage
+
+    from popframe.tap import Options
 
     base = server_args(home)
     for bad, message in ((["--max-connections", "-1"], "--max-connections: must not be negative"),
