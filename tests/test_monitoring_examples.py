@@ -79,7 +79,7 @@ def test_the_dashboard_is_importable_json() -> None:
         if panel["type"] != "row":
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
             grid = panel["gridPos"]
-            assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24
+            assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24
 
 
 def test_the_alerts_use_exported_names() -> None:

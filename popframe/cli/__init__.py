@@ -7,13 +7,17 @@ command list),
 ``run(args) -> int`` (the exit status).  A module is a thin shell over
 library calls that tests use directly; problems are raised as
 :class:`~popframe.cli.errors.CLIError` and printed as one line naming the
-problem, never a traceback.  Adding a subcommand is adding a module.
+problem, never a traceback.  Adding a subcommand is adding a module.  A
+command named by a Python keyword lives in a module with a trailing
+underscore, as PEP 8 names such things (``import_.py`` is
+``popframe import``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import keyword
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -29,16 +33,27 @@ __all__ = ["main", "parser", "subcommand_names", "subcommands"]
 _NOT_COMMANDS = ("errors", "prompt")
 
 
+def _command(module: str) -> str:
+    """The command a module is: its name, less the underscore that lets a
+    keyword be a module name."""
+    base = module.removesuffix("_")
+    return base if base != module and keyword.iskeyword(base) else module
+
+
+def _module(command: str) -> str:
+    return f"{command}_" if keyword.iskeyword(command) else command
+
+
 def subcommand_names() -> list[str]:
     """The subcommands: the public modules of this package (a module's file
     name is its command), found without importing them."""
-    return sorted(info.name for info in pkgutil.iter_modules(__path__)
+    return sorted(_command(info.name) for info in pkgutil.iter_modules(__path__)
                   if not info.name.startswith("_") and info.name not in _NOT_COMMANDS)
 
 
 def subcommands(names: Sequence[str] | None = None) -> dict[str, ModuleType]:
-    """The subcommand modules, imported, by name (all, or ``names``)."""
-    return {name: importlib.import_module(f"{__name__}.{name}")
+    """The subcommand modules, imported, by command name (all, or ``names``)."""
+    return {name: importlib.import_module(f"{__name__}.{_module(name)}")
             for name in (subcommand_names() if names is None else names)}
 
 

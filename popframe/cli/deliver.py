@@ -115,30 +115,8 @@ def _user_sources(descriptions: list[str]) -> list[Any]:
 
 def _run_reactor(work: Callable[[], defer.Deferred[Any]]) -> Any:
     """Run the reactor until ``work()`` fires; its result, or its error
-    raised.  (Stores hand blocking work to the reactor's threads.)"""
-    from twisted.internet import reactor
-    from twisted.logger import (
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
+    raised.  (Stores log why they defer; the MTA shows what the command
+    printed.)"""
+    from popframe.cli._reactor import run_reactor
 
-    # Stores log why they defer; the MTA shows what the command printed.
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
-    globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])],
-        redirectStandardIO=False)
-    outcome: list[Any] = []
-
-    def start() -> None:
-        d = defer.maybeDeferred(work)
-        d.addBoth(outcome.append)
-        d.addBoth(lambda _: reactor.stop())
-
-    reactor.callWhenRunning(start)
-    reactor.run()
-    if isinstance(outcome[0], Failure):
-        outcome[0].raiseException()
-    return outcome[0]
+    return run_reactor(work)

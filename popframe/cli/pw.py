@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from popframe.auth.schemes import UnknownScheme, make_hash
-from popframe.cli.errors import CLIError
-from popframe.cli.prompt import read_password
+from popframe.cli.prompt import new_password_hash
 
 HELP = "Hash a password ({SCHEME}hash, as doveadm pw prints it), read without echo."
 
@@ -21,11 +19,5 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    password = read_password()
-    try:
-        print(make_hash(args.scheme, password, rounds=args.rounds))
-    except UnknownScheme as error:
-        raise CLIError(str(error)) from None
-    except ValueError as error:
-        raise CLIError(f"--scheme {args.scheme}: {error}") from None
+    print(new_password_hash(args.scheme, args.rounds))
     return 0
