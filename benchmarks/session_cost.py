@@ -11,20 +11,22 @@ STAT, ``--retr`` RETRs of a 4 KiB message, QUIT, connectionLost, on a
 ``StringTransport`` from 127.0.0.1.  Rounds alternate, the best round's
 microseconds per session are printed (the least disturbed by other work on
 the machine).  ``--ops`` turns on what ``twistd pop3 --metrics ...`` runs
-(the metrics recorder and the logout line, logged to a discarding
-observer); ``--no-ops`` runs the factory as a library user makes it.
+(the metrics recorder and the logout line); ``--no-ops`` runs the factory
+as a library user makes it.  Log events are dropped unformatted, or with
+``--text-log`` formatted as twistd writes them (into /dev/null).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import time
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogBeginner
+from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from popframe.server import POP3Factory, ServerConfig
 from popframe.testing import MemoryChecker, MemoryStore, make_portal
@@ -58,26 +60,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--retr", type=int, default=5)
     parser.add_argument("--ops", dest="ops", action="store_true", default=True)
     parser.add_argument("--no-ops", dest="ops", action="store_false")
+    parser.add_argument("--compare", action="store_true",
+                        help="alternate rounds without and with --ops in this process")
+    parser.add_argument("--text-log", action="store_true",
+                        help="format every log event as twistd does, into /dev/null (else "
+                             "events are dropped unformatted)")
     args = parser.parse_args()
-    # Log events go nowhere (a text observer's cost is the logging
-    # system's, the same for every line; counted once, below, apart).
-    globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
-    factory = make_factory(args.ops)
+    if args.text_log:
+        sink = open(os.devnull, "w")  # noqa: SIM115
+        observers = [textFileLogObserver(sink)]
+    else:
+        observers = [lambda event: None]
+    globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
     script = b"STAT\r\n" + b"".join(b"RETR %d\r\n" % (i + 1) for i in range(args.retr)) + b"QUIT\r\n"
     users = [f"u{i}" for i in range(64)]
-    best = float("inf")
+    # --compare: both factories in this process, rounds alternating, so
+    # the machine's other work disturbs both alike.
+    modes = [False, True] if args.compare else [args.ops]
+    factories = {ops: make_factory(ops) for ops in modes}
+    best = dict.fromkeys(modes, float("inf"))
     gc.disable()
     for _ in range(args.rounds):
-        started = time.process_time()
-        for n in range(args.sessions):
-            session(factory, users[n % 64], script)
-        best = min(best, (time.process_time() - started) / args.sessions)
-        gc.collect()
-    print(f"ops={'on' if args.ops else 'off'} retr={args.retr}: {best * 1e6:.1f} us per session")
+        for ops in modes:
+            started = time.process_time()
+            for n in range(args.sessions):
+                session(factories[ops], users[n % 64], script)
+            best[ops] = min(best[ops], (time.process_time() - started) / args.sessions)
+            gc.collect()
+    for ops in modes:
+        print(f"ops={'on' if ops else 'off'} retr={args.retr} text-log={args.text_log}: "
+              f"{best[ops] * 1e6:.1f} us per session")
+    if args.compare:
+        print(f"difference: {(best[True] - best[False]) * 1e6:+.1f} us per session "
+              f"({(best[True] / best[False] - 1) * 100:+.1f}%)")
 
 
 if __name__ == "__main__":
