@@ -64,6 +64,9 @@ def main() -> None:
     parser.add_argument("--retr", type=int, default=5)
     parser.add_argument("--ops", dest="ops", action="store_true", default=True)
     parser.add_argument("--no-ops", dest="ops", action="store_false")
+    parser.add_argument("--events", action="store_true",
+                        help="time each observer call alone (what one login, RETR, session "
+                             "end adds) instead of whole sessions")
     parser.add_argument("--compare", action="store_true",
                         help="alternate rounds without and with --ops in this process")
     parser.add_argument("--text-log", action="store_true",
@@ -76,6 +79,9 @@ def main() -> None:
     else:
         observers = [lambda event: None]
     globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
+    if args.events:
+        time_events(args.rounds)
+        return
     script = b"STAT\r\n" + b"".join(b"RETR %d\r\n" % (i + 1) for i in range(args.retr)) + b"QUIT\r\n"
     users = [f"u{i}" for i in range(64)]
     # --compare: both factories in this process, rounds alternating, so
@@ -97,6 +103,31 @@ def main() -> None:
     if args.compare:
         print(f"difference: {(best[True] - best[False]) * 1e6:+.1f} us per session "
               f"({(best[True] / best[False] - 1) * 100:+.1f}%)")
+
+
+def time_events(rounds: int, calls: int = 20000) -> None:
+    """Microseconds per observer call, as twistd pop3 --metrics runs them."""
+    from popframe.interfaces.observers import SessionRecord
+    from popframe.ops import MetricsRecorder, session_observer
+
+    observer = session_observer(MetricsRecorder())
+    record = SessionRecord("tcp:110", "127.0.0.1:40000", 0.0)
+    record.user, record.mechanism, record.end, record.ended = "alice", "USER", "QUIT", 1.0
+    events = {
+        "session_opened": lambda: observer.session_opened(record),
+        "login_finished": lambda: observer.login_finished(record, "USER", "ok", 0.001),
+        "message_sent (RETR)": lambda: observer.message_sent(record, "RETR", 4000, 0.0002),
+        "session_closed (+line)": lambda: observer.session_closed(record),
+    }
+    gc.disable()
+    for name, call in events.items():
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.process_time()
+            for _ in range(calls):
+                call()
+            best = min(best, (time.process_time() - started) / calls)
+        print(f"{name:24} {best * 1e6:6.2f} us")
 
 
 if __name__ == "__main__":
