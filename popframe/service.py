@@ -3,42 +3,104 @@ pool of worker processes."""
 
 from __future__ import annotations
 
+import errno as codes
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.endpoints import serverFromString
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
 
-from popframe.assembly import make_factory, make_lmtp_factory
 from popframe.config import ConfigurationError
+from popframe.ops import sdnotify
+from popframe.ops.serving import Serving, install_signal_handlers
 from popframe.settings import Settings
-from popframe.tls import harden_endpoint
 from popframe.twisted_internals import raise_listen_errors_synchronously
 
-__all__ = ["make_listeners", "make_service"]
+__all__ = ["Listener", "ServingService", "make_listeners", "make_service"]
+
+log = Logger(namespace="popframe.service")
 
 
-def make_listeners(settings: Settings, reactor: Any) -> MultiService:
+class Listener(StreamServerEndpointService):
+    """One ``--listen`` or ``--lmtp`` endpoint; a port it cannot bind stops
+    start-up with one line naming the option and the endpoint."""
+
+    def __init__(self, endpoint: Any, factory: Any, key: str, description: str) -> None:
+        super().__init__(endpoint, factory)
+        self.key = key
+        self.description = description
+        raise_listen_errors_synchronously(self)
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as error:
+            raise SystemExit(f"popframe: {self.key} {self.description!r}: cannot listen: "
+                             f"{listen_problem(error)}") from None
+
+
+def listen_problem(error: CannotListenError) -> str:
+    """Why a port could not be bound, and what to do."""
+    reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+    hint = ""
+    errno = getattr(error.socketError, "errno", None)
+    if errno == codes.EADDRINUSE:
+        hint = " (another server is on it: stop it or pick another port)"
+    elif errno == codes.EACCES:
+        hint = (" (ports below 1024 need root, CAP_NET_BIND_SERVICE or systemd socket "
+                "activation)")
+    where = f"{error.interface or '*'}:{error.port}"
+    return f"{where}: {reason}{hint}"
+
+
+class ServingService(MultiService):
+    """``--workers 1``: the listeners of one process, which SIGHUP
+    reloads and SIGTERM stops gracefully (see :mod:`popframe.ops.serving`)."""
+
+    def __init__(self, serving: Serving, reactor: Any) -> None:
+        super().__init__()
+        self.serving = serving
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.callWhenRunning(self._running)
+
+    def _running(self) -> None:
+        install_signal_handlers(self.reactor, self.reload, self._stop)
+        sdnotify.ready(f"serving {len(self.services)} listeners")
+
+    def reload(self) -> None:
+        sdnotify.reloading()
+        self.serving.reload()
+        sdnotify.ready(f"serving {len(self.services)} listeners")
+
+    def _stop(self, first: bool) -> None:
+        if first:
+            self.reactor.stop()
+        else:  # a second signal: do not wait for the grace
+            self.serving.connections.close_all()
+
+    def stopService(self) -> defer.Deferred[None]:
+        sdnotify.stopping()
+        stopped = defer.maybeDeferred(super().stopService)  # the listeners stop accepting
+        stopped.addBoth(lambda _: self.serving.drain())
+        return stopped
+
+
+def make_listeners(settings: Settings, reactor: Any) -> ServingService:
     """One process serving every ``--listen`` and ``--lmtp`` endpoint
     (``--workers 1``)."""
-    service = MultiService()
-    _listen(service, "--listen", settings.listen, make_factory(settings, reactor), reactor)
-    if settings.lmtp:
-        _listen(service, "--lmtp", settings.lmtp, make_lmtp_factory(settings, reactor), reactor)
+    serving = Serving(settings, reactor)
+    service = ServingService(serving, reactor)
+    for kind, key, descriptions in (("pop3", "--listen", settings.listen),
+                                    ("lmtp", "--lmtp", settings.lmtp)):
+        for description in descriptions:
+            endpoint = serving.endpoint(reactor, description, key)
+            Listener(endpoint, serving.factory(kind), key, description).setServiceParent(service)
     return service
-
-
-def _listen(service: MultiService, key: str, descriptions: tuple[str, ...], factory: Any,
-            reactor: Any) -> None:
-    for description in descriptions:
-        try:
-            endpoint = harden_endpoint(serverFromString(reactor, description))
-        except (ValueError, KeyError, TypeError, OSError) as error:
-            raise ConfigurationError(key, f"{description!r}: {error}") from None
-        listener = StreamServerEndpointService(endpoint, factory)
-        # Fail start-up loudly when a port cannot be bound.
-        raise_listen_errors_synchronously(listener)
-        listener.setServiceParent(service)
 
 
 def make_service(settings: Settings, reactor: Any = None) -> Service:

@@ -64,6 +64,13 @@ class Settings:
     lmtp: tuple[str, ...] = ()
     #: What the LMTP listeners share (limits, recipient rules); None: defaults.
     lmtp_config: LMTPConfig | None = None
+    #: ``--throttle-store`` and ``--throttle-prefix``: a reload with the
+    #: same keeps the running store (and its counts).
+    throttle_store_description: tuple[str, str] | None = None
+    #: Seconds sessions in progress get to finish after SIGTERM.
+    shutdown_grace: float = 30.0
+    #: ``--config``: the TOML file the arguments name, if any.
+    config_file: str | None = None
     #: ``--demo``: the files it made, for the instructions printed at start.
     demo: DemoEnvironment | None = None
     #: The ``pop3`` arguments, which each ``--workers`` process parses
@@ -94,6 +101,9 @@ class Settings:
             auth_cache_ttl=options["auth-cache-ttl"],
             lmtp=tuple(options["lmtp"]),
             lmtp_config=_lmtp_config(options),
+            throttle_store_description=options.throttle_store_description,
+            shutdown_grace=options["shutdown-grace"],
+            config_file=options.config_file,
             demo=options.demo,
             argv=None if options.argv is None else tuple(options.argv),
         )
