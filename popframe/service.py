@@ -3,7 +3,6 @@ pool of worker processes."""
 
 from __future__ import annotations
 
-import errno as codes
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -13,6 +12,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from popframe.config import ConfigurationError
+from popframe.config.endpoints import listen_problem
 from popframe.ops import sdnotify
 from popframe.ops.serving import Serving, install_signal_handlers
 from popframe.settings import Settings
@@ -39,20 +39,6 @@ class Listener(StreamServerEndpointService):
         except CannotListenError as error:
             raise SystemExit(f"popframe: {self.key} {self.description!r}: cannot listen: "
                              f"{listen_problem(error)}") from None
-
-
-def listen_problem(error: CannotListenError) -> str:
-    """Why a port could not be bound, and what to do."""
-    reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
-    hint = ""
-    errno = getattr(error.socketError, "errno", None)
-    if errno == codes.EADDRINUSE:
-        hint = " (another server is on it: stop it or pick another port)"
-    elif errno == codes.EACCES:
-        hint = (" (ports below 1024 need root, CAP_NET_BIND_SERVICE or systemd socket "
-                "activation)")
-    where = f"{error.interface or '*'}:{error.port}"
-    return f"{where}: {reason}{hint}"
 
 
 class ServingService(MultiService):

@@ -10,11 +10,13 @@ in a reload and in ``popframe check-config``.
 
 from __future__ import annotations
 
+import errno as codes
 from typing import Any
 
 from popframe.config import ConfigurationError
 
-__all__ = ["check_endpoint", "endpoint_files", "endpoint_types", "parse_server_endpoint",
+__all__ = ["check_endpoint", "endpoint_files", "endpoint_types", "listen_problem",
+           "parse_server_endpoint",
            "split_endpoint"]
 
 #: Endpoint types whose first argument is a port number.
@@ -137,3 +139,17 @@ def parse_server_endpoint(reactor: Any, description: str, key: str = "--listen")
         raise ConfigurationError(key, f"{description!r}: {error.problem}") from None
     except Exception as error:  # Twisted's parsers raise whatever their arguments do
         raise ConfigurationError(key, f"{description!r}: {error}") from None
+
+
+def listen_problem(error: Any) -> str:
+    """Why a port could not be bound (a ``CannotListenError``), and what to do."""
+    reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+    hint = ""
+    errno = getattr(error.socketError, "errno", None)
+    if errno == codes.EADDRINUSE:
+        hint = " (another server is on it: stop it or pick another port)"
+    elif errno == codes.EACCES:
+        hint = (" (ports below 1024 need root, CAP_NET_BIND_SERVICE or systemd socket "
+                "activation)")
+    where = f"{error.interface or '*'}:{error.port}"
+    return f"{where}: {reason}{hint}"

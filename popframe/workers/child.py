@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorThreads, IReadDescriptor
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.logger import Logger
 from twisted.python import usage
@@ -90,7 +90,7 @@ def run_worker(spec: dict[str, Any]) -> int:
     # says (a warning) is logged there like everything after it.
     from twisted.internet import reactor
 
-    from popframe.assembly import make_factory, make_lmtp_factory
+    from popframe.ops.serving import Serving, install_signal_handlers
     from popframe.options import Options
     from popframe.settings import Settings
     from popframe.workers.sockets import adopt_listener
@@ -108,16 +108,16 @@ def run_worker(spec: dict[str, Any]) -> int:
         from popframe.protocol.sasl.scram import set_fake_record_key
 
         set_fake_record_key(bytes.fromhex(key))
-    settings = Settings.from_options(options)
-    factories: dict[str, Any] = {"pop3": make_factory(settings, reactor)}
-    if settings.lmtp:
-        factories["lmtp"] = make_lmtp_factory(settings, reactor)
+    serving = Serving(Settings.from_options(options), reactor)
     ports = []
     for listener in spec["listeners"]:
         kind = listener.get("kind", "pop3")
+        option = "--lmtp" if kind == "lmtp" else "--listen"
         try:
-            ports.append(adopt_listener(reactor, listener["description"], int(listener["fd"]),
-                                        spec["systemd"], factories[kind]))
+            ports.append(adopt_listener(
+                reactor, listener["description"], int(listener["fd"]), spec["systemd"],
+                serving.factory(kind), lambda stand_in, d, o=option: serving.endpoint(
+                    stand_in, d, o)))
         except Exception:
             log.failure("cannot serve {kind} listener {description}", kind=kind,
                         description=listener["description"])
@@ -130,17 +130,26 @@ def run_worker(spec: dict[str, Any]) -> int:
             log.warn("the parent process is gone: stopping")
             reactor.stop()
 
-    def stop_listening() -> defer.Deferred[Any]:
-        stopping.append(True)
-        return defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports],
-                                  consumeErrors=True)
+    def stop(first: bool) -> None:
+        if first:
+            reactor.stop()
+        else:
+            serving.connections.close_all()
 
+    def stop_serving() -> defer.Deferred[Any]:
+        """Stop accepting, then let the sessions in progress finish."""
+        stopping.append(True)
+        stopped = defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports],
+                                     consumeErrors=True)
+        return stopped.addCallback(lambda _: serving.drain())
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reactor runs: see below
     reactor.addReader(_Lifeline(reactor, LIFELINE_FD, parent_gone))
-    reactor.addSystemEventTrigger("before", "shutdown", stop_listening)
-    threads = IReactorThreads(reactor)  # as Twisted's typing of the global reactor asks
-    signal.signal(signal.SIGHUP, lambda signum, frame: threads.callFromThread(
-        log.info, "SIGHUP received: nothing to reload yet"))
-    log.info("ready (pid {pid}): serving {count} listeners", pid=os.getpid(), count=len(ports))
+    reactor.addSystemEventTrigger("before", "shutdown", stop_serving)
+    reactor.callWhenRunning(install_signal_handlers, reactor, serving.reload, stop)
+    # popframe_ready: the parent tells systemd once every worker said it.
+    reactor.callWhenRunning(log.info, "ready (pid {pid}): serving {count} listeners",
+                            pid=os.getpid(), count=len(ports), popframe_ready=True)
     reactor.run()
     return 0
 
