@@ -317,6 +317,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         except ConfigurationError as error:
             raise usage.UsageError(str(error)) from None
         except usage.UsageError as error:
+            # strcred wraps what the checker factory raised.
+            cause = error.__context__
+            if isinstance(cause, ConfigurationError):
+                raise ConfigurationError("--auth", cause.problem) from None
             raise ConfigurationError("--auth", _unknown_checker(description, error)) from None
         _encode_memory_users(self["credCheckers"][-1])
 

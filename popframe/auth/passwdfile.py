@@ -12,6 +12,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -148,8 +149,27 @@ def parse_passwd(data: bytes, source: str = "passwd-file") -> PasswdSnapshot:
         if record.user in records:
             _skip(source, number, f"user {record.user!r} already defined; the first line wins")
             continue
+        if _looks_like_plaintext(record.password):
+            log.warn("{source}:{line}: the password of {user!r} has no {{SCHEME}} prefix, so it "
+                     "is read as a crypt(3) hash and no password matches it; write "
+                     "{{PLAIN}}password, or a hash from popframe pw or doveadm pw",
+                     source=source, line=number, user=record.user)
         records[record.user] = record
     return PasswdSnapshot(records, _typical_password(records.values()))
+
+
+#: A DES crypt(3) hash: 13 characters of its alphabet.
+_DES_CRYPT = re.compile(r"[./0-9A-Za-z]{13}")
+
+
+def _looks_like_plaintext(password: str) -> bool:
+    """A password field without ``{SCHEME}`` that is no crypt(3) hash
+    either (``$id$...``, DES) nor a disabled account (``!``, ``*``):
+    most likely a password written as it is, which Dovecot (and popframe)
+    read as a crypt hash that nothing matches."""
+    if not password or password.startswith(("{", "$", "!", "*")):
+        return False
+    return not _DES_CRYPT.fullmatch(password)
 
 
 def _skip(source: str, number: int, reason: str) -> None:

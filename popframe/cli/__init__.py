@@ -1,7 +1,8 @@
 """``popframe``: the admin command line, one subcommand per module.
 
 Each public module of this package is a subcommand, named by its file
-(``pw.py`` is ``popframe pw``): it defines ``HELP`` (one line for the
+(``pw.py`` is ``popframe pw``, ``check_config.py`` is ``popframe
+check-config``): it defines ``HELP`` (one line for the
 command list),
 ``configure(parser)`` (its arguments, on an ``argparse`` parser) and
 ``run(args) -> int`` (the exit status).  A module is a thin shell over
@@ -32,13 +33,13 @@ _NOT_COMMANDS = ("errors", "prompt")
 def subcommand_names() -> list[str]:
     """The subcommands: the public modules of this package (a module's file
     name is its command), found without importing them."""
-    return sorted(info.name for info in pkgutil.iter_modules(__path__)
+    return sorted(info.name.replace("_", "-") for info in pkgutil.iter_modules(__path__)
                   if not info.name.startswith("_") and info.name not in _NOT_COMMANDS)
 
 
 def subcommands(names: Sequence[str] | None = None) -> dict[str, ModuleType]:
     """The subcommand modules, imported, by name (all, or ``names``)."""
-    return {name: importlib.import_module(f"{__name__}.{name}")
+    return {name: importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
             for name in (subcommand_names() if names is None else names)}
 
 
