@@ -32,20 +32,25 @@ class Running:
     """A twistd pop3 process, its log in a file, waited on by pattern."""
 
     def __init__(self, home: MailHome, args: list[str], workers: int,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 launcher: tuple[list[str], tuple[int, ...]] | None = None,
+                 ports: list[int] | None = None) -> None:
+        """``launcher``: the command that runs twistd and the descriptors
+        it inherits; ``ports``: the ports, when the log cannot tell them."""
         self.log = home.root / "twistd.log"
         self.workers = workers
+        command, fds = launcher or (TWISTD, ())
         with open(self.log, "wb") as sink:
             self.process = subprocess.Popen(
-                [*TWISTD, "-n", "--pidfile=", "--logfile=-", "pop3", *args,
+                [*command, "-n", "--pidfile=", "--logfile=-", "pop3", *args,
                  "--workers", str(workers)],
-                cwd=home.root, stdout=sink, stderr=subprocess.STDOUT, env=env)
+                cwd=home.root, stdout=sink, stderr=subprocess.STDOUT, env=env, pass_fds=fds)
         if workers == 1:
             found = self.wait_for(r"POP3Factory(?: \(TLS\))? starting on (\d+)", count=2)
         else:
-            found = self.wait_for(r"listening on 127\.0\.0\.1:(\d+) for", count=2)
+            found = self.wait_for(r"listening on \S+:(\d+) for", count=2)
             self.wait_for(r"\] ready \(pid", count=workers)
-        self.port, self.tls_port = (int(m.group(1)) for m in found)
+        self.port, self.tls_port = ports or [int(m.group(1)) for m in found]
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -15,10 +15,13 @@ from typing import Any
 
 from popframe.config import ConfigurationError
 
-__all__ = ["check_endpoint", "endpoint_files", "endpoint_types", "listen_problem",
-           "parse_server_endpoint",
+__all__ = ["IMPLICIT_TLS", "check_endpoint", "endpoint_files", "endpoint_types",
+           "listen_problem", "parse_server_endpoint", "without_implicit_tls",
            "split_endpoint"]
 
+#: popframe's own wrapper: ``implicit-tls:ENDPOINT`` serves TLS with the
+#: ``--tls-cert`` certificate on any endpoint (a systemd socket for 995).
+IMPLICIT_TLS = "implicit-tls"
 #: Endpoint types whose first argument is a port number.
 _PORT_TYPES = ("tcp", "tcp6", "ssl")
 #: ``ssl:`` arguments that name files Twisted reads at parse time.
@@ -77,7 +80,7 @@ def endpoint_types() -> list[str]:
 def endpoint_files(description: str) -> list[str]:
     """The files an ``ssl:`` endpoint string names (also behind a wrapper)."""
     kind, _args, kwargs, rest = split_endpoint(description)
-    if kind == "haproxy":
+    if kind in ("haproxy", IMPLICIT_TLS):
         return endpoint_files(rest)
     if kind != "ssl":
         return []
@@ -92,14 +95,15 @@ def check_endpoint(description: str, key: str = "--listen") -> None:
     ``ssl:`` endpoint without its key or whose key and certificate do not
     belong together."""
     kind, args, kwargs, rest = split_endpoint(description)
-    if kind == "haproxy":
+    if kind in ("haproxy", IMPLICIT_TLS):
         check_endpoint(rest, key)
         return
     types = endpoint_types()
     if kind not in types:
         raise ConfigurationError(
             key, f"{description!r}: unknown endpoint type {kind!r} (known: "
-            f"{', '.join(types)}), e.g. tcp:110 or {_SSL_EXAMPLE}")
+            f"{', '.join(types)}; and popframe's {IMPLICIT_TLS}:ENDPOINT), e.g. tcp:110 or "
+            f"{_SSL_EXAMPLE}")
     if kind in _PORT_TYPES:
         port = args[0] if args else kwargs.get("port", "")
         if not port.isdigit() or int(port) > 65535:
@@ -124,15 +128,32 @@ def _check_ssl(description: str, kwargs: dict[str, str], key: str) -> None:
         raise ConfigurationError(key, f"{description!r}: {error.problem}") from None
 
 
-def parse_server_endpoint(reactor: Any, description: str, key: str = "--listen") -> Any:
+def without_implicit_tls(description: str) -> str:
+    """The endpoint an ``implicit-tls:`` string wraps (the string itself
+    otherwise): what the parent of ``--workers`` binds."""
+    kind, _, rest = description.partition(":")
+    if kind.strip().lower() == IMPLICIT_TLS:
+        return without_implicit_tls(rest)
+    return description
+
+
+def parse_server_endpoint(reactor: Any, description: str, key: str = "--listen",
+                          tls: Any = None) -> Any:
     """The server endpoint ``description`` names, TLS hardened (see
     :func:`popframe.tls.harden_endpoint`); ``ConfigurationError`` naming
-    ``key`` for any mistake.  Nothing is bound: ``listen`` does that."""
-    from twisted.internet.endpoints import serverFromString
+    ``key`` for any mistake.  Nothing is bound: ``listen`` does that.
+    ``tls``: the TLS options of an ``implicit-tls:`` endpoint."""
+    from twisted.internet.endpoints import serverFromString, wrapServerTLS
 
     from popframe.tls import harden_endpoint
 
     check_endpoint(description, key)
+    kind, _, rest = description.partition(":")
+    if kind.strip().lower() == IMPLICIT_TLS:
+        if tls is None:
+            raise ConfigurationError(key, f"{description!r}: {IMPLICIT_TLS}: serves the "
+                                     "--tls-cert certificate: give --tls-cert and --tls-key")
+        return wrapServerTLS(tls, parse_server_endpoint(reactor, rest, key))
     try:
         return harden_endpoint(serverFromString(reactor, description))
     except ConfigurationError as error:

@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from popframe.assembly import make_factory, make_lmtp_factory, reconfigure, reload_settings
 from popframe.config import ConfigurationError
-from popframe.config.endpoints import parse_server_endpoint
+from popframe.config.endpoints import parse_server_endpoint, without_implicit_tls
 from popframe.ops.connections import Connections, TrackingFactory
 from popframe.settings import Settings
 from popframe.twisted_internals import replace_tls_options, tls_options, wrapped_endpoint
@@ -83,6 +83,8 @@ class Serving:
             self.factories["lmtp"] = make_lmtp_factory(settings, reactor)
         self._tracking: dict[str, TrackingFactory] = {}
         self._switches: list[tuple[str, str, SwitchableTLS]] = []
+        # implicit-tls: listeners serve the --tls-cert certificate.
+        self._implicit: list[SwitchableTLS] = []
 
     def factory(self, kind: str) -> TrackingFactory:
         """What a ``kind`` listener (``pop3``, ``lmtp``) listens with."""
@@ -93,7 +95,10 @@ class Serving:
     def endpoint(self, reactor: Any, description: str, key: str = "--listen") -> Any:
         """The endpoint ``description`` names, parsed against ``reactor``
         (the reactor, or a worker's stand-in), its TLS made reloadable."""
-        endpoint = parse_server_endpoint(reactor, description, key)
+        implicit = SwitchableTLS(self.settings.tls) if self.settings.tls is not None else None
+        endpoint = parse_server_endpoint(reactor, description, key, implicit)
+        if implicit is not None and without_implicit_tls(description) != description:
+            self._implicit.append(implicit)
         holder = _tls_endpoint(endpoint)
         if holder is not None:
             switch = SwitchableTLS(tls_options(holder))
@@ -130,6 +135,9 @@ class Serving:
             reconfigure(self.factories[kind], fresh)
         for switch, options in certificates:
             switch.current = options
+        if new.tls is not None:
+            for switch in self._implicit:
+                switch.current = new.tls
         self.settings = replace(new, listen=old.listen, lmtp=old.lmtp, workers=old.workers)
         log.info("reloaded: new connections get the new settings ({count} sessions in "
                  "progress keep theirs)", count=len(self.connections.open),

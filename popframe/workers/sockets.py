@@ -27,7 +27,12 @@ from twisted.python.failure import Failure
 from twisted.python.systemd import ListenFDs
 
 from popframe.config import ConfigurationError
-from popframe.config.endpoints import check_endpoint, listen_problem, parse_server_endpoint
+from popframe.config.endpoints import (
+    check_endpoint,
+    listen_problem,
+    parse_server_endpoint,
+    without_implicit_tls,
+)
 from popframe.twisted_internals import (
     adopt_shared_unix_port,
     inherited_systemd_descriptors,
@@ -37,8 +42,9 @@ from popframe.twisted_internals import (
 
 #: Endpoint types whose sockets the parent opens and the workers share.
 SHARED_TYPES = ("tcp", "tcp6", "ssl", "tls", "unix", "systemd")
-#: Endpoint types that wrap another endpoint string (``haproxy:tcp:110``).
-WRAPPER_TYPES = ("haproxy",)
+#: Endpoint types that wrap another endpoint string (``haproxy:tcp:110``,
+#: ``implicit-tls:systemd:domain=INET6:index=1``).
+WRAPPER_TYPES = ("haproxy", "implicit-tls")
 
 
 def check_shareable(description: str, key: str = "--listen") -> None:
@@ -129,7 +135,8 @@ class SharedListener:
         self.key = key
         self._reactor = _BindingReactor(reactor)
         try:
-            self._endpoint = serverFromString(self._reactor, description)
+            # TLS is the workers' business: the parent binds what it wraps.
+            self._endpoint = serverFromString(self._reactor, without_implicit_tls(description))
         except (ValueError, KeyError, TypeError, OSError, IndexError) as e:
             raise ConfigurationError(key, f"{description!r}: {e}") from None
         self.port: Any = None
