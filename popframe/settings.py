@@ -71,6 +71,10 @@ class Settings:
     shutdown_grace: float = 30.0
     #: ``--config``: the TOML file the arguments name, if any.
     config_file: str | None = None
+    #: The files read at start-up that may be readable by root alone (the
+    #: config file, certificates and keys): ``--workers`` processes get
+    #: their contents from the parent (see popframe.config.snapshot).
+    read_at_start: tuple[str, ...] = ()
     #: ``--demo``: the files it made, for the instructions printed at start.
     demo: DemoEnvironment | None = None
     #: The ``pop3`` arguments, which each ``--workers`` process parses
@@ -104,6 +108,7 @@ class Settings:
             throttle_store_description=options.throttle_store_description,
             shutdown_grace=options["shutdown-grace"],
             config_file=options.config_file,
+            read_at_start=_read_at_start(options),
             demo=options.demo,
             argv=None if options.argv is None else tuple(options.argv),
         )
@@ -121,3 +126,13 @@ def _lmtp_config(options: Options) -> LMTPConfig:
         spool_directory=options["lmtp-spool"],
         recipients=RecipientRules(options["lmtp-user-format"], options["lmtp-recipient-delimiter"]),
     )
+
+
+def _read_at_start(options: Options) -> tuple[str, ...]:
+    from popframe.config.endpoints import endpoint_files
+
+    paths = [options.config_file, options["tls-cert"], options["tls-key"],
+             options["tls-client-ca"]]
+    for description in (*options["listen"], *options["lmtp"]):
+        paths += endpoint_files(description)
+    return tuple(dict.fromkeys(path for path in paths if path))

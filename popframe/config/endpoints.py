@@ -155,11 +155,49 @@ def parse_server_endpoint(reactor: Any, description: str, key: str = "--listen",
                                      "--tls-cert certificate: give --tls-cert and --tls-key")
         return wrapServerTLS(tls, parse_server_endpoint(reactor, rest, key))
     try:
+        built = _own_endpoint(reactor, description, key)
+        if built is not None:
+            return built
         return harden_endpoint(serverFromString(reactor, description))
     except ConfigurationError as error:
         raise ConfigurationError(key, f"{description!r}: {error.problem}") from None
     except Exception as error:  # Twisted's parsers raise whatever their arguments do
         raise ConfigurationError(key, f"{description!r}: {error}") from None
+
+
+def _own_endpoint(reactor: Any, description: str, key: str) -> Any:
+    """``ssl:`` and ``haproxy:`` endpoints made here rather than by
+    Twisted's parsers, so the certificate and key are read through
+    :func:`~popframe.config.snapshot.read_file` (a worker without root
+    gets them from its parent) and get popframe's TLS policy from the
+    start.  None: let Twisted parse it (with options popframe does not
+    take over: ``sslmethod``, ``dhParameters``)."""
+    kind, args, kwargs, rest = split_endpoint(description)
+    if kind == "haproxy":
+        from twisted.protocols.haproxy import proxyEndpoint
+
+        inner = _own_endpoint(reactor, rest, key)
+        return None if inner is None else proxyEndpoint(inner)
+    if kind != "ssl" or {"sslmethod", "dhParameters"} & set(kwargs):
+        return None
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+
+    from popframe.tls import ServerCertificate, certificate_options, load_server_certificate
+
+    private_key = kwargs["privateKey"]
+    server = load_server_certificate(kwargs.get("certKey") or private_key, private_key)
+    if kwargs.get("extraCertChain"):
+        from cryptography import x509
+
+        from popframe.config.snapshot import read_file
+
+        extra = x509.load_pem_x509_certificates(read_file(kwargs["extraCertChain"]))
+        server = ServerCertificate(server.certificate, server.private_key,
+                                   (*server.chain, *extra))
+    port = int(args[0] if args else kwargs["port"])
+    return SSL4ServerEndpoint(reactor, port, certificate_options(server),
+                              backlog=int(kwargs.get("backlog", 50)),
+                              interface=kwargs.get("interface", ""))
 
 
 def listen_problem(error: Any) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 
 from popframe.config import ConfigurationError
 from popframe.config.keys import Key, Kind
+from popframe.config.snapshot import read_file
 
 __all__ = ["INLINE", "Problem", "arguments", "read_config", "read_toml", "show"]
 
@@ -73,8 +74,9 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     when it cannot be read or is not TOML."""
     path = os.fspath(path)
     try:
-        with open(path, "rb") as file:
-            return tomllib.load(file)
+        return tomllib.loads(read_file(path).decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigurationError(path, f"not UTF-8 text: {error}") from None
     except OSError as error:
         raise ConfigurationError(path, f"cannot read the configuration file: "
                                  f"{error.strerror or error}") from None

@@ -82,6 +82,18 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(f"popframe worker: parent {parent} is gone")
 
 
+def _read_snapshot(files: Any) -> dict[str, bytes]:
+    """The contents the parent read before dropping privileges (see
+    popframe.config.snapshot), from the descriptors it passed."""
+    contents = {}
+    for entry in files:
+        fd = int(entry["fd"])
+        size = os.fstat(fd).st_size
+        contents[entry["path"]] = os.pread(fd, size, 0)
+        os.close(fd)
+    return contents
+
+
 def run_worker(spec: dict[str, Any]) -> int:
     """The worker process: adopt the sockets, serve until told to stop."""
     _die_with_parent(int(spec["parent"]))
@@ -95,6 +107,9 @@ def run_worker(spec: dict[str, Any]) -> int:
     from popframe.settings import Settings
     from popframe.workers.sockets import adopt_listener
 
+    from popframe.config.snapshot import SNAPSHOT
+
+    SNAPSHOT.update(_read_snapshot(spec.get("files", ())))
     options = Options()
     try:
         options.parseOptions(spec["argv"])
@@ -123,6 +138,7 @@ def run_worker(spec: dict[str, Any]) -> int:
                         description=listener["description"])
             return 1
 
+    SNAPSHOT.clear()  # a reload reads the files themselves
     stopping: list[bool] = []
 
     def parent_gone() -> None:

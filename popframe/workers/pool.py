@@ -91,6 +91,8 @@ class WorkerPool(Service):
         self.fake_key = secrets.token_bytes(32)
         self.listeners = [SharedListener(d, reactor) for d in settings.listen]
         self.listeners += [SharedListener(d, reactor, "--lmtp") for d in settings.lmtp]
+        # Read now, while this may still be root (twistd --uid drops it later).
+        self.files = snapshot_files(settings.read_at_start)
         self.slots = [_Slot(number) for number in range(1, self.count + 1)]
         self.stop_timeout = settings.shutdown_grace + STOP_TIMEOUT
         self._stopping = False
@@ -155,6 +157,11 @@ class WorkerPool(Service):
         child_fds: dict[int, Any] = {LIFELINE_FD: "w", 1: "r", 2: "r", LOG_FD: "r"}
         for index, listener in enumerate(self.listeners):
             child_fds[FIRST_LISTENER_FD + index] = listener.fileno()
+        first_file = FIRST_LISTENER_FD + len(self.listeners)
+        spec["files"] = [{"path": path, "fd": first_file + index}
+                         for index, path in enumerate(self.files)]
+        for index, fd in enumerate(self.files.values()):
+            child_fds[first_file + index] = fd
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop(sdnotify.NOTIFY_SOCKET, None)  # the parent speaks to systemd
         env[FAKE_KEY_VARIABLE] = self.fake_key.hex()
@@ -301,6 +308,23 @@ class WorkerPool(Service):
             left = [str(slot.pid) for slot in self.slots if slot.process is not None]
             log.error("workers {pids} survived SIGKILL; exiting anyway", pids=", ".join(left))
             d.callback(None)
+
+
+def snapshot_files(paths: tuple[str, ...]) -> dict[str, int]:
+    """Each readable file of ``paths`` copied into an anonymous memory
+    file, by absolute path: what every worker, started as whatever user,
+    reads instead of the file (popframe.config.snapshot)."""
+    files = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+        except OSError:
+            continue  # the worker reads it itself, and reports it
+        fd = os.memfd_create("popframe-snapshot", os.MFD_CLOEXEC)
+        os.write(fd, data)
+        files[os.path.abspath(path)] = fd
+    return files
 
 
 def _signal(process: Any, name: str) -> None:
