@@ -5,7 +5,7 @@
 literal ``%``; ``%Lu``, ``%Ln`` and ``%Ld`` are the same lower-cased.
 
 A path component that is only ``%d`` disappears for a user without a
-domain: ``/var/mail/%d/%n/Maildir`` gives ``alice`` the path
+domain (no ``@``; ``alice@`` is refused): ``/var/mail/%d/%n/Maildir`` gives ``alice`` the path
 ``/var/mail/alice/Maildir`` and ``bob@example.org``
 ``/var/mail/example.org/bob/Maildir``, as the ``//`` Dovecot makes of it
 does.  The two never meet: they differ in their number of components.
@@ -164,7 +164,8 @@ class PathTemplate:
         local, domain = split_user(user)
         values = {"u": user, "n": local, "d": domain}
         pieces: list[tuple[str, bool]] = []  # (text, came from the user)
-        for part in self._parts if domain else self._parts_without_domain:
+        # "alice@" (an empty domain given) is refused, not made alice's.
+        for part in self._parts if "@" in user else self._parts_without_domain:
             if isinstance(part, _Literal):
                 pieces.append((part.text, False))
             else:
