@@ -67,7 +67,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     synopsis = "[options]"
     longdesc = (
         "Serve POP3 (RFC 1939, 2449, 2595, 3206) from a mailbox store, "
-        "authenticating with twisted.cred checkers.  Try --demo first."
+        "authenticating with twisted.cred checkers. Try --demo first."
     )
     supportedInterfaces = [IUsernamePassword, IOAuthBearerToken, IClientCertificate]
 
@@ -354,6 +354,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             self._use_demo()
         if not self["listen"]:
             raise ConfigurationError("--listen", "give at least one endpoint, e.g. tcp:110")
+        self._check_endpoints()
         self["listen"] = [with_default_backlog(d) for d in self["listen"]]
         if not self["store"]:
             raise ConfigurationError("--store", "required, e.g. maildir:/var/mail/%u/Maildir")
@@ -392,6 +393,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             load_tls_options(self["tls-cert"], self["tls-key"], self["tls-client-ca"])
             if self["tls-cert"] else None
         )
+
+    def _check_endpoints(self) -> None:
+        """Endpoint strings as given (the mistakes Twisted reports badly:
+        an unknown type, a port that is no number, an ssl: key)."""
+        from popframe.config.endpoints import check_endpoint
+
+        for key, descriptions in (("--listen", self["listen"]), ("--lmtp", self["lmtp"])):
+            for description in descriptions:
+                check_endpoint(description, key)
 
     def _check_store_sharing(self) -> None:
         """A store whose maildrops live in process memory cannot serve

@@ -37,7 +37,7 @@ class Listener(StreamServerEndpointService):
         try:
             super().privilegedStartService()
         except CannotListenError as error:
-            raise SystemExit(f"popframe: {self.key} {self.description!r}: cannot listen: "
+            raise SystemExit(f"popframe: {self.key}: {self.description!r}: cannot listen: "
                              f"{listen_problem(error)}") from None
 
 
