@@ -200,7 +200,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self.from_config_file: frozenset[str] = frozenset()
 
     @classmethod
-    def keys(cls) -> dict[str, Key]:
+    def config_keys(cls) -> dict[str, Key]:
         """The settings a ``--config`` file may hold (the options, by name)."""
         return key_table(cls)
 
@@ -247,7 +247,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         path = self.config_file = paths[-1]
         table = read_config(path)
         on_command_line = frozenset(name for name, _ in given)
-        args, problems = arguments(table, self.keys(), path, skip=on_command_line)
+        args, problems = arguments(table, self.config_keys(), path, skip=on_command_line)
         if problems:
             raise ConfigurationError(path, "; ".join(map(str, problems)) +
                                      f" (popframe check-config {path} lists every mistake)")
@@ -257,7 +257,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def _check_values(self, given: list[tuple[str, str]]) -> None:
         """Typed options, checked before Twisted's coercion, whose message
         would name neither the option nor the value."""
-        keys = self.keys()
+        keys = self.config_keys()
         for name, value in given:
             key = keys.get(name)
             if key is None or key.coerce is None:
@@ -290,7 +290,6 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def opt_version(self) -> None:
         """Show popframe's version and exit."""
         import twisted
-
         from popframe import __version__
 
         print(f"popframe {__version__} (Twisted {twisted.__version__}, "

@@ -41,7 +41,7 @@ def basics(home: MailHome) -> str:
 
 
 def test_every_option_is_a_key_with_its_type() -> None:
-    keys = Options.keys()
+    keys = Options.config_keys()
     assert keys["idle-timeout"].kind is Kind.VALUE and keys["idle-timeout"].coerce is float
     assert keys["workers"].coerce is int
     assert keys["allow-plaintext-auth"].kind is Kind.FLAG
@@ -76,7 +76,7 @@ def test_values_become_arguments() -> None:
     args, problems = arguments(
         {"listen": ["tcp:110", "tcp:111"], "idle-timeout": 300, "allow-plaintext-auth": True,
          "demo": False, "store": {"type": "maildir", "file": "/var/mail/%u"},
-         "mechanisms": "PLAIN"}, Options.keys(), "f.toml")
+         "mechanisms": "PLAIN"}, Options.config_keys(), "f.toml")
     assert problems == []
     assert args == ["--listen=tcp:110", "--listen=tcp:111", "--idle-timeout=300",
                     "--allow-plaintext-auth", "--store=maildir:/var/mail/%u",
@@ -86,7 +86,7 @@ def test_values_become_arguments() -> None:
 def test_inline_plugin_settings_are_read_through_read_toml() -> None:
     args, problems = arguments(
         {"auth": [{"type": "ldap", "url": ["ldaps://ldap"], "base": "dc=x"}]},
-        Options.keys(), "/etc/popframe/popframe.toml")
+        Options.config_keys(), "/etc/popframe/popframe.toml")
     assert problems == []
     assert args == ["--auth=ldap:/etc/popframe/popframe.toml#auth[1]"]
     assert read_toml("/etc/popframe/popframe.toml#auth[1]") == {
@@ -209,10 +209,10 @@ def test_check_config_is_a_documented_command(capsys) -> None:
 
 def test_the_example_has_every_key_and_comments() -> None:
     text = EXAMPLE.read_text()
-    for name in Options.keys():
+    for name in Options.config_keys():
         assert re.search(rf"^(# )?{re.escape(name)} = ", text, re.MULTILINE), name
     # Each key set or shown is explained by a comment within the lines before it.
-    assert text.count("\n#") > len(Options.keys())
+    assert text.count("\n#") > len(Options.config_keys())
 
 
 def test_check_config_accepts_the_example(mail_home: MailHome) -> None:

@@ -7,9 +7,9 @@ python3 with popframe installed, made for this module."""
 
 from __future__ import annotations
 
+import grp
 import os
 import poplib
-import grp
 import pwd
 import shutil
 import signal
@@ -17,7 +17,6 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import venv
 from collections.abc import Iterator
 from pathlib import Path
 

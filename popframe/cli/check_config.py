@@ -10,7 +10,8 @@ HELP = ("Check a twistd pop3 --config file without starting the server: every mi
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="the TOML file, e.g. /etc/popframe/popframe.toml")
+    parser.add_argument("file", metavar="FILE",
+                        help="the TOML file, e.g. /etc/popframe/popframe.toml")
 
 
 def run(args: argparse.Namespace) -> int:

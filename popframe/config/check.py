@@ -46,7 +46,7 @@ def check_config(path: str | os.PathLike[str]) -> list[Problem]:
         table = read_config(path)
     except ConfigurationError as error:
         return [Problem(path, _MISSING, error.problem)]
-    keys = Options.keys()
+    keys = Options.config_keys()
     problems = _each_key(table, keys, path)
     wrong = {problem.key for problem in problems}
     remaining = {name: value for name, value in table.items() if name not in wrong}

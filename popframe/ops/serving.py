@@ -116,7 +116,7 @@ class Serving:
             new = reload_settings(old)
             certificates = [(switch, self._tls_now(description, key))
                             for description, key, switch in self._switches]
-            factories = {"pop3": make_factory(new, self.reactor)}
+            factories: dict[str, Any] = {"pop3": make_factory(new, self.reactor)}
             if "lmtp" in self.factories:
                 factories["lmtp"] = make_lmtp_factory(new, self.reactor)
         except (usage.UsageError, ConfigurationError) as error:

@@ -12,6 +12,7 @@ pipe only the parent holds, reaches end of file.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -82,6 +83,10 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(f"popframe worker: parent {parent} is gone")
 
 
+def _endpoint(serving: Any, stand_in: Any, description: str, key: str) -> Any:
+    return serving.endpoint(stand_in, description, key)
+
+
 def _read_snapshot(files: Any) -> dict[str, bytes]:
     """The contents the parent read before dropping privileges (see
     popframe.config.snapshot), from the descriptors it passed."""
@@ -102,12 +107,11 @@ def run_worker(spec: dict[str, Any]) -> int:
     # says (a warning) is logged there like everything after it.
     from twisted.internet import reactor
 
+    from popframe.config.snapshot import SNAPSHOT
     from popframe.ops.serving import Serving, install_signal_handlers
     from popframe.options import Options
     from popframe.settings import Settings
     from popframe.workers.sockets import adopt_listener
-
-    from popframe.config.snapshot import SNAPSHOT
 
     SNAPSHOT.update(_read_snapshot(spec.get("files", ())))
     options = Options()
@@ -131,8 +135,7 @@ def run_worker(spec: dict[str, Any]) -> int:
         try:
             ports.append(adopt_listener(
                 reactor, listener["description"], int(listener["fd"]), spec["systemd"],
-                serving.factory(kind), lambda stand_in, d, o=option: serving.endpoint(
-                    stand_in, d, o)))
+                serving.factory(kind), functools.partial(_endpoint, serving, key=option)))
         except Exception:
             log.failure("cannot serve {kind} listener {description}", kind=kind,
                         description=listener["description"])

@@ -279,7 +279,7 @@ class WorkerPool(Service):
         self._timeouts = [self.reactor.callLater(self.stop_timeout, self._kill_stragglers)]
         self._check_all_ended()
 
-        def ended(_: object) -> defer.DeferredList[Any]:
+        def ended(_: object) -> defer.Deferred[Any]:
             for timeout in self._timeouts:
                 if timeout.active():
                     timeout.cancel()
