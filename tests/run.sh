@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real clients and tools the integration tests drive.
-DEBIAN_PACKAGES=(curl openssl fetchmail mpop getmail6 redis-server)
+# libmariadb-dev and pkg-config build mysqlclient (the SQL tests' MariaDB driver).
+DEBIAN_PACKAGES=(curl openssl fetchmail mpop getmail6 redis-server libmariadb-dev pkg-config)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
