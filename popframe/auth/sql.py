@@ -291,7 +291,7 @@ SCRAM-SHA-256 keys included.  See docs/sql.md.
         argstring = argstring.strip()
         if argstring.startswith("dsn="):
             return SQLChecker(configured_database(argstring, "--auth", "sql"))
-        if not argstring:
+        if not argstring or "://" in argstring:
             raise ConfigurationError("--auth", f"sql: use {self.argStringFormat}")
         return checker_from_toml(argstring)
 
