@@ -72,6 +72,7 @@ def fresh_database(engine: str, tmp_path: Path | None = None, *, schema: bool = 
     name = f"popframe_test_{uuid.uuid4().hex[:12]}"
     admin = admin_connection(engine)
     admin.cursor().execute(f"CREATE DATABASE {name}")
+    admin.close()  # a test may restart the server: the drop connects again
     admin_url = parse_url(ADMIN_URLS[engine])
     url = str(DatabaseURL(engine, name, admin_url.user, admin_url.host, admin_url.port,
                           admin_url.password))
@@ -85,6 +86,7 @@ def fresh_database(engine: str, tmp_path: Path | None = None, *, schema: bool = 
         yield url
     finally:
         drop = f"DROP DATABASE IF EXISTS {name}"
+        admin = admin_connection(engine)
         admin.cursor().execute(drop + (" WITH (FORCE)" if engine == "postgresql" else ""))
         admin.close()
 
