@@ -193,16 +193,20 @@ class SQLChecker:
         password = _as_bytes(credentials.password)
         if not user or not password:
             return fail(UnauthorizedLogin())
-        return self._lookup(user).addCallback(self._check, user, password)
+        # The lookup and the hash in one thread hand-off: the hash pool's
+        # thread borrows a connection from the database's pool.
+        d: Deferred[bool] = self._semaphore.run(self._run_blocking, self.check, user, password)
+        return d.addCallback(_avatar_id, user)
 
-    def _check(self, record: UserRecord | None, user: str, password: bytes) -> Deferred[bytes]:
+    def check(self, user: str, password: bytes) -> bool:
+        """Blocking: look ``user`` up and verify ``password``."""
+        record = self.database.call(self.query.lookup, user)
+        self._remember(user, record)
         cache = self.verified_passwords
         if record is not None and record.enabled and cache is not None and cache.verified(
                 user, record.password, password):
-            return succeed(_avatar_id(True, user))
-        d: Deferred[bool] = self._semaphore.run(self._run_blocking, self.verify, user, record,
-                                                password)
-        return d.addCallback(_avatar_id, user)
+            return True
+        return self.verify(user, record, password)
 
     def verify(self, user: str, record: UserRecord | None, password: bytes) -> bool:
         """Blocking: whether ``password`` is ``record``'s (False for no record)."""
@@ -223,14 +227,18 @@ class SQLChecker:
 
     def _lookup(self, user: str) -> Deferred[UserRecord | None]:
         def remember(record: UserRecord | None) -> UserRecord | None:
-            with self._recent_lock:
-                self._recent.pop(user, None)
-                self._recent[user] = (time.monotonic() + RECENT_SECONDS, record)
-                while len(self._recent) > RECENT_MAX:
-                    self._recent.popitem(last=False)
+            self._remember(user, record)
             return record
 
         return self.database.run(self.query.lookup, user).addCallback(remember)
+
+    def _remember(self, user: str, record: UserRecord | None) -> None:
+        """Keep a lookup's answer for the settings asked right after it."""
+        with self._recent_lock:
+            self._recent.pop(user, None)
+            self._recent[user] = (time.monotonic() + RECENT_SECONDS, record)
+            while len(self._recent) > RECENT_MAX:
+                self._recent.popitem(last=False)
 
     def _recent_record(self, user: str) -> tuple[bool, UserRecord | None]:
         entry = self._recent.get(user)

@@ -44,6 +44,9 @@ class Engine:
     def sql(self, text: str) -> str:
         return self._format(text) if self.format_style else text
 
+    def cursor(self, connection: Any) -> Any:
+        return connection.cursor()
+
     def begin(self, cursor: Any) -> None:
         cursor.execute("BEGIN")
 
@@ -118,6 +121,11 @@ class PostgreSQLEngine(Engine):
         if password is not None:
             kwargs["password"] = password
         return self._psycopg.connect(**kwargs)
+
+    def cursor(self, connection: Any) -> Any:
+        # Results in binary: a bytea part comes as its octets, not as hex
+        # text twice its size that both sides encode and decode.
+        return connection.cursor(binary=True)
 
     def insert_id(self, cursor: Any, text: str, params: tuple[Any, ...]) -> int:
         cursor.execute(self.sql(text + " RETURNING id"), params)

@@ -34,7 +34,6 @@ from typing import Any
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from popframe.db.pool import Database, DatabaseError, Session
@@ -132,14 +131,14 @@ class DatabaseLocker:
         return self._run(self._take, token).addBoth(done).addCallback(granted)
 
     def _release(self, lock: DatabaseLock) -> defer.Deferred[None]:
-        def forget(result: object) -> None:
+        """Unlock on the lock thread; fires once the name is free for
+        everyone (so a client that QUITs and logs in again through another
+        node is not told [IN-USE])."""
+        def forget(_: object) -> None:
             if self._held.get(lock.key) is lock:
                 del self._held[lock.key]
-            if isinstance(result, Failure):
-                log.warn("releasing maildrop lock {key!r} failed (it is freed with the lock "
-                         "connection)", key=lock.key)
 
-        return self._run(self._give_back, lock.token).addBoth(forget)
+        return self._run(self._give_back, lock.key, lock.token).addBoth(forget)
 
     def _start_pinging(self) -> None:
         if self._pinger is None:
@@ -153,9 +152,14 @@ class DatabaseLocker:
     def _take(self, token: Any) -> bool:
         return bool(self._with_connection(self._try_lock, token))
 
-    def _give_back(self, token: Any) -> None:
-        if self._connection is not None:
+    def _give_back(self, key: str, token: Any) -> None:
+        if self._connection is None:
+            return  # the connection broke: the server dropped the lock with it
+        try:
             self._with_connection(self._unlock, token, reconnect=False)
+        except DatabaseError:
+            log.warn("releasing maildrop lock {key!r} failed (it is freed with the lock "
+                     "connection)", key=key)
 
     def _ping(self) -> None:
         if self._connection is not None or self._held:

@@ -60,7 +60,7 @@ class Session:
     def __init__(self, engine: Engine, connection: Any) -> None:
         self.engine = engine
         self.connection = connection
-        self.cursor = connection.cursor()
+        self.cursor = engine.cursor(connection)
         self.statements = 0  # run successfully in this call
 
     def execute(self, text: str, params: tuple[Any, ...] | list[Any] = ()) -> int:

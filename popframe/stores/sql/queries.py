@@ -13,7 +13,8 @@ from popframe.db.migrations import PART_SIZE
 from popframe.interfaces import MessageList
 from popframe.protocol.encoding import wire_form
 
-__all__ = ["Listing", "delete_messages", "list_maildrop", "read_part", "store_message"]
+__all__ = ["Listing", "delete_messages", "list_maildrop", "read_first_parts", "read_part",
+           "store_message"]
 
 #: Ids per DELETE statement (well under every engine's parameter limit).
 _BATCH = 500
@@ -46,6 +47,15 @@ def read_part(session: Session, message_id: int, part: int) -> bytes | None:
         "SELECT data FROM popframe_message_parts WHERE message_id = ? AND part = ?",
         (message_id, part))
     return None if row is None else bytes(row[0])
+
+
+def read_first_parts(session: Session, message_ids: list[int]) -> dict[int, bytes]:
+    """Part 0 of each of these messages, in one query (the read-ahead)."""
+    marks = ", ".join("?" * len(message_ids))
+    rows = session.query(
+        f"SELECT message_id, data FROM popframe_message_parts WHERE part = 0 AND message_id IN "
+        f"({marks})", message_ids)
+    return {int(row[0]): bytes(row[1]) for row in rows}
 
 
 def delete_messages(session: Session, maildrop: str, ids: list[int],
