@@ -178,6 +178,16 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             super().opt_auth(description)
         except ConfigurationError as error:
             raise usage.UsageError(str(error)) from None
+        except usage.UsageError as error:
+            # Twisted says only "Auth plugin not recognized: NAME"; the
+            # checker meant may be in a plugin module that failed to load.
+            from popframe.plugins import find_plugins
+
+            search = find_plugins(strcred.ICheckerFactory)
+            name = description.partition(":")[0]
+            if not search.broken or any(f.authType == name for f in search.found):
+                raise
+            raise usage.UsageError(f"{error}; {search.broken_text()}") from None
         _encode_memory_users(self["credCheckers"][-1])
 
     def opt_master_user(self, user: str) -> None:
