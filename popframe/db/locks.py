@@ -6,7 +6,8 @@ use them without the SQL store.
   64-bit hash of the maildrop name); MariaDB: ``GET_LOCK(name, 0)`` on a
   hash of the database and maildrop names (its locks are server-wide).
   Both belong to one connection of the process, the *lock connection*,
-  which holds every lock the process holds.  When the process dies, even
+  which holds every lock the process holds; the pool's threads use it in
+  turn, one short statement each.  When the process dies, even
   by SIGKILL, the kernel closes that connection and the server drops its
   locks at once (measured: docs/sql.md).  When a host vanishes without
   closing, the server notices by TCP keepalive (PostgreSQL: 10 s idle, 3
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from typing import Any
 
 from twisted.internet import defer, task
@@ -39,8 +41,7 @@ from zope.interface import implementer
 from popframe.db.pool import Database, DatabaseError, Session
 from popframe.errors import MaildropInUse, TemporaryFailure
 from popframe.interfaces import IMaildropLock, IMaildropLocker
-from popframe.stores.locking import FileLocker
-from popframe.threads import ThreadPoolRunner
+from popframe.stores.locking import FileLock, FileLocker
 
 __all__ = ["DatabaseLock", "DatabaseLocker", "LockLost", "locker_for"]
 
@@ -63,14 +64,10 @@ class DatabaseLock:
         self.locker = locker
         self.key = key
         self.token = token  # the engine's lock id (a bigint, or a GET_LOCK name)
-        self._released: defer.Deferred[None] | None = None
 
     def release(self) -> defer.Deferred[None]:
-        if self._released is None:
-            self._released = self.locker._release(self)
-        d: defer.Deferred[None] = defer.Deferred()
-        self._released.addBoth(lambda _: d.callback(None))
-        return d
+        """Idempotent: a second call finds the name no longer held."""
+        return self.locker._release(self).addErrback(lambda _: None)
 
     def verify(self, session: Session) -> None:
         """In a deletion's transaction, on another connection: raise
@@ -83,7 +80,9 @@ class DatabaseLock:
 @implementer(IMaildropLocker)
 class DatabaseLocker:
     """Advisory locks (PostgreSQL) or ``GET_LOCK`` (MariaDB) on one lock
-    connection, used from one thread of its own."""
+    connection, which any of the database's pool threads uses in turn
+    (a mutex, held for one short statement): so the SQL store takes the
+    lock and lists the maildrop in one thread hand-off."""
 
     def __init__(self, database: Database, reactor: Any = None) -> None:
         if database.engine.name not in ("postgresql", "mysql"):
@@ -91,10 +90,8 @@ class DatabaseLocker:
         self.database = database
         self.engine = database.engine
         self._reactor = reactor
-        self._run = ThreadPoolRunner("popframe-db-locks", 1, reactor)
-        self._held: dict[str, DatabaseLock] = {}  # reactor thread only
-        self._pending: set[str] = set()
-        # The lock thread's own state.
+        self._mutex = threading.Lock()  # guards all below
+        self._held: dict[str, DatabaseLock] = {}
         self._connection: Any = None
         self._ident: Any = None  # the lock connection's backend pid / connection id
         self._pinger: task.LoopingCall | None = None
@@ -112,58 +109,55 @@ class DatabaseLocker:
     # -- IMaildropLocker (reactor thread) -------------------------------------------
 
     def acquire(self, key: str) -> defer.Deferred[IMaildropLock]:
-        if key in self._held or key in self._pending:
-            return defer.fail(MaildropInUse())
-        self._start_pinging()
-        self._pending.add(key)
-        token = self.token(key)
-
-        def granted(taken: bool) -> IMaildropLock:
-            if not taken:
-                raise MaildropInUse()
-            lock = self._held[key] = DatabaseLock(self, key, token)
-            return lock
-
-        def done(result: object) -> object:
-            self._pending.discard(key)
-            return result
-
-        return self._run(self._take, token).addBoth(done).addCallback(granted)
+        self.start_pinging()
+        return self.database.in_thread(self.acquire_blocking, key)
 
     def _release(self, lock: DatabaseLock) -> defer.Deferred[None]:
-        """Unlock on the lock thread; fires once the name is free for
-        everyone (so a client that QUITs and logs in again through another
-        node is not told [IN-USE])."""
-        def forget(_: object) -> None:
-            if self._held.get(lock.key) is lock:
-                del self._held[lock.key]
+        """Fires once the name is free for everyone (so a client that QUITs
+        and logs in again through another node is not told [IN-USE])."""
+        return self.database.in_thread(self.release_blocking, lock)
 
-        return self._run(self._give_back, lock.key, lock.token).addBoth(forget)
-
-    def _start_pinging(self) -> None:
+    def start_pinging(self) -> None:
+        """Keep the lock connection alive (MariaDB's wait_timeout) and find
+        a broken one early; from the reactor thread, once."""
         if self._pinger is None:
-            self._pinger = task.LoopingCall(lambda: self._run(self._ping).addErrback(lambda _: None))
+            self._pinger = task.LoopingCall(
+                lambda: self.database.in_thread(self._ping).addErrback(lambda _: None))
             if self._reactor is not None:
                 self._pinger.clock = self._reactor
             self._pinger.start(PING_INTERVAL, now=False).addErrback(lambda _: None)
 
-    # -- the lock thread ------------------------------------------------------------
+    # -- blocking: any pool thread ---------------------------------------------------
 
-    def _take(self, token: Any) -> bool:
-        return bool(self._with_connection(self._try_lock, token))
+    def acquire_blocking(self, key: str) -> DatabaseLock:
+        """Take the lock now, or raise ``MaildropInUse`` (or
+        ``DatabaseError``)."""
+        token = self.token(key)
+        with self._mutex:
+            if key in self._held:
+                raise MaildropInUse()
+            if not self._with_connection(self._try_lock, token):
+                raise MaildropInUse()
+            lock = self._held[key] = DatabaseLock(self, key, token)
+            return lock
 
-    def _give_back(self, key: str, token: Any) -> None:
-        if self._connection is None:
-            return  # the connection broke: the server dropped the lock with it
-        try:
-            self._with_connection(self._unlock, token, reconnect=False)
-        except DatabaseError:
-            log.warn("releasing maildrop lock {key!r} failed (it is freed with the lock "
-                     "connection)", key=key)
+    def release_blocking(self, lock: DatabaseLock) -> None:
+        with self._mutex:
+            if self._held.get(lock.key) is not lock:
+                return
+            del self._held[lock.key]
+            if self._connection is None:
+                return  # the connection broke: the server dropped the lock with it
+            try:
+                self._with_connection(self._unlock, lock.token, reconnect=False)
+            except DatabaseError:
+                log.warn("releasing maildrop lock {key!r} failed (it is freed with the lock "
+                         "connection)", key=lock.key)
 
     def _ping(self) -> None:
-        if self._connection is not None or self._held:
-            self._with_connection(lambda cursor: cursor.execute("SELECT 1"))
+        with self._mutex:
+            if self._connection is not None or self._held:
+                self._with_connection(lambda cursor: cursor.execute("SELECT 1"))
 
     def _with_connection(self, work: Any, *args: Any, reconnect: bool = True) -> Any:
         errors = self.engine.driver_errors()
@@ -272,10 +266,20 @@ class SQLiteLocker(FileLocker):
         self.directory = database_path + ".locks"
 
     def acquire(self, key: str) -> defer.Deferred[IMaildropLock]:
+        try:
+            return defer.succeed(self.acquire_blocking(key))
+        except (MaildropInUse, TemporaryFailure):
+            return defer.fail()
+
+    def acquire_blocking(self, key: str) -> FileLock:
+        """Take the lock now (a few system calls), or raise ``MaildropInUse``."""
         name = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
         except OSError as error:
             log.error("cannot make {path}: {error}", path=self.directory, error=error)
-            return defer.fail(TemporaryFailure())
-        return super().acquire(os.path.join(self.directory, name))
+            raise TemporaryFailure() from error
+        return self.acquire_now(os.path.join(self.directory, name))
+
+    def release_blocking(self, lock: FileLock) -> None:
+        lock.release()

@@ -130,6 +130,11 @@ class Database:
                          onTimeoutCancel=self._timed_out)
         return d
 
+    def in_thread(self, function: Callable[..., T], *args: Any) -> defer.Deferred[T]:
+        """``function(*args)`` in one of the pool's threads, with no
+        connection lent (it may call :meth:`call` itself)."""
+        return self._runner(function, *args)
+
     def _timed_out(self, result: object, timeout: float) -> object:
         if isinstance(result, Failure) and result.check(defer.CancelledError):
             self._report(f"no answer within {timeout:g} s")

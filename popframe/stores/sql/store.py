@@ -3,10 +3,13 @@
 
 - Open: the maildrop lock (:mod:`popframe.db.locks`: across hosts on
   PostgreSQL and MariaDB, across processes on SQLite), then one query of
-  the listing index: ids, uids, RETR sizes and wire-ready flags, no body.
-- RETR: an :class:`SQLMessageBody` reads the message a part (256 KiB) at a
-  time, one query per part, and only when the client took the last one.
-  A message of one part is read with the small one-part messages after it
+  the listing index: ids, uids, RETR sizes and wire-ready flags, no body;
+  both in one thread hand-off.
+- RETR: an :class:`SQLMessageBody` reads a message of several parts a
+  part (256 KiB) at a time, one query per part, and only when the client
+  took the last one.  A message of one part is served from memory (a
+  file object: no Deferred per chunk), read with the small one-part
+  messages after it
   in the listing, up to :data:`READ_AHEAD` octets in one query: POP3
   clients mostly retrieve everything in order, and a query per 3 KB
   message cost more than the message (docs/sql.md has the numbers).  What
@@ -24,6 +27,7 @@ with that name, so users may share one.
 
 from __future__ import annotations
 
+import io
 import uuid
 from typing import BinaryIO
 
@@ -32,8 +36,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from popframe.db import Database, configured_database
-from popframe.db.locks import locker_for
+from popframe.db import Database, Session, configured_database
+from popframe.db.locks import DatabaseLocker, SQLiteLocker, locker_for
 from popframe.errors import NoSuchMessage, PermanentFailure
 from popframe.interfaces import (
     IDeliverableStore,
@@ -128,28 +132,33 @@ class SQLMaildrop(LockedMaildrop):
     def listing(self) -> MessageList:
         return self._listing.messages
 
-    def open_message(self, uid: str) -> defer.Deferred[IMessageBody]:
+    def open_message(self, uid: str) -> defer.Deferred[BinaryIO | IMessageBody]:
+        """A one-part message comes whole, as a file in memory (the
+        server reads it with no Deferred per chunk); a longer one as an
+        :class:`SQLMessageBody`."""
         self.check_open()
         index = self._rows.get(uid)
         if index is None:
             return defer.fail(NoSuchMessage())
         listing = self._listing
         database = self._store.database
-        first = self._ahead.pop(index, None)
-        if first is not None or listing.parts[index] != 1:
+        if listing.parts[index] != 1:
             return defer.succeed(SQLMessageBody(database, listing.ids[index],
-                                                listing.parts[index], first))
+                                                listing.parts[index]))
+        first = self._ahead.pop(index, None)
+        if first is not None:
+            return defer.succeed(io.BytesIO(first))
         batch = self._read_ahead_from(index)
         ids = [listing.ids[i] for i in batch]
 
-        def got(parts: dict[int, bytes]) -> IMessageBody:
+        def got(parts: dict[int, bytes]) -> BinaryIO:
             for i in batch[1:]:
                 if listing.ids[i] in parts:
                     self._ahead[i] = parts[listing.ids[i]]
             data = parts.get(listing.ids[index])
             if data is None:
                 raise MessageVanished()
-            return SQLMessageBody(database, listing.ids[index], 1, data)
+            return io.BytesIO(data)
 
         return database.run(read_first_parts, ids).addCallback(got)
 
@@ -186,6 +195,12 @@ class SQLStore:
             name = maildrop_name(user, settings)
         except PermanentFailure:
             return defer.fail()
+        if isinstance(self.locker, (DatabaseLocker, SQLiteLocker)):
+            # The lock and the listing in one thread hand-off.  Not
+            # abandoned after a deadline (write=True): a lock taken by a
+            # call nobody waits for any more would never be released.
+            return self.database.run(_lock_and_list, self.locker, name, write=True).addCallback(
+                lambda locked: SQLMaildrop(self, name, locked[1], locked[0]))
         return self.locker.acquire(name).addCallback(self._list, name)
 
     def _list(self, lock: IMaildropLock, name: str) -> defer.Deferred[IMaildrop]:
@@ -214,6 +229,17 @@ class SQLStore:
         elif not valid_uid(uid):
             return defer.fail(ValueError(f"{uid!r} is not a valid UIDL"))
         return self.database.run(store_message, name, uid, message, write=True)
+
+
+def _lock_and_list(session: Session, locker: DatabaseLocker | SQLiteLocker, name: str
+                   ) -> tuple[IMaildropLock, Listing]:
+    """Blocking: take ``name``'s lock, then list the maildrop under it."""
+    lock = locker.acquire_blocking(name)
+    try:
+        return lock, list_maildrop(session, name)
+    except BaseException:
+        locker.release_blocking(lock)  # type: ignore[arg-type]
+        raise
 
 
 def maildrop_name(user: str, settings: UserSettings | None) -> str:
