@@ -146,6 +146,8 @@ class Database:
             from twisted.internet import reactor
 
             self._reactor = reactor
+            # Say goodbye to the server rather than vanish (its log stays quiet).
+            reactor.addSystemEventTrigger("after", "shutdown", self.close)
         return self._reactor
 
     # -- blocking (pool threads, the CLI) --------------------------------------------

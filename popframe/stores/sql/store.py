@@ -10,7 +10,7 @@
   took the last one.  A message of one part is served from memory (a
   file object: no Deferred per chunk), read with the small one-part
   messages after it
-  in the listing, up to :data:`READ_AHEAD` octets in one query: POP3
+  in the listing, up to :data:`READ_AHEAD` octets (256 KiB) in one query: POP3
   clients mostly retrieve everything in order, and a query per 3 KB
   message cost more than the message (docs/sql.md has the numbers).  What
   was read ahead is held by the session until retrieved or the session
@@ -69,8 +69,8 @@ log = Logger(namespace="popframe.stores.sql")
 MAX_MAILDROP = 255
 #: Octets of small messages read with the one retrieved (and held by its
 #: session), and at most this many messages.
-READ_AHEAD = 128 * 1024
-READ_AHEAD_MESSAGES = 32
+READ_AHEAD = 256 * 1024
+READ_AHEAD_MESSAGES = 64
 
 
 @implementer(IMessageBody)
