@@ -19,8 +19,10 @@ The options:
   drivers; ``runQuery`` (a transaction per lookup: BEGIN, SELECT, COMMIT)
   and ``runQuery`` on autocommit connections (``cp_openfun``).
 - ``own``: a ``ThreadPool`` of our own, one autocommit connection per
-  thread (``threading.local``), the lookup run there: what
-  :mod:`popframe.db.pool` does.
+  thread (``threading.local``), the lookup run there.
+- ``own-queue``: the same with :class:`popframe.db.pool.Workers` (threads
+  fed by a ``queue.SimpleQueue``) instead of Twisted's ``ThreadPool``:
+  what :mod:`popframe.db.pool` does.
 - ``psycopg-async``: psycopg 3's ``AsyncConnection``s (one per in-flight
   lookup slot, up to ``--pool``) under Twisted's asyncio reactor.
 
@@ -176,15 +178,12 @@ def _runner(option: str, engine: str, pool: int, query: str, sqlite_path: str | 
             cp = adbapi.ConnectionPool("sqlite3", sqlite_path, check_same_thread=False, **kw)
         return lambda name: cp.runQuery(query, (name,))
 
-    if option == "own":
+    if option in ("own", "own-queue"):
         import threading
 
         from twisted.internet.threads import deferToThreadPool
         from twisted.python.threadpool import ThreadPool
 
-        tp = ThreadPool(minthreads=pool, maxthreads=pool, name="bench")
-        tp.start()
-        reactor.addSystemEventTrigger("during", "shutdown", tp.stop)
         local = threading.local()
 
         def lookup(name):
@@ -197,6 +196,15 @@ def _runner(option: str, engine: str, pool: int, query: str, sqlite_path: str | 
             cur.close()
             return rows
 
+        if option == "own-queue":  # popframe.db.pool.Workers: a SimpleQueue, no ThreadPool
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+            from popframe.db.pool import Workers
+
+            workers = Workers("bench", pool, reactor)
+            return lambda name: workers(lookup, name)
+        tp = ThreadPool(minthreads=pool, maxthreads=pool, name="bench")
+        tp.start()
+        reactor.addSystemEventTrigger("during", "shutdown", tp.stop)
         return lambda name: deferToThreadPool(reactor, tp, lookup, name)
 
     if option == "psycopg-async":
@@ -245,6 +253,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--pool", type=int, default=4)
     p.add_argument("--repeat", type=int, default=2, help="runs per option (the best is shown)")
+    p.add_argument("--only", help="options to run, comma-separated (default: all)")
     p.add_argument("--child", nargs=3, metavar=("OPTION", "ENGINE", "SQLITE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -254,8 +263,10 @@ def main() -> None:
         return
 
     cases = [(o, e) for e in ("postgresql", "pymysql", "mysqlclient", "sqlite")
-             for o in ("adbapi", "adbapi-autocommit", "own")]
-    cases.insert(3, ("psycopg-async", "postgresql"))
+             for o in ("adbapi", "adbapi-autocommit", "own", "own-queue")]
+    cases.insert(4, ("psycopg-async", "postgresql"))
+    if args.only:
+        cases = [(o, e) for o, e in cases if o in args.only.split(",")]
     print(f"{args.concurrency} lookups in flight, pool of {args.pool}, {args.seconds:g} s per run, "
           f"best of {args.repeat}; load average {os.getloadavg()[0]:.2f}\n")
     print("| option | driver | lookups/s | CPU µs / lookup (popframe's process) | reactor timer late p50 / p99 ms |")

@@ -55,8 +55,8 @@ from popframe.auth.passwdfile import (
 from popframe.auth.schemes import DEFAULT_SCHEME, UnknownScheme, find_scheme, verify_password
 from popframe.config import ConfigurationError
 from popframe.db import Database, Session, configured_database, open_database
+from popframe.db.pool import Workers
 from popframe.interfaces.auth import ISecretLookup, IUserSettings, Secret, SecretKind, UserSettings
-from popframe.threads import ThreadPoolRunner
 
 __all__ = ["OWN_QUERY", "PasswordQuery", "SQLChecker", "SQLCheckerFactory", "UserRecord"]
 
@@ -177,8 +177,7 @@ class SQLChecker:
         self.default_scheme = default_scheme
         self.verified_passwords = verified_passwords
         self._semaphore = DeferredSemaphore(concurrency)
-        self._run_blocking = run_blocking or ThreadPoolRunner("popframe-sql-hash", concurrency,
-                                                              reactor)
+        self._run_blocking = run_blocking or Workers("popframe-sql-hash", concurrency, reactor)
         self._recent: OrderedDict[str, tuple[float, UserRecord | None]] = OrderedDict()
         self._recent_lock = threading.Lock()
         self._typical: str | None = None  # a real user's field: what an unknown user costs
