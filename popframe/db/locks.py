@@ -186,8 +186,8 @@ class DatabaseLocker:
         raise AssertionError("unreachable")
 
     def _connect(self) -> None:
+        connection = self.database.connect()  # DatabaseError when it cannot
         try:
-            connection = self.engine.connect()
             cursor = connection.cursor()
             if self.engine.name == "postgresql":
                 # The server notices a vanished host (no FIN) in ~25 s.
@@ -199,8 +199,9 @@ class DatabaseLocker:
                 cursor.execute("SET SESSION wait_timeout = 60")
                 cursor.execute("SELECT CONNECTION_ID()")
             ident = cursor.fetchone()[0]
-        except (*self.engine.driver_errors(), OSError) as error:
-            log.error("database {url}: cannot open the lock connection: {error}",
+        except self.engine.driver_errors() as error:
+            connection.close()
+            log.error("database {url}: cannot set up the lock connection: {error}",
                       url=str(self.database.url), error=error)
             raise DatabaseError() from error
         self._connection, self._ident = connection, ident
