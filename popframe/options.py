@@ -30,6 +30,8 @@ from popframe.auth.credentials import (
 )
 from popframe.config import ConfigurationError
 
+__all__ = ["DEFAULT_BACKLOG", "DEMO_PLAIN", "DEMO_TLS_PORT", "Options", "with_default_backlog"]
+
 DEMO_PLAIN = "tcp:1110:interface=127.0.0.1"
 DEMO_TLS_PORT = 1995
 
@@ -230,7 +232,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if self["tls-client-ca"] and not self["tls-cert"]:
             raise ConfigurationError("--tls-client-ca", "needs --tls-cert")
         if not self["tls-client-ca"] and self.get("credInterfaces", {}).get(IClientCertificate):
-            raise ConfigurationError("--auth", "tls-cert needs --tls-client-ca (the CA of the client certificates)")
+            raise ConfigurationError(
+                "--auth", "tls-cert needs --tls-client-ca (the CA of the client certificates)"
+            )
         if self["idle-timeout"] < 0:
             raise ConfigurationError("--idle-timeout", "must not be negative")
         if self["preauth-timeout"] < 0:
