@@ -24,6 +24,12 @@ from popframe.db.schema import upgrade
 from popframe.stores.sql.queries import store_message
 
 
+def empty_maildrop(session, user: str) -> None:
+    session.execute("DELETE FROM popframe_message_parts WHERE message_id IN "
+                    "(SELECT id FROM popframe_messages WHERE maildrop = ?)", (user,))
+    session.execute("DELETE FROM popframe_messages WHERE maildrop = ?", (user,))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--dsn", required=True)
@@ -55,10 +61,7 @@ def main() -> None:
     manifest = json.loads((a.corpus / "manifest.json").read_text())
     started, count = time.monotonic(), 0
     for user in a.users:
-        database.call(lambda s: (s.execute(
-            "DELETE FROM popframe_message_parts WHERE message_id IN "
-            "(SELECT id FROM popframe_messages WHERE maildrop = ?)", (user,)),
-            s.execute("DELETE FROM popframe_messages WHERE maildrop = ?", (user,))))
+        database.call(empty_maildrop, user)
         cur = a.corpus / "maildirs" / user / "Maildir" / "cur"
         for base, _size, _crc in manifest["users"][user]["messages"]:
             with open(cur / f"{base}:2,", "rb") as f:

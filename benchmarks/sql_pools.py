@@ -96,7 +96,7 @@ def child(option: str, engine: str, table: str, seconds: float, concurrency: int
         from twisted.internet import asyncioreactor
 
         asyncioreactor.install()
-    from twisted.internet import defer, reactor, task
+    from twisted.internet import defer, reactor
 
     query = f"SELECT password, maildrop FROM {table} WHERE name = {_placeholder(engine)}"
     run = _runner(option, engine, pool, query, sqlite_path)

@@ -8,28 +8,24 @@
   so runs never see each other's rows; between tests the tables are
   emptied.  SQLite: a file in the test's ``tmp_path``.
 - Locally a missing server skips its tests; with ``CI=true`` it fails them.
-- :func:`wait_for` runs the reactor until a Deferred fires (store and
-  checker calls go through thread pools).
+- Tests wait for store and checker calls (thread pools) with
+  ``popframe.testing.wait_for``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.python.failure import Failure
 
 from popframe.db import Database, DatabaseURL, parse_url
 from popframe.db.schema import upgrade
-
-T = TypeVar("T")
+from popframe.testing import stop_reactor
 
 ENGINES = ("sqlite", "postgresql", "mysql")
 ADMIN_URLS = {
@@ -143,50 +139,10 @@ def dsn(request: pytest.FixtureRequest, tmp_path: Path, shared_databases: dict[s
 
 # -- the reactor -------------------------------------------------------------------------
 
-_PENDING = object()
-
-
-def wait_for(awaitable: Deferred[T] | Any, timeout: float = 30.0) -> T:
-    """Run the global reactor until ``awaitable`` fires; its result, or
-    its exception raised."""
-    from twisted.internet import reactor
-
-    d = ensureDeferred(awaitable)
-    outcome: list[object] = [_PENDING]
-
-    def keep(result: object) -> None:
-        outcome[0] = result
-        if reactor.running:
-            reactor.crash()
-
-    d.addBoth(keep)
-    if outcome[0] is _PENDING:
-        timer = reactor.callLater(timeout, reactor.crash)
-        reactor.run(installSignalHandlers=False)
-        if timer.active():
-            timer.cancel()
-    if outcome[0] is _PENDING:
-        d.cancel()
-        raise AssertionError(f"{d!r} did not fire within {timeout} s")
-    if isinstance(outcome[0], Failure):
-        outcome[0].raiseException()
-    return outcome[0]  # type: ignore[return-value]
-
 
 @pytest.fixture(scope="session", autouse=True)
 def _reactor_stopped_at_exit() -> Iterator[None]:
-    """Shut the reactor down after the run if a test ran it: its thread
-    pools (the database's among them) would keep the interpreter alive."""
+    """Shut the reactor down after the run if a test ran it: the thread
+    pools tied to it would keep the interpreter alive."""
     yield
-    if "twisted.internet.reactor" not in sys.modules:
-        return
-    from twisted.internet import reactor
-    from twisted.internet.error import ReactorNotRestartable
-
-    if reactor.running:
-        return
-    reactor.callWhenRunning(reactor.stop)
-    try:
-        reactor.run(installSignalHandlers=False)
-    except ReactorNotRestartable:
-        pass
+    stop_reactor()

@@ -7,7 +7,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from sql_support import wait_for
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 
@@ -20,6 +19,7 @@ from popframe.config import ConfigurationError
 from popframe.db import Database, parse_url
 from popframe.errors import TemporaryFailure
 from popframe.interfaces.auth import SecretKind, UserSettings
+from popframe.testing import wait_for
 
 SCHEMES = sorted({s.name for s in schemes.SCHEMES.values() if s.make})
 
@@ -124,7 +124,7 @@ def test_auth_cache_skips_the_hash(dsn: str, checker: SQLChecker,
     Database(parse_url(dsn)).call(  # a changed password stops matching at once
         lambda s: s.execute("UPDATE popframe_users SET password = ? WHERE name = ?",
                             (schemes.make_hash("SSHA512", b"new"), "alice")))
-    sqlauth.RECENT_SECONDS  # the lookup is not cached: the next login reads the new field
+    # The lookup is not cached: the next login reads the new field.
     with pytest.raises(UnauthorizedLogin):
         login(checker, "alice", b"right")
 

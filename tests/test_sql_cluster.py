@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sql_support import fresh_database, wait_for
+from sql_support import fresh_database
 
 from popframe.auth.schemes import make_hash
 from popframe.cli.user import add_user
 from popframe.db import Database, parse_url
 from popframe.stores.sql import SQLStore
-from popframe.testing import ServerProcess, start_server
+from popframe.testing import ServerProcess, start_server, wait_for
 
 PASSWORD = "alice's password"
 

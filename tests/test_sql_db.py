@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sql_support import fresh_database, wait_for
+from sql_support import fresh_database
 
 from popframe.cli import main
 from popframe.config import ConfigurationError
 from popframe.db import Database, DatabaseError, parse_url
 from popframe.db.schema import LATEST, SchemaTooNew, check_schema, current_version, upgrade
 from popframe.stores.sql import SQLStore, SQLStoreFactory
-
+from popframe.testing import wait_for
 
 # -- URLs ----------------------------------------------------------------------------------
 

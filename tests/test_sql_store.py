@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
-from sql_support import fresh_database, wait_for
+from sql_support import fresh_database
 
 from popframe.db import Database, parse_url
 from popframe.db.locks import DatabaseLock
@@ -18,6 +18,7 @@ from popframe.interfaces import IMessageBody, UserSettings, valid_uid
 from popframe.protocol.encoding import wire_form
 from popframe.stores.sql import SQLStore
 from popframe.stores.sql.queries import list_maildrop
+from popframe.testing import wait_for
 
 MESSAGES = [b"Subject: one\r\n\r\nfirst\r\n", b"Subject: two\n\nsecond, bare LF\n",
             b"Subject: three\r\n\r\n.dot line\r\n", b""]

@@ -184,7 +184,7 @@ class SQLChecker:
 
     # -- ICredentialsChecker --------------------------------------------------------
 
-    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes]:
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes | tuple[()]]:
         try:
             user = _as_text(credentials.username)
         except UnicodeDecodeError:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from popframe.cli.errors import CLIError
 from popframe.db import Database, DatabaseError, open_database
 from popframe.db.schema import LATEST, SchemaTooNew, current_version, upgrade
+
+T = TypeVar("T")
 
 NAME = "db"
 HELP = "Create or upgrade popframe's tables in a database (PostgreSQL, MariaDB, SQLite)."
@@ -32,7 +36,7 @@ def database(args: argparse.Namespace) -> Database:
     return open_database(args.dsn, "--dsn", "dsn", own_schema=False)
 
 
-def call(db: Database, function, *arguments):  # type: ignore[no-untyped-def]
+def call(db: Database, function: Callable[..., T], *arguments: Any) -> T:
     """``db.call`` with a database failure as one line, not a traceback."""
     try:
         return db.call(function, *arguments)

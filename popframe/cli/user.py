@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from popframe.auth.schemes import UnknownScheme, make_hash
 from popframe.cli.db import add_dsn, call, database
@@ -90,7 +91,7 @@ def delete_user(session: Session, name: str) -> bool:
     return session.execute("DELETE FROM popframe_users WHERE name = ?", (name,)) > 0
 
 
-def list_users(session: Session, name: str | None = None) -> list[tuple]:  # type: ignore[type-arg]
+def list_users(session: Session, name: str | None = None) -> list[tuple[Any, ...]]:
     columns = "SELECT name, maildrop, login_delay, enabled FROM popframe_users"
     if name is not None:
         return session.query(columns + " WHERE name = ?", (name,))

@@ -10,7 +10,8 @@ from popframe.db.url import parse_url
 __all__ = ["configured_database"]
 
 
-def configured_database(argstring: str, key: str, name: str, *, own_schema: bool = True) -> Database:
+def configured_database(argstring: str, key: str, name: str, *,
+                        own_schema: bool = True) -> Database:
     """The process's shared pool for ``dsn=URL``; with ``own_schema``, the
     schema checked (blocking: at start-up only)."""
     if not argstring.startswith("dsn="):

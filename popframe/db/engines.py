@@ -155,14 +155,14 @@ class MySQLEngine(Engine):
     def _load(wanted: str | None) -> tuple[str, Any]:
         if wanted in (None, "mysqlclient"):
             try:
-                import MySQLdb
+                import MySQLdb  # type: ignore[import-untyped]
 
                 return "mysqlclient", MySQLdb
             except ImportError:
                 if wanted is not None:
                     raise ConfigurationError("dsn", "driver=mysqlclient is not installed") from None
         try:
-            import pymysql
+            import pymysql  # type: ignore[import-untyped]
 
             return "pymysql", pymysql
         except ImportError:

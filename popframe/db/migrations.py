@@ -56,7 +56,8 @@ MIGRATIONS: list[Migration] = [
                 """CREATE INDEX popframe_messages_listing
                     ON popframe_messages (maildrop, id) INCLUDE (uid, size, ready)""",
                 """CREATE TABLE popframe_message_parts (
-                    message_id BIGINT NOT NULL REFERENCES popframe_messages (id) ON DELETE CASCADE,
+                    message_id BIGINT NOT NULL
+                        REFERENCES popframe_messages (id) ON DELETE CASCADE,
                     part INTEGER NOT NULL,
                     data BYTEA NOT NULL,
                     PRIMARY KEY (message_id, part))""",
@@ -82,7 +83,8 @@ MIGRATIONS: list[Migration] = [
                     ready BOOLEAN NOT NULL,
                     parts INT NOT NULL,
                     UNIQUE KEY popframe_messages_uid (maildrop, uid),
-                    KEY popframe_messages_listing (maildrop, id, uid, size, ready))""" + _MYSQL_TABLE,
+                    KEY popframe_messages_listing (maildrop, id, uid, size, ready)
+                    )""" + _MYSQL_TABLE,
                 """CREATE TABLE popframe_message_parts (
                     message_id BIGINT NOT NULL,
                     part INT NOT NULL,
@@ -110,7 +112,8 @@ MIGRATIONS: list[Migration] = [
                 """CREATE INDEX popframe_messages_listing
                     ON popframe_messages (maildrop, id, uid, size, ready)""",
                 """CREATE TABLE popframe_message_parts (
-                    message_id INTEGER NOT NULL REFERENCES popframe_messages (id) ON DELETE CASCADE,
+                    message_id INTEGER NOT NULL
+                        REFERENCES popframe_messages (id) ON DELETE CASCADE,
                     part INTEGER NOT NULL,
                     data BLOB NOT NULL,
                     PRIMARY KEY (message_id, part))""",

@@ -254,9 +254,10 @@ class Database:
         ``connect_timeout``."""
         if time.monotonic() < self._down_until:
             raise DatabaseError()
+        errors: tuple[type[BaseException], ...] = (*self.engine.driver_errors(), OSError)
         try:
             return self.engine.connect()
-        except (*self.engine.driver_errors(), OSError) as error:  # OSError: password_file
+        except errors as error:  # OSError: a password_file that cannot be read
             self._down_until = time.monotonic() + RETRY_AFTER
             self._report(f"cannot connect: {error}".strip())
             raise DatabaseError() from error

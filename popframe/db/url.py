@@ -18,6 +18,7 @@ password replaced by ``***``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -117,7 +118,8 @@ def parse_url(text: str, key: str = "dsn") -> DatabaseURL:
         password=unquote(parts.password) if parts.password is not None else None)
 
 
-def _with_parameter(url: DatabaseURL, name: str, value: str, bad) -> DatabaseURL:  # type: ignore[no-untyped-def]
+def _with_parameter(url: DatabaseURL, name: str, value: str,
+                    bad: Callable[[str], ConfigurationError]) -> DatabaseURL:
     if name not in _PARAMETERS:
         raise bad(f"unknown URL parameter {name!r} (known: {', '.join(_PARAMETERS)})")
     if name == "password_file":
@@ -134,4 +136,8 @@ def _with_parameter(url: DatabaseURL, name: str, value: str, bad) -> DatabaseURL
         raise bad(f"{name}={value!r} is not a number") from None
     if number <= 0 or (name == "pool" and number > 256):
         raise bad(f"{name}={value!r} is out of range")
-    return replace(url, **{name: number})
+    if name == "pool":
+        return replace(url, pool=int(number))
+    if name == "timeout":
+        return replace(url, timeout=number)
+    return replace(url, connect_timeout=number)

@@ -207,8 +207,9 @@ class SQLStore:
         def opened(listing: Listing) -> IMaildrop:
             return SQLMaildrop(self, name, listing, lock)
 
-        def failed(failure: Failure) -> defer.Deferred[Failure]:
-            return lock.release().addBoth(lambda _: failure)
+        def failed(failure: Failure) -> defer.Deferred[IMaildrop]:
+            released: defer.Deferred[None] = lock.release()
+            return released.addBoth(lambda _: failure)
 
         return self.database.run(list_maildrop, name).addCallbacks(opened, failed)
 
