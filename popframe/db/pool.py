@@ -48,8 +48,10 @@ __all__ = ["Database", "DatabaseError", "Session", "Workers", "database_for"]
 T = TypeVar("T")
 log = Logger(namespace="popframe.db")
 
-#: Seconds after a failed connection attempt in which no other is tried.
-RETRY_AFTER = 0.25
+#: A connection attempt that failed after this many seconds (a server
+#: that does not answer) stops others for RETRY_AFTER seconds.
+SLOW_FAILURE = 0.5
+RETRY_AFTER = 1.0
 
 
 class DatabaseError(TemporaryFailure):
@@ -248,17 +250,20 @@ class Database:
         return self.connect(), True
 
     def connect(self) -> Any:
-        """A new connection.  After a failed attempt, calls in the next
-        :data:`RETRY_AFTER` seconds fail at once: while a server is
-        unreachable, logins are refused promptly instead of each waiting
-        ``connect_timeout``."""
-        if time.monotonic() < self._down_until:
+        """A new connection.  After an attempt that failed slowly (a
+        server that does not answer: ``connect_timeout``), calls in the
+        next :data:`RETRY_AFTER` seconds fail at once instead of each
+        waiting as long; a refused connection fails fast by itself."""
+        started = time.monotonic()
+        if started < self._down_until:
             raise DatabaseError()
         errors: tuple[type[BaseException], ...] = (*self.engine.driver_errors(), OSError)
         try:
             return self.engine.connect()
         except errors as error:  # OSError: a password_file that cannot be read
-            self._down_until = time.monotonic() + RETRY_AFTER
+            now = time.monotonic()
+            if now - started > SLOW_FAILURE:
+                self._down_until = now + RETRY_AFTER
             self._report(f"cannot connect: {error}".strip())
             raise DatabaseError() from error
 
