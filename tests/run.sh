@@ -7,8 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real clients and tools the integration tests drive.
+# postfix: tests/test_delivery_postfix.py runs throwaway instances of its own
+# (the packaged service is neither configured nor started: see below).
 # libmariadb-dev and pkg-config build mysqlclient (the SQL tests' MariaDB driver).
-DEBIAN_PACKAGES=(curl openssl fetchmail mpop getmail6 redis-server libmariadb-dev pkg-config)
+DEBIAN_PACKAGES=(curl openssl fetchmail mpop getmail6 redis-server postfix libmariadb-dev pkg-config)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
@@ -19,6 +21,8 @@ if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update -q
+    # Postfix asks how to configure the system's own instance: not at all.
+    echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
