@@ -10,8 +10,8 @@ import pytest
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 
-from popframe.auth import passwdfile, schemes
-from popframe.auth import sql as sqlauth
+from popframe.auth import schemes
+from popframe.auth import stored as stored_fields
 from popframe.auth.cache import VerifiedPasswords
 from popframe.auth.sql import SQLChecker, SQLCheckerFactory, checker_from_toml
 from popframe.cli.user import add_user
@@ -77,8 +77,7 @@ def test_unknown_disabled_and_wrong_all_cost_one_verification(
         verified.append(stored)
         return False
 
-    monkeypatch.setattr(sqlauth, "verify_password", spy)
-    monkeypatch.setattr(passwdfile, "verify_password", spy)  # what an unknown user costs
+    monkeypatch.setattr(stored_fields, "verify_password", spy)  # users, and what unknown ones cost
     for user in ("alice", "mallory", "carol"):
         with pytest.raises(UnauthorizedLogin):
             login(checker, user, b"guess")
@@ -118,7 +117,7 @@ def test_auth_cache_skips_the_hash(dsn: str, checker: SQLChecker,
     add(dsn, "alice", b"right")
     checker.verified_passwords = VerifiedPasswords(60)
     assert login(checker, "alice", b"right") == b"alice"
-    monkeypatch.setattr(sqlauth, "verify_password", lambda *a: pytest.fail("hashed again"))
+    monkeypatch.setattr(stored_fields, "verify_password", lambda *a: pytest.fail("hashed again"))
     assert login(checker, "alice", b"right") == b"alice"
     monkeypatch.undo()
     Database(parse_url(dsn)).call(  # a changed password stops matching at once

@@ -41,18 +41,20 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from popframe.auth.cache import VerifiedPasswords
+from popframe.auth.schemes import DEFAULT_SCHEME, UnknownScheme, find_scheme
 
 # The passwd-file checker's pieces for what every stored-password checker
 # does alike: the secrets each SASL kind reads from a field, and the
 # verification an unknown user costs.
-from popframe.auth.passwdfile import (
-    _SECRET_READERS,
-    _as_bytes,
-    _as_text,
-    _avatar_id,
-    _waste_time,
+from popframe.auth.stored import (
+    SECRET_KINDS,
+    avatar_id,
+    credential_bytes,
+    credential_text,
+    secret_from_field,
+    verify_field,
+    waste_time,
 )
-from popframe.auth.schemes import DEFAULT_SCHEME, UnknownScheme, find_scheme, verify_password
 from popframe.config import ConfigurationError
 from popframe.db import Database, Session, configured_database, open_database
 from popframe.db.pool import Workers
@@ -165,7 +167,7 @@ class SQLChecker:
     """
 
     credentialInterfaces = (IUsernamePassword,)
-    secret_kinds = tuple(_SECRET_READERS)
+    secret_kinds = SECRET_KINDS
 
     def __init__(self, database: Database, query: PasswordQuery | None = None, *,
                  default_scheme: str = DEFAULT_SCHEME, concurrency: int = DEFAULT_CONCURRENCY,
@@ -186,16 +188,16 @@ class SQLChecker:
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes | tuple[()]]:
         try:
-            user = _as_text(credentials.username)
+            user = credential_text(credentials.username)
         except UnicodeDecodeError:
             return fail(UnauthorizedLogin())
-        password = _as_bytes(credentials.password)
+        password = credential_bytes(credentials.password)
         if not user or not password:
             return fail(UnauthorizedLogin())
         # The lookup and the hash in one thread hand-off: the hash pool's
         # thread borrows a connection from the database's pool.
         d: Deferred[bool] = self._semaphore.run(self._run_blocking, self.check, user, password)
-        return d.addCallback(_avatar_id, user)
+        return d.addCallback(avatar_id, user)
 
     def check(self, user: str, password: bytes) -> bool:
         """Blocking: look ``user`` up and verify ``password``."""
@@ -210,10 +212,10 @@ class SQLChecker:
     def verify(self, user: str, record: UserRecord | None, password: bytes) -> bool:
         """Blocking: whether ``password`` is ``record``'s (False for no record)."""
         if record is None:
-            _waste_time(self._typical, password, self.default_scheme)
+            waste_time(self._typical, password, self.default_scheme)
             return False
         try:
-            matched = verify_password(record.password, password, self.default_scheme)
+            matched = verify_field(record.password, password, self.default_scheme)
         except UnknownScheme as error:
             log.error("user {user}: {error}", user=user, error=error)
             return False
@@ -257,14 +259,14 @@ class SQLChecker:
     def lookup_secret(self, user: str, kind: SecretKind) -> Deferred[Secret | None]:
         """``kind`` of secret from ``user``'s stored field, or None (unknown
         or disabled user, or a field that cannot serve it)."""
-        if not user or kind not in _SECRET_READERS:
+        if not user or kind not in SECRET_KINDS:
             return succeed(None)
 
         def secret(record: UserRecord | None) -> Secret | None:
             if record is None or not record.enabled:
                 return None
             try:
-                return _SECRET_READERS[kind](record.password, self.default_scheme)
+                return secret_from_field(kind, record.password, self.default_scheme)
             except UnknownScheme as error:
                 log.error("user {user}: {error}", user=user, error=error)
                 return None
