@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 # Real clients and tools the integration tests drive.
 # postfix: tests/test_delivery_postfix.py runs throwaway instances of its own
 # (the packaged service is neither configured nor started: see below).
+# libmariadb-dev and pkg-config build mysqlclient (the SQL tests' MariaDB driver).
 # python3-venv: the .venv below.
-DEBIAN_PACKAGES=(python3-venv curl openssl fetchmail mpop getmail6 redis-server postfix)
+DEBIAN_PACKAGES=(python3-venv curl openssl fetchmail mpop getmail6 redis-server postfix
+                 libmariadb-dev pkg-config)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
