@@ -226,3 +226,19 @@ def test_check_config_accepts_the_example(mail_home: MailHome) -> None:
         "/var/mail/", f"{mail_home.root}/mail/")
     config = write(mail_home.root / "popframe.toml", text)
     assert check_config(config) == []
+
+
+def test_the_sql_checker_takes_its_settings_inline(mail_home: MailHome, tmp_path: Path) -> None:
+    """``{ type = "sql", ... }`` in a --config file: the SQL checker reads the
+    table through read_toml as it would read its own file."""
+    database = tmp_path / "users.sqlite"
+    assert popframe(["db", "upgrade", "--dsn", f"sqlite:///{database}"]) == 0
+    config = write(mail_home.root / "popframe.toml", (
+        f'listen = ["tcp:0:interface=127.0.0.1"]\nstore = "maildir:{mail_home.template}"\n'
+        f'[[auth]]\ntype = "sql"\ndsn = "sqlite:///{database}"\n'))
+    options = parsed("--config", str(config))
+    checker = options["credCheckers"][0]
+    assert type(checker).__name__ == "SQLChecker"
+    config.write_text(config.read_text() + 'colour = "blue"\n')
+    with pytest.raises(usage.UsageError, match=r"popframe\.toml#auth\[1\]: unknown key 'colour'"):
+        parsed("--config", str(config))

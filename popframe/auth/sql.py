@@ -26,7 +26,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-import tomllib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -312,13 +311,12 @@ def checker_from_toml(path: str) -> SQLChecker:
     def bad(problem: str) -> ConfigurationError:
         return ConfigurationError("--auth", f"sql: {path}: {problem}")
 
+    from popframe.config.file import read_toml
+
     try:
-        with open(path, "rb") as f:
-            config = tomllib.load(f)
-    except OSError as error:
-        raise bad(f"cannot read it: {error.strerror or error}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise bad(f"not valid TOML: {error}") from None
+        config = read_toml(path)  # a file, or a table inline in a --config file
+    except ConfigurationError as error:
+        raise bad(error.problem) from None
     for key in config:
         if key not in _TOML_KEYS:
             raise bad(f"unknown key {key!r} (known: {', '.join(_TOML_KEYS)})")

@@ -23,10 +23,14 @@ from typing import Any
 from twisted.python import usage
 
 from popframe.config import ConfigurationError
+from popframe.config.endpoints import check_endpoint
 from popframe.config.file import _MISSING, Problem, arguments, read_config
 from popframe.config.keys import Key, Kind
 
 __all__ = ["check_config"]
+
+#: Keys whose values are endpoint strings, checked one by one.
+_ENDPOINT_KEYS = ("listen", "lmtp")
 
 #: What stands in for a required key that is missing or wrong, so the
 #: other keys can still be checked.
@@ -73,10 +77,14 @@ def _each_key(table: Mapping[str, Any], keys: Mapping[str, Key], path: str) -> l
             item_args, _ = arguments({name: items}, keys, path)
             for item, arg in zip(items, item_args, strict=True):
                 method = getattr(Options(), "opt_" + name.replace("-", "_"))
+                value = arg.partition("=")[2]
                 try:
-                    method(arg.partition("=")[2])
+                    method(value)
+                    if name in _ENDPOINT_KEYS:
+                        check_endpoint(value, f"--{name}")
                 except (usage.UsageError, ConfigurationError) as error:
-                    problems.append(Problem(name, item, _problem_text(error, name)))
+                    problems.append(Problem(name, item, _problem_text(error, name).removeprefix(
+                        f"{value!r}: ")))
     return problems
 
 
