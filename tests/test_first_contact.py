@@ -134,3 +134,16 @@ def test_the_readme_commands_work_with_a_stock_python3(tmp_path: Path) -> None:
                             text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].startswith(f"popframe {__version__} (Twisted")
+
+
+def test_a_passwd_file_line_without_a_scheme_is_warned_about(tmp_path: Path, logged) -> None:
+    from popframe.auth.passwdfile import PasswdFile
+
+    users = tmp_path / "users"
+    users.write_text("alice:{PLAIN}secret\ncarol:pw\nbob:$6$salt$hash\nlocked:!\ndes:abJnggxhB/yWI\n")
+    PasswdFile(users).load()
+    warnings = [line for line in logged if "no {SCHEME} prefix" in line]
+    assert warnings == [f"{users}:2: the password of 'carol' has no {{SCHEME}} prefix, so it is "
+                        "read as a crypt(3) hash and no password matches it; write "
+                        "{PLAIN}password, or a hash from popframe pw or doveadm pw"]
+    assert "pw" not in warnings[0].split("'carol'")[0]  # the password itself is never logged

@@ -255,3 +255,27 @@ def test_systemd_hears_ready_reloading_and_stopping(home: MailHome, workers: int
             assert server.wait() == 0
         finally:
             server.stop()
+
+
+def test_a_reload_keeps_the_failure_counts_and_takes_new_limits(mail_home: MailHome) -> None:
+    """The throttle store (and its counts) stays while --throttle-store and
+    --throttle-prefix do; the limits are the new ones."""
+    from popframe.assembly import reload_settings
+    from popframe.options import Options
+    from popframe.settings import Settings
+
+    config = mail_home.root / "popframe.toml"
+    setting = (f'listen = ["tcp:0"]\nstore = "maildir:{mail_home.template}"\n'
+               f'auth = ["passwd-file:{mail_home.passwd_file}"]\nworkers = 1\n')
+    config.write_text(setting + "max-auth-failures = 3\n")
+    options = Options()
+    options.parseOptions(["--config", str(config)])
+    running = Settings.from_options(options)
+    config.write_text(setting + "max-auth-failures = 5\n")
+    new = reload_settings(running)
+    assert new.throttle is not None and running.throttle is not None
+    assert new.throttle.store is running.throttle.store
+    assert new.throttle.max_auth_failures == 5
+    assert new.store is not running.store and new.checkers != running.checkers
+    config.write_text(setting + 'throttle-prefix = "other:"\n')
+    assert reload_settings(running).throttle.store is not running.throttle.store
