@@ -279,3 +279,26 @@ def test_a_reload_keeps_the_failure_counts_and_takes_new_limits(mail_home: MailH
     assert new.store is not running.store and new.checkers != running.checkers
     config.write_text(setting + 'throttle-prefix = "other:"\n')
     assert reload_settings(running).throttle.store is not running.throttle.store
+
+
+#: What a factory keeps across reloads (live state and its clock).
+LIVE_STATE = {"POP3Factory": {"clock", "connections_from"}, "LMTPFactory": {"clock"}}
+
+
+def test_every_factory_attribute_is_configuration_or_live_state(mail_home: MailHome) -> None:
+    """A reload replaces CONFIGURED_ATTRIBUTES on the running factories and
+    keeps the rest: a new attribute must be one or the other (add it to
+    popframe.assembly.CONFIGURED_ATTRIBUTES, or to LIVE_STATE here)."""
+    from popframe.assembly import CONFIGURED_ATTRIBUTES, make_factory, make_lmtp_factory
+    from popframe.options import Options
+    from popframe.settings import Settings
+
+    options = Options()
+    options.parseOptions(["--listen", "tcp:0", "--lmtp", "tcp:0", "--store",
+                          f"maildir:{mail_home.template}", "--auth",
+                          f"passwd-file:{mail_home.passwd_file}", "--workers", "1"])
+    settings = Settings.from_options(options)
+    for factory in (make_factory(settings), make_lmtp_factory(settings)):
+        kind = type(factory).__name__
+        configured = set(CONFIGURED_ATTRIBUTES[kind])
+        assert set(vars(factory)) == configured | LIVE_STATE[kind], kind
