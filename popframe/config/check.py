@@ -24,7 +24,7 @@ from twisted.python import usage
 
 from popframe.config import ConfigurationError
 from popframe.config.endpoints import check_endpoint
-from popframe.config.file import _MISSING, Problem, arguments, read_config
+from popframe.config.file import MISSING, Problem, arguments, read_config
 from popframe.config.keys import Key, Kind
 
 __all__ = ["check_config"]
@@ -49,7 +49,7 @@ def check_config(path: str | os.PathLike[str]) -> list[Problem]:
     try:
         table = read_config(path)
     except ConfigurationError as error:
-        return [Problem(path, _MISSING, error.problem)]
+        return [Problem(path, MISSING, error.problem)]
     keys = Options.config_keys()
     problems = _each_key(table, keys, path)
     wrong = {problem.key for problem in problems}
@@ -120,11 +120,11 @@ def _as_command_line(remaining: dict[str, Any], keys: Mapping[str, Key], path: s
                 stand_ins[name] = _STAND_INS[name]  # reported already
                 continue
             if name in reported or not (name in remaining or name in _STAND_INS):
-                problems.append(Problem(name or path, _MISSING, _problem_text(error, name)))
+                problems.append(Problem(name or path, MISSING, _problem_text(error, name)))
                 break
             reported.add(name)
             missing = name not in remaining
-            problems.append(Problem(name, remaining.pop(name, _MISSING),
+            problems.append(Problem(name, remaining.pop(name, MISSING),
                                     _problem_text(error, name) +
                                     (" (here or on the command line)" if missing else "")))
             if name in _STAND_INS:

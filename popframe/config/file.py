@@ -30,7 +30,7 @@ from popframe.config import ConfigurationError
 from popframe.config.keys import Key, Kind
 from popframe.config.snapshot import read_file
 
-__all__ = ["INLINE", "Problem", "arguments", "read_config", "read_toml", "show"]
+__all__ = ["INLINE", "MISSING", "Problem", "arguments", "read_config", "read_toml", "show"]
 
 #: Inline settings tables by their reference (``FILE#KEY[N]``), for read_toml.
 INLINE: dict[str, dict[str, Any]] = {}
@@ -48,12 +48,13 @@ class Problem:
     problem: str
 
     def __str__(self) -> str:
-        if self.value is _MISSING:
+        if self.value is MISSING:
             return f"{self.key}: {self.problem}"
         return f"{self.key} = {show(self.value)}: {self.problem}"
 
 
-_MISSING: Any = object()
+#: A Problem about a key that has no value (missing, or the file itself).
+MISSING: Any = object()
 
 
 def show(value: Any) -> str:
