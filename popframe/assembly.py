@@ -9,7 +9,7 @@ that spawned it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.cred.portal import Portal
 
@@ -24,7 +24,24 @@ if TYPE_CHECKING:
     from popframe.ops.metrics import MetricsRecorder
     from popframe.settings import Settings
 
-__all__ = ["make_factory", "server_config"]
+__all__ = [
+    "CONFIGURED_ATTRIBUTES",
+    "make_factory",
+    "make_lmtp_factory",
+    "reconfigure",
+    "reload_settings",
+    "server_config",
+]
+
+#: What a factory derives from its settings, by factory type: a reload
+#: replaces these on the running factory, for the connections that come
+#: next (a connection copies them when it starts, so sessions in progress
+#: keep theirs).  Everything else on a factory is live state that must
+#: survive a reload (per-address connection counts).
+CONFIGURED_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "POP3Factory": ("portal", "config", "mechanisms", "logins"),
+    "LMTPFactory": ("agent", "config"),
+}
 
 
 def server_config(settings: Settings) -> ServerConfig:
@@ -76,3 +93,31 @@ def make_lmtp_factory(settings: Settings, clock: IReactorTime | None = None) -> 
             "--lmtp: no --auth checker can look users up, so every recipient is accepted")
     agent = DeliveryAgent(settings.store, sources, config.recipients)
     return LMTPFactory(agent, config, clock)
+
+
+def reconfigure(running: Any, fresh: Any) -> None:
+    """Give the ``running`` factory the configuration of ``fresh``, a
+    factory just made from new settings (see :data:`CONFIGURED_ATTRIBUTES`)."""
+    for name in CONFIGURED_ATTRIBUTES[type(running).__name__]:
+        setattr(running, name, getattr(fresh, name))
+    set_observer = getattr(running, "set_observer", None)
+    if set_observer is not None:  # the new throttle reports to the same observer
+        set_observer(running.observer)
+
+
+def reload_settings(current: Settings) -> Settings:
+    """The settings the same arguments give now (the ``--config`` file, the
+    certificates and the files they name read again), or a
+    ``usage.UsageError`` saying why not.  The running throttle store is
+    kept when it is still the one asked for."""
+    from twisted.python import usage
+
+    from popframe.options import Options
+    from popframe.settings import Settings
+
+    if current.argv is None:
+        raise usage.UsageError("these settings were not made from a command line")
+    options = Options()
+    options.previous = current
+    options.parseOptions(list(current.argv))
+    return Settings.from_options(options)

@@ -10,11 +10,12 @@ with it again."""
 
 from __future__ import annotations
 
+import getopt
 import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.cred import strcred
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
@@ -29,6 +30,10 @@ from popframe.auth.credentials import (
     IOAuthBearerToken,
 )
 from popframe.config import ConfigurationError
+from popframe.config.keys import Key, key_table
+
+if TYPE_CHECKING:
+    from popframe.settings import Settings
 
 __all__ = ["DEFAULT_BACKLOG", "DEMO_PLAIN", "DEMO_TLS_PORT", "Options", "with_default_backlog"]
 
@@ -62,7 +67,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     synopsis = "[options]"
     longdesc = (
         "Serve POP3 (RFC 1939, 2449, 2595, 3206) from a mailbox store, "
-        "authenticating with twisted.cred checkers.  Try --demo first."
+        "authenticating with twisted.cred checkers. Try --demo first."
     )
     supportedInterfaces = [IUsernamePassword, IOAuthBearerToken, IClientCertificate]
 
@@ -180,6 +185,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "blocked by --max-ip-failures (their users' failures still count per user name), "
          "and may forward a client's address with XCLIENT ADDR=... PORT=..., which is then "
          "counted instead."],
+        ["shutdown-grace", None, 30.0,
+         "On SIGTERM, stop accepting and give the sessions in progress this many seconds "
+         "to finish; then close the rest without applying their deletions.", float],
     ]
     compData = usage.Completions(
         optActions={
@@ -190,6 +198,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
 
     def __init__(self) -> None:
         super().__init__()
+        # One line per help text: the sources wrap their strings at will.
+        self.docs = {name: " ".join(doc.split()) if doc else doc
+                     for name, doc in self.docs.items()}
         self["listen"] = []
         self["lmtp"] = []
         self["master-users"] = set()
@@ -201,11 +212,110 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self.login_delay_policy: Any = None
         self.trusted_networks: Any = None
         self.argv: list[str] | None = None
+        #: A reload's running settings, whose throttle store is kept when
+        #: --throttle-store and --throttle-prefix are unchanged.
+        self.previous: Settings | None = None
+        self.throttle_store_description: tuple[str, str] | None = None
+        #: --config: the file, and the keys the arguments took from it.
+        self.config_file: str | None = None
+        self.from_config_file: frozenset[str] = frozenset()
+
+    @classmethod
+    def config_keys(cls) -> dict[str, Key]:
+        """The settings a ``--config`` file may hold (the options, by name)."""
+        return key_table(cls)
 
     def parseOptions(self, options: list[str] | None = None) -> None:
-        # --workers: each worker process parses these same arguments again.
-        self.argv = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(options)
+        # --workers: each worker process parses these same arguments again
+        # (and so reads the --config file again, as a SIGHUP reload does).
+        args = list(sys.argv[1:] if options is None else options)
+        self.argv = args
+        try:
+            given = self._given(args)
+            args = self._config_arguments(given) + args
+            self._check_values(self._given(args))
+            super().parseOptions(args)
+        except (usage.UsageError, ConfigurationError) as error:
+            cause = self._in_file_terms(_configuration_error(error))
+            text = str(cause or error)
+            if getattr(self, "parent", None) is None:  # not run by twistd
+                raise usage.UsageError(text) from cause
+            # twistd would print its whole usage text before the reason.
+            raise SystemExit(f"twistd pop3: {text}\n"
+                             "(twistd pop3 --help lists the options)") from None
+
+    def _given(self, args: list[str]) -> list[tuple[str, str]]:
+        """(option, value) for each option in ``args``, by long name; empty
+        when they do not parse (``parseOptions`` then says why)."""
+        try:
+            found = getopt.getopt(args, self.shortOpt, self.longOpt)[0]
+        except getopt.GetoptError:
+            return []
+        named = []
+        for option, value in found:
+            name = option.lstrip("-")
+            named.append((self.synonyms.get(name, name), value))
+        return named
+
+    def _config_arguments(self, given: list[tuple[str, str]]) -> list[str]:
+        """The arguments the ``--config`` file stands for, without the keys
+        the command line gives (it overrides them)."""
+        paths = [value for name, value in given if name == "config"]
+        if not paths:
+            return []
+        from popframe.config.file import arguments, read_config
+
+        path = self.config_file = paths[-1]
+        table = read_config(path)
+        on_command_line = frozenset(name for name, _ in given)
+        args, problems = arguments(table, self.config_keys(), path, skip=on_command_line)
+        if problems:
+            raise ConfigurationError(path, "; ".join(map(str, problems)) +
+                                     f" (popframe check-config {path} lists every mistake)")
+        self.from_config_file = frozenset(table) - on_command_line
+        return args
+
+    def _check_values(self, given: list[tuple[str, str]]) -> None:
+        """Typed options, checked before Twisted's coercion, whose message
+        would name neither the option nor the value."""
+        keys = self.config_keys()
+        for name, value in given:
+            key = keys.get(name)
+            if key is None or key.coerce is None:
+                continue
+            try:
+                key.coerce(value)
+            except ValueError as error:
+                if key.coerce in (int, float):
+                    raise ConfigurationError(f"--{name}", f"{value!r}: expected {key.expected}, "
+                                             f"e.g. --{name} {key.default or 1}") from None
+                text = str(error)
+                raise ConfigurationError(f"--{name}", text.removeprefix(f"--{name}: ")) from None
+
+    def _in_file_terms(self, error: ConfigurationError | None) -> ConfigurationError | None:
+        """An error about a setting the ``--config`` file gave names the
+        file and its key, not the option."""
+        if error is not None and self.config_file:
+            name = error.key.removeprefix("--")
+            if name in self.from_config_file:
+                return ConfigurationError(f"{self.config_file}: {name}", error.problem)
+        return error
+
+    def opt_config(self, path: str) -> None:
+        """A TOML file of settings whose keys are these options' names
+        (idle-timeout = 300, listen = ["tcp:110"]); options given here
+        override it.  See examples/popframe.toml; popframe check-config FILE
+        checks one."""
+        self["config"] = path
+
+    def opt_version(self) -> None:
+        """Show popframe's version and exit."""
+        import twisted
+        from popframe import __version__
+
+        print(f"popframe {__version__} (Twisted {twisted.__version__}, "
+              f"Python {sys.version.split()[0]})")
+        sys.exit(0)
 
     def opt_listen(self, description: str) -> None:
         """A Twisted server endpoint to listen on (repeatable), e.g.
@@ -227,15 +337,11 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         except ConfigurationError as error:
             raise usage.UsageError(str(error)) from None
         except usage.UsageError as error:
-            # Twisted says only "Auth plugin not recognized: NAME"; the
-            # checker meant may be in a plugin module that failed to load.
-            from popframe.plugins import find_plugins
-
-            search = find_plugins(strcred.ICheckerFactory)
-            name = description.partition(":")[0]
-            if not search.broken or any(f.authType == name for f in search.found):
-                raise
-            raise usage.UsageError(f"{error}; {search.broken_text()}") from None
+            # strcred wraps what the checker factory raised.
+            cause = error.__context__
+            if isinstance(cause, ConfigurationError):
+                raise ConfigurationError("--auth", cause.problem) from None
+            raise ConfigurationError("--auth", _unknown_checker(description, error)) from None
         _encode_memory_users(self["credCheckers"][-1])
 
     def opt_master_user(self, user: str) -> None:
@@ -261,13 +367,14 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         try:
             self._check()
         except ConfigurationError as error:
-            raise usage.UsageError(str(error)) from None
+            raise usage.UsageError(str(error)) from error  # the cause names the key
 
     def _check(self) -> None:
         if self["demo"]:
             self._use_demo()
         if not self["listen"]:
             raise ConfigurationError("--listen", "give at least one endpoint, e.g. tcp:110")
+        self._check_endpoints()
         self["listen"] = [with_default_backlog(d) for d in self["listen"]]
         if not self["store"]:
             raise ConfigurationError("--store", "required, e.g. maildir:/var/mail/%u/Maildir")
@@ -290,6 +397,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if self["workers"] < 1:
             raise ConfigurationError("--workers", "must be at least 1")
         self._check_watching()
+        if self["shutdown-grace"] < 0:
+            raise ConfigurationError("--shutdown-grace", "must not be negative")
         if isinstance(self["mechanisms"], str):  # the default: only given values are coerced
             self["mechanisms"] = _mechanism_list(self["mechanisms"])
         self._check_auth_cache()
@@ -305,6 +414,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             load_tls_options(self["tls-cert"], self["tls-key"], self["tls-client-ca"])
             if self["tls-cert"] else None
         )
+
+    def _check_endpoints(self) -> None:
+        """Endpoint strings as given (the mistakes Twisted reports badly:
+        an unknown type, a port that is no number, an ssl: key)."""
+        from popframe.config.endpoints import check_endpoint
+
+        for key, descriptions in (("--listen", self["listen"]), ("--lmtp", self["lmtp"])):
+            for description in descriptions:
+                check_endpoint(description, key)
 
     def _check_store_sharing(self) -> None:
         """A store whose maildrops live in process memory cannot serve
@@ -393,7 +511,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise ConfigurationError("--throttle-window", "must be positive")
         if self["login-delay"] is not None and self["login-delay"] < 0:
             raise ConfigurationError("--login-delay", "must not be negative")
-        store = throttle_store_from_description(self["throttle-store"], self["throttle-prefix"])
+        where = (self["throttle-store"].strip(), self["throttle-prefix"])
+        previous = self.previous
+        if previous is not None and previous.throttle is not None and (
+                previous.throttle_store_description == where):
+            # A reload keeps the counts (and a Redis store's thread pool).
+            store = previous.throttle.store
+        else:
+            store = throttle_store_from_description(*where)
+        self.throttle_store_description = where
         self.throttle = Throttle(
             store,
             base=self["throttle-base"],
@@ -422,6 +548,36 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 DEMO_PLAIN,
                 f"ssl:{DEMO_TLS_PORT}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
             ]
+
+
+def _configuration_error(error: Exception) -> ConfigurationError | None:
+    """The ConfigurationError behind a usage error, if one is."""
+    if isinstance(error, ConfigurationError):
+        return error
+    cause = error.__cause__
+    return cause if isinstance(cause, ConfigurationError) else None
+
+
+def _unknown_checker(description: str, error: Exception) -> str:
+    """Twisted says only "Auth plugin not recognized: NAME": say what is
+    wrong, how the value is written, and which plugin modules failed to
+    load (the checker meant may be in one)."""
+    from popframe.plugins import find_plugins
+
+    search = find_plugins(strcred.ICheckerFactory)
+    name, colon, _ = description.partition(":")
+    if any(f.authType == name for f in search.found):
+        return str(error)
+    known = ", ".join(sorted(f.authType for f in search.found))
+    if not colon or "/" in name:
+        problem = (f"{description!r} names no checker: write TYPE:ARGUMENTS, e.g. "
+                   f"passwd-file:{description if '/' in description else '/etc/popframe/users'}")
+    else:
+        problem = f"no checker type {name!r} in {description!r}"
+    problem += f" (types: {known}; --help-auth describes them)"
+    if search.broken:
+        problem += f"; {search.broken_text()}"
+    return problem
 
 
 def _encode_memory_users(checker: object) -> None:

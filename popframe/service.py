@@ -7,33 +7,95 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.endpoints import serverFromString
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
 
-from popframe.assembly import make_factory, make_lmtp_factory
 from popframe.config import ConfigurationError
-from popframe.server.factory import ListenerFactory, listener_name
+from popframe.config.endpoints import listen_problem
+from popframe.ops import sdnotify
+from popframe.ops.serving import Serving, install_signal_handlers
 from popframe.settings import Settings
-from popframe.tls import harden_endpoint
 from popframe.twisted_internals import raise_listen_errors_synchronously
 
-__all__ = ["make_listeners", "make_service"]
+__all__ = ["Listener", "ServingService", "make_listeners", "make_service"]
+
+log = Logger(namespace="popframe.service")
 
 
-def make_listeners(settings: Settings, reactor: Any) -> MultiService:
+class Listener(StreamServerEndpointService):
+    """One ``--listen`` or ``--lmtp`` endpoint; a port it cannot bind stops
+    start-up with one line naming the option and the endpoint."""
+
+    def __init__(self, endpoint: Any, factory: Any, key: str, description: str) -> None:
+        super().__init__(endpoint, factory)
+        self.key = key
+        self.description = description
+        raise_listen_errors_synchronously(self)
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as error:
+            raise SystemExit(f"popframe: {self.key}: {self.description!r}: cannot listen: "
+                             f"{listen_problem(error)}") from None
+
+
+class ServingService(MultiService):
+    """``--workers 1``: the listeners of one process, which SIGHUP
+    reloads and SIGTERM stops gracefully (see :mod:`popframe.ops.serving`)."""
+
+    def __init__(self, serving: Serving, reactor: Any) -> None:
+        super().__init__()
+        self.serving = serving
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.callWhenRunning(self._running)
+
+    def _running(self) -> None:
+        install_signal_handlers(self.reactor, self.reload, self._stop)
+        sdnotify.ready(f"serving {len(self.services)} listeners")
+
+    def reload(self) -> None:
+        sdnotify.reloading()
+        self.serving.reload()
+        sdnotify.ready(f"serving {len(self.services)} listeners")
+
+    def _stop(self, first: bool) -> None:
+        if first:
+            self.reactor.stop()
+        else:  # a second signal: do not wait for the grace
+            self.serving.connections.close_all()
+
+    def stopService(self) -> defer.Deferred[None]:
+        sdnotify.stopping()
+        stopped = defer.maybeDeferred(super().stopService)  # the listeners stop accepting
+        stopped.addBoth(lambda _: self.serving.drain())
+        return stopped
+
+
+def make_listeners(settings: Settings, reactor: Any) -> ServingService:
     """One process serving every ``--listen`` and ``--lmtp`` endpoint
     (``--workers 1``), and ``--metrics``."""
-    service = MultiService()
     recorder = None
     if settings.metrics:
         from popframe.ops import MetricsRecorder
-        from popframe.ops.exposition import LocalMetrics
 
         recorder = MetricsRecorder()
+    serving = Serving(settings, reactor, recorder)
+    service = ServingService(serving, reactor)
+    for kind, key, descriptions in (("pop3", "--listen", settings.listen),
+                                    ("lmtp", "--lmtp", settings.lmtp)):
+        for description in descriptions:
+            endpoint = serving.endpoint(reactor, description, key)
+            Listener(endpoint, serving.factory(kind, description), key,
+                     description).setServiceParent(service)
+    if recorder is not None:
+        from popframe.ops.exposition import LocalMetrics
+
         add_metrics_service(service, settings, reactor, LocalMetrics(recorder))
-    factory = make_factory(settings, reactor, recorder)
-    _listen(service, "--listen", settings.listen, factory, reactor, per_listener=True)
-    if settings.lmtp:
-        _listen(service, "--lmtp", settings.lmtp, make_lmtp_factory(settings, reactor), reactor)
     return service
 
 
@@ -51,20 +113,6 @@ def add_metrics_service(service: MultiService, settings: Settings, reactor: Any,
     except (ValueError, KeyError, TypeError, OSError) as error:
         raise ConfigurationError("--metrics", f"{settings.metrics!r}: {error}") from None
     page.setServiceParent(service)
-
-
-def _listen(service: MultiService, key: str, descriptions: tuple[str, ...], factory: Any,
-            reactor: Any, per_listener: bool = False) -> None:
-    for description in descriptions:
-        try:
-            endpoint = harden_endpoint(serverFromString(reactor, description))
-        except (ValueError, KeyError, TypeError, OSError) as error:
-            raise ConfigurationError(key, f"{description!r}: {error}") from None
-        served = ListenerFactory(factory, listener_name(description)) if per_listener else factory
-        listener = StreamServerEndpointService(endpoint, served)
-        # Fail start-up loudly when a port cannot be bound.
-        raise_listen_errors_synchronously(listener)
-        listener.setServiceParent(service)
 
 
 def make_service(settings: Settings, reactor: Any = None) -> Service:

@@ -64,6 +64,17 @@ class Settings:
     lmtp: tuple[str, ...] = ()
     #: What the LMTP listeners share (limits, recipient rules); None: defaults.
     lmtp_config: LMTPConfig | None = None
+    #: ``--throttle-store`` and ``--throttle-prefix``: a reload with the
+    #: same keeps the running store (and its counts).
+    throttle_store_description: tuple[str, str] | None = None
+    #: Seconds sessions in progress get to finish after SIGTERM.
+    shutdown_grace: float = 30.0
+    #: ``--config``: the TOML file the arguments name, if any.
+    config_file: str | None = None
+    #: The files read at start-up that may be readable by root alone (the
+    #: config file, certificates and keys): ``--workers`` processes get
+    #: their contents from the parent (see popframe.config.snapshot).
+    read_at_start: tuple[str, ...] = ()
     #: ``--demo``: the files it made, for the instructions printed at start.
     demo: DemoEnvironment | None = None
     #: The ``pop3`` arguments, which each ``--workers`` process parses
@@ -104,6 +115,10 @@ class Settings:
             auth_cache_ttl=options["auth-cache-ttl"],
             lmtp=tuple(options["lmtp"]),
             lmtp_config=_lmtp_config(options),
+            throttle_store_description=options.throttle_store_description,
+            shutdown_grace=options["shutdown-grace"],
+            config_file=options.config_file,
+            read_at_start=_read_at_start(options),
             demo=options.demo,
             argv=None if options.argv is None else tuple(options.argv),
             tls_cert=options["tls-cert"],
@@ -126,3 +141,13 @@ def _lmtp_config(options: Options) -> LMTPConfig:
         spool_directory=options["lmtp-spool"],
         recipients=RecipientRules(options["lmtp-user-format"], options["lmtp-recipient-delimiter"]),
     )
+
+
+def _read_at_start(options: Options) -> tuple[str, ...]:
+    from popframe.config.endpoints import endpoint_files
+
+    paths = [options.config_file, options["tls-cert"], options["tls-key"],
+             options["tls-client-ca"]]
+    for description in (*options["listen"], *options["lmtp"]):
+        paths += endpoint_files(description)
+    return tuple(dict.fromkeys(path for path in paths if path))

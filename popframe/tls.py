@@ -201,9 +201,10 @@ def _client_verification(client_cas: tuple[x509.Certificate, ...]) -> _ClientVer
 
 
 def _read(option: str, path: str) -> bytes:
+    from popframe.config.snapshot import read_file
+
     try:
-        with open(path, "rb") as file:
-            return file.read()
+        return read_file(path)
     except OSError as error:
         raise ConfigurationError(
             option, f"cannot read {path}: {error.strerror or error}"

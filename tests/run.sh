@@ -2,17 +2,21 @@
 # Install everything the test suite needs, then run it.
 #   bash tests/run.sh [pytest arguments]
 # Debian packages come from apt (as root, or through sudo); Python packages
-# from PyPI into the current python3's environment.
+# from PyPI into a virtual environment of the project's own, .venv (a stock
+# Debian python3 refuses pip installs: externally-managed-environment).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real clients and tools the integration tests drive.
 # postfix: tests/test_delivery_postfix.py runs throwaway instances of its own
 # (the packaged service is neither configured nor started: see below).
+# libmariadb-dev and pkg-config build mysqlclient (the SQL tests' MariaDB driver).
+# python3-venv: the .venv below.
 # prometheus: its promtool checks the metrics page and the example alert
 # rules (tests/test_watching.py, tests/test_monitoring_examples.py); the
 # packaged server is not started.
-DEBIAN_PACKAGES=(curl openssl fetchmail mpop getmail6 redis-server postfix prometheus)
+DEBIAN_PACKAGES=(python3-venv curl openssl fetchmail mpop getmail6 redis-server postfix
+                 libmariadb-dev pkg-config prometheus)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
@@ -34,7 +38,9 @@ if command -v redis-server >/dev/null && ! (command -v redis-cli >/dev/null && r
         --dir "${TMPDIR:-/tmp}" --logfile "${TMPDIR:-/tmp}/popframe-tests-redis.log" || true
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+[ -x .venv/bin/python ] || python3 -m venv .venv
+python=.venv/bin/python
+"$python" -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # sslyze (tests/test_tls_scan.py) pins an older cryptography than popframe
 # needs, so it is not in the test extra: it gets a virtualenv of its own.
@@ -44,8 +50,8 @@ if [ ! -x .venv-sslyze/bin/sslyze ]; then
 fi
 # Static checks first: they take seconds, the suite minutes.  Settings in
 # pyproject.toml; the sans-IO core and the interfaces are held to --strict.
-python3 -m ruff check popframe tests benchmarks examples twisted
-python3 -m mypy
-python3 -m mypy --strict --follow-imports=silent --no-warn-unused-configs popframe/protocol popframe/interfaces
+"$python" -m ruff check popframe tests benchmarks examples twisted
+"$python" -m mypy
+"$python" -m mypy --strict --follow-imports=silent --no-warn-unused-configs popframe/protocol popframe/interfaces
 
-exec python3 -m pytest "$@"
+exec "$python" -m pytest "$@"

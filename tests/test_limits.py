@@ -62,7 +62,7 @@ def test_max_connections_at_its_edge() -> None:
     refused, transport = connect(factory, IPv4Address("TCP", "198.51.100.1", 4000))
     assert transport.value() == SERVER_FULL and transport.disconnecting
     refused.connectionLost(None)  # frees nothing: it was never counted
-    assert factory.connections.total() == 3
+    assert factory.connection_count.total() == 3
     opened[0][0].connectionLost(None)
     _, again = connect(factory)
     assert again.value().startswith(b"+OK")

@@ -268,7 +268,7 @@ def test_user_session_limit_where_the_store_allows_several() -> None:
     fourth, again = server.connect()
     fourth.dataReceived(LOGIN)
     assert b"+OK maildrop has 2 messages" in again.value()
-    assert server.factory.logins.user_sessions.counts == {"alice": 2, "bob": 1}
+    assert server.factory.user_sessions.counts == {"alice": 2, "bob": 1}
 
 
 def test_in_use_is_a_lock_conflict() -> None:

@@ -122,8 +122,9 @@ def test_long_names_fit_the_component_limit() -> None:
 
 @given(st.text(max_size=40))
 def test_no_name_escapes_the_prefix(user: str) -> None:
-    """Whatever the name, the path is refused or stays one directory level
-    below the prefix with the template's shape."""
+    """Whatever the name, the path is refused or stays below the prefix
+    with the template's shape (without the domain's component for a name
+    without a domain)."""
     template = PathTemplate("/srv/mail/%d/%n/Maildir")
     try:
         path = template.expand(user)
@@ -133,7 +134,8 @@ def test_no_name_escapes_the_prefix(user: str) -> None:
     assert normal == path
     assert normal.startswith("/srv/mail/")
     assert normal.endswith("/Maildir")
-    assert len(Path(normal).parts) == len(Path("/srv/mail/d/n/Maildir").parts)
+    shape = "/srv/mail/d/n/Maildir" if "@" in user else "/srv/mail/n/Maildir"
+    assert len(Path(normal).parts) == len(Path(shape).parts)
 
 
 def test_resolve_follows_symlinks_inside_the_root(tmp_path: Path) -> None:
@@ -183,3 +185,16 @@ def test_real_path_is_what_realpath_says(tmp_path: Path) -> None:
     for path in ("dir", "dir/sub", "link", "link/sub", "link/../dir/sub", "dangling",
                  "nowhere/at/all", "file", "link/sub/.."):
         assert real_path(f"{tmp_path}/{path}") == os.path.realpath(f"{tmp_path}/{path}"), path
+
+
+def test_a_domain_component_disappears_for_users_without_a_domain() -> None:
+    """The README's production template serves ``alice`` too (as Dovecot's
+    ``//`` does), and never as someone else: ``alice@`` stays refused."""
+    template = PathTemplate("/var/mail/%d/%n/Maildir")
+    assert template.expand("alice") == "/var/mail/alice/Maildir"
+    assert template.expand("bob@example.org") == "/var/mail/example.org/bob/Maildir"
+    assert PathTemplate("/var/mail/%Ld/%u").expand("carol") == "/var/mail/carol"
+    with pytest.raises(UnsafeUserName):
+        template.expand("alice@")
+    # A component with more than the domain keeps it, empty.
+    assert PathTemplate("/var/mail/d-%d/%n").expand("alice") == "/var/mail/d-/alice"

@@ -1,7 +1,8 @@
 """``popframe``: the admin command line, one subcommand per module.
 
 Each public module of this package is a subcommand, named by its file
-(``pw.py`` is ``popframe pw``): it defines ``HELP`` (one line for the
+(``pw.py`` is ``popframe pw``, ``check_config.py`` is ``popframe
+check-config``): it defines ``HELP`` (one line for the
 command list),
 ``configure(parser)`` (its arguments, on an ``argparse`` parser) and
 ``run(args) -> int`` (the exit status).  A module is a thin shell over
@@ -34,14 +35,16 @@ _NOT_COMMANDS = ("errors", "prompt")
 
 
 def _command(module: str) -> str:
-    """The command a module is: its name, less the underscore that lets a
-    keyword be a module name."""
+    """The command a module is: its name with hyphens for underscores,
+    less the underscore that lets a keyword be a module name."""
     base = module.removesuffix("_")
-    return base if base != module and keyword.iskeyword(base) else module
+    if base != module and keyword.iskeyword(base):
+        return base
+    return module.replace("_", "-")
 
 
 def _module(command: str) -> str:
-    return f"{command}_" if keyword.iskeyword(command) else command
+    return f"{command}_" if keyword.iskeyword(command) else command.replace("-", "_")
 
 
 def subcommand_names() -> list[str]:

@@ -1,14 +1,15 @@
 """``popframe user add|passwd|del|list``: the users of a passwd-file
-(``--passwd-file FILE``, what ``--auth passwd-file:FILE`` reads).
+(``--passwd-file FILE``, what ``--auth passwd-file:FILE`` reads) or of
+``--auth sql:dsn=URL`` (``--dsn URL``: popframe's own ``popframe_users``
+table).
 
 Each action works on a user table through four calls (``add``,
-``set_password``, ``delete``, ``rows``), so another kind of table (SQL,
-``--dsn URL``) is one more class and one more choice in
-:func:`add_table_options`.  The passwd-file is edited line by line:
-comments, the order of lines and every other field stay as they were; it
-is replaced atomically with its mode and owner kept, under a lock on its
-directory so two admins' edits do not lose one another.  A running server
-sees the change at its next login (it re-reads the file when it changes).
+``set_password``, ``delete``, ``rows``): :class:`PasswdFileUsers` or
+:class:`SQLUsers`.  The passwd-file is edited line by line: comments, the
+order of lines and every other field stay as they were; it is replaced
+atomically with its mode and owner kept, under a lock on its directory so
+two admins' edits do not lose one another.  A running server sees a
+change at its next login (it re-reads the file when it changes).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 from popframe.auth.passwdfile import parse_line
 from popframe.auth.schemes import split_field
@@ -27,15 +28,18 @@ from popframe.cli.errors import CLIError
 from popframe.cli.prompt import hash_schemes, new_password_hash
 from popframe.files import write_file_atomically
 
-__all__ = ["PasswdFileUsers", "UserTable", "add_table_options", "table"]
+__all__ = ["PasswdFileUsers", "SQLUsers", "UserTable", "add_table_options", "add_user",
+           "delete_user", "list_users", "set_password", "table"]
 
-HELP = "Add, change, delete and list users (of a passwd-file: --passwd-file FILE)."
+HELP = ("Add, change, delete and list users: of a passwd-file (--passwd-file FILE) or of "
+        "--auth sql:dsn=URL (--dsn URL).")
 
 
 class UserTable(Protocol):
     """Where users are kept."""
 
-    def add(self, name: str, stored: str, login_delay: int | None) -> None:
+    def add(self, name: str, stored: str, login_delay: int | None,
+            maildrop: str | None = None) -> None:
         """Add ``name`` with the password field ``stored``; CLIError if it exists."""
 
     def set_password(self, name: str, stored: str) -> bool:
@@ -51,14 +55,21 @@ class UserTable(Protocol):
 
 def add_table_options(parser: argparse.ArgumentParser) -> None:
     """Which user table an action works on (one is required)."""
+    from popframe.cli.db import add_dsn
+
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--passwd-file", metavar="FILE",
                        help="a Dovecot-style passwd-file, as --auth passwd-file:FILE reads it "
                             "(created by add when missing)")
+    add_dsn(where, required=False)
 
 
 def table(args: argparse.Namespace) -> UserTable:
-    return PasswdFileUsers(args.passwd_file)
+    if args.passwd_file is not None:
+        if getattr(args, "maildrop", None) is not None:
+            raise CLIError("--maildrop: a passwd-file has no maildrop field (--dsn tables do)")
+        return PasswdFileUsers(args.passwd_file)
+    return SQLUsers(args)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +96,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                  "SCRAM-SHA-256 also serves SASL SCRAM)")
     subs["add"].add_argument("--login-delay", type=int, metavar="SECONDS",
                              help="the user's own RFC 2449 LOGIN-DELAY")
+    subs["add"].add_argument("--maildrop", help="the user's maildrop, if not their name (--dsn)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         if users.rows(args.name):
             raise CLIError(f"user {args.name!r} exists (popframe user passwd changes the "
                            "password)")
-        users.add(args.name, new_password_hash(args.scheme), args.login_delay)
+        users.add(args.name, new_password_hash(args.scheme), args.login_delay, args.maildrop)
         return 0
     if not users.rows(args.name):
         raise CLIError(f"no user {args.name!r}")
@@ -188,7 +200,8 @@ class PasswdFileUsers:
         except OSError as error:
             raise CLIError(f"{self.path}: {error.strerror}") from None
 
-    def add(self, name: str, stored: str, login_delay: int | None = None) -> None:
+    def add(self, name: str, stored: str, login_delay: int | None = None,
+            maildrop: str | None = None) -> None:
         with self._editing(must_exist=False) as lines:
             if self._find(lines, name) is not None:
                 raise CLIError(f"user {name!r} exists")
@@ -236,3 +249,66 @@ class PasswdFileUsers:
                         for key, value in sorted(record.extra.items())]
             rows.append(" ".join([user, *details]))
         return rows
+
+
+# -- popframe's SQL table (--dsn) ----------------------------------------------------
+
+
+class SQLUsers:
+    """The ``popframe_users`` table of the database ``args.dsn`` names, at
+    this popframe's schema version (``popframe db upgrade`` makes it)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from popframe.cli.db import call, database
+        from popframe.db.schema import LATEST, current_version
+
+        self._call = call
+        self.db = database(args)
+        version = call(self.db, current_version)
+        if version != LATEST:
+            raise CLIError(f"{self.db.url}: the schema is at version {version or 0}, this "
+                           f"popframe's is {LATEST}: run popframe db upgrade --dsn URL first")
+
+    def add(self, name: str, stored: str, login_delay: int | None = None,
+            maildrop: str | None = None) -> None:
+        self._call(self.db, add_user, name, stored, maildrop, login_delay)
+
+    def set_password(self, name: str, stored: str) -> bool:
+        return bool(self._call(self.db, set_password, name, stored))
+
+    def delete(self, name: str) -> bool:
+        return bool(self._call(self.db, delete_user, name))
+
+    def rows(self, name: str | None = None) -> list[str]:
+        rows = []
+        for user, maildrop, delay, enabled in self._call(self.db, list_users, name):
+            extra = [f"maildrop={maildrop}"] if maildrop else []
+            extra += [f"login_delay={delay}"] if delay is not None else []
+            extra += [] if enabled else ["disabled"]
+            rows.append(" ".join([user, *extra]))
+        return rows
+
+
+# -- the blocking work (also what tests and other tools call) ----------------------------
+
+
+def add_user(session: Any, name: str, stored: str, maildrop: str | None = None,
+             login_delay: int | None = None) -> None:
+    session.execute("INSERT INTO popframe_users (name, password, maildrop, login_delay) "
+                    "VALUES (?, ?, ?, ?)", (name, stored, maildrop, login_delay))
+
+
+def set_password(session: Any, name: str, stored: str) -> bool:
+    return bool(session.execute("UPDATE popframe_users SET password = ? WHERE name = ?",
+                                (stored, name)) > 0)
+
+
+def delete_user(session: Any, name: str) -> bool:
+    return bool(session.execute("DELETE FROM popframe_users WHERE name = ?", (name,)) > 0)
+
+
+def list_users(session: Any, name: str | None = None) -> list[tuple[Any, ...]]:
+    columns = "SELECT name, maildrop, login_delay, enabled FROM popframe_users"
+    if name is not None:
+        return list(session.query(columns + " WHERE name = ?", (name,)))
+    return list(session.query(columns + " ORDER BY name"))

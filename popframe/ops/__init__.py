@@ -1,6 +1,7 @@
-"""Watching a running server: observers of its sessions and the side
-services that publish what they see.  The protocol code never imports
-this package; it reports to an
+"""Running and watching popframe as a service: what the server does for
+the system around it (systemd's readiness protocol, reloads, graceful
+stops), observers of its sessions and the side services that publish what
+they see, all kept out of the protocol code.  The protocol reports to an
 :class:`~popframe.interfaces.observers.ISessionObserver`, which
 :func:`session_observer` builds from these:
 
@@ -15,7 +16,9 @@ this package; it reports to an
 - :mod:`~popframe.ops.certificates`: certificate expiry, read from the files;
 - :mod:`~popframe.ops.logformat`: ``--log-format json``.
 
-Only ``exposition`` imports prometheus_client and twisted.web.
+Beside them: :mod:`~popframe.ops.connections` (draining on SIGTERM),
+:mod:`~popframe.ops.serving` and :mod:`~popframe.ops.sdnotify`.  Only
+``exposition`` imports prometheus_client and twisted.web.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class POP3Factory(Factory[POP3ServerProtocol]):
         self.connections_from: dict[str, int] = {}
         # Open connections to the server (ServerConfig.max_connections): a
         # worker gets a SharedConnectionCount instead.
-        self.connections: ConnectionCount = ConnectionCount()
+        self.connection_count: ConnectionCount = ConnectionCount()
         self.user_sessions = UserSessions()
         self.observer: ISessionObserver = SessionObserver()
         # Set when the last listener stops: sessions lost from then on
@@ -52,7 +52,6 @@ class POP3Factory(Factory[POP3ServerProtocol]):
         """Who hears about this factory's sessions (see
         :mod:`popframe.interfaces.observers`)."""
         self.observer = observer
-        self.logins.observer = observer
         throttle = self.config.throttle
         if throttle is not None:
             from popframe.server.failures import backend_failure_kind

@@ -110,29 +110,34 @@ class Logins:
         self.config = config
         self.clock = clock
         self.settings_sources = settings_sources(portal)
-        self.observer: ISessionObserver = SessionObserver()
-        self.user_sessions = UserSessions()
 
     @property
     def login_delay_per_user(self) -> bool:
         """Whether a checker may give a user a LOGIN-DELAY of their own."""
         return self.config.login_delay is not None and bool(self.settings_sources)
 
-    def for_connection(self, transport: Any, record: SessionRecord | None = None
-                       ) -> ConnectionLogins:
-        return ConnectionLogins(self, transport, record)
+    def for_connection(self, transport: Any, record: SessionRecord | None = None,
+                       observer: ISessionObserver | None = None,
+                       user_sessions: UserSessions | None = None) -> ConnectionLogins:
+        return ConnectionLogins(self, transport, record, observer, user_sessions)
 
 
 class ConnectionLogins:
-    """The logins of one connection.  ``forwarded``: the client's address
-    as a trusted proxy told it (XCLIENT), which then stands for the
-    transport's peer."""
+    """The logins of one connection, reported to ``observer`` (with
+    ``record``), counted in ``user_sessions`` (the factory's live state,
+    which a reload keeps).  ``forwarded``: the client's address as a
+    trusted proxy told it (XCLIENT), which then stands for the transport's
+    peer."""
 
     def __init__(self, logins: Logins, transport: Any,
-                 record: SessionRecord | None = None) -> None:
+                 record: SessionRecord | None = None,
+                 observer: ISessionObserver | None = None,
+                 user_sessions: UserSessions | None = None) -> None:
         self._logins = logins
         self._transport = transport
         self._record = record if record is not None else SessionRecord("", "", 0.0)
+        self.observer = observer if observer is not None else SessionObserver()
+        self.user_sessions = user_sessions if user_sessions is not None else UserSessions()
         self.failures = 0  # failed logins on this connection
         self.forwarded: Any = None
         self._started = 0.0  # when the attempt under way began
@@ -250,7 +255,7 @@ class ConnectionLogins:
         limit = self._logins.config.max_sessions_per_user
         if not limit:
             return result
-        sessions = self._logins.user_sessions
+        sessions = self.user_sessions
         user = result.user
         if not sessions.acquire(user, limit):
             result.logout()
@@ -264,9 +269,8 @@ class ConnectionLogins:
         return LoggedIn(result.maildrop, logout, result.login_delay, user)
 
     def _report(self, mechanism: str, result: str) -> None:
-        logins = self._logins
-        logins.observer.login_finished(self._record, mechanism, result,
-                                       logins.clock.seconds() - self._started)
+        self.observer.login_finished(self._record, mechanism, result,
+                                     self._logins.clock.seconds() - self._started)
 
     def _succeeded(self, result: LoggedIn, request: Authenticate, tls: bool) -> LoggedIn:
         self._report(request.mechanism, LoginResult.OK)
@@ -289,7 +293,7 @@ class ConnectionLogins:
         if isinstance(error, TooManyFailures):  # the address is blocked
             self._log(mechanism, request.user, reason, tls, dropped=True)
             self._report(mechanism, LoginResult.BLOCKED)
-            self._logins.observer.login_throttled(self._record, 0.0, "address")
+            self.observer.login_throttled(self._record, 0.0, "address")
             return fail(error)
         if not isinstance(error, AuthenticationFailed):
             self._log(mechanism, request.user, reason, tls)
@@ -304,7 +308,7 @@ class ConnectionLogins:
 
     def _report_refusal(self, mechanism: str, error: POP3Error, failure: Failure) -> None:
         """A login refused for another reason than its credentials."""
-        observer = self._logins.observer
+        observer = self.observer
         if isinstance(error, MaildropInUse):
             self._report(mechanism, LoginResult.IN_USE)
         elif isinstance(error, LoginDelayed):
@@ -335,7 +339,7 @@ class ConnectionLogins:
                 if verdict.drop:
                     dropped = "connection" if self.failures >= throttle.max_auth_failures > 0 \
                         else "address"
-                self._logins.observer.login_throttled(self._record, verdict.delay, dropped)
+                self.observer.login_throttled(self._record, verdict.delay, dropped)
             if verdict.delay <= 0:
                 return succeed(verdict)
             return deferLater(self._logins.clock, verdict.delay, lambda: verdict)

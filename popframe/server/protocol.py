@@ -159,7 +159,8 @@ class POP3ServerProtocol(Protocol):
                 xclient=self.config.trusted_networks.contains(peer),
             )
         )
-        self._logins = factory.logins.for_connection(transport, record)
+        self._logins = factory.logins.for_connection(transport, record, self.observer,
+                                                     factory.user_sessions)
         _no_delay(transport)
         self._tcp = plain_tcp(transport)
         transport.registerProducer(self, True)
@@ -178,7 +179,7 @@ class POP3ServerProtocol(Protocol):
         client); over a limit, answer -ERR [SYS/TEMP] and hang up (False)."""
         limit = self.config.max_connections
         if limit:
-            if not self.factory.connections.acquire(limit):
+            if not self.factory.connection_count.acquire(limit):
                 self._refuse(LimitKind.MAX_CONNECTIONS, record.peer,
                              b"-ERR [SYS/TEMP] too many connections to this server, "
                              b"try again later\r\n")
@@ -257,7 +258,7 @@ class POP3ServerProtocol(Protocol):
         self._forget_address()
         if self._counted:
             self._counted = False
-            self.factory.connections.release()
+            self.factory.connection_count.release()
         if self.session is not None:
             self.session.connection_lost()
         self._close_message()

@@ -4,6 +4,12 @@
 ``@``), ``%d`` the domain (after it, empty when there is none), ``%%`` a
 literal ``%``; ``%Lu``, ``%Ln`` and ``%Ld`` are the same lower-cased.
 
+A path component that is only ``%d`` disappears for a user without a
+domain (no ``@``; ``alice@`` is refused): ``/var/mail/%d/%n/Maildir`` gives ``alice`` the path
+``/var/mail/alice/Maildir`` and ``bob@example.org``
+``/var/mail/example.org/bob/Maildir``, as the ``//`` Dovecot makes of it
+does.  The two never meet: they differ in their number of components.
+
 A user name is data from the network, and the expanded path must never
 leave the store: a name is refused before it touches the filesystem when it
 could name another directory (``..``, ``a/b``), hide as a dot-file, or
@@ -37,6 +43,8 @@ __all__ = [
 NAME_MAX = 255
 
 _VARIABLE = re.compile(r"%(L?)([und%])|%")
+#: A path component made of the domain alone.
+_DOMAIN_ONLY = re.compile(r"(?:%L?d)+")
 
 
 class UnsafeUserName(PermanentFailure):
@@ -139,6 +147,9 @@ class PathTemplate:
             )
         self.prefix = os.path.normpath(_fixed_prefix(self._parts))
         self._real_prefix: str | None = None
+        # For users without a domain: the components that are only %d left out.
+        kept = [c for c in template.split("/") if not _DOMAIN_ONLY.fullmatch(c)]
+        self._parts_without_domain = _parse("/".join(kept), key)
 
     def __repr__(self) -> str:
         return f"PathTemplate({self.template!r})"
@@ -153,7 +164,8 @@ class PathTemplate:
         local, domain = split_user(user)
         values = {"u": user, "n": local, "d": domain}
         pieces: list[tuple[str, bool]] = []  # (text, came from the user)
-        for part in self._parts:
+        # "alice@" (an empty domain given) is refused, not made alice's.
+        for part in self._parts if "@" in user else self._parts_without_domain:
             if isinstance(part, _Literal):
                 pieces.append((part.text, False))
             else:

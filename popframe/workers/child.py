@@ -12,6 +12,7 @@ pipe only the parent holds, reaches end of file.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import sys
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorThreads, IReadDescriptor
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.logger import Logger
 from twisted.python import usage
@@ -85,6 +86,22 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(f"popframe worker: parent {parent} is gone")
 
 
+def _endpoint(serving: Any, stand_in: Any, description: str, key: str) -> Any:
+    return serving.endpoint(stand_in, description, key)
+
+
+def _read_snapshot(files: Any) -> dict[str, bytes]:
+    """The contents the parent read before dropping privileges (see
+    popframe.config.snapshot), from the descriptors it passed."""
+    contents = {}
+    for entry in files:
+        fd = int(entry["fd"])
+        size = os.fstat(fd).st_size
+        contents[entry["path"]] = os.pread(fd, size, 0)
+        os.close(fd)
+    return contents
+
+
 def run_worker(spec: dict[str, Any]) -> int:
     """The worker process: adopt the sockets, serve until told to stop."""
     _die_with_parent(int(spec["parent"]))
@@ -93,12 +110,13 @@ def run_worker(spec: dict[str, Any]) -> int:
     # says (a warning) is logged there like everything after it.
     from twisted.internet import reactor
 
-    from popframe.assembly import make_factory, make_lmtp_factory
+    from popframe.config.snapshot import SNAPSHOT
+    from popframe.ops.serving import Serving, install_signal_handlers
     from popframe.options import Options
-    from popframe.server.factory import ListenerFactory, listener_name
     from popframe.settings import Settings
     from popframe.workers.sockets import adopt_listener
 
+    SNAPSHOT.update(_read_snapshot(spec.get("files", ())))
     options = Options()
     try:
         options.parseOptions(spec["argv"])
@@ -112,32 +130,29 @@ def run_worker(spec: dict[str, Any]) -> int:
         from popframe.protocol.sasl.scram import set_fake_record_key
 
         set_fake_record_key(bytes.fromhex(key))
-    settings = Settings.from_options(options)
     recorder, metrics_requests = _metrics(spec, reactor)
-    pop3 = make_factory(settings, reactor, recorder)
+    serving = Serving(Settings.from_options(options), reactor, recorder)
     shared = spec.get("connections")
     if shared:
         from popframe.server.limits import SharedConnectionCount
 
-        pop3.connections = SharedConnectionCount(int(shared["fd"]), int(shared["slot"]),
-                                                 int(shared["slots"]))
-    factories: dict[str, Any] = {"pop3": pop3}
-    if settings.lmtp:
-        factories["lmtp"] = make_lmtp_factory(settings, reactor)
+        serving.factories["pop3"].connection_count = SharedConnectionCount(
+            int(shared["fd"]), int(shared["slot"]), int(shared["slots"]))
     ports = []
     for listener in spec["listeners"]:
         kind = listener.get("kind", "pop3")
-        factory = factories[kind]
-        if kind == "pop3":
-            factory = ListenerFactory(pop3, listener_name(listener["description"]))
+        option = "--lmtp" if kind == "lmtp" else "--listen"
         try:
-            ports.append(adopt_listener(reactor, listener["description"], int(listener["fd"]),
-                                        spec["systemd"], factory))
+            ports.append(adopt_listener(
+                reactor, listener["description"], int(listener["fd"]), spec["systemd"],
+                serving.factory(kind, listener["description"]),
+                functools.partial(_endpoint, serving, key=option)))
         except Exception:
             log.failure("cannot serve {kind} listener {description}", kind=kind,
                         description=listener["description"])
             return 1
 
+    SNAPSHOT.clear()  # a reload reads the files themselves
     stopping: list[bool] = []
 
     def parent_gone() -> None:
@@ -145,17 +160,26 @@ def run_worker(spec: dict[str, Any]) -> int:
             log.warn("the parent process is gone: stopping")
             reactor.stop()
 
-    def stop_listening() -> defer.Deferred[Any]:
-        stopping.append(True)
-        return defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports],
-                                  consumeErrors=True)
+    def stop(first: bool) -> None:
+        if first:
+            reactor.stop()
+        else:
+            serving.connections.close_all()
 
+    def stop_serving() -> defer.Deferred[Any]:
+        """Stop accepting, then let the sessions in progress finish."""
+        stopping.append(True)
+        stopped = defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports],
+                                     consumeErrors=True)
+        return stopped.addCallback(lambda _: serving.drain())
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reactor runs: see below
     reactor.addReader(_Lifeline(reactor, LIFELINE_FD, parent_gone, metrics_requests))
-    reactor.addSystemEventTrigger("before", "shutdown", stop_listening)
-    threads = IReactorThreads(reactor)  # as Twisted's typing of the global reactor asks
-    signal.signal(signal.SIGHUP, lambda signum, frame: threads.callFromThread(
-        log.info, "SIGHUP received: nothing to reload yet"))
-    log.info("ready (pid {pid}): serving {count} listeners", pid=os.getpid(), count=len(ports))
+    reactor.addSystemEventTrigger("before", "shutdown", stop_serving)
+    reactor.callWhenRunning(install_signal_handlers, reactor, serving.reload, stop)
+    # popframe_ready: the parent tells systemd once every worker said it.
+    reactor.callWhenRunning(log.info, "ready (pid {pid}): serving {count} listeners",
+                            pid=os.getpid(), count=len(ports), popframe_ready=True)
     reactor.run()
     return 0
 

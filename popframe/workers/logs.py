@@ -10,6 +10,7 @@ print) is logged line by line, with the same system.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
@@ -33,8 +34,12 @@ class LogRelay:
     """In the parent: the output of worker ``worker_id``, one descriptor
     at a time, split into lines and logged."""
 
-    def __init__(self, worker_id: int) -> None:
+    def __init__(self, worker_id: int,
+                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.worker_id = worker_id
+        #: Called with each log event of the worker (the pool watches for
+        #: ``popframe_ready`` and ``popframe_reload``).
+        self.on_event = on_event
         self.pid: int | None = None  # the worker's process, once spawned
         self._partial: dict[int, bytes] = {}
 
@@ -79,3 +84,5 @@ class LogRelay:
         event["popframe_worker"] = self.worker_id
         event["popframe_worker_pid"] = self.pid
         globalLogPublisher(event)
+        if self.on_event is not None:
+            self.on_event(event)

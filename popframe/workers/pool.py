@@ -4,11 +4,15 @@ back-off, forward SIGHUP, stop them.
 - A worker that exits while the pool runs is restarted after a back-off
   (0.5 s, doubling for each quick death in a row, at most 30 s); every
   exit and restart is logged.
-- SIGTERM (or SIGINT) to the parent: it sends SIGTERM to every worker,
-  waits up to ``STOP_TIMEOUT`` seconds, sends SIGKILL to the stragglers,
-  then closes its own copies of the sockets (removing ``unix:`` socket
-  files) and exits.  SIGHUP is forwarded to every worker, which logs it
-  (nothing is reloaded yet).
+- SIGTERM (or SIGINT) to the parent: it closes its own copies of the
+  sockets (removing ``unix:`` socket files) and sends SIGTERM to every
+  worker, which stops accepting and gives its sessions in progress
+  ``--shutdown-grace`` seconds; workers still running ``STOP_TIMEOUT``
+  seconds after that get SIGKILL.  The parent then exits with status 0.
+- SIGHUP is forwarded to every worker, which reloads its settings (see
+  :mod:`popframe.ops.serving`).
+- Under systemd (``Type=notify``): ``READY=1`` once every worker serves,
+  ``RELOADING=1`` until every worker reported its reload, ``STOPPING=1``.
 - ``--metrics``: each scrape asks the workers for their counts over their
   lifeline pipes and sums the answers (:mod:`popframe.ops.relay`);
   ``--max-connections``: the workers count their connections in one
@@ -31,6 +35,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from popframe.config import ConfigurationError
+from popframe.ops import sdnotify
+from popframe.ops.serving import install_signal_handlers
 from popframe.workers.contract import (
     FAKE_KEY_VARIABLE,
     FIRST_LISTENER_FD,
@@ -47,8 +53,11 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="popframe.workers")
 
-#: Seconds the parent waits for workers to stop before SIGKILL.
+#: Seconds the parent waits for workers to stop, beyond --shutdown-grace,
+#: before SIGKILL.
 STOP_TIMEOUT = 10.0
+#: Seconds the parent waits for the workers to report a reload.
+RELOAD_TIMEOUT = 60.0
 #: Seconds the parent waits for SIGKILLed workers to be reaped.
 KILL_TIMEOUT = 5.0
 #: Restart back-off: first delay, ceiling, and the uptime after which a
@@ -87,10 +96,14 @@ class WorkerPool(Service):
         self.fake_key = secrets.token_bytes(32)
         self.listeners = [SharedListener(d, reactor) for d in settings.listen]
         self.listeners += [SharedListener(d, reactor, "--lmtp") for d in settings.lmtp]
+        # Read now, while this may still be root (twistd --uid drops it later).
+        self.files = snapshot_files(settings.read_at_start)
         self.slots = [_Slot(number) for number in range(1, self.count + 1)]
-        # Descriptors past the listeners: the metrics pipe, the shared
-        # connection counts (--metrics, --max-connections).
-        extra_fd = FIRST_LISTENER_FD + len(self.listeners)
+        self.stop_timeout = settings.shutdown_grace + STOP_TIMEOUT
+        # Descriptors after the listeners and the files: the metrics pipe
+        # (--metrics) and the shared connection count (--max-connections,
+        # made always: a reload may turn the limit on).
+        extra_fd = FIRST_LISTENER_FD + len(self.listeners) + len(self.files)
         self.metrics: WorkerMetrics | None = None
         self.metrics_fd: int | None = None
         if settings.metrics:
@@ -98,14 +111,15 @@ class WorkerPool(Service):
 
             self.metrics = WorkerMetrics(reactor, self._ask_for_metrics)
             self.metrics_fd, extra_fd = extra_fd, extra_fd + 1
-        self.connections_fd: int | None = None
-        self._connections: int | None = None  # the shared segment, in this process
-        if settings.max_connections:
-            from popframe.server.limits import shared_count_segment
+        from popframe.server.limits import shared_count_segment
 
-            self._connections = shared_count_segment(self.count)
-            self.connections_fd = extra_fd
+        self._connections: int | None = shared_count_segment(self.count)
+        self.connections_fd = extra_fd
         self._stopping = False
+        self._ready: set[int] = set()  # workers that said they serve (first start)
+        self._announced = False  # READY=1 sent
+        self._reloads: set[int] | None = None  # workers whose reload is awaited
+        self._reload_timeout: Any = None
         self._all_ended: defer.Deferred[None] | None = None
         self._previous_sighup: Any = None
         self._timeouts: list[Any] = []
@@ -131,6 +145,14 @@ class WorkerPool(Service):
         super().startService()
         self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         self.reactor.callWhenRunning(self._start_all)
+        self.reactor.callWhenRunning(install_signal_handlers, self.reactor, self.reload,
+                                     self._stop)
+
+    def _stop(self, first: bool) -> None:
+        if first:
+            self.reactor.stop()
+        else:  # a second signal: the workers close their sessions now
+            self._forward("TERM")
 
     def _start_all(self) -> None:
         for slot in self.slots:
@@ -155,17 +177,24 @@ class WorkerPool(Service):
         child_fds: dict[int, Any] = {LIFELINE_FD: "w", 1: "r", 2: "r", LOG_FD: "r"}
         for index, listener in enumerate(self.listeners):
             child_fds[FIRST_LISTENER_FD + index] = listener.fileno()
+        first_file = FIRST_LISTENER_FD + len(self.listeners)
+        spec["files"] = [{"path": path, "fd": first_file + index}
+                         for index, path in enumerate(self.files)]
+        for index, fd in enumerate(self.files.values()):
+            child_fds[first_file + index] = fd
         if self.metrics_fd is not None:
             spec["metrics_fd"] = self.metrics_fd
             child_fds[self.metrics_fd] = "r"
-        if self.connections_fd is not None:
+        if self._connections is not None:
             spec["connections"] = {"fd": self.connections_fd, "slot": slot.id - 1,
                                    "slots": self.count}
             child_fds[self.connections_fd] = self._connections
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop(sdnotify.NOTIFY_SOCKET, None)  # the parent speaks to systemd
         env[FAKE_KEY_VARIABLE] = self.fake_key.hex()
         args = worker_command(spec)
         protocol = _WorkerProtocol(self, slot)
+        protocol.relay.on_event = lambda event: self._worker_event(slot, event)
         try:
             process = self.reactor.spawnProcess(
                 protocol, args[0], args, env=env, path=self.cwd, childFDs=child_fds)
@@ -230,7 +259,43 @@ class WorkerPool(Service):
     # -- signals ---------------------------------------------------------------
 
     def _sighup(self, signum: int, frame: object) -> None:
-        self.reactor.callFromThread(self._forward, "HUP")
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> None:
+        """SIGHUP: every worker reloads; systemd hears RELOADING=1 until
+        all of them reported (or ``RELOAD_TIMEOUT``)."""
+        running = {slot.id for slot in self.slots if slot.process is not None}
+        sdnotify.reloading()
+        self._reloads = running
+        if self._reload_timeout is not None and self._reload_timeout.active():
+            self._reload_timeout.cancel()
+        self._reload_timeout = self.reactor.callLater(RELOAD_TIMEOUT, self._reloaded)
+        self._forward("HUP")
+        if not running:
+            self._reloaded()
+
+    def _reloaded(self) -> None:
+        if self._reload_timeout is not None and self._reload_timeout.active():
+            self._reload_timeout.cancel()
+        if self._reloads:
+            log.warn("workers {ids} did not report their reload within {timeout:.0f}s",
+                     ids=sorted(self._reloads), timeout=RELOAD_TIMEOUT)
+        self._reloads = None
+        sdnotify.ready(self._status())
+
+    def _worker_event(self, slot: _Slot, event: dict[str, Any]) -> None:
+        if event.get("popframe_ready") and not self._announced:
+            self._ready.add(slot.id)
+            if len(self._ready) == self.count:
+                self._announced = True
+                sdnotify.ready(self._status())
+        if "popframe_reload" in event and self._reloads is not None:
+            self._reloads.discard(slot.id)
+            if not self._reloads:
+                self._reloaded()
+
+    def _status(self) -> str:
+        return f"{self.count} workers serving {len(self.listeners)} listeners"
 
     def _forward(self, signal_name: str) -> None:
         running = [slot for slot in self.slots if slot.process is not None]
@@ -243,7 +308,12 @@ class WorkerPool(Service):
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
+        sdnotify.stopping()
         self._stopping = True
+        # Stop accepting at once: the kernel would queue connections on the
+        # parent's copies that no worker will take.
+        closing = defer.DeferredList([listener.close() for listener in self.listeners],
+                                     consumeErrors=True)
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
@@ -257,20 +327,19 @@ class WorkerPool(Service):
             log.info("stopping the workers ({count} running)", count=len(running))
             for slot in running:
                 _signal(slot.process, "TERM")
-        self._timeouts = [self.reactor.callLater(STOP_TIMEOUT, self._kill_stragglers)]
+        self._timeouts = [self.reactor.callLater(self.stop_timeout, self._kill_stragglers)]
         self._check_all_ended()
 
-        def closed(_: object) -> defer.Deferred[Any]:
+        def ended(_: object) -> defer.Deferred[Any]:
             for timeout in self._timeouts:
                 if timeout.active():
                     timeout.cancel()
             if self._connections is not None:
                 os.close(self._connections)
                 self._connections = None
-            return defer.DeferredList(
-                [listener.close() for listener in self.listeners], consumeErrors=True)
+            return closing
 
-        return self._all_ended.addCallback(closed).addCallback(lambda _: None)
+        return self._all_ended.addCallback(ended).addCallback(lambda _: None)
 
     def _check_all_ended(self) -> None:
         d = self._all_ended
@@ -282,7 +351,7 @@ class WorkerPool(Service):
             if slot.process is not None:
                 log.warn(
                     "worker-{id} (pid {pid}) did not stop within {timeout:.0f}s: sending SIGKILL",
-                    id=slot.id, pid=slot.pid, timeout=STOP_TIMEOUT,
+                    id=slot.id, pid=slot.pid, timeout=self.stop_timeout,
                 )
                 _signal(slot.process, "KILL")
         self._timeouts.append(self.reactor.callLater(KILL_TIMEOUT, self._give_up))
@@ -293,6 +362,23 @@ class WorkerPool(Service):
             left = [str(slot.pid) for slot in self.slots if slot.process is not None]
             log.error("workers {pids} survived SIGKILL; exiting anyway", pids=", ".join(left))
             d.callback(None)
+
+
+def snapshot_files(paths: tuple[str, ...]) -> dict[str, int]:
+    """Each readable file of ``paths`` copied into an anonymous memory
+    file, by absolute path: what every worker, started as whatever user,
+    reads instead of the file (popframe.config.snapshot)."""
+    files = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+        except OSError:
+            continue  # the worker reads it itself, and reports it
+        fd = os.memfd_create("popframe-snapshot", os.MFD_CLOEXEC)
+        os.write(fd, data)
+        files[os.path.abspath(path)] = fd
+    return files
 
 
 def _signal(process: Any, name: str) -> None:

@@ -15,17 +15,24 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from twisted.python.systemd import ListenFDs
 
 from popframe.config import ConfigurationError
-from popframe.tls import harden_endpoint
+from popframe.config.endpoints import (
+    check_endpoint,
+    listen_problem,
+    parse_server_endpoint,
+    without_implicit_tls,
+)
 from popframe.twisted_internals import (
     adopt_shared_unix_port,
     inherited_systemd_descriptors,
@@ -35,8 +42,9 @@ from popframe.twisted_internals import (
 
 #: Endpoint types whose sockets the parent opens and the workers share.
 SHARED_TYPES = ("tcp", "tcp6", "ssl", "tls", "unix", "systemd")
-#: Endpoint types that wrap another endpoint string (``haproxy:tcp:110``).
-WRAPPER_TYPES = ("haproxy",)
+#: Endpoint types that wrap another endpoint string (``haproxy:tcp:110``,
+#: ``implicit-tls:systemd:domain=INET6:index=1``).
+WRAPPER_TYPES = ("haproxy", "implicit-tls")
 
 
 def check_shareable(description: str, key: str = "--listen") -> None:
@@ -119,18 +127,27 @@ class SharedListener:
     start-up, bound by the parent."""
 
     def __init__(self, description: str, reactor: Any, key: str = "--listen") -> None:
+        # Checked first: a mistyped endpoint is named as such, not as one
+        # that workers cannot share.
+        check_endpoint(description, key)
         check_shareable(description, key)
         self.description = description
         self.key = key
         self._reactor = _BindingReactor(reactor)
         try:
-            self._endpoint = serverFromString(self._reactor, description)
+            # TLS is the workers' business: the parent binds what it wraps.
+            self._endpoint = serverFromString(self._reactor, without_implicit_tls(description))
         except (ValueError, KeyError, TypeError, OSError, IndexError) as e:
             raise ConfigurationError(key, f"{description!r}: {e}") from None
         self.port: Any = None
 
     def bind(self) -> None:
-        _listen_now(self._endpoint, _NoConnections())
+        try:
+            _listen_now(self._endpoint, _NoConnections())
+        except CannotListenError as error:
+            raise ConfigurationError(
+                self.key, f"{self.description!r}: cannot listen: {listen_problem(error)}"
+            ) from None
         if len(self._reactor.ports) != 1:
             for port in self._reactor.ports:
                 port.stopListening()
@@ -220,10 +237,12 @@ class _AdoptingReactor:
 
 
 def adopt_listener(reactor: Any, description: str, fd: int, systemd: dict[str, Any],
-                   factory: Any) -> Any:
+                   factory: Any, parse: Callable[[Any, str], Any] | None = None) -> Any:
     """Listen with ``factory`` on the inherited socket ``fd``, wrapped as
     ``--listen description`` wraps it; return the port.  ``systemd`` is
-    what :func:`systemd_descriptors` said in the parent."""
+    what :func:`systemd_descriptors` said in the parent; ``parse(reactor,
+    description)`` makes the endpoint (by default
+    :func:`~popframe.config.endpoints.parse_server_endpoint`)."""
     names = list(systemd.get("names", ()))
     count = max(int(systemd.get("count", 0)), len(names))
     systemd_fd = os.dup(fd) if count else None
@@ -234,7 +253,7 @@ def adopt_listener(reactor: Any, description: str, fd: int, systemd: dict[str, A
                      systemd_descriptors_replaced(ListenFDs([systemd_fd] * count, names)))
     try:
         with systemd_names:
-            _listen_now(harden_endpoint(serverFromString(stand_in, description)), factory)
+            _listen_now((parse or parse_server_endpoint)(stand_in, description), factory)
     finally:
         if systemd_fd is not None and not stand_in.systemd_fd_consumed:
             os.close(systemd_fd)
