@@ -278,8 +278,8 @@ def test_logout_line_after_each_way_a_real_session_ends(home: MailHome) -> None:
         assert "user=- " in ended(4)[3] and " end=too-many-failures " in ended(4)[3]
     finally:
         server.stop()
-    # A session in progress when the server is told to stop (SIGTERM).
-    server = start_server(server_args(home), home.root, listeners=2)
+    # A session still in progress when the stop's grace is over (SIGTERM).
+    server = start_server(server_args(home, "--shutdown-grace", "0.5"), home.root, listeners=2)
     try:
         held = poplib.POP3("127.0.0.1", server.port, timeout=10)
         held.user("alice")
