@@ -27,12 +27,13 @@ from popframe.interfaces.observers import (
     SessionRecord,
 )
 from popframe.ops import MetricsRecorder, session_observer
+from popframe.ops.connections import Connections, TrackingFactory
 from popframe.ops.exposition import exposition
 from popframe.ops.logformat import event_as_json
 from popframe.ops.logout import LogoutLine
 from popframe.protocol.encoding import wire_size
 from popframe.server import POP3Factory, ServerConfig
-from popframe.server.factory import ListenerFactory, listener_name
+from popframe.server.factory import listener_name
 from popframe.server.observers import SessionObservers, combine_observers
 from popframe.stores.memory import MemoryMaildrop
 from popframe.testing import BufferedTransport, MemoryChecker, MemoryStore, make_portal
@@ -99,7 +100,7 @@ class Server:
 
     def connect(self, peer: Any = REMOTE, listener: str = "tcp:110") -> tuple[Any, BufferedTransport]:
         transport = BufferedTransport(peer=peer)
-        protocol = ListenerFactory(self.factory, listener).buildProtocol(peer)
+        protocol = TrackingFactory(self.factory, Connections(self.clock), listener).buildProtocol(peer)
         protocol.makeConnection(transport)
         return protocol, transport
 
@@ -197,7 +198,7 @@ def test_dropped_connection_deletes_nothing() -> None:
 def test_shutdown() -> None:
     """Sessions lost once the listeners stopped were ended by the shutdown."""
     server = Server()
-    listener = ListenerFactory(server.factory, "tcp:110")
+    listener = TrackingFactory(server.factory, Connections(server.clock), "tcp:110")
     listener.doStart()
     protocol, _ = server.connect()
     protocol.dataReceived(LOGIN)

@@ -109,14 +109,17 @@ class Connections:
 
 class TrackingFactory(Factory):
     """What a listener is given: ``factory``'s protocols, each tracked by
-    ``connections``.  Logs as ``factory`` does (``POP3Factory starting on
-    110``)."""
+    ``connections`` and, given a ``listener`` name (``tcp:110``), told
+    which listener it came in on (for the metrics and the logout line).
+    Logs as ``factory`` does (``POP3Factory starting on 110``)."""
 
     noisy = False
 
-    def __init__(self, factory: Any, connections: Connections) -> None:
+    def __init__(self, factory: Any, connections: Connections,
+                 listener: str | None = None) -> None:
         self.factory = factory
         self.connections = connections
+        self.listener = listener
 
     def logPrefix(self) -> str:
         return str(self.factory.logPrefix())
@@ -131,6 +134,8 @@ class TrackingFactory(Factory):
         protocol = self.factory.buildProtocol(addr)
         if protocol is not None:
             self.connections.track(protocol)
+            if self.listener is not None:
+                protocol.listener = self.listener
         return protocol
 
 

@@ -34,7 +34,7 @@ from popframe.assembly import make_factory, make_lmtp_factory, reconfigure, relo
 from popframe.config import ConfigurationError
 from popframe.config.endpoints import parse_server_endpoint, without_implicit_tls
 from popframe.ops.connections import Connections, TrackingFactory
-from popframe.server.factory import ListenerFactory, listener_name
+from popframe.server.factory import listener_name
 from popframe.settings import Settings
 from popframe.twisted_internals import replace_tls_options, tls_options, wrapped_endpoint
 
@@ -99,10 +99,8 @@ class Serving:
         the metrics and the logout line)."""
         key = (kind, description if kind == "pop3" else None)
         if key not in self._tracking:
-            served = self.factories[kind]
-            if key[1] is not None:
-                served = ListenerFactory(served, listener_name(key[1]))
-            self._tracking[key] = TrackingFactory(served, self.connections)
+            name = listener_name(description) if key[1] is not None else None
+            self._tracking[key] = TrackingFactory(self.factories[kind], self.connections, name)
         return self._tracking[key]
 
     def endpoint(self, reactor: Any, description: str, key: str = "--listen") -> Any:

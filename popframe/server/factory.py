@@ -4,8 +4,6 @@ its sessions report to."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
@@ -13,11 +11,11 @@ from twisted.internet.protocol import Factory
 from popframe.auth.credentials import IVerifiedLogin, VerifiedLoginChecker, serviceable
 from popframe.interfaces.observers import ISessionObserver, SessionObserver
 from popframe.server.config import ServerConfig
-from popframe.server.limits import ConnectionCount, UserSessions
+from popframe.server.limits import ConnectionCount, UserSessions, count_key, uncount_key
 from popframe.server.login import Logins
 from popframe.server.protocol import POP3ServerProtocol
 
-__all__ = ["ListenerFactory", "POP3Factory", "endpoint_words", "listener_name"]
+__all__ = ["POP3Factory", "endpoint_words", "listener_name"]
 
 
 class POP3Factory(Factory[POP3ServerProtocol]):
@@ -71,44 +69,10 @@ class POP3Factory(Factory[POP3ServerProtocol]):
     def count_connection(self, address: str, limit: int) -> bool:
         """Count one more connection from ``address``; False (and not
         counted) when it already has ``limit``."""
-        count = self.connections_from.get(address, 0)
-        if count >= limit:
-            return False
-        self.connections_from[address] = count + 1
-        return True
+        return count_key(self.connections_from, address, limit)
 
     def forget_connection(self, address: str) -> None:
-        count = self.connections_from.get(address, 0) - 1
-        if count > 0:
-            self.connections_from[address] = count
-        else:
-            self.connections_from.pop(address, None)
-
-
-class ListenerFactory(Factory[POP3ServerProtocol]):
-    """One listener's view of the shared :class:`POP3Factory`: its
-    connections carry the listener's name (``tcp:110``, ``ssl:995``) for
-    the metrics and logs, and it starts and stops the shared factory like
-    a listener of its own (so the log still says ``POP3Factory starting
-    on 110``)."""
-
-    def __init__(self, factory: POP3Factory, name: str) -> None:
-        self.factory = factory
-        self.name = name
-
-    def logPrefix(self) -> str:
-        return self.factory.logPrefix()
-
-    def doStart(self) -> None:
-        self.factory.doStart()
-
-    def doStop(self) -> None:
-        self.factory.doStop()
-
-    def buildProtocol(self, addr: Any) -> POP3ServerProtocol:
-        protocol = self.factory.buildProtocol(addr)
-        protocol.listener = self.name
-        return protocol
+        uncount_key(self.connections_from, address)
 
 
 def endpoint_words(description: str) -> list[str]:

@@ -16,7 +16,8 @@ import mmap
 import os
 import struct
 
-__all__ = ["ConnectionCount", "SharedConnectionCount", "UserSessions", "shared_count_segment"]
+__all__ = ["ConnectionCount", "SharedConnectionCount", "UserSessions", "count_key",
+           "shared_count_segment", "uncount_key"]
 
 _SLOT = struct.Struct("=q")
 
@@ -80,6 +81,25 @@ class SharedConnectionCount(ConnectionCount):
         self._publish()
 
 
+def count_key(counts: dict[str, int], key: str, limit: int) -> bool:
+    """Count one more for ``key`` in ``counts``; False (and not counted)
+    when it already has ``limit``."""
+    count = counts.get(key, 0)
+    if count >= limit:
+        return False
+    counts[key] = count + 1
+    return True
+
+
+def uncount_key(counts: dict[str, int], key: str) -> None:
+    """One fewer for ``key``; a key at zero leaves ``counts``."""
+    count = counts.get(key, 0) - 1
+    if count > 0:
+        counts[key] = count
+    else:
+        counts.pop(key, None)
+
+
 class UserSessions:
     """Sessions per user in this process (``--max-sessions-per-user``)."""
 
@@ -87,15 +107,7 @@ class UserSessions:
         self.counts: dict[str, int] = {}
 
     def acquire(self, user: str, limit: int) -> bool:
-        count = self.counts.get(user, 0)
-        if count >= limit:
-            return False
-        self.counts[user] = count + 1
-        return True
+        return count_key(self.counts, user, limit)
 
     def release(self, user: str) -> None:
-        count = self.counts.get(user, 0) - 1
-        if count > 0:
-            self.counts[user] = count
-        else:
-            self.counts.pop(user, None)
+        uncount_key(self.counts, user)

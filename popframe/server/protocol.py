@@ -91,7 +91,8 @@ class POP3ServerProtocol(Protocol):
 
     factory: POP3Factory
     transport: _ServerTransport
-    #: The listener's name (``tcp:110``), set by its ListenerFactory.
+    #: The listener's name (``tcp:110``), set by the listener's factory
+    #: (``popframe.ops.connections.TrackingFactory``).
     listener = "-"
 
     def __init__(self, factory: POP3Factory) -> None:
