@@ -552,8 +552,11 @@ def home(mail_home: MailHome) -> MailHome:
 
 
 def test_many_failures_from_one_address_while_another_logs_in(home: MailHome) -> None:
+    # 127.0.0.1 and 127.0.0.2 stand for two remote clients: trust neither
+    # (loopback is a trusted network by default, exempt from address counts).
     server = start_server(server_args(home, "--throttle-base", "0.2", "--throttle-max", "1.2",
-                                      "--max-auth-failures", "3", "--max-ip-failures", "9"),
+                                      "--max-auth-failures", "3", "--max-ip-failures", "9",
+                                      "--trusted-networks", "none"),
                           home.root, listeners=2)
     try:
         attack_results: list[tuple[float, bytes]] = []
@@ -608,7 +611,8 @@ def test_many_failures_from_one_address_while_another_logs_in(home: MailHome) ->
 
 def test_two_servers_share_counts_in_redis(home: MailHome, redis_server: RedisServer) -> None:
     shared = ("--throttle-store", redis_server.url, "--throttle-prefix", redis_server.prefix,
-              "--throttle-base", "0.2", "--throttle-max", "5", "--max-ip-failures", "4")
+              "--throttle-base", "0.2", "--throttle-max", "5", "--max-ip-failures", "4",
+              "--trusted-networks", "none")  # 127.0.0.x stand for remote clients
     first = start_server(server_args(home, *shared), home.root, listeners=2)
     second_root = home.root / "second"
     second_root.mkdir()
