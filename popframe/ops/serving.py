@@ -97,9 +97,10 @@ class Serving:
         """What a ``kind`` listener (``pop3``, ``lmtp``) listens with; a
         POP3 listener's ``description`` names its sessions' listener (in
         the metrics and the logout line)."""
-        key = (kind, description if kind == "pop3" else None)
+        named = description if kind == "pop3" else None
+        key = (kind, named)
         if key not in self._tracking:
-            name = listener_name(description) if key[1] is not None else None
+            name = listener_name(named) if named is not None else None
             self._tracking[key] = TrackingFactory(self.factories[kind], self.connections, name)
         return self._tracking[key]
 
