@@ -37,6 +37,9 @@ class SessionObservers:
     def __init__(self, observers: Sequence[Any]) -> None:
         self.observers = tuple(observers)
         self._calls = {name: _interested(self.observers, name) for name in _EVENTS}
+        for name, calls in self._calls.items():
+            if not calls:  # nobody listens: one empty call, not a loop
+                setattr(self, name, _ignore)
 
     def _tell(self, name: str, *arguments: Any) -> None:
         for call in self._calls[name]:
@@ -74,6 +77,10 @@ class SessionObservers:
 
     def session_closed(self, record: SessionRecord) -> None:
         self._tell("session_closed", record)
+
+
+def _ignore(*arguments: Any) -> None:
+    pass
 
 
 def combine_observers(observers: Sequence[Any]) -> Any:
