@@ -32,55 +32,78 @@ def _interested(observers: Sequence[Any], name: str) -> tuple[Callable[..., None
 
 @implementer(ISessionObserver)
 class SessionObservers:
-    """Tells each of ``observers`` what it overrides."""
+    """Tells each of ``observers`` what it overrides.  ``__init__`` puts
+    one function per event on the instance, so an event costs one call
+    (and none to observers that ignore it); the methods below are what
+    the interface declares."""
 
     def __init__(self, observers: Sequence[Any]) -> None:
         self.observers = tuple(observers)
         self._calls = {name: _interested(self.observers, name) for name in _EVENTS}
         for name, calls in self._calls.items():
-            if not calls:  # nobody listens: one empty call, not a loop
-                setattr(self, name, _ignore)
-
-    def _tell(self, name: str, *arguments: Any) -> None:
-        for call in self._calls[name]:
-            try:
-                call(*arguments)
-            except Exception:
-                log.failure("session observer {observer!r} failed in {event}",
-                            observer=getattr(call, "__self__", call), event=name)
+            # Each event becomes one call: empty when nobody listens.
+            setattr(self, name, _telling(name, calls) if calls else _ignore)
 
     def session_opened(self, record: SessionRecord) -> None:
-        self._tell("session_opened", record)
+        pass  # replaced in __init__
 
     def tls_started(self, record: SessionRecord) -> None:
-        self._tell("tls_started", record)
+        pass  # replaced in __init__
 
     def login_finished(self, record: SessionRecord, mechanism: str, result: str,
                        seconds: float) -> None:
-        self._tell("login_finished", record, mechanism, result, seconds)
+        pass  # replaced in __init__
 
     def login_throttled(self, record: SessionRecord, delay: float, dropped: str | None) -> None:
-        self._tell("login_throttled", record, delay, dropped)
+        pass  # replaced in __init__
 
     def message_sent(self, record: SessionRecord, command: str, octets: int,
                      seconds: float) -> None:
-        self._tell("message_sent", record, command, octets, seconds)
+        pass  # replaced in __init__
 
     def deletions_committed(self, record: SessionRecord, count: int) -> None:
-        self._tell("deletions_committed", record, count)
+        pass  # replaced in __init__
 
     def backend_failed(self, role: str, kind: str) -> None:
-        self._tell("backend_failed", role, kind)
+        pass  # replaced in __init__
 
     def connection_refused(self, limit: str, peer: str) -> None:
-        self._tell("connection_refused", limit, peer)
+        pass  # replaced in __init__
 
     def session_closed(self, record: SessionRecord) -> None:
-        self._tell("session_closed", record)
+        pass  # replaced in __init__
 
 
 def _ignore(*arguments: Any) -> None:
     pass
+
+
+def _telling(name: str, calls: tuple[Callable[..., None], ...]) -> Callable[..., None]:
+    """What telling ``calls`` of event ``name`` is, each guarded."""
+
+    def failed(call: Callable[..., None]) -> None:
+        log.failure("session observer {observer!r} failed in {event}",
+                    observer=getattr(call, "__self__", call), event=name)
+
+    if len(calls) == 1:
+        [only] = calls
+
+        def tell_one(*arguments: Any) -> None:
+            try:
+                only(*arguments)
+            except Exception:
+                failed(only)
+
+        return tell_one
+
+    def tell(*arguments: Any) -> None:
+        for call in calls:
+            try:
+                call(*arguments)
+            except Exception:
+                failed(call)
+
+    return tell
 
 
 def combine_observers(observers: Sequence[Any]) -> Any:
