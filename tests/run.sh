@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real clients and tools the integration tests drive.
-DEBIAN_PACKAGES=(curl openssl fetchmail mpop getmail6 redis-server)
+# slapd + ldap-utils: tests/ldap_support.py runs a slapd of its own on free loopback
+# ports (the system instance the package sets up is left alone).
+DEBIAN_PACKAGES=(curl openssl fetchmail mpop getmail6 redis-server slapd ldap-utils)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do

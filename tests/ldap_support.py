@@ -1,0 +1,349 @@
+"""A real OpenLDAP ``slapd`` for the LDAP tests, and a reactor to talk to it.
+
+:func:`start_slapd` runs one slapd of our own (never the system instance)
+on two free loopback ports, ``ldap://`` (which also offers StartTLS) and
+``ldaps://``, from a temporary ``slapd.conf`` and a database seeded with
+:data:`USERS` by ``slapadd`` before it starts.  Its certificate is
+self-signed for 127.0.0.1 and localhost and is the test CA
+(``Slapd.ca_file``).  ``stop()``, ``start()``, ``pause()`` (SIGSTOP) and
+``resume()`` drive the outage tests.
+
+Locally the tests skip when slapd is not installed; with ``CI=true`` they
+fail (tests/run.sh installs it).
+
+The checker under test is Twisted-native, so the tests run the global
+reactor in a thread of its own (:func:`reactor_thread`, once per session)
+and call into it with :meth:`ReactorThread.call`, which waits a bounded
+time for the Deferred.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from popframe.tls import make_self_signed
+
+SUFFIX = "dc=example,dc=org"
+ADMIN_DN = f"cn=admin,{SUFFIX}"
+ADMIN_PASSWORD = "admin-secret"
+SERVICE_DN = f"cn=popframe,ou=services,{SUFFIX}"
+SERVICE_PASSWORD = "service-secret"
+PEOPLE = f"ou=people,{SUFFIX}"
+AD_USERS = f"cn=Users,ou=ad,{SUFFIX}"
+
+
+@dataclass(frozen=True)
+class User:
+    uid: str
+    password: str
+    ou: str = PEOPLE
+    extra: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def dn(self) -> str:
+        from popframe.auth.ldap import escape_dn_value
+
+        return f"uid={escape_dn_value(self.uid)},{self.ou}"
+
+
+#: The seeded users (objectClass inetOrgPerson + popframeMailUser).
+USERS = [
+    User("alice", "alice-pw", extra=(("mailMessageStore", "/srv/mail/alice-from-ldap"),
+                                     ("popframeLoginDelay", "120"))),
+    User("bob", "bob-pw"),
+    User("carol", "carol-pw", extra=(("employeeType", "disabled"),)),
+    # Two entries answer to "twin": a login as twin must be refused.
+    User("twin", "twin-pw"),
+    User("twin", "twin-pw", ou=f"ou=others,{SUFFIX}"),
+    # Names full of filter and DN syntax: they must match themselves only.
+    User("star*user", "star-pw"),
+    User("paren)(uid=*", "paren-pw"),
+    User("back\\slash", "backslash-pw"),
+    User("jörg", "jörg-pw"),
+    User("comma,plus+user", "comma-pw"),
+]
+
+#: Active Directory look-alikes (AD's attribute names and OIDs), under
+#: cn=Users: (sAMAccountName, userPrincipalName, password, userAccountControl).
+AD_ACCOUNTS = [
+    ("dave", "dave@example.test", "Dave-pw1", 512),
+    ("erin", "erin@example.test", "Erin-pw1", 514),  # ACCOUNTDISABLE (2) set
+]
+
+#: What the test schema adds: AD's user attributes with AD's OIDs, and two
+#: mail attributes under UUID-based OIDs (2.25, no registration needed).
+TEST_SCHEMA = """\
+attributetype ( 1.2.840.113556.1.4.221 NAME 'sAMAccountName'
+    EQUALITY caseIgnoreMatch SUBSTR caseIgnoreSubstringsMatch
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 1.2.840.113556.1.4.656 NAME 'userPrincipalName'
+    EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 1.2.840.113556.1.4.8 NAME 'userAccountControl'
+    EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+objectclass ( 1.2.840.113556.1.5.9 NAME 'user' SUP inetOrgPerson STRUCTURAL
+    MAY ( sAMAccountName $ userPrincipalName $ userAccountControl ) )
+attributetype ( 2.25.247186307658473418906377101470434521501.1 NAME 'mailMessageStore'
+    EQUALITY caseExactMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 2.25.247186307658473418906377101470434521501.2 NAME 'popframeLoginDelay'
+    EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+objectclass ( 2.25.247186307658473418906377101470434521501.3 NAME 'popframeMailUser'
+    AUXILIARY MAY ( mailMessageStore $ popframeLoginDelay ) )
+"""
+
+
+def ssha(password: str) -> str:
+    """An OpenLDAP {SSHA} userPassword."""
+    salt = os.urandom(8)
+    digest = hashlib.sha1(password.encode() + salt).digest()
+    return "{SSHA}" + base64.b64encode(digest + salt).decode()
+
+
+def _ldif_value(name: str, value: str) -> str:
+    if value.isascii() and value.isprintable() and not value.startswith((" ", ":", "<")):
+        return f"{name}: {value}\n"
+    return f"{name}:: {base64.b64encode(value.encode()).decode()}\n"
+
+
+def seed_ldif() -> str:
+    parts = [
+        f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n",
+        f"dn: {PEOPLE}\nobjectClass: organizationalUnit\nou: people\n",
+        f"dn: ou=others,{SUFFIX}\nobjectClass: organizationalUnit\nou: others\n",
+        f"dn: ou=services,{SUFFIX}\nobjectClass: organizationalUnit\nou: services\n",
+        f"dn: ou=ad,{SUFFIX}\nobjectClass: organizationalUnit\nou: ad\n",
+        f"dn: {AD_USERS}\nobjectClass: organizationalRole\ncn: Users\n",
+        f"dn: {SERVICE_DN}\nobjectClass: person\nobjectClass: simpleSecurityObject\n"
+        f"cn: popframe\nsn: service\nuserPassword: {ssha(SERVICE_PASSWORD)}\n",
+    ]
+    for user in USERS:
+        text = _ldif_value("dn", user.dn)
+        text += "objectClass: inetOrgPerson\nobjectClass: popframeMailUser\n"
+        text += _ldif_value("uid", user.uid) + _ldif_value("cn", user.uid) + "sn: test\n"
+        text += _ldif_value("userPassword", ssha(user.password))
+        for name, value in user.extra:
+            text += _ldif_value(name, value)
+        parts.append(text)
+    for sam, upn, password, control in AD_ACCOUNTS:
+        parts.append(
+            f"dn: cn={sam},{AD_USERS}\nobjectClass: user\ncn: {sam}\nsn: test\n"
+            f"sAMAccountName: {sam}\nuserPrincipalName: {upn}\n"
+            f"userAccountControl: {control}\nmail: {upn}\n"
+            + _ldif_value("userPassword", ssha(password)))
+    return "\n".join(parts)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _slapd_missing(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"the LDAP tests must run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@dataclass
+class Slapd:
+    """One slapd of the tests' own; see the module docstring."""
+
+    root: Path
+    port: int = field(default_factory=_free_port)
+    tls_port: int = field(default_factory=_free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldaps_url(self) -> str:
+        return f"ldaps://127.0.0.1:{self.tls_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / "cert.pem"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "slapd.conf"
+
+    def prepare(self) -> None:
+        make_self_signed(self.root / "cert.pem", self.root / "key.pem",
+                         hostnames=["localhost"], ip_addresses=["127.0.0.1"])
+        (self.root / "test.schema").write_text(TEST_SCHEMA)
+        (self.root / "db").mkdir()
+        schema = "/etc/ldap/schema"
+        self.config.write_text(f"""\
+include {schema}/core.schema
+include {schema}/cosine.schema
+include {schema}/inetorgperson.schema
+include {self.root}/test.schema
+pidfile {self.root}/slapd.pid
+argsfile {self.root}/slapd.args
+modulepath /usr/lib/ldap
+moduleload back_mdb
+TLSCertificateFile {self.root}/cert.pem
+TLSCertificateKeyFile {self.root}/key.pem
+database mdb
+maxsize 10485760
+suffix "{SUFFIX}"
+rootdn "{ADMIN_DN}"
+rootpw {ADMIN_PASSWORD}
+directory {self.root}/db
+access to attrs=userPassword by anonymous auth by self write by * none
+access to * by users read by * none
+""")
+        (self.root / "seed.ldif").write_text(seed_ldif())
+        subprocess.run(["slapadd", "-q", "-f", str(self.config), "-l", str(self.root / "seed.ldif")],
+                       check=True, capture_output=True)
+
+    def start(self, startup_seconds: float = 15) -> None:
+        """Start slapd (again) on the same ports; return once both answer."""
+        assert self.process is None
+        log = open(self.root / "slapd.log", "ab")  # noqa: SIM115  (owned by the process)
+        self.process = subprocess.Popen(
+            ["slapd", "-d", "0", "-f", str(self.config),
+             "-h", f"ldap://127.0.0.1:{self.port}/ ldaps://127.0.0.1:{self.tls_port}/"],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + startup_seconds
+        for port in (self.port, self.tls_port):
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"slapd exited: {(self.root / 'slapd.log').read_text()}")
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError("slapd did not start listening") from None
+                    time.sleep(0.02)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.send_signal(signal.SIGCONT)  # a paused slapd cannot stop
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel, never answered."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def ldapsearch(self, *args: str) -> str:
+        """ldapsearch as the admin, for checks from outside popframe."""
+        result = subprocess.run(
+            ["ldapsearch", "-LLL", "-x", "-H", self.url, "-D", ADMIN_DN, "-w", ADMIN_PASSWORD,
+             "-b", SUFFIX, *args], check=True, capture_output=True, text=True, timeout=30)
+        return result.stdout
+
+
+def start_slapd() -> Iterator[Slapd]:
+    """The body of a module-scoped fixture: one seeded slapd, stopped at the end."""
+    if shutil.which("slapd") is None and not os.path.exists("/usr/sbin/slapd"):
+        _slapd_missing("slapd is not installed (apt-get install slapd ldap-utils)")
+    os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin"
+    if shutil.which("slapadd") is None or shutil.which("ldapsearch") is None:
+        _slapd_missing("slapadd or ldapsearch is missing (apt-get install slapd ldap-utils)")
+    with tempfile.TemporaryDirectory(prefix="popframe-slapd-") as root:
+        server = Slapd(Path(root))
+        server.prepare()
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+class Unresponsive:
+    """A listening socket that never accepts: TCP connects (the kernel's
+    backlog), no byte is ever answered.  A hung directory."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(64)
+        self.port = self.socket.getsockname()[1]
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+# -- the reactor in a thread --------------------------------------------------------
+
+
+class ReactorThread:
+    """The global reactor, running in a daemon thread."""
+
+    def __init__(self) -> None:
+        from twisted.internet import reactor
+
+        self.reactor: Any = reactor
+        self.thread = threading.Thread(
+            target=lambda: reactor.run(installSignalHandlers=False), name="reactor", daemon=True)
+        self.thread.start()
+
+    def call(self, function: Callable[..., Any], *args: Any, timeout: float = 30, **kwargs: Any) -> Any:
+        """Run ``function`` in the reactor thread; wait (at most
+        ``timeout``) for its result, or its Deferred's, and return it or
+        raise its exception."""
+        from twisted.internet.defer import maybeDeferred
+
+        answers: queue.Queue[tuple[bool, Any]] = queue.Queue()
+
+        def run() -> None:
+            d = maybeDeferred(function, *args, **kwargs)
+            d.addCallbacks(lambda result: answers.put((True, result)),
+                           lambda failure: answers.put((False, failure)))
+
+        self.reactor.callFromThread(run)
+        try:
+            ok, value = answers.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no answer from the reactor in {timeout} s") from None
+        if ok:
+            return value
+        value.raiseException()
+
+    def stop(self) -> None:
+        self.reactor.callFromThread(self.reactor.stop)
+        self.thread.join(10)
+
+
+_REACTOR: list[ReactorThread] = []
+
+
+def reactor_thread() -> ReactorThread:
+    """The session's one reactor thread (the global reactor runs once)."""
+    if not _REACTOR:
+        _REACTOR.append(ReactorThread())
+    return _REACTOR[0]
