@@ -251,13 +251,25 @@ access to * by users read by * none
             process.wait()
 
     def pause(self) -> None:
-        """SIGSTOP: connections are accepted by the kernel, never answered."""
+        """SIGSTOP: connections are accepted by the kernel, never answered.
+        Returns once the kernel says the process is stopped."""
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        self._wait_for_state(stopped=True)
 
     def resume(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
+        self._wait_for_state(stopped=False)
+
+    def _wait_for_state(self, stopped: bool) -> None:
+        assert self.process is not None
+        stat = Path(f"/proc/{self.process.pid}/stat")
+        deadline = time.monotonic() + 10
+        while (stat.read_text().rpartition(")")[2].split()[0] in "Tt") != stopped:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"slapd did not {'stop' if stopped else 'continue'}")
+            time.sleep(0.001)
 
     def ldapsearch(self, *args: str) -> str:
         """ldapsearch as the admin, for checks from outside popframe."""

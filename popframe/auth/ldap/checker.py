@@ -81,6 +81,7 @@ class LDAPChecker:
         self._found: Expiring[str, DirectoryUser] = Expiring(HANDOFF_SECONDS, clock=clock)
         self._unknown: Expiring[str, bool] = Expiring(settings.negative_cache_ttl, clock=clock)
         self._pools: dict[str, ConnectionPool] = {}
+        self._failed_at: dict[Any, float] = {}  # URL -> when it last failed
 
     def __repr__(self) -> str:
         return f"<LDAPChecker {self.settings.path}>"
@@ -104,7 +105,8 @@ class LDAPChecker:
             identity = None
             if name == "searches" and settings.bind_dn and settings.bind_password:
                 identity = (settings.bind_dn, settings.bind_password)
-            pool = self._pools[name] = ConnectionPool(settings, self.reactor, name, identity)
+            pool = self._pools[name] = ConnectionPool(settings, self.reactor, name, identity,
+                                                      failed_at=self._failed_at)
             if len(self._pools) == 1:
                 self.reactor.addSystemEventTrigger("before", "shutdown", self.close)
         return pool

@@ -16,11 +16,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ldaptor.protocols import pureldap
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from popframe.auth.ldap.connection import Connection, DirectoryUnavailable, connect
+from popframe.auth.ldap.connection import BindRefused, Connection, DirectoryUnavailable, connect
 from popframe.auth.ldap.settings import DirectoryURL, LDAPSettings
 
 __all__ = ["RETRY_AFTER", "ConnectionPool"]
@@ -43,7 +44,8 @@ class ConnectionPool:
 
     def __init__(self, settings: LDAPSettings, reactor: Any, name: str,
                  identity: tuple[str, bytes] | None = None,
-                 connector: Callable[..., Deferred[Connection]] = connect) -> None:
+                 connector: Callable[..., Deferred[Connection]] = connect,
+                 failed_at: dict[DirectoryURL, float] | None = None) -> None:
         self.settings = settings
         self.reactor = reactor
         self.name = name
@@ -52,7 +54,8 @@ class ConnectionPool:
         self._idle: deque[tuple[Connection, float]] = deque()
         self._waiting: deque[Deferred[Connection]] = deque()
         self._count = 0  # connections open or being opened
-        self._failed_at: dict[DirectoryURL, float] = {}
+        # When each URL last failed; shared by the pools of one checker.
+        self._failed_at: dict[DirectoryURL, float] = {} if failed_at is None else failed_at
         self._down = False  # for logging an outage once
         self._closed = False
 
@@ -75,6 +78,8 @@ class ConnectionPool:
             result = maybeDeferred(operation, connection)
 
             def finished(outcome: Any) -> Any:
+                if isinstance(outcome, Failure) and not connection.usable:
+                    self._failed_at[connection.url] = self.reactor.seconds()
                 self._release(connection)
                 if (isinstance(outcome, Failure) and retry and reused and not connection.usable
                         and isinstance(outcome.value, DirectoryUnavailable)
@@ -155,6 +160,10 @@ class ConnectionPool:
             d = self._connect(self.reactor, self.settings, url)
             if self.identity is not None:
                 d.addCallback(self._bind_identity)
+            elif not (url.ldaps or self.settings.starttls):
+                # Nothing has answered yet (TLS would have): ask, so a
+                # hung directory fails here, where the next URL is tried.
+                d.addCallback(_probe)
 
             def failed(failure: Failure) -> Deferred[Connection]:
                 failure.trap(DirectoryUnavailable)
@@ -188,8 +197,6 @@ class ConnectionPool:
         return attempt(0).addCallbacks(opened, gave_up)
 
     def _bind_identity(self, connection: Connection) -> Deferred[Connection]:
-        from popframe.auth.ldap.connection import BindRefused
-
         assert self.identity is not None
         dn, password = self.identity
 
@@ -212,3 +219,11 @@ class ConnectionPool:
             waiter = self._waiting.popleft()
             if not waiter.called:
                 waiter.errback(DirectoryUnavailable(f"{self.name}: shutting down"))
+
+
+def _probe(connection: Connection) -> Deferred[Connection]:
+    """A search of the root DSE for nothing: any answer (even "no
+    entry", where anonymous reads are refused) shows the directory is up."""
+    probe = connection.search("", pureldap.LDAP_SCOPE_baseObject,
+                              pureldap.LDAPFilter_present("objectClass"), ())
+    return probe.addCallback(lambda _: connection)
