@@ -120,7 +120,12 @@ def _ldif_value(name: str, value: str) -> str:
     return f"{name}:: {base64.b64encode(value.encode()).decode()}\n"
 
 
-def seed_ldif() -> str:
+def numbered_users(count: int) -> list[User]:
+    """``user0``..: many users for the benchmark (password ``password-N``)."""
+    return [User(f"user{n}", f"password-{n}") for n in range(count)]
+
+
+def seed_ldif(extra_users: int = 0) -> str:
     parts = [
         f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n",
         f"dn: {PEOPLE}\nobjectClass: organizationalUnit\nou: people\n",
@@ -131,7 +136,7 @@ def seed_ldif() -> str:
         f"dn: {SERVICE_DN}\nobjectClass: person\nobjectClass: simpleSecurityObject\n"
         f"cn: popframe\nsn: service\nuserPassword: {ssha(SERVICE_PASSWORD)}\n",
     ]
-    for user in USERS:
+    for user in USERS + numbered_users(extra_users):
         text = _ldif_value("dn", user.dn)
         text += "objectClass: inetOrgPerson\nobjectClass: popframeMailUser\n"
         text += _ldif_value("uid", user.uid) + _ldif_value("cn", user.uid) + "sn: test\n"
@@ -168,6 +173,7 @@ class Slapd:
     port: int = field(default_factory=_free_port)
     tls_port: int = field(default_factory=_free_port)
     process: subprocess.Popen[bytes] | None = None
+    extra_users: int = 0
 
     @property
     def url(self) -> str:
@@ -211,7 +217,7 @@ directory {self.root}/db
 access to attrs=userPassword by anonymous auth by self write by * none
 access to * by users read by * none
 """)
-        (self.root / "seed.ldif").write_text(seed_ldif())
+        (self.root / "seed.ldif").write_text(seed_ldif(self.extra_users))
         subprocess.run(["slapadd", "-q", "-f", str(self.config), "-l", str(self.root / "seed.ldif")],
                        check=True, capture_output=True)
 
@@ -279,7 +285,7 @@ access to * by users read by * none
         return result.stdout
 
 
-def start_slapd() -> Iterator[Slapd]:
+def start_slapd(extra_users: int = 0) -> Iterator[Slapd]:
     """The body of a module-scoped fixture: one seeded slapd, stopped at the end."""
     if shutil.which("slapd") is None and not os.path.exists("/usr/sbin/slapd"):
         _slapd_missing("slapd is not installed (apt-get install slapd ldap-utils)")
@@ -287,7 +293,7 @@ def start_slapd() -> Iterator[Slapd]:
     if shutil.which("slapadd") is None or shutil.which("ldapsearch") is None:
         _slapd_missing("slapadd or ldapsearch is missing (apt-get install slapd ldap-utils)")
     with tempfile.TemporaryDirectory(prefix="popframe-slapd-") as root:
-        server = Slapd(Path(root))
+        server = Slapd(Path(root), extra_users=extra_users)
         server.prepare()
         server.start()
         try:

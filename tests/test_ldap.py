@@ -159,6 +159,32 @@ def test_direct_bind_without_attributes_or_service_account(checkers: Checkers) -
     assert checkers.login(checker, "alice", "x") is UnauthorizedLogin
 
 
+def test_unknown_users_cost_the_round_trips_of_wrong_passwords(
+        checkers: Checkers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same directory operations, same reply: nothing tells them apart."""
+    from popframe.auth.ldap.connection import Connection
+
+    operations: list[str] = []
+    for name in ("bind", "search"):
+        original = getattr(Connection, name)
+
+        def recording(self: Connection, *args: Any, _name: str = name, _original: Any = original,
+                      **kwargs: Any) -> Any:
+            operations.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(Connection, name, recording)
+    checker = checkers.make(negative_cache_ttl=0)
+    assert checkers.login(checker, "alice", "alice-pw") == "alice"  # pools warm now
+    seen = {}
+    for user, password in (("alice", "wrong"), ("nobody", "wrong"), ("twin", "twin-pw"),
+                           ("carol", "carol-pw")):
+        operations.clear()
+        assert checkers.login(checker, user, password) is UnauthorizedLogin
+        seen[user] = list(operations)
+    assert seen["alice"] == seen["nobody"] == seen["twin"] == seen["carol"] == ["search", "bind"]
+
+
 # -- injection and odd names ----------------------------------------------------------------
 
 
