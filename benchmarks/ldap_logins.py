@@ -159,7 +159,7 @@ async def _sessions(port: int, users: list[tuple[str, str]], count: int, concurr
                     ok += 1
                 else:
                     errors += 1
-            except (OSError, asyncio.TimeoutError) as error:
+            except (TimeoutError, OSError) as error:
                 FAILURES.append(repr(error))
                 errors += 1
 

@@ -302,6 +302,16 @@ def start_slapd(extra_users: int = 0) -> Iterator[Slapd]:
             server.stop()
 
 
+class Clock:
+    """A clock the tests move by hand (for the caches' TTLs)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class Unresponsive:
     """A listening socket that never accepts: TCP connects (the kernel's
     backlog), no byte is ever answered.  A hung directory."""

@@ -26,6 +26,7 @@ from ldap_support import (  # noqa: E402
     SERVICE_DN,
     SERVICE_PASSWORD,
     SUFFIX,
+    Clock,
     ReactorThread,
     Slapd,
     Unresponsive,
@@ -53,14 +54,6 @@ def slapd() -> Iterator[Slapd]:
 @pytest.fixture(scope="session")
 def reactor() -> ReactorThread:
     return reactor_thread()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Checkers:

@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("ldaptor")
 
+from ldap_support import Clock  # noqa: E402
 from ldaptor.protocols import pureldap  # noqa: E402
 
 from popframe.auth.ldap import (  # noqa: E402
@@ -250,14 +251,6 @@ def test_load_settings_reads_toml(tmp_path: Path) -> None:
 
 
 # -- caches ---------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_expiring_map() -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ldaptor.protocols import pureldap
+from ldaptor.protocols import pureldap  # type: ignore[import-untyped]
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -171,7 +171,8 @@ class LDAPChecker:
         assert settings.filter is not None
         search = settings.filter.expand(user)
         if settings.disabled_filter is not None:
-            search = pureldap.LDAPFilter_and([search, pureldap.LDAPFilter_not(settings.disabled_filter)])
+            search = pureldap.LDAPFilter_and(
+                [search, pureldap.LDAPFilter_not(settings.disabled_filter)])
 
         def found(entries: list[Entry]) -> Deferred[DirectoryUser | None]:
             if len(entries) != 1:
@@ -182,8 +183,8 @@ class LDAPChecker:
                 lambda c: c.bind(entry.dn, password).addCallbacks(
                     lambda _: self._user(entry, user), _refused))
 
-        d = self._pool("searches").run(
-            lambda c: c.search(settings.base, settings.scope, search, settings.attributes, size_limit=2))
+        d = self._pool("searches").run(lambda c: c.search(
+            settings.base, settings.scope, search, settings.attributes, size_limit=2))
         return d.addCallback(found)
 
     def _bind_and_read(self, connection: Connection, dn: str, user: str,
@@ -194,7 +195,8 @@ class LDAPChecker:
         d: Deferred[Any] = connection.bind(dn, password)
         if not settings.attributes and settings.disabled_filter is None:
             return d.addCallbacks(lambda _: DirectoryUser(dn, user, UserSettings()), _refused)
-        check = _ANY if settings.disabled_filter is None else pureldap.LDAPFilter_not(settings.disabled_filter)
+        check = (_ANY if settings.disabled_filter is None
+                 else pureldap.LDAPFilter_not(settings.disabled_filter))
 
         def read(_: None) -> Deferred[DirectoryUser | None]:
             def one(entries: list[Entry]) -> DirectoryUser | None:
@@ -230,8 +232,9 @@ class LDAPChecker:
                 if text.isascii() and text.isdigit():
                     delay = int(text)
                 else:
-                    log.warn("LDAP: {dn}: {attribute}={value!r} is not a number of seconds; ignored",
-                             dn=entry.dn, attribute=settings.login_delay_attribute, value=text)
+                    log.warn("LDAP: {dn}: {attribute}={value!r} is not a number of seconds; "
+                             "ignored", dn=entry.dn, attribute=settings.login_delay_attribute,
+                             value=text)
         return UserSettings(login_delay=delay, maildrop=maildrop or None)
 
     # -- IUserSettings --------------------------------------------------------------------
@@ -284,7 +287,7 @@ def _refused(failure: Failure) -> None:
     return None
 
 
-def _refuse_with_bind(connection: Connection, base: str) -> Deferred[None]:
+def _refuse_with_bind(connection: Connection, base: str) -> Deferred[DirectoryUser | None]:
     """A bind that must fail, so a name that matched no entry costs the
     round trip a wrong password costs (and nothing tells the two apart)."""
     dn = f"cn=popframe-no-such-user-{os.urandom(6).hex()},{base}"

@@ -13,11 +13,12 @@ operation on it with :class:`DirectoryUnavailable`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ldaptor.protocols import pureber, pureldap
+from ldaptor.protocols import pureber, pureldap  # type: ignore[import-untyped]
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
@@ -88,7 +89,8 @@ def tls_options(settings: LDAPSettings, url: DirectoryURL) -> Any:
 
 def _certificates(pem: bytes) -> list[ssl.Certificate]:
     marker = b"-----END CERTIFICATE-----"
-    blocks = [block + marker for block in pem.split(marker) if b"-----BEGIN CERTIFICATE-----" in block]
+    blocks = [block + marker for block in pem.split(marker)
+              if b"-----BEGIN CERTIFICATE-----" in block]
     if not blocks:
         raise ValueError("no PEM certificate in ca_file")
     return [ssl.Certificate.loadPEM(block) for block in blocks]
@@ -113,6 +115,8 @@ class _Client(Protocol):
     with ids of this connection, their responses gathered until the final
     one.  (ldaptor's own LDAPClient imports the global reactor, which a
     twistd plugin must not, and trusts the server with asserts.)"""
+
+    transport: Any  # a TCP or TLS transport, set by makeConnection
 
     def __init__(self) -> None:
         self._buffer = b""
@@ -283,8 +287,8 @@ class Connection:
             *entries, done = responses
             code = getattr(done, "resultCode", None)
             if code not in (_SUCCESS, _SIZE_LIMIT_EXCEEDED, _NO_SUCH_OBJECT):
-                raise DirectoryUnavailable(
-                    f"{self.url.url}: search: result {code}: {_text(getattr(done, 'errorMessage', ''))}")
+                message = _text(getattr(done, "errorMessage", ""))
+                raise DirectoryUnavailable(f"{self.url.url}: search: result {code}: {message}")
             return [Entry(_text(entry.objectName), {_text(name): list(values)
                                                      for name, values in entry.attributes})
                     for entry in entries if isinstance(entry, pureldap.LDAPSearchResultEntry)]
@@ -320,11 +324,12 @@ def connect(reactor: Any, settings: LDAPSettings, url: DirectoryURL) -> Deferred
     """A connection to ``url``, secured as the settings say (ldaps:// or
     StartTLS, verified), not yet bound.  Fails with
     :class:`DirectoryUnavailable`."""
-    endpoint: Any = HostnameEndpoint(reactor, url.host, url.port, timeout=max(1, int(settings.timeout + 0.999)))
-    secure = url.ldaps or settings.starttls
-    options = tls_options(settings, url) if secure else None
+    # (the endpoint's own timeout is whole seconds; ours, below, is exact)
+    endpoint: Any = HostnameEndpoint(reactor, url.host, url.port,
+                                     timeout=max(1, math.ceil(settings.timeout)))
+    options = tls_options(settings, url) if url.ldaps or settings.starttls else None
     if url.ldaps:
-        endpoint = wrapClientTLS(options, endpoint)
+        endpoint = wrapClientTLS(tls_options(settings, url), endpoint)
     client = _Client()
     if url.ldaps:
         client.handshake = Deferred()

@@ -13,12 +13,13 @@ filter syntax.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
-from ldaptor.protocols import pureldap
+from ldaptor.protocols import pureldap  # type: ignore[import-untyped]
 
 from popframe.auth.ldap.escaping import escape_dn_value, escape_filter_value
+from popframe.stores.template import _Literal, _Variable, split_user
 from popframe.stores.template import _parse as parse_template
-from popframe.stores.template import _Literal, split_user
 
 __all__ = ["DNTemplate", "FilterSyntaxError", "FilterTemplate", "parse_filter"]
 
@@ -162,7 +163,7 @@ def parse_filter(text: str) -> pureldap.LDAPFilter:
     return result
 
 
-def _expand(parts: list, user: str, escape) -> str:  # type: ignore[type-arg]
+def _expand(parts: list[_Literal | _Variable], user: str, escape: Callable[[str], str]) -> str:
     local, domain = split_user(user)
     values = {"u": user, "n": local, "d": domain}
     out = []
@@ -179,23 +180,35 @@ def _expand(parts: list, user: str, escape) -> str:  # type: ignore[type-arg]
 _SAMPLE_USER = "user@example.org"
 
 
-class FilterTemplate:
-    """A ``filter`` setting such as ``(&(objectClass=inetOrgPerson)(uid=%u))``,
-    checked at start-up; :meth:`expand` makes a user's filter with the
-    values RFC 4515-escaped.  Raises ``ValueError`` (a bad variable or
-    filter) when made."""
+class _Template:
+    """A setting with ``%`` variables, parsed once."""
+
+    key = ""
 
     def __init__(self, template: str) -> None:
         self.template = template
-        self._parts = parse_template(template, "filter")
-        parse_filter(_expand(self._parts, _SAMPLE_USER, escape_filter_value))
+        self._parts = parse_template(template, self.key)
 
     def __repr__(self) -> str:
-        return f"FilterTemplate({self.template!r})"
+        return f"{type(self).__name__}({self.template!r})"
 
     @property
     def uses_user(self) -> bool:
+        """Whether it holds ``%u`` or ``%n`` (else every user gets the same)."""
         return any(not isinstance(part, _Literal) and part.name in "un" for part in self._parts)
+
+
+class FilterTemplate(_Template):
+    """A ``filter`` setting such as ``(&(objectClass=inetOrgPerson)(uid=%u))``,
+    checked at start-up; :meth:`expand` makes a user's filter with the
+    values RFC 4515-escaped.  Raises ``ConfigurationError`` (a bad
+    variable) or :class:`FilterSyntaxError` when made."""
+
+    key = "filter"
+
+    def __init__(self, template: str) -> None:
+        super().__init__(template)
+        parse_filter(self.text(_SAMPLE_USER))
 
     def text(self, user: str) -> str:
         """The filter text for ``user`` (for logs and ldapsearch)."""
@@ -205,20 +218,11 @@ class FilterTemplate:
         return parse_filter(self.text(user))
 
 
-class DNTemplate:
+class DNTemplate(_Template):
     """A ``dn_template`` setting such as ``uid=%u,ou=people,dc=example,dc=org``;
     :meth:`expand` gives a user's DN with the values RFC 4514-escaped."""
 
-    def __init__(self, template: str) -> None:
-        self.template = template
-        self._parts = parse_template(template, "dn_template")
-
-    def __repr__(self) -> str:
-        return f"DNTemplate({self.template!r})"
-
-    @property
-    def uses_user(self) -> bool:
-        return any(not isinstance(part, _Literal) and part.name in "un" for part in self._parts)
+    key = "dn_template"
 
     def expand(self, user: str) -> str:
         return _expand(self._parts, user, escape_dn_value)

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ldaptor.protocols import pureldap
+from ldaptor.protocols import pureldap  # type: ignore[import-untyped]
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -110,8 +110,8 @@ class ConnectionPool:
         def too_long() -> None:
             if waiter in self._waiting:
                 self._waiting.remove(waiter)
-                waiter.errback(DirectoryUnavailable(
-                    f"{self.name}: all {self.settings.pool_size} connections busy for {timeout:g} s"))
+                waiter.errback(DirectoryUnavailable(f"{self.name}: all {self.settings.pool_size} "
+                                                    f"connections busy for {timeout:g} s"))
 
         timer = self.reactor.callLater(timeout, too_long)
 
@@ -148,7 +148,8 @@ class ConnectionPool:
         """URLs that have not failed lately first, in the file's order."""
         now = self.reactor.seconds()
         urls = list(self.settings.urls)
-        return sorted(urls, key=lambda url: now - self._failed_at.get(url, -RETRY_AFTER) < RETRY_AFTER)
+        return sorted(urls, key=lambda url: now - self._failed_at.get(url, -RETRY_AFTER)
+                      < RETRY_AFTER)
 
     def _open(self) -> Deferred[Connection]:
         self._count += 1
@@ -167,13 +168,14 @@ class ConnectionPool:
 
             def failed(failure: Failure) -> Deferred[Connection]:
                 failure.trap(DirectoryUnavailable)
+                reason = getattr(failure.value, "reason", "")
                 self._failed_at[url] = self.reactor.seconds()
-                reasons.append(failure.value.reason)
+                reasons.append(reason)
                 if index + 1 < len(urls):
                     log.warn("LDAP {pool}: {reason}; trying {next}", pool=self.name,
-                             reason=failure.value.reason, next=urls[index + 1].url)
+                             reason=reason, next=urls[index + 1].url)
                     return attempt(index + 1)
-                return failure
+                return fail(failure)
 
             return d.addErrback(failed)
 
@@ -187,11 +189,10 @@ class ConnectionPool:
 
         def gave_up(failure: Failure) -> Failure:
             self._count -= 1
-            if failure.check(DirectoryUnavailable):
-                if not self._down:
-                    self._down = True
-                    log.error("LDAP {pool}: no directory answers: {reasons}", pool=self.name,
-                              reasons="; ".join(reasons))
+            if failure.check(DirectoryUnavailable) and not self._down:
+                self._down = True
+                log.error("LDAP {pool}: no directory answers: {reasons}", pool=self.name,
+                          reasons="; ".join(reasons))
             return failure
 
         return attempt(0).addCallbacks(opened, gave_up)
@@ -200,12 +201,12 @@ class ConnectionPool:
         assert self.identity is not None
         dn, password = self.identity
 
-        def refused(failure: Failure) -> None:
+        def refused(failure: Failure) -> Failure:
             connection.abort("the service bind failed")
             if failure.check(BindRefused):
                 raise DirectoryUnavailable(
                     f"{connection.url.url}: the directory refuses bind_dn {dn!r}: {failure.value}")
-            raise failure.value
+            return failure
 
         return connection.bind(dn, password).addCallbacks(lambda _: connection, refused)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ldaptor.protocols import pureldap
+from ldaptor.protocols import pureldap  # type: ignore[import-untyped]
 
 from popframe.auth.ldap.filters import DNTemplate, FilterSyntaxError, FilterTemplate, parse_filter
 from popframe.config import ConfigurationError
@@ -145,7 +145,8 @@ def _attribute(value: Any) -> str:
 def _urls(value: Any) -> tuple[DirectoryURL, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items:
-        raise _Wrong(f"expected a URL or a list of URLs such as \"ldaps://ldap.example.org\", got {value!r}")
+        raise _Wrong("expected a URL or a list of URLs such as \"ldaps://ldap.example.org\", "
+                     f"got {value!r}")
     return tuple(_url(item) for item in items)
 
 
@@ -262,12 +263,14 @@ def load_settings(path: str) -> LDAPSettings:
     """Read and check ``path``; raises ``ConfigurationError("--auth", ...)``."""
     path = path.strip()
     if not path:
-        raise ConfigurationError("--auth", "ldap: no settings file given, use ldap:/etc/popframe/ldap.toml")
+        raise ConfigurationError(
+            "--auth", "ldap: no settings file given, use ldap:/etc/popframe/ldap.toml")
     try:
         with open(path, "rb") as f:
             document = tomllib.load(f)
     except OSError as error:
-        raise ConfigurationError("--auth", f"ldap: cannot read {path}: {error.strerror or error}") from None
+        raise ConfigurationError(
+            "--auth", f"ldap: cannot read {path}: {error.strerror or error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigurationError("--auth", f"ldap: {path}: not valid TOML: {error}") from None
     return settings_from_mapping(document, path)
@@ -290,7 +293,8 @@ def settings_from_mapping(document: Mapping[str, Any], path: str) -> LDAPSetting
     for key, value in given.items():
         if key not in _KEYS:
             close = difflib.get_close_matches(key, _KEYS, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(sorted(_KEYS))})"
+            hint = (f" (did you mean '{close[0]}'?)" if close
+                    else f" (known keys: {', '.join(sorted(_KEYS))})")
             raise wrong(key, "unknown key" + hint)
         check, name = _KEYS[key]
         try:
@@ -302,7 +306,8 @@ def settings_from_mapping(document: Mapping[str, Any], path: str) -> LDAPSetting
     if "url" not in given:
         raise wrong("url", "required, e.g. url = \"ldaps://ldap.example.org\"")
     if "dn_template" in document and "filter" in document:
-        raise wrong("dn_template", "give filter (search, then bind) or dn_template (bind at once), not both")
+        raise wrong("dn_template",
+                    "give filter (search, then bind) or dn_template (bind at once), not both")
     if "dn_template" in document:
         values.pop("filter", None)  # a preset's filter gives way to an explicit template
     if "filter" not in values and "dn_template" not in values:
@@ -316,7 +321,8 @@ def settings_from_mapping(document: Mapping[str, Any], path: str) -> LDAPSetting
     for url in settings.urls:
         if url.ldaps and settings.starttls:
             raise wrong("starttls", f"{url.url} is ldaps:// (TLS from the start): starttls is for ldap://")
-        if not url.ldaps and not settings.starttls and not url.loopback and not settings.allow_plaintext:
+        plaintext = not (url.ldaps or settings.starttls)
+        if plaintext and not url.loopback and not settings.allow_plaintext:
             raise wrong("url", f"{url.url} would send passwords unencrypted: use ldaps://, "
                         "starttls = true, or (on a network you trust) allow_plaintext = true")
     return settings
