@@ -158,6 +158,10 @@ class _Client(Protocol):
             if message is not None:
                 self._received(message)
 
+    def discard_buffered(self) -> None:
+        """Forget what was received and not yet handled (at StartTLS)."""
+        self._buffer = b""
+
     def _received(self, message: Any) -> None:
         pending = self._pending.get(message.id)
         if pending is None:  # id 0: a Notice of Disconnection; or nonsense
@@ -306,6 +310,9 @@ class Connection:
                 raise DirectoryUnavailable(
                     f"{self.url.url}: StartTLS refused: result {response.resultCode}: "
                     f"{_text(response.errorMessage)}")
+            # Bytes that came after the answer came in plaintext: a
+            # forged response must not pass for one from inside TLS.
+            self.client.discard_buffered()
             self.client.handshake = Deferred()
             handshake = self.client.handshake
             self.client.transport.startTLS(options)

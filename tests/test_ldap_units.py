@@ -1,5 +1,6 @@
 """The LDAP checker's parts that need no directory: escaping, the filter
-parser, the templates, the settings file, the caches, the plugin."""
+parser, the templates, the settings file, the caches, the plugin, and the
+client protocol on bytes (StartTLS, garbage, empty passwords)."""
 
 from __future__ import annotations
 
@@ -301,3 +302,82 @@ def test_twistd_names_a_wrong_key(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert f"--auth: ldap: {path}: key 'timout': unknown key (did you mean 'timeout'?)" in (
         result.stdout + result.stderr)
+
+
+# -- the client protocol, on bytes ----------------------------------------------------------
+
+
+class TLSTransport:
+    """Just enough of a transport: what was written, whether TLS started."""
+
+    def __init__(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        self.inner = StringTransport()
+        self.tls_started = False
+        self.aborted = False
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+    def startTLS(self, options: object) -> None:
+        self.tls_started = True
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+
+def _connection():  # type: ignore[no-untyped-def]
+    from twisted.internet.task import Clock as ReactorClock
+
+    from popframe.auth.ldap.connection import Connection, _Client
+    from popframe.auth.ldap.settings import DirectoryURL
+
+    client = _Client()
+    transport = TLSTransport()
+    client.makeConnection(transport)
+    url = DirectoryURL("ldap://127.0.0.1", "127.0.0.1", 389, False)
+    return client, transport, Connection(client, url, 5, ReactorClock())
+
+
+def test_starttls_drops_what_came_in_plaintext_after_the_answer() -> None:
+    """Behind StartTLS's answer, a man in the middle sends (in plaintext)
+    the start of a bind "success" whose last field the real answer, sent
+    inside TLS, would complete: it must be dropped, not joined."""
+    from popframe.auth.ldap.connection import BindRefused
+
+    client, transport, connection = _connection()
+    started = connection.start_tls(object())
+    up: list[object] = []
+    started.addCallback(up.append)
+    answer = pureldap.LDAPMessage(pureldap.LDAPExtendedResponse(resultCode=0), id=1).toWire()
+    real = pureldap.LDAPMessage(pureldap.LDAPBindResponse(resultCode=49), id=2).toWire()
+    forged = pureldap.LDAPMessage(pureldap.LDAPBindResponse(resultCode=0, errorMessage=real),
+                                  id=2).toWire()
+    assert forged.endswith(real)
+    client.dataReceived(answer + forged[: -len(real)])
+    assert transport.tls_started and not up
+    client.handshakeCompleted()
+    assert up
+    outcome: list[object] = []
+    connection.bind("uid=alice,dc=example,dc=org", b"guess").addBoth(outcome.append)
+    client.dataReceived(real)  # decrypted from TLS
+    [result] = outcome
+    assert isinstance(getattr(result, "value", None), BindRefused)
+
+
+def test_garbage_from_the_server_drops_the_connection() -> None:
+    client, transport, connection = _connection()
+    d = connection.bind("uid=alice,dc=example,dc=org", b"pw")
+    client.dataReceived(b"\x30\x03\x02\x01")  # incomplete: wait
+    assert not transport.aborted
+    client.dataReceived(b"\xff" * 10)
+    assert transport.aborted
+    d.addErrback(lambda _: None)
+
+
+def test_a_bind_never_sends_an_empty_password() -> None:
+    _, transport, connection = _connection()
+    with pytest.raises(ValueError):
+        connection.bind("uid=alice,dc=example,dc=org", b"")
+    assert transport.inner.value() == b""
