@@ -31,6 +31,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,27 @@ from popframe.testing import start_server  # noqa: E402
 
 FILTER = "(&(objectClass=inetOrgPerson)(uid=%u))"
 FAILURES: list[str] = []  # the first bad reply of each failed session
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CPU:
+    """CPU seconds that processes spend between start() and stop()."""
+
+    def __init__(self, **pids: int) -> None:
+        self.pids = pids
+        self.used: dict[str, float] = {}
+
+    def __enter__(self) -> CPU:
+        self.started = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.used = {name: cpu_seconds(pid) - self.started[name] for name, pid in self.pids.items()}
 
 
 def settings(slapd: Slapd, mode: str, cache_ttl: float) -> dict[str, Any]:
@@ -78,8 +100,18 @@ def toml(values: dict[str, Any]) -> str:
 # -- checker ---------------------------------------------------------------------------
 
 
+@dataclass
+class Row:
+    what: str
+    cache_ttl: float
+    logins: int
+    seconds: float
+    errors: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process
+
+
 def checker_rate(slapd: Slapd, mode: str, cache_ttl: float, users: list[tuple[str, str]],
-                 logins: int, concurrency: int, seconds: float) -> tuple[float, int]:
+                 logins: int, concurrency: int, seconds: float) -> Row:
     reactor = reactor_thread()
     checker = LDAPChecker(settings_from_mapping(settings(slapd, mode, cache_ttl), "bench.toml"),
                           reactor=reactor.reactor)
@@ -118,9 +150,11 @@ def checker_rate(slapd: Slapd, mode: str, cache_ttl: float, users: list[tuple[st
 
     if cache_ttl:
         reactor.call(run, len(users), timeout=seconds + 60)  # warm: every user once
-    elapsed, finished = reactor.call(run, logins, timeout=seconds + 60)
+    assert slapd.process is not None
+    with CPU(popframe=os.getpid(), slapd=slapd.process.pid) as cpu:
+        elapsed, finished = reactor.call(run, logins, timeout=seconds + 60)
     reactor.call(checker.close)
-    return finished / elapsed, finished
+    return Row("checker", cache_ttl, finished, elapsed, logins - finished, cpu.used)
 
 
 # -- pop3 -------------------------------------------------------------------------------
@@ -168,7 +202,7 @@ async def _sessions(port: int, users: list[tuple[str, str]], count: int, concurr
 
 
 def pop3_rate(slapd: Slapd, mode: str, cache_ttl: float, users: list[tuple[str, str]],
-              logins: int, concurrency: int, seconds: float) -> tuple[float, int, int]:
+              logins: int, concurrency: int, seconds: float) -> Row:
     with tempfile.TemporaryDirectory(prefix="popframe-ldap-bench-") as root:
         config = Path(root) / "ldap.toml"
         config.write_text(toml(settings(slapd, mode, cache_ttl)))
@@ -184,17 +218,20 @@ def pop3_rate(slapd: Slapd, mode: str, cache_ttl: float, users: list[tuple[str, 
             port = server.ports[0]
             if cache_ttl:
                 asyncio.run(_sessions(port, users, len(users), concurrency, seconds))
-            elapsed, ok, errors = asyncio.run(_sessions(port, users, logins, concurrency, seconds))
+            assert slapd.process is not None
+            with CPU(popframe=server.process.pid, slapd=slapd.process.pid) as cpu:
+                elapsed, ok, errors = asyncio.run(
+                    _sessions(port, users, logins, concurrency, seconds))
         finally:
             server.stop()
-    return ok / elapsed, ok, errors
+    return Row("pop3 sessions", cache_ttl, ok, elapsed, errors, cpu.used)
 
 
 # -- python-ldap, for comparison ------------------------------------------------------------
 
 
 def python_ldap_rate(slapd: Slapd, mode: str, users: list[tuple[str, str]], logins: int,
-                     threads: int, seconds: float) -> tuple[float, int]:
+                     threads: int, seconds: float) -> Row:
     """The same search-then-bind with python-ldap (libldap) in ``threads``
     threads, each with its own two connections: the best case for a
     blocking library (no hand-off to and from a reactor).  TLS verified as
@@ -242,11 +279,14 @@ def python_ldap_rate(slapd: Slapd, mode: str, users: list[tuple[str, str]], logi
 
     workers = [threading.Thread(target=work) for _ in range(threads)]
     started = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(seconds + 30)
-    return counter["ok"] / (time.perf_counter() - started), counter["ok"]
+    assert slapd.process is not None
+    with CPU(popframe=os.getpid(), slapd=slapd.process.pid) as cpu:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(seconds + 30)
+    return Row(f"python-ldap, {threads} threads", 0, counter["ok"],
+               time.perf_counter() - started, 0, cpu.used)
 
 
 def main() -> int:
@@ -264,31 +304,31 @@ def main() -> int:
     users = [(u.uid, u.password) for u in numbered_users(args.users)]
     slapd_run = start_slapd(extra_users=args.users)
     slapd = next(slapd_run)
-    rows = []
+    rows: list[Row] = []
     try:
         for cache_ttl in (0.0, args.ttl):
-            rate, count = checker_rate(slapd, args.mode, cache_ttl, users, args.logins,
-                                       args.concurrency, args.seconds)
-            rows.append(("checker", cache_ttl, rate, count, 0))
+            rows.append(checker_rate(slapd, args.mode, cache_ttl, users, args.logins,
+                                     args.concurrency, args.seconds))
         if args.python_ldap:
-            rate, count = python_ldap_rate(slapd, args.mode, users, args.logins, args.concurrency,
-                                           args.seconds)
-            rows.append((f"python-ldap, {args.concurrency} threads", 0.0, rate, count, 0))
+            rows.append(python_ldap_rate(slapd, args.mode, users, args.logins, args.concurrency,
+                                         args.seconds))
         for cache_ttl in (0.0, args.ttl):
-            rate, count, errors = pop3_rate(slapd, args.mode, cache_ttl, users, args.logins,
-                                            args.concurrency, args.seconds)
-            rows.append(("pop3 sessions", cache_ttl, rate, count, errors))
+            rows.append(pop3_rate(slapd, args.mode, cache_ttl, users, args.logins,
+                                  args.concurrency, args.seconds))
     finally:
         next(slapd_run, None)
     print(f"{args.users} users, {args.concurrency} at once, {args.mode}, "
-          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
-    print("| what | cache_ttl | logins/s | logins | errors |")
-    print("| --- | --- | --- | --- | --- |")
-    for what, ttl, rate, count, errors in rows:
-        print(f"| {what} | {ttl:g} | {rate:,.0f} | {count} | {errors} |")
+          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}\n")
+    print("| what | cache_ttl | logins/s | logins | errors | CPU ms per login: client side | slapd |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        per = {name: 1000 * used / max(row.logins, 1) for name, used in row.cpu.items()}
+        print(f"| {row.what} | {row.cache_ttl:g} | {row.logins / row.seconds:,.0f} | {row.logins} "
+              f"| {row.errors} | {per.get('popframe', 0):.3f} | {per.get('slapd', 0):.3f} |")
     for reply in sorted(set(FAILURES)):
         print(f"\n{FAILURES.count(reply)} sessions failed with: {reply}")
-    return 1 if any(row[4] for row in rows) else 0
+    return 1 if any(row.errors for row in rows) else 0
 
 
 if __name__ == "__main__":
