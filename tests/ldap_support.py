@@ -1,4 +1,5 @@
-"""A real OpenLDAP ``slapd`` for the LDAP tests, and a reactor to talk to it.
+"""A real OpenLDAP ``slapd`` (and a Samba AD DC) for the LDAP tests, and a
+reactor to talk to them.
 
 :func:`start_slapd` runs one slapd of our own (never the system instance)
 on two free loopback ports, ``ldap://`` (which also offers StartTLS) and
@@ -160,6 +161,7 @@ def _free_port() -> int:
 
 
 def _slapd_missing(reason: str) -> None:
+    """Skip locally; fail in CI (tests/run.sh installs what is missing)."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"the LDAP tests must run in CI: {reason}", pytrace=False)
     pytest.skip(reason)
@@ -294,6 +296,122 @@ def start_slapd(extra_users: int = 0) -> Iterator[Slapd]:
         _slapd_missing("slapadd or ldapsearch is missing (apt-get install slapd ldap-utils)")
     with tempfile.TemporaryDirectory(prefix="popframe-slapd-") as root:
         server = Slapd(Path(root), extra_users=extra_users)
+        server.prepare()
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+# -- a Samba Active Directory domain controller -------------------------------------------
+
+#: The Samba AD DC's address: its LDAP ports are always 389 and 636, so it
+#: gets a loopback address of its own rather than 127.0.0.1.
+SAMBA_ADDRESS = "127.0.0.2"
+SAMBA_BASE = "DC=example,DC=test"
+SAMBA_ADMIN_PASSWORD = "Adm1nPassw0rd!"
+#: (sAMAccountName, password, enabled): the service account first.
+SAMBA_ACCOUNTS = [("svc", "Svc-pw1!x", True), ("dave", "Dave-pw1!x", True),
+                  ("erin", "Erin-pw1!x", False)]
+
+
+@dataclass
+class SambaDC:
+    """A throwaway Samba AD DC serving only LDAP on 127.0.0.2 (recipe:
+    shared/notes/samba-ad.md), with our own certificate for 127.0.0.2."""
+
+    root: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def smb_conf(self) -> Path:
+        return self.root / "etc" / "smb.conf"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / "tls-cert.pem"
+
+    def prepare(self) -> None:
+        tool = ["samba-tool"]
+        subprocess.run(
+            [*tool, "domain", "provision", "-q", "-s", "/dev/null", f"--targetdir={self.root}",
+             "--realm=EXAMPLE.TEST", "--domain=EXAMPLE", "--host-name=dc1",
+             f"--adminpass={SAMBA_ADMIN_PASSWORD}", "--dns-backend=NONE",
+             f"--option=interfaces={SAMBA_ADDRESS}/8", "--option=bind interfaces only=yes",
+             "--option=server services=ldap", f"--option=pid directory={self.root}/run",
+             f"--option=log file={self.root}/log.%m"],
+            check=True, capture_output=True, timeout=120)
+        make_self_signed(self.ca_file, self.root / "tls-key.pem", hostnames=["dc1.example.test"],
+                         ip_addresses=[SAMBA_ADDRESS])
+
+    def start(self, startup_seconds: float = 30) -> None:
+        for port in (389, 636):
+            with socket.socket() as probe:
+                try:
+                    probe.bind((SAMBA_ADDRESS, port))
+                except OSError as error:
+                    raise RuntimeError(f"{SAMBA_ADDRESS}:{port} is taken ({error}): "
+                                       "something listens on all addresses there") from None
+        log = open(self.root / "samba.log", "ab")  # noqa: SIM115  (owned by the process)
+        self.process = subprocess.Popen(
+            ["samba", "-i", "-M", "single", "-s", str(self.smb_conf), "--maximum-runtime=900",
+             f"--option=tls certfile={self.ca_file}", f"--option=tls keyfile={self.root}/tls-key.pem",
+             "--option=tls cafile="],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + startup_seconds
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"samba exited: {(self.root / 'samba.log').read_text()}")
+            try:
+                socket.create_connection((SAMBA_ADDRESS, 636), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("samba did not start listening") from None
+                time.sleep(0.05)
+
+        self._add_accounts()
+
+    def _add_accounts(self) -> None:
+        """The accounts, in one ldapmodify over ldaps as Administrator
+        (one samba-tool call per user costs a second of Python start-up)."""
+        changes = []
+        for name, password, enabled in SAMBA_ACCOUNTS:
+            quoted = base64.b64encode(f'"{password}"'.encode("utf-16-le")).decode()
+            changes.append(
+                f"dn: CN={name},CN=Users,{SAMBA_BASE}\nchangetype: add\nobjectClass: user\n"
+                f"sAMAccountName: {name}\nuserPrincipalName: {name}@example.test\n"
+                f"mail: {name}@example.test\nunicodePwd:: {quoted}\n"
+                f"userAccountControl: {512 if enabled else 514}\n")
+        subprocess.run(
+            ["ldapmodify", "-x", "-H", f"ldaps://{SAMBA_ADDRESS}", "-D", "Administrator@example.test",
+             "-w", SAMBA_ADMIN_PASSWORD], input="\n".join(changes), text=True, check=True,
+            capture_output=True, timeout=60, env={**os.environ, "LDAPTLS_CACERT": str(self.ca_file)})
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def start_samba_dc() -> Iterator[SambaDC]:
+    """The body of a module-scoped fixture: a provisioned, running DC."""
+    os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin"
+    if shutil.which("samba") is None or shutil.which("samba-tool") is None:
+        _slapd_missing("Samba is not installed (apt-get install samba-ad-dc samba-ad-provision)")
+    if os.geteuid() != 0:
+        _slapd_missing("a Samba AD DC must run as root (its ports are 389 and 636)")
+    with tempfile.TemporaryDirectory(prefix="popframe-samba-") as root:
+        server = SambaDC(Path(root))
         server.prepare()
         server.start()
         try:

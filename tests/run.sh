@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 
 # Real clients and tools the integration tests drive.
 # slapd + ldap-utils: tests/ldap_support.py runs a slapd of its own on free loopback
-# ports (the system instance the package sets up is left alone).
-DEBIAN_PACKAGES=(curl openssl fetchmail mpop getmail6 redis-server slapd ldap-utils)
+# ports (the system instance the package sets up is left alone); samba-ad-dc +
+# samba-ad-provision: a throwaway Samba AD DC on 127.0.0.2 (tests/test_ldap_samba.py).
+DEBIAN_PACKAGES=(curl openssl fetchmail mpop getmail6 redis-server slapd ldap-utils
+                 samba-ad-dc samba-ad-provision)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
