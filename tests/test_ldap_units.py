@@ -381,3 +381,107 @@ def test_a_bind_never_sends_an_empty_password() -> None:
     with pytest.raises(ValueError):
         connection.bind("uid=alice,dc=example,dc=org", b"")
     assert transport.inner.value() == b""
+
+
+# -- the pool, with stand-in connections -------------------------------------------------------
+
+
+class StandIn:
+    """What the pool uses of a Connection."""
+
+    def __init__(self, url: object) -> None:
+        self.url = url
+        self.broken: str | None = None
+        self.uses = 0
+        self.closed = False
+
+    @property
+    def usable(self) -> bool:
+        return self.broken is None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def search(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        from twisted.internet.defer import succeed
+
+        return succeed([])  # the pool's probe of a fresh anonymous connection
+
+
+def _pool(urls: list[str], refuse: set[str] = frozenset(), pool_size: int = 2):  # type: ignore[no-untyped-def]
+    from twisted.internet.defer import fail, succeed
+    from twisted.internet.task import Clock as ReactorClock
+
+    from popframe.auth.ldap.connection import DirectoryUnavailable
+    from popframe.auth.ldap.pool import ConnectionPool
+
+    settings = settings_from_mapping({**BASE, "url": urls, "pool_size": pool_size, "timeout": 2}, "x")
+    made: list[StandIn] = []
+
+    def connector(reactor: object, settings: object, url):  # type: ignore[no-untyped-def]
+        if url.url in refuse:
+            return fail(DirectoryUnavailable(f"{url.url}: refused"))
+        made.append(StandIn(url))
+        return succeed(made[-1])
+
+    clock = ReactorClock()
+    return ConnectionPool(settings, clock, "test", connector=connector), made, clock
+
+
+def test_pool_reuses_and_retries_a_lost_connection_once() -> None:
+    from twisted.internet.defer import fail, succeed
+
+    from popframe.auth.ldap.connection import DirectoryUnavailable
+
+    pool, made, _ = _pool(["ldap://127.0.0.1"])
+    assert pool.run(lambda c: succeed("one")).result == "one"
+    assert pool.run(lambda c: succeed("two")).result == "two"
+    assert len(made) == 1  # reused
+
+    def lost_on_first(connection: StandIn):  # type: ignore[no-untyped-def]
+        if connection is made[0]:
+            connection.broken = "connection lost: the directory restarted"
+            return fail(DirectoryUnavailable("lost"))
+        return succeed("three")
+
+    assert pool.run(lost_on_first).result == "three"
+    assert len(made) == 2 and made[0].closed
+
+    def always_lost(connection: StandIn):  # type: ignore[no-untyped-def]
+        connection.broken = "connection lost: again"
+        return fail(DirectoryUnavailable("lost"))
+
+    d = pool.run(always_lost)  # reused, lost, retried once on a new one: lost again
+    assert isinstance(d.result.value, DirectoryUnavailable)
+    d.addErrback(lambda _: None)
+    assert len(made) == 3
+
+
+def test_pool_fails_over_and_tries_a_failed_url_last() -> None:
+    from twisted.internet.defer import succeed
+
+    pool, made, clock = _pool(["ldap://127.0.0.1:1", "ldap://127.0.0.1:2"], refuse={"ldap://127.0.0.1:1"})
+    assert pool.run(lambda c: succeed(c.url.port)).result == 2
+    assert [c.url.port for c in made] == [2]
+
+
+def test_pool_waits_a_bounded_time_for_a_free_connection() -> None:
+    from twisted.internet.defer import Deferred, succeed
+
+    from popframe.auth.ldap.connection import DirectoryUnavailable
+
+    pool, made, clock = _pool(["ldap://127.0.0.1"], pool_size=1)
+    busy: Deferred[str] = Deferred()
+    first = pool.run(lambda c: busy)
+    second = pool.run(lambda c: succeed("second"))
+    third = pool.run(lambda c: succeed("third"))
+    busy.callback("first")
+    assert (first.result, second.result) == ("first", "second")
+    assert third.result == "third"
+    blocker: Deferred[str] = Deferred()
+    pool.run(lambda c: blocker)
+    late = pool.run(lambda c: succeed("late"))
+    clock.advance(2)
+    assert isinstance(late.result.value, DirectoryUnavailable)
+    late.addErrback(lambda _: None)
+    assert len(made) == 1

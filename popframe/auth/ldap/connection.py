@@ -201,6 +201,7 @@ class Connection:
         self.timeout = timeout
         self.reactor = reactor
         self.broken: str | None = None  # why it may not be used again
+        self.uses = 0  # operations lent it (a pool retries a lost reused one)
         self._timed_out = False
         client.lost.append(self._lost)
 

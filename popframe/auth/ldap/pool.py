@@ -71,17 +71,18 @@ class ConnectionPool:
         return self._run(operation, retry=True)
 
     def _run(self, operation: Callable[[Connection], Deferred[T]], retry: bool) -> Deferred[T]:
-        reused: list[bool] = []
-        d = self._acquire(reused)
+        d = self._acquire()
 
         def use(connection: Connection) -> Deferred[T]:
+            connection.uses += 1
             result = maybeDeferred(operation, connection)
 
             def finished(outcome: Any) -> Any:
                 if isinstance(outcome, Failure) and not connection.usable:
                     self._failed_at[connection.url] = self.reactor.seconds()
                 self._release(connection)
-                if (isinstance(outcome, Failure) and retry and reused and not connection.usable
+                if (isinstance(outcome, Failure) and retry and connection.uses > 1
+                        and not connection.usable
                         and isinstance(outcome.value, DirectoryUnavailable)
                         and "connection lost" in (connection.broken or "")):
                     return self._run(operation, retry=False)
@@ -91,14 +92,13 @@ class ConnectionPool:
 
         return d.addCallback(use)
 
-    def _acquire(self, reused: list[bool]) -> Deferred[Connection]:
+    def _acquire(self) -> Deferred[Connection]:
         if self._closed:
             return fail(DirectoryUnavailable(f"{self.name}: shutting down"))
         now = self.reactor.seconds()
         while self._idle:
             connection, since = self._idle.pop()  # the most recently used
             if connection.usable and now - since < IDLE_TIMEOUT:
-                reused.append(True)
                 return succeed(connection)
             self._discard(connection)
         if self._count < self.settings.pool_size:
