@@ -160,7 +160,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _slapd_missing(reason: str) -> None:
+def _missing(reason: str) -> None:
     """Skip locally; fail in CI (tests/run.sh installs what is missing)."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"the LDAP tests must run in CI: {reason}", pytrace=False)
@@ -226,37 +226,18 @@ access to * by users read by * none
     def start(self, startup_seconds: float = 15) -> None:
         """Start slapd (again) on the same ports; return once both answer."""
         assert self.process is None
-        log = open(self.root / "slapd.log", "ab")  # noqa: SIM115  (owned by the process)
-        self.process = subprocess.Popen(
+        self.process = _spawn(
             ["slapd", "-d", "0", "-f", str(self.config),
              "-h", f"ldap://127.0.0.1:{self.port}/ ldaps://127.0.0.1:{self.tls_port}/"],
-            stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + startup_seconds
-        for port in (self.port, self.tls_port):
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"slapd exited: {(self.root / 'slapd.log').read_text()}")
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        self.stop()
-                        raise RuntimeError("slapd did not start listening") from None
-                    time.sleep(0.02)
+            self.root / "slapd.log")
+        _wait_listening(self.process, "127.0.0.1", [self.port, self.tls_port], startup_seconds,
+                        self.root / "slapd.log")
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.send_signal(signal.SIGCONT)  # a paused slapd cannot stop
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            process.send_signal(signal.SIGCONT)  # a paused slapd cannot stop
+            _terminate(process)
 
     def pause(self) -> None:
         """SIGSTOP: connections are accepted by the kernel, never answered.
@@ -287,21 +268,61 @@ access to * by users read by * none
         return result.stdout
 
 
+def _serving(server: Any) -> Iterator[Any]:
+    """Prepare and start ``server``; stop it when the fixture ends."""
+    server.prepare()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a server in the foreground, its output appended to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+
+
+def _wait_listening(process: subprocess.Popen[bytes], host: str, ports: list[int],
+                    seconds: float, log_path: Path) -> None:
+    """Return once ``host`` accepts TCP on every port; kill the process and
+    raise ``RuntimeError`` with its log if it exits or takes too long."""
+    deadline = time.monotonic() + seconds
+    for port in ports:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args[0]} exited: {log_path.read_text()}")
+            try:
+                socket.create_connection((host, port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    _terminate(process)
+                    raise RuntimeError(f"{process.args[0]} did not listen on {host}:{port}: "
+                                       f"{log_path.read_text()}") from None
+                time.sleep(0.02)
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def start_slapd(extra_users: int = 0) -> Iterator[Slapd]:
     """The body of a module-scoped fixture: one seeded slapd, stopped at the end."""
     if shutil.which("slapd") is None and not os.path.exists("/usr/sbin/slapd"):
-        _slapd_missing("slapd is not installed (apt-get install slapd ldap-utils)")
+        _missing("slapd is not installed (apt-get install slapd ldap-utils)")
     os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin"
     if shutil.which("slapadd") is None or shutil.which("ldapsearch") is None:
-        _slapd_missing("slapadd or ldapsearch is missing (apt-get install slapd ldap-utils)")
+        _missing("slapadd or ldapsearch is missing (apt-get install slapd ldap-utils)")
     with tempfile.TemporaryDirectory(prefix="popframe-slapd-") as root:
-        server = Slapd(Path(root), extra_users=extra_users)
-        server.prepare()
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+        yield from _serving(Slapd(Path(root), extra_users=extra_users))
 
 
 # -- a Samba Active Directory domain controller -------------------------------------------
@@ -348,31 +369,20 @@ class SambaDC:
     def start(self, startup_seconds: float = 30) -> None:
         for port in (389, 636):
             with socket.socket() as probe:
+                # (REUSEADDR: only a listener counts, not connections in TIME_WAIT)
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind((SAMBA_ADDRESS, port))
+                    probe.listen(1)
                 except OSError as error:
                     raise RuntimeError(f"{SAMBA_ADDRESS}:{port} is taken ({error}): "
                                        "something listens on all addresses there") from None
-        log = open(self.root / "samba.log", "ab")  # noqa: SIM115  (owned by the process)
-        self.process = subprocess.Popen(
+        self.process = _spawn(
             ["samba", "-i", "-M", "single", "-s", str(self.smb_conf), "--maximum-runtime=900",
              f"--option=tls certfile={self.ca_file}", f"--option=tls keyfile={self.root}/tls-key.pem",
              "--option=tls cafile="],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
-        deadline = time.monotonic() + startup_seconds
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"samba exited: {(self.root / 'samba.log').read_text()}")
-            try:
-                socket.create_connection((SAMBA_ADDRESS, 636), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("samba did not start listening") from None
-                time.sleep(0.05)
-
+            self.root / "samba.log")
+        _wait_listening(self.process, SAMBA_ADDRESS, [636], startup_seconds, self.root / "samba.log")
         self._add_accounts()
 
     def _add_accounts(self) -> None:
@@ -393,31 +403,19 @@ class SambaDC:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            _terminate(process)
 
 
 def start_samba_dc() -> Iterator[SambaDC]:
     """The body of a module-scoped fixture: a provisioned, running DC."""
     os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin"
     if shutil.which("samba") is None or shutil.which("samba-tool") is None:
-        _slapd_missing("Samba is not installed (apt-get install samba-ad-dc samba-ad-provision)")
+        _missing("Samba is not installed (apt-get install samba-ad-dc samba-ad-provision)")
     if os.geteuid() != 0:
-        _slapd_missing("a Samba AD DC must run as root (its ports are 389 and 636)")
+        _missing("a Samba AD DC must run as root (its ports are 389 and 636)")
     with tempfile.TemporaryDirectory(prefix="popframe-samba-") as root:
-        server = SambaDC(Path(root))
-        server.prepare()
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+        yield from _serving(SambaDC(Path(root)))
 
 
 class Clock:
