@@ -214,6 +214,17 @@ def test_plaintext_to_a_remote_directory_needs_allow_plaintext() -> None:
     settings_from_mapping({**BASE, "url": "ldap://ldap.example.org", "starttls": True}, "x")
 
 
+def test_ca_file_is_read_at_start_up(tmp_path: Path) -> None:
+    from popframe.tls import make_self_signed
+
+    ca = tmp_path / "ca.pem"
+    make_self_signed(ca, tmp_path / "key.pem")
+    settings = settings_from_mapping({**BASE, "ca_file": str(ca)}, "x")
+    assert len(settings.ca_certificates) == 1
+    ca.write_text("not a certificate\n")
+    assert f"key 'ca_file': {ca} holds no PEM certificate" in problem({**BASE, "ca_file": str(ca)})
+
+
 def test_password_from_a_file(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("s3cret\n")

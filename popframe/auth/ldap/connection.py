@@ -20,7 +20,7 @@ from typing import Any
 
 from ldaptor.protocols import pureber, pureldap  # type: ignore[import-untyped]
 from twisted.internet import ssl
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Protocol, connectionDone
@@ -78,22 +78,13 @@ class Entry:
 
 def tls_options(settings: LDAPSettings, url: DirectoryURL) -> Any:
     """Client TLS options for ``url``: the certificate must chain to
-    ``ca_file`` (or the system's CAs) and name the URL's host."""
-    if settings.ca_file:
-        with open(settings.ca_file, "rb") as f:
-            trust = ssl.trustRootFromCertificates(_certificates(f.read()))
+    ``ca_file``'s certificates (read at start-up) or the system's CAs,
+    and name the URL's host."""
+    if settings.ca_certificates:
+        trust = ssl.trustRootFromCertificates(list(settings.ca_certificates))
     else:
         trust = ssl.platformTrust()
     return ssl.optionsForClientTLS(url.host, trustRoot=trust)
-
-
-def _certificates(pem: bytes) -> list[ssl.Certificate]:
-    marker = b"-----END CERTIFICATE-----"
-    blocks = [block + marker for block in pem.split(marker)
-              if b"-----BEGIN CERTIFICATE-----" in block]
-    if not blocks:
-        raise ValueError("no PEM certificate in ca_file")
-    return [ssl.Certificate.loadPEM(block) for block in blocks]
 
 
 #: How ldaptor decodes what a server sends (its client's own recipe).
@@ -335,9 +326,9 @@ def connect(reactor: Any, settings: LDAPSettings, url: DirectoryURL) -> Deferred
     # (the endpoint's own timeout is whole seconds; ours, below, is exact)
     endpoint: Any = HostnameEndpoint(reactor, url.host, url.port,
                                      timeout=max(1, math.ceil(settings.timeout)))
-    options = tls_options(settings, url) if url.ldaps or settings.starttls else None
+    options: Any = tls_options(settings, url) if url.ldaps or settings.starttls else None
     if url.ldaps:
-        endpoint = wrapClientTLS(tls_options(settings, url), endpoint)
+        endpoint = wrapClientTLS(options, endpoint)
     client = _Client()
     if url.ldaps:
         client.handshake = Deferred()
@@ -373,8 +364,6 @@ def _text(value: Any) -> str:
 def _describe(failure: Failure) -> str:
     """A failure in one line, for the log."""
     error = failure.value
-    from twisted.internet.defer import CancelledError
-
     if isinstance(error, CancelledError):
         return "timed out"
     text = str(error) or type(error).__name__

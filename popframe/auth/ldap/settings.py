@@ -73,6 +73,8 @@ class LDAPSettings:
     dn_template: DNTemplate | None = None
     starttls: bool = False
     ca_file: str | None = None
+    # ca_file's certificates, read once at start-up.
+    ca_certificates: tuple[Any, ...] = field(default=(), repr=False)
     bind_dn: str | None = None
     bind_password: bytes | None = field(default=None, repr=False)
     scope: int = pureldap.LDAP_SCOPE_wholeSubtree
@@ -216,6 +218,24 @@ def _readable_file(value: Any) -> str:
     return path
 
 
+def _ca_certificates(path: str) -> tuple[Any, ...]:
+    """The PEM certificates in ``path``."""
+    from twisted.internet import ssl
+
+    with open(path, "rb") as f:
+        pem = f.read()
+    marker = b"-----END CERTIFICATE-----"
+    blocks = [block + marker for block in pem.split(marker)
+              if b"-----BEGIN CERTIFICATE-----" in block]
+    try:
+        certificates = tuple(ssl.Certificate.loadPEM(block) for block in blocks)
+    except Exception as error:
+        raise _Wrong(f"{path}: not a PEM certificate: {error}") from None
+    if not certificates:
+        raise _Wrong(f"{path} holds no PEM certificate")
+    return certificates
+
+
 def _password(value: Any) -> bytes:
     if not isinstance(value, str) or not value:
         raise _Wrong("expected a non-empty string")
@@ -317,6 +337,11 @@ def settings_from_mapping(document: Mapping[str, Any], path: str) -> LDAPSetting
     if ("bind_dn" in values) != ("bind_password" in values):
         missing = "bind_password" if "bind_dn" in values else "bind_dn"
         raise wrong(missing, "bind_dn and bind_password (or bind_password_file) go together")
+    if "ca_file" in values:
+        try:
+            values["ca_certificates"] = _ca_certificates(values["ca_file"])
+        except _Wrong as error:
+            raise wrong("ca_file", str(error)) from None
     settings = LDAPSettings(path=path, **values)
     for url in settings.urls:
         if url.ldaps and settings.starttls:
