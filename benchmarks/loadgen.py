@@ -267,7 +267,7 @@ async def run_session(loop, host: str, port: int, user: str, info: dict, scenari
                 futs = client.send([b"RETR %d" % n for n in numbers], multi=True,
                                    least=[sizes[n] for n in numbers])
                 prev = perf()
-                for n, fut in zip(numbers, futs):
+                for n, fut in zip(numbers, futs, strict=True):
                     st, body, t = await fut
                     if not st.startswith(b"+OK"):
                         raise Pop3Error("-ERR RETR", st.decode("latin-1"))

@@ -288,10 +288,11 @@ def summary(results: list[dict], server_names: list[str], reference: str = "dove
 def machine_notes() -> str:
     cpu = "?"
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     dovecot = subprocess.run(["dovecot", "--version"], capture_output=True, text=True).stdout.strip()

@@ -153,7 +153,7 @@ class TreeSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "TreeSampler":
+    def start(self) -> TreeSampler:
         self._sample(True)
         self._thread.start()
         return self
@@ -245,16 +245,15 @@ class Server:
         self.maildirs.chmod(0o755)
         self.port = free_port()
         self.prepare()
-        out = open(self.dir / "stdout.log", "ab")
-        self.proc = subprocess.Popen(self.command(), cwd=self.dir, env=self.env(), stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-        out.close()
+        with open(self.dir / "stdout.log", "ab") as out:
+            self.proc = subprocess.Popen(self.command(), cwd=self.dir, env=self.env(), stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
         try:
             self.greeting = wait_for_greeting(self.port, proc=self.proc)
-        except Exception:
+        except Exception as error:
             self.stop()
-            raise RuntimeError(f"{self.name} did not start; see {self.dir}/stdout.log and {self.log}")
+            raise RuntimeError(f"{self.name} did not start; see {self.dir}/stdout.log and {self.log}") from error
 
     def prepare(self) -> None:
         pass
@@ -300,7 +299,7 @@ def export_popframe(rev: str, dest: Path) -> Path:
     return target
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _popframe_help(src: Path) -> str:
     return subprocess.run([*twistd(), "pop3", "--help"], cwd=src,
                           env={**os.environ, "PYTHONPATH": str(src)}, capture_output=True,

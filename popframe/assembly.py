@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
     from popframe.settings import Settings
 
+__all__ = ["make_factory", "server_config"]
+
 
 def server_config(settings: Settings) -> ServerConfig:
     """What every connection of a factory shares."""

@@ -1,7 +1,9 @@
-"""Configuration errors and checks shared by the command line, plugins and
-the TOML config file."""
+"""Configuration errors and checks shared by the command line and
+plugins (there is no config file yet)."""
 
 from __future__ import annotations
+
+__all__ = ["ConfigurationError"]
 
 
 class ConfigurationError(Exception):

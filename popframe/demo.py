@@ -126,7 +126,7 @@ def _ensure_certificate(cert_path: Path, key_path: Path) -> None:
         except ConfigurationError:
             pass
         else:
-            tomorrow = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+            tomorrow = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
             if server.certificate.not_valid_after_utc > tomorrow:
                 return
     make_self_signed(cert_path, key_path)
@@ -179,7 +179,7 @@ def _host() -> str:
 
 def sample_messages() -> list[bytes]:
     """The demo mail, as stored: each one exercises a part of POP3."""
-    now = datetime.datetime.now(datetime.timezone.utc).astimezone()
+    now = datetime.datetime.now(datetime.UTC).astimezone()
     builders = [_welcome, _dot_lines, _bare_lf, _attachment, _long_utf8]
     count = len(builders)
     return [

@@ -9,6 +9,25 @@ module imports nothing from Twisted.
 
 from __future__ import annotations
 
+__all__ = [
+    "AuthenticationFailed",
+    "BadArguments",
+    "ClientError",
+    "LineTooLong",
+    "LoginDelayed",
+    "MaildropInUse",
+    "MessageDeleted",
+    "NoSuchMessage",
+    "POP3Error",
+    "PermanentFailure",
+    "ResponseCode",
+    "TLSNotAvailable",
+    "TLSRequired",
+    "TemporaryFailure",
+    "UnknownCommand",
+    "WrongState",
+]
+
 
 class ResponseCode:
     """The response codes popframe sends (RFC 2449 section 8, RFC 3206)."""

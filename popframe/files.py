@@ -13,6 +13,8 @@ from twisted.logger import Logger
 
 from popframe.errors import TemporaryFailure
 
+__all__ = ["FileKey", "WatchedFile", "file_key", "fsync_directory", "write_file_atomically"]
+
 T = TypeVar("T")
 log = Logger()
 

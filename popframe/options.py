@@ -30,6 +30,8 @@ from popframe.auth.credentials import (
 )
 from popframe.config import ConfigurationError
 
+__all__ = ["DEFAULT_BACKLOG", "DEMO_PLAIN", "DEMO_TLS_PORT", "Options", "with_default_backlog"]
+
 DEMO_PLAIN = "tcp:1110:interface=127.0.0.1"
 DEMO_TLS_PORT = 1995
 
@@ -178,6 +180,16 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             super().opt_auth(description)
         except ConfigurationError as error:
             raise usage.UsageError(str(error)) from None
+        except usage.UsageError as error:
+            # Twisted says only "Auth plugin not recognized: NAME"; the
+            # checker meant may be in a plugin module that failed to load.
+            from popframe.plugins import find_plugins
+
+            search = find_plugins(strcred.ICheckerFactory)
+            name = description.partition(":")[0]
+            if not search.broken or any(f.authType == name for f in search.found):
+                raise
+            raise usage.UsageError(f"{error}; {search.broken_text()}") from None
         _encode_memory_users(self["credCheckers"][-1])
 
     def opt_master_user(self, user: str) -> None:
@@ -220,7 +232,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if self["tls-client-ca"] and not self["tls-cert"]:
             raise ConfigurationError("--tls-client-ca", "needs --tls-cert")
         if not self["tls-client-ca"] and self.get("credInterfaces", {}).get(IClientCertificate):
-            raise ConfigurationError("--auth", "tls-cert needs --tls-client-ca (the CA of the client certificates)")
+            raise ConfigurationError(
+                "--auth", "tls-cert needs --tls-client-ca (the CA of the client certificates)"
+            )
         if self["idle-timeout"] < 0:
             raise ConfigurationError("--idle-timeout", "must not be negative")
         if self["preauth-timeout"] < 0:

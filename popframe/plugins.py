@@ -45,7 +45,7 @@ def find_plugins(interface: Any) -> PluginSearch[Any]:
         key = module.name.rpartition(".")[2]
         if key not in cache:  # its import failed while the cache was made
             search.broken[module.name] = _import_error(module)
-    for key, dropin in cache.items():
+    for dropin in cache.values():
         for plugin in dropin.plugins:
             try:
                 loaded = plugin.load()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from twisted.cred.portal import IRealm
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 from popframe.interfaces import IMaildrop, IMaildropStore, UserSettings
 
@@ -19,19 +19,26 @@ log = Logger()
 @implementer(IRealm)
 class MaildropRealm:
     """Opens the avatar's maildrop in ``store``.  The ``mind`` is the user's
-    :class:`~popframe.interfaces.UserSettings` (or None), which the store
-    gets.  The logout callable abandons the maildrop, which releases the
-    lock unless QUIT already committed."""
+    :class:`~popframe.interfaces.UserSettings` (anything else: None), which
+    the store gets.  The logout callable abandons the maildrop, which
+    releases the lock unless QUIT already committed."""
 
     def __init__(self, store: IMaildropStore) -> None:
         self.store = store
 
-    def requestAvatar(self, avatarId: bytes | str, mind: UserSettings | None,
-                      *interfaces: Any) -> Deferred[tuple[Any, IMaildrop, Any]]:
+    def requestAvatar(
+        self, avatarId: bytes | tuple[()], mind: object, *interfaces: type[Interface]
+    ) -> Deferred[tuple[type[Interface], object, Callable[[], None]]]:
         if IMaildrop not in interfaces:
             raise NotImplementedError("MaildropRealm only provides IMaildrop")
-        user = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else avatarId
-        return self.store.open(user, mind).addCallback(
+        if isinstance(avatarId, bytes):
+            user = avatarId.decode("utf-8")
+        elif isinstance(avatarId, str):  # outside IRealm's types, but taken as it was
+            user = avatarId
+        else:
+            raise NotImplementedError("MaildropRealm has no anonymous maildrop")
+        settings = mind if isinstance(mind, UserSettings) else None
+        return self.store.open(user, settings).addCallback(
             lambda maildrop: (IMaildrop, maildrop, lambda: _abandon(maildrop))
         )
 

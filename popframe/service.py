@@ -15,6 +15,8 @@ from popframe.settings import Settings
 from popframe.tls import harden_endpoint
 from popframe.twisted_internals import raise_listen_errors_synchronously
 
+__all__ = ["make_listeners", "make_service"]
+
 
 def make_listeners(settings: Settings, reactor: Any) -> MultiService:
     """One process serving every ``--listen`` endpoint (``--workers 1``)."""

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from popframe.options import Options
     from popframe.throttle import Throttle
 
+__all__ = ["Settings"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:

@@ -9,6 +9,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+__all__ = ["ThreadPoolRunner"]
+
 T = TypeVar("T")
 
 

@@ -184,7 +184,9 @@ class RedisThrottleStore:
         )
         self._increment = self.client.register_script(_INCREMENT)
         # Tests pass one that runs at once.
-        self._run_blocking = run_blocking or ThreadPoolRunner("popframe-throttle", pool_size, reactor)
+        self._run_blocking = run_blocking or ThreadPoolRunner(
+            "popframe-throttle", pool_size, reactor
+        )
         self._down_until = 0.0
         self._reported: str | None = None
 
@@ -205,7 +207,11 @@ class RedisThrottleStore:
 
     def reset(self, key: str) -> Deferred[None]:
         full = self._key(key)
-        return self._run(lambda: self.client.delete(full) and None)
+
+        def delete() -> None:
+            self.client.delete(full)
+
+        return self._run(delete)
 
     def claim(self, key: str, ttl: float) -> Deferred[bool]:
         full = self._key(key)
@@ -368,10 +374,10 @@ class Throttle:
         key = address_key(peer)
         if not self.max_ip_failures or key is None:
             return succeed(False)
-        d = self.store.counts([_ip(key)])
-        d.addCallback(lambda counts: counts[0] >= self.max_ip_failures)
-        d.addErrback(_fail_open, False)
-        return d
+        reached = self.store.counts([_ip(key)]).addCallback(
+            lambda counts: counts[0] >= self.max_ip_failures
+        )
+        return reached.addErrback(_fail_open, False)
 
     def failed(self, peer: object, user: str | None, connection_failures: int) -> Deferred[Verdict]:
         """Count a failed login; fires with what to do about it."""

@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -28,6 +29,9 @@ from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersi
 from popframe.config import ConfigurationError
 from popframe.files import write_file_atomically
 from popframe.twisted_internals import replace_tls_options, tls_options, wrapped_endpoint
+
+if TYPE_CHECKING:
+    from OpenSSL.crypto import X509
 
 __all__ = [
     "MINIMUM_TLS_VERSION",
@@ -112,7 +116,9 @@ def load_client_cas(path: str | os.PathLike[str]) -> tuple[x509.Certificate, ...
     try:
         return tuple(x509.load_pem_x509_certificates(data))
     except ValueError as error:
-        raise ConfigurationError(CLIENT_CA_KEY, f"invalid PEM certificate in {path}: {error}") from error
+        raise ConfigurationError(
+            CLIENT_CA_KEY, f"invalid PEM certificate in {path}: {error}"
+        ) from error
 
 
 def load_server_certificate(
@@ -173,7 +179,13 @@ def certificate_options(
     return options
 
 
-def _client_verification(client_cas: tuple[x509.Certificate, ...]) -> dict[str, object]:
+class _ClientVerification(TypedDict, total=False):
+    verify: bool
+    caCerts: list[X509]
+    requireCertificate: bool
+
+
+def _client_verification(client_cas: tuple[x509.Certificate, ...]) -> _ClientVerification:
     """Twisted's arguments for optional client certificates: ``trustRoot``
     would make them mandatory, so the older ``verify``/``caCerts`` (which
     take pyOpenSSL's type; its conversion does not warn)."""
@@ -193,7 +205,9 @@ def _read(option: str, path: str) -> bytes:
         with open(path, "rb") as file:
             return file.read()
     except OSError as error:
-        raise ConfigurationError(option, f"cannot read {path}: {error.strerror or error}") from error
+        raise ConfigurationError(
+            option, f"cannot read {path}: {error.strerror or error}"
+        ) from error
 
 
 def _load_certificates(path: str) -> list[x509.Certificate]:
@@ -262,7 +276,9 @@ def _check_key_matches(
 def _ssl_reason(error: SSL.Error) -> str:
     """OpenSSL's error queue as one readable line."""
     parts = [
-        str(entry[-1]) for entry in (error.args[0] if error.args else []) if isinstance(entry, tuple)
+        str(entry[-1])
+        for entry in (error.args[0] if error.args else [])
+        if isinstance(entry, tuple)
     ]
     return "; ".join(part for part in parts if part) or str(error)
 
@@ -318,7 +334,7 @@ def _self_signed_certificate(
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "popframe self-signed"),
         ]
     )
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     alternative_names: list[x509.GeneralName] = [x509.DNSName(host) for host in hostnames]
     alternative_names += [x509.IPAddress(address) for address in addresses]
     key_id = x509.SubjectKeyIdentifier.from_public_key(key.public_key())

@@ -53,7 +53,7 @@ def raise_listen_errors_synchronously(service: StreamServerEndpointService) -> N
     Relies on ``StreamServerEndpointService._raiseSynchronously`` (since
     Twisted 10.2), which Twisted's own ``twistd`` plugins set the same way.
     """
-    service._raiseSynchronously = True  # type: ignore[attr-defined]
+    service._raiseSynchronously = True
 
 
 # -- twisted.internet.endpoints: what serverFromString built ---------------------------
@@ -193,7 +193,7 @@ def send_now(transport: tcp.Connection, pieces: Sequence[bytes]) -> int:
             or transport._tempDataLen or transport.offset != len(transport.dataBuffer)):
         return 0
     try:
-        return transport.socket.sendmsg(pieces)  # type: ignore[no-any-return]
+        return transport.socket.sendmsg(pieces)
     except OSError:  # EAGAIN, or an error the transport will report
         return 0
 

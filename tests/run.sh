@@ -39,4 +39,10 @@ if [ ! -x .venv-sslyze/bin/sslyze ]; then
     python3 -m venv .venv-sslyze
     .venv-sslyze/bin/pip install -q --disable-pip-version-check 'sslyze>=6.3,<7'
 fi
+# Static checks first: they take seconds, the suite minutes.  Settings in
+# pyproject.toml; the sans-IO core and the interfaces are held to --strict.
+python3 -m ruff check popframe tests benchmarks examples twisted
+python3 -m mypy
+python3 -m mypy --strict --follow-imports=silent --no-warn-unused-configs popframe/protocol popframe/interfaces
+
 exec python3 -m pytest "$@"

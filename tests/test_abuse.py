@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MailHome, ServerProcess, server_args, start_server
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from popframe.server import POP3Factory, ServerConfig
-from popframe.testing import MemoryChecker, MemoryStore, make_portal
-
-from conftest import MailHome, ServerProcess, server_args, start_server
+from popframe.testing import BufferedTransport, MemoryChecker, MemoryStore, make_portal
 
 # -- in memory: the pre-authentication timeout --------------------------------
 
@@ -39,14 +38,8 @@ ALICE = {"alice": "secret"}
 LOGIN = b"USER alice\r\nPASS secret\r\n"
 
 
-class Transport(StringTransport):
-    def __init__(self, peer: object = None) -> None:
-        super().__init__(peerAddress=peer or IPv4Address("TCP", "192.0.2.1", 4000))
-        self.aborted = False
-
-    def abortConnection(self) -> None:
-        self.aborted = True
-        self.loseConnection()
+#: Not loopback: USER/PASS needs --allow-plaintext-auth, as from anywhere else.
+REMOTE = IPv4Address("TCP", "192.0.2.1", 4000)
 
 
 def make_factory(clock: Clock, **config: Any) -> POP3Factory:
@@ -55,8 +48,10 @@ def make_factory(clock: Clock, **config: Any) -> POP3Factory:
     return POP3Factory(make_portal(store, MemoryChecker(ALICE)), ServerConfig(**config), clock)
 
 
-def open_connection(factory: POP3Factory, transport: Transport | None = None) -> tuple[Any, Transport]:
-    transport = transport or Transport()
+def open_connection(
+    factory: POP3Factory, transport: BufferedTransport | None = None
+) -> tuple[Any, BufferedTransport]:
+    transport = transport or BufferedTransport(peer=REMOTE)
     protocol = factory.buildProtocol(transport.getPeer())
     protocol.makeConnection(transport)
     return protocol, transport
@@ -140,7 +135,7 @@ def test_connections_per_address_are_limited() -> None:
     third.connectionLost(None)
     assert refused.value() == b"-ERR [SYS/TEMP] too many connections from your address\r\n"
     # Others are not affected...
-    _, other = open_connection(factory, Transport(IPv4Address("TCP", "192.0.2.2", 4000)))
+    _, other = open_connection(factory, BufferedTransport(peer=IPv4Address("TCP", "192.0.2.2", 4000)))
     assert other.value().startswith(b"+OK")
     # ... and a closed connection frees its place.
     first.connectionLost(None)
@@ -164,10 +159,10 @@ def test_refused_connection_frees_no_place_and_leaks_nothing() -> None:
 
 def test_ipv6_addresses_count_per_64() -> None:
     factory = make_factory(Clock(), max_connections_per_ip=1)
-    open_connection(factory, Transport(IPv6Address("TCP", "2001:db8:1:2::1", 4000)))
-    _, same_64 = open_connection(factory, Transport(IPv6Address("TCP", "2001:db8:1:2::ffff", 4000)))
+    open_connection(factory, BufferedTransport(peer=IPv6Address("TCP", "2001:db8:1:2::1", 4000)))
+    _, same_64 = open_connection(factory, BufferedTransport(peer=IPv6Address("TCP", "2001:db8:1:2::ffff", 4000)))
     assert same_64.value().startswith(b"-ERR [SYS/TEMP] too many connections")
-    _, other_64 = open_connection(factory, Transport(IPv6Address("TCP", "2001:db8:1:3::1", 4000)))
+    _, other_64 = open_connection(factory, BufferedTransport(peer=IPv6Address("TCP", "2001:db8:1:3::1", 4000)))
     assert other_64.value().startswith(b"+OK")
 
 
@@ -177,7 +172,7 @@ def test_no_limit_by_default_and_for_unix_sockets() -> None:
         assert open_connection(factory)[1].value().startswith(b"+OK")
     unix = make_factory(Clock(), max_connections_per_ip=1)
     for _ in range(3):
-        assert open_connection(unix, Transport(UNIXAddress(None)))[1].value().startswith(b"+OK")
+        assert open_connection(unix, BufferedTransport(peer=UNIXAddress(None)))[1].value().startswith(b"+OK")
 
 
 def test_limit_not_applied_behind_haproxy() -> None:
@@ -493,9 +488,11 @@ def test_connections_per_address_limit_on_a_real_server(abuse_home: MailHome) ->
 
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        with socket.create_connection(("127.0.0.1", server.tls_port), timeout=TIMEOUT) as raw:
-            with context.wrap_socket(raw) as tls:
-                assert tls.recv(200).startswith(b"-ERR [SYS/TEMP] too many connections")
+        with (
+            socket.create_connection(("127.0.0.1", server.tls_port), timeout=TIMEOUT) as raw,
+            context.wrap_socket(raw) as tls,
+        ):
+            assert tls.recv(200).startswith(b"-ERR [SYS/TEMP] too many connections")
         for client in [*clients, again]:
             client.close()
     finally:

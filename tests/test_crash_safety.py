@@ -63,12 +63,12 @@ from crash_support import (
     scan,
     unmount,
 )
-from twisted.trial.unittest import SynchronousTestCase
 
 from popframe.auth.schemes import make_hash
 from popframe.errors import TemporaryFailure
 from popframe.stores import run_synchronously
 from popframe.stores.maildir import MaildirStore
+from popframe.testing import failure_of, result_of
 
 IN_CI = os.environ.get("CI") == "true"
 BATCHES = int(os.environ.get("POPFRAME_CRASH_BATCHES", "4"))
@@ -89,9 +89,6 @@ MODES = {  # where the kill lands, and how often
     "commit": 0.25,  # inside the commit: after the journal + k unlinks (inotify)
     "open": 0.10,  # while login moves new/ to cur/ (inotify)
 }
-
-_sync = SynchronousTestCase()
-
 
 def password(user: str) -> str:
     return f"pw-{user}"
@@ -618,11 +615,11 @@ class Batch:
         problems = []
         store = MaildirStore(self.template, run_blocking=run_synchronously)
         for user, before in states.items():
-            maildrop = _sync.successResultOf(store.open(user))
+            maildrop = result_of(store.open(user))
             try:
                 listing = {info.uid: info.size for info in maildrop.listing()}
             finally:
-                _sync.successResultOf(maildrop.abandon())
+                result_of(maildrop.abandon())
             after = scan(self.maildir(user))
             expected = set(before.files) - (before.journal or set())
             problems += _recovered(user, after, expected)
@@ -972,7 +969,7 @@ def test_journal_write_failures_in_process(
     for name in names:
         deliver(maildir, name)
     store = MaildirStore(f"{tmp_path}/%u/Maildir", run_blocking=run_synchronously)
-    maildrop = _sync.successResultOf(store.open("alice"))
+    maildrop = result_of(store.open("alice"))
     real = getattr(os, call)
 
     def failing(*args: Any, **kwargs: Any) -> Any:
@@ -985,13 +982,13 @@ def test_journal_write_failures_in_process(
 
     with monkeypatch.context() as patch:
         patch.setattr(os, call, failing)
-        _sync.failureResultOf(maildrop.commit(names[:3]), TemporaryFailure)
+        failure_of(maildrop.commit(names[:3]), TemporaryFailure)
     state = scan(maildir)
     assert sorted(state.files) == names
     assert state.journal is None and not state.journal_temporary
-    maildrop = _sync.successResultOf(store.open("alice"))
+    maildrop = result_of(store.open("alice"))
     assert [info.uid for info in maildrop.listing()] == names
-    _sync.successResultOf(maildrop.commit(names[1:3]))
+    result_of(maildrop.commit(names[1:3]))
     assert sorted(scan(maildir).files) == [names[0], names[3]]
 
 

@@ -178,7 +178,7 @@ def test_expiring_certificate_is_replaced(tmp_path: Path) -> None:
     prepare_demo(tmp_path)
     certificate = x509.load_pem_x509_certificate(env.cert_path.read_bytes())
     assert certificate.not_valid_after_utc > datetime.datetime.now(
-        datetime.timezone.utc
+        datetime.UTC
     ) + datetime.timedelta(days=800)
 
 

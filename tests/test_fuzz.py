@@ -28,12 +28,10 @@ from hypothesis import strategies as st
 
 from popframe.errors import AuthenticationFailed, ClientError, TemporaryFailure
 from popframe.interfaces import MessageInfo, PlaintextCramMD5, PlaintextSecret
-from popframe.protocol import NEED_DATA, Limits, Session, SessionConfig
+from popframe.protocol import NEED_DATA, Limits, Session, SessionConfig, sasl
 from popframe.protocol import commands as c
-from popframe.protocol import sasl
 from popframe.protocol.replies import Reply
 from popframe.protocol.sasl.scram import ScramRecord
-from popframe.throttle import TooManyFailures
 from popframe.protocol.session import (
     Authenticate,
     Commit,
@@ -43,6 +41,7 @@ from popframe.protocol.session import (
     SessionState,
     StartTLS,
 )
+from popframe.throttle import TooManyFailures
 
 EXAMPLES = int(os.environ.get("POPFRAME_FUZZ_EXAMPLES", "0")) or None
 EXAMPLES_RUN: Counter[str] = Counter()

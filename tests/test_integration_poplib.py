@@ -174,9 +174,11 @@ def test_tls_below_1_2_is_refused(alice) -> None:
     context.minimum_version = ssl.TLSVersion.TLSv1
     context.maximum_version = ssl.TLSVersion.TLSv1_1
     context.set_ciphers("ALL:@SECLEVEL=0")
-    with socket.create_connection(("127.0.0.1", alice.tls_port), timeout=10) as raw:
-        with pytest.raises((ssl.SSLError, ConnectionResetError)):
-            context.wrap_socket(raw).do_handshake()
+    with (
+        socket.create_connection(("127.0.0.1", alice.tls_port), timeout=10) as raw,
+        pytest.raises((ssl.SSLError, ConnectionResetError)),
+    ):
+        context.wrap_socket(raw).do_handshake()
 
 
 def raw_exchange(port: int, data: bytes) -> bytes:

@@ -12,16 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from popframe.errors import MaildropInUse, TemporaryFailure
 from popframe.interfaces import IMaildropLock, IMaildropLocker
 from popframe.stores.locking import FileLocker, MemoryLocker
-
-_t = SynchronousTestCase()
-result = _t.successResultOf
-failure = _t.failureResultOf
+from popframe.testing import failure_of, result_of
 
 # Takes the lock the way another popframe process would, says so, and holds
 # it until killed.
@@ -53,45 +49,45 @@ def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
 def test_interfaces(tmp_path: Path) -> None:
     verifyObject(IMaildropLocker, FileLocker())
     verifyObject(IMaildropLocker, MemoryLocker())
-    verifyObject(IMaildropLock, result(FileLocker().acquire(str(tmp_path / "lock"))))
-    verifyObject(IMaildropLock, result(MemoryLocker().acquire("k")))
+    verifyObject(IMaildropLock, result_of(FileLocker().acquire(str(tmp_path / "lock"))))
+    verifyObject(IMaildropLock, result_of(MemoryLocker().acquire("k")))
 
 
 def test_second_session_in_the_same_process_is_refused(tmp_path: Path) -> None:
     locker = FileLocker()
     path = str(tmp_path / "lock")
-    lock = result(locker.acquire(path))
-    failure(locker.acquire(path), MaildropInUse)
-    failure(FileLocker().acquire(path), MaildropInUse)  # another locker, same process
-    result(lock.release())
-    result(result(locker.acquire(path)).release())
+    lock = result_of(locker.acquire(path))
+    failure_of(locker.acquire(path), MaildropInUse)
+    failure_of(FileLocker().acquire(path), MaildropInUse)  # another locker, same process
+    result_of(lock.release())
+    result_of(result_of(locker.acquire(path)).release())
 
 
 def test_release_is_idempotent(tmp_path: Path) -> None:
     locker = FileLocker()
     path = str(tmp_path / "lock")
-    lock = result(locker.acquire(path))
-    assert result(lock.release()) is None
-    assert result(lock.release()) is None
-    second = result(locker.acquire(path))
-    result(lock.release())  # must not free the new holder's lock
-    failure(locker.acquire(path), MaildropInUse)
-    result(second.release())
+    lock = result_of(locker.acquire(path))
+    assert result_of(lock.release()) is None
+    assert result_of(lock.release()) is None
+    second = result_of(locker.acquire(path))
+    result_of(lock.release())  # must not free the new holder's lock
+    failure_of(locker.acquire(path), MaildropInUse)
+    result_of(second.release())
 
 
 def test_the_lock_file_stays(tmp_path: Path) -> None:
     path = tmp_path / "lock"
-    result(result(FileLocker().acquire(str(path))).release())
+    result_of(result_of(FileLocker().acquire(str(path))).release())
     assert path.exists()
 
 
 def test_a_dropped_lock_is_freed_by_garbage_collection(tmp_path: Path) -> None:
     locker = FileLocker()
     path = str(tmp_path / "lock")
-    lock = result(locker.acquire(path))
+    lock = result_of(locker.acquire(path))
     del lock
     gc.collect()
-    result(result(locker.acquire(path)).release())
+    result_of(result_of(locker.acquire(path)).release())
 
 
 def test_held_by_another_process_until_it_is_killed(
@@ -99,15 +95,15 @@ def test_held_by_another_process_until_it_is_killed(
 ) -> None:
     locker = FileLocker()
     path = str(tmp_path / "lock")
-    failure(locker.acquire(path), MaildropInUse)
+    failure_of(locker.acquire(path), MaildropInUse)
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
-    result(result(locker.acquire(path)).release())
+    result_of(result_of(locker.acquire(path)).release())
 
 
 def test_another_process_cannot_take_our_lock(tmp_path: Path) -> None:
     path = str(tmp_path / "lock")
-    lock = result(FileLocker().acquire(path))
+    lock = result_of(FileLocker().acquire(path))
     try:
         attempt = subprocess.run(
             [sys.executable, "-c", _HOLDER, path], capture_output=True, text=True, input=""
@@ -115,30 +111,30 @@ def test_another_process_cannot_take_our_lock(tmp_path: Path) -> None:
         assert attempt.returncode != 0
         assert "BlockingIOError" in attempt.stderr
     finally:
-        result(lock.release())
+        result_of(lock.release())
 
 
 def test_a_symlinked_lock_file_is_not_followed(tmp_path: Path) -> None:
     target = tmp_path / "victim"
     target.write_text("precious")
     (tmp_path / "lock").symlink_to(target)
-    failure(FileLocker().acquire(str(tmp_path / "lock")), TemporaryFailure)
+    failure_of(FileLocker().acquire(str(tmp_path / "lock")), TemporaryFailure)
     assert target.read_text() == "precious"
 
 
 def test_a_missing_directory_is_a_temporary_failure(tmp_path: Path) -> None:
-    failure(FileLocker().acquire(str(tmp_path / "nowhere" / "lock")), TemporaryFailure)
+    failure_of(FileLocker().acquire(str(tmp_path / "nowhere" / "lock")), TemporaryFailure)
 
 
 def test_memory_locker() -> None:
     locker = MemoryLocker()
-    lock = result(locker.acquire("alice"))
-    failure(locker.acquire("alice"), MaildropInUse)
-    other = result(locker.acquire("bob"))
-    result(lock.release())
-    again = result(locker.acquire("alice"))
-    result(lock.release())  # idempotent: does not free the new holder
-    failure(locker.acquire("alice"), MaildropInUse)
-    result(again.release())
-    result(other.release())
+    lock = result_of(locker.acquire("alice"))
+    failure_of(locker.acquire("alice"), MaildropInUse)
+    other = result_of(locker.acquire("bob"))
+    result_of(lock.release())
+    again = result_of(locker.acquire("alice"))
+    result_of(lock.release())  # idempotent: does not free the new holder
+    failure_of(locker.acquire("alice"), MaildropInUse)
+    result_of(again.release())
+    result_of(other.release())
     assert locker.held == set()

@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.plugin import getPlugins
-from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from popframe.config import ConfigurationError
@@ -42,10 +41,7 @@ from popframe.stores.maildir import (
 )
 from popframe.stores.maildir.remembered import LISTINGS
 from popframe.stores.template import UnsafeUserName
-
-_t = SynchronousTestCase()
-result = _t.successResultOf
-failure = _t.failureResultOf
+from popframe.testing import failure_of, result_of
 
 POSTFIX = b"Return-Path: <a@example.org>\nSubject: hi\n\nhello\n.\n..two dots\n"
 DOVECOT = b"Subject: crlf\r\n\r\nline\r\n.dot\r\n"
@@ -112,13 +108,13 @@ def home(tmp_path: Path) -> Home:
 
 
 def open_(store: MaildirStore, user: str = "alice") -> IMaildrop:
-    return result(store.open(user))
+    return result_of(store.open(user))
 
 
 def contents(maildrop: IMaildrop) -> list[bytes]:
     out = []
     for info in maildrop.listing():
-        with result(maildrop.open_message(info.uid)) as f:
+        with result_of(maildrop.open_message(info.uid)) as f:
             out.append(f.read())
     return out
 
@@ -140,14 +136,14 @@ def test_first_open_creates_the_maildir(home: Home) -> None:
     for sub in ("cur", "new", "tmp"):
         assert (home.maildir() / sub).is_dir()
         assert (home.maildir() / sub).stat().st_mode & 0o077 == 0
-    result(maildrop.abandon())
+    result_of(maildrop.abandon())
 
 
 def test_without_create_a_missing_maildir_is_empty_and_untouched(home: Home) -> None:
     maildrop = open_(home.store(create=False))
     assert maildrop.listing() == []
     assert not home.root.exists()
-    result(maildrop.commit([]))
+    result_of(maildrop.commit([]))
 
 
 def test_blocking_work_goes_through_run_blocking(home: Home) -> None:
@@ -159,7 +155,7 @@ def test_blocking_work_goes_through_run_blocking(home: Home) -> None:
 
     home.postfix(POSTFIX)
     maildrop = open_(home.store(run_blocking=recording))
-    result(maildrop.commit([maildrop.listing()[0].uid]))
+    result_of(maildrop.commit([maildrop.listing()[0].uid]))
     assert calls == ["load", "delete"]  # preparing is a few stat calls, inline
     assert MaildirStore(home.template)._run is deferToThread
 
@@ -167,7 +163,7 @@ def test_blocking_work_goes_through_run_blocking(home: Home) -> None:
 def test_unsafe_user_names_are_refused_before_touching_disk(home: Home) -> None:
     store = home.store()
     for user in ["../x", "a/b", "x\x00", "x\n", "..", ".", ""]:
-        failure(store.open(user), UnsafeUserName)
+        failure_of(store.open(user), UnsafeUserName)
     assert not home.root.exists()
 
 
@@ -236,7 +232,7 @@ def test_size_cache_is_pruned_and_survives_corruption(home: Home) -> None:
     names = [home.postfix(POSTFIX), home.postfix(NO_FINAL_NEWLINE)]
     store = home.store()
     maildrop = open_(store)
-    result(maildrop.commit([maildrop.listing()[0].uid]))
+    result_of(maildrop.commit([maildrop.listing()[0].uid]))
     open_and_close(store)
     assert names[0] not in (home.maildir() / SIZES_NAME).read_text()
     assert names[1] in (home.maildir() / SIZES_NAME).read_text()
@@ -248,7 +244,7 @@ def test_size_cache_is_pruned_and_survives_corruption(home: Home) -> None:
 def open_and_close(store: MaildirStore) -> list[Any]:
     maildrop = open_(store)
     listing = maildrop.listing()
-    result(maildrop.abandon())
+    result_of(maildrop.abandon())
     return listing
 
 
@@ -326,7 +322,7 @@ def test_duplicate_base_names_get_distinct_uids(home: Home) -> None:
     uids = [i.uid for i in maildrop.listing()]
     assert len(set(uids)) == 2 and "1700000000.x.mx" in uids
     assert sorted(contents(maildrop)) == [b"one\n", b"two\n"]
-    result(maildrop.commit([uids[0], uids[0]]))  # a repeated uid deletes one file
+    result_of(maildrop.commit([uids[0], uids[0]]))  # a repeated uid deletes one file
     assert len(os.listdir(cur)) == 1
 
 
@@ -355,10 +351,10 @@ def test_a_listed_message_opens_at_once(home: Home) -> None:
     maildrop = open_(home.store())
     opened = maildrop.open_message(names[0])
     assert opened.called
-    result(opened).close()
+    result_of(opened).close()
     cur = home.maildir() / "cur"
     os.rename(cur / f"{names[1]}:2,", cur / f"{names[1]}:2,S")
-    with result(maildrop.open_message(names[1])) as f:
+    with result_of(maildrop.open_message(names[1])) as f:
         assert f.read() == DOVECOT
 
 
@@ -366,13 +362,13 @@ def test_open_message_after_another_client_deleted_it(home: Home) -> None:
     name = home.postfix(POSTFIX)
     maildrop = open_(home.store())
     os.unlink(home.maildir() / "cur" / f"{name}:2,")
-    error = failure(maildrop.open_message(name), MessageVanished)
+    error = failure_of(maildrop.open_message(name), MessageVanished)
     assert isinstance(error.value, TemporaryFailure)
 
 
 def test_open_message_of_an_unknown_uid(home: Home) -> None:
     maildrop = open_(home.store())
-    failure(maildrop.open_message("nope"), NoSuchMessage)
+    failure_of(maildrop.open_message("nope"), NoSuchMessage)
 
 
 def test_message_files_are_not_followed_through_symlinks(home: Home, tmp_path: Path) -> None:
@@ -383,7 +379,7 @@ def test_message_files_are_not_followed_through_symlinks(home: Home, tmp_path: P
     path = home.maildir() / "cur" / f"{name}:2,"
     path.unlink()
     path.symlink_to(secret)
-    failure(maildrop.open_message(name), TemporaryFailure)
+    failure_of(maildrop.open_message(name), TemporaryFailure)
 
 
 # -- locking -----------------------------------------------------------------------------
@@ -392,18 +388,18 @@ def test_message_files_are_not_followed_through_symlinks(home: Home, tmp_path: P
 def test_second_open_in_the_same_process_is_in_use(home: Home) -> None:
     store = home.store()
     maildrop = open_(store)
-    failure(store.open("alice"), MaildropInUse)
-    failure(home.store().open("alice"), MaildropInUse)  # a second store object too
+    failure_of(store.open("alice"), MaildropInUse)
+    failure_of(home.store().open("alice"), MaildropInUse)  # a second store object too
     other = open_(store, "bob")  # other users are not affected
-    result(maildrop.abandon())
-    result(open_(store).abandon())
-    result(other.abandon())
+    result_of(maildrop.abandon())
+    result_of(open_(store).abandon())
+    result_of(other.abandon())
 
 
 def test_lock_is_released_after_commit(home: Home) -> None:
     store = home.store()
-    result(open_(store).commit([]))
-    result(open_(store).abandon())
+    result_of(open_(store).commit([]))
+    result_of(open_(store).abandon())
 
 
 def test_open_is_in_use_while_another_process_holds_the_lock(home: Home) -> None:
@@ -426,10 +422,10 @@ def test_open_is_in_use_while_another_process_holds_the_lock(home: Home) -> None
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
         store = home.store()
-        failure(store.open("alice"), MaildropInUse)
+        failure_of(store.open("alice"), MaildropInUse)
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
-        result(open_(store).abandon())
+        result_of(open_(store).abandon())
     finally:
         if holder.poll() is None:
             holder.kill()
@@ -439,13 +435,13 @@ def test_open_is_in_use_while_another_process_holds_the_lock(home: Home) -> None
 def test_abandon_is_idempotent_and_safe_after_commit(home: Home) -> None:
     store = home.store()
     maildrop = open_(store)
-    result(maildrop.abandon())
-    result(maildrop.abandon())
+    result_of(maildrop.abandon())
+    result_of(maildrop.abandon())
     with pytest.raises(RuntimeError):
         maildrop.commit([])
     maildrop = open_(store)
-    result(maildrop.commit([]))
-    result(maildrop.abandon())
+    result_of(maildrop.commit([]))
+    result_of(maildrop.abandon())
 
 
 def test_abandon_during_commit_waits_for_it(home: Home) -> None:
@@ -465,12 +461,12 @@ def test_abandon_during_commit_waits_for_it(home: Home) -> None:
     maildrop = open_(store)
     committed = maildrop.commit([name])
     abandoned = maildrop.abandon()
-    _t.assertNoResult(abandoned)
-    failure(store.open("alice"), MaildropInUse)
+    assert not abandoned.called
+    failure_of(store.open("alice"), MaildropInUse)
     d, f, args = held.pop()
     d.callback(f(*args))
-    assert result(committed) is None
-    assert result(abandoned) is None
+    assert result_of(committed) is None
+    assert result_of(abandoned) is None
     assert open_(store).listing() == []
 
 
@@ -481,7 +477,7 @@ def test_commit_deletes_exactly_the_marked_messages(home: Home) -> None:
     names = [home.postfix(POSTFIX), home.dovecot(DOVECOT), home.postfix(NO_FINAL_NEWLINE)]
     store = home.store()
     maildrop = open_(store)
-    result(maildrop.commit([names[0], names[2]]))
+    result_of(maildrop.commit([names[0], names[2]]))
     assert home.files() == {"new": [], "cur": [names[1] + ":2,"]}
     assert not (home.maildir() / JOURNAL_NAME).exists()
     assert [i.uid for i in open_and_close(store)] == [names[1]]
@@ -490,8 +486,8 @@ def test_commit_deletes_exactly_the_marked_messages(home: Home) -> None:
 def test_commit_of_unknown_uids_is_a_bug_and_still_unlocks(home: Home) -> None:
     store = home.store()
     maildrop = open_(store)
-    failure(maildrop.commit(["not-listed"]), ValueError)
-    result(open_(store).abandon())
+    failure_of(maildrop.commit(["not-listed"]), ValueError)
+    result_of(open_(store).abandon())
 
 
 def test_mail_delivered_during_the_session_is_neither_listed_nor_deleted(home: Home) -> None:
@@ -500,7 +496,7 @@ def test_mail_delivered_during_the_session_is_neither_listed_nor_deleted(home: H
     maildrop = open_(store)
     late = home.postfix(DOVECOT)
     assert [i.uid for i in maildrop.listing()] == [old]
-    result(maildrop.commit([i.uid for i in maildrop.listing()]))
+    result_of(maildrop.commit([i.uid for i in maildrop.listing()]))
     assert home.files() == {"new": [late], "cur": []}
     assert [i.uid for i in open_and_close(store)] == [late]
 
@@ -510,7 +506,7 @@ def test_commit_deletes_a_message_another_client_renamed(home: Home) -> None:
     maildrop = open_(home.store())
     cur = home.maildir() / "cur"
     os.rename(cur / f"{name}:2,", cur / f"{name}:2,S")
-    result(maildrop.commit([name]))
+    result_of(maildrop.commit([name]))
     assert home.files() == {"new": [], "cur": []}
 
 
@@ -518,7 +514,7 @@ def test_commit_of_a_message_already_gone_is_fine(home: Home) -> None:
     names = [home.postfix(POSTFIX), home.postfix(DOVECOT)]
     maildrop = open_(home.store())
     os.unlink(home.maildir() / "cur" / f"{names[0]}:2,")
-    result(maildrop.commit(names))
+    result_of(maildrop.commit(names))
     assert home.files() == {"new": [], "cur": []}
 
 
@@ -549,9 +545,9 @@ def test_a_crash_mid_commit_is_finished_by_the_next_open(
     maildrop = open_(store)
     with monkeypatch.context() as patch:
         crash_on_unlink(patch, deleted_before_crash)
-        failure(maildrop.commit(names[:3]), Crash)
+        failure_of(maildrop.commit(names[:3]), Crash)
     assert (home.maildir() / JOURNAL_NAME).exists()
-    result(maildrop.abandon())  # the kernel would have dropped the lock
+    result_of(maildrop.abandon())  # the kernel would have dropped the lock
     assert [i.uid for i in open_and_close(store)] == [names[3]]
     assert home.files() == {"new": [], "cur": [names[3] + ":2,"]}
     assert not (home.maildir() / JOURNAL_NAME).exists()
@@ -565,8 +561,8 @@ def test_journal_finds_messages_renamed_after_the_crash(
     maildrop = open_(store)
     with monkeypatch.context() as patch:
         crash_on_unlink(patch, 0)
-        failure(maildrop.commit([names[0]]), Crash)
-    result(maildrop.abandon())
+        failure_of(maildrop.commit([names[0]]), Crash)
+    result_of(maildrop.abandon())
     cur = home.maildir() / "cur"
     os.rename(cur / f"{names[0]}:2,", cur / f"{names[0]}:2,S")
     assert [i.uid for i in open_and_close(store)] == [names[1]]
@@ -626,7 +622,7 @@ def test_journal_that_cannot_be_written_deletes_nothing(
     maildrop = open_(store)
     with monkeypatch.context() as patch:
         fail_with(patch, "open", code, lambda path: JOURNAL_NAME in path)
-        failure(maildrop.commit(names), TemporaryFailure)
+        failure_of(maildrop.commit(names), TemporaryFailure)
     assert [i.uid for i in open_and_close(store)] == names  # unlocked, all there
     assert not (home.maildir() / JOURNAL_NAME).exists()
     assert not list(home.maildir().glob(f".{JOURNAL_NAME}.*"))
@@ -640,7 +636,7 @@ def test_unlink_failure_after_the_journal_is_finished_later(
     maildrop = open_(store)
     with monkeypatch.context() as patch:
         fail_with(patch, "unlink", errno.EROFS, lambda path: "/cur/" in path)
-        failure(maildrop.commit(names[:2]), TemporaryFailure)
+        failure_of(maildrop.commit(names[:2]), TemporaryFailure)
         # Still read-only: the commit happened, so the listing hides them.
         assert [i.uid for i in open_and_close(store)] == [names[2]]
         assert (home.maildir() / JOURNAL_NAME).exists()
@@ -660,7 +656,7 @@ def test_read_only_maildir(home: Home) -> None:
     try:
         maildrop = open_(store)
         assert [i.uid for i in maildrop.listing()] == names
-        failure(maildrop.commit(names), TemporaryFailure)
+        failure_of(maildrop.commit(names), TemporaryFailure)
         assert [i.uid for i in open_and_close(store)] == names
     finally:
         for path in (maildir, maildir / "cur", maildir / "new"):
@@ -687,11 +683,11 @@ def test_immutable_maildir(home: Home) -> None:
         pytest.skip("chattr +i is not available here")
     try:
         maildrop = open_(store)
-        failure(maildrop.commit(names), TemporaryFailure)
+        failure_of(maildrop.commit(names), TemporaryFailure)
         assert [i.uid for i in open_and_close(store)] == names
     finally:
         _chattr("-i", *dirs)
-    result(open_(store).commit(names[:1]))
+    result_of(open_(store).commit(names[:1]))
     assert home.files() == {"new": [], "cur": [names[1] + ":2,"]}
 
 
@@ -705,7 +701,7 @@ def test_read_only_new_leaves_mail_in_place_and_lists_it(
         maildrop = open_(home.store())
         assert [i.uid for i in maildrop.listing()] == [name]
         assert contents(maildrop) == [POSTFIX]
-        result(maildrop.abandon())
+        result_of(maildrop.abandon())
     assert os.listdir(maildir / "new") == [name]
 
 

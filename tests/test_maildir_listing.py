@@ -30,7 +30,6 @@ from test_maildir import (
     forget_listings,
     open_,
     open_and_close,
-    result,
     wire,
 )
 from twisted.internet import defer
@@ -53,6 +52,7 @@ from popframe.stores.maildir import store as maildir_store
 from popframe.stores.maildir.collector import collector_paused
 from popframe.stores.maildir.files import regular_files
 from popframe.stores.maildir.listing import key_text
+from popframe.testing import result_of
 
 READY = b"Subject: ready\r\n\r\nCRLF only, no dot lines\r\n"
 DOT_LINE = b"Subject: dots\r\n\r\n.leading dot\r\n"
@@ -291,7 +291,7 @@ def test_a_fresh_process_reuses_the_stored_listing(
     assert describe(maildrop.listing()) == first
     assert builds == [4]
     assert contents(maildrop) == data
-    result(maildrop.commit([maildrop.listing()[1].uid]))
+    result_of(maildrop.commit([maildrop.listing()[1].uid]))
     left = [first[0], *first[2:]]
     assert describe(open_and_close(store)) == left
 
@@ -326,7 +326,7 @@ def test_new_mail_between_sessions(
     assert [i.uid for i in maildrop.listing()] == names
     assert exactly_built(home, maildrop)
     assert contents(maildrop) == [POSTFIX, READY, DOVECOT, DOT_LINE]
-    result(maildrop.abandon())
+    result_of(maildrop.abandon())
     assert builds == [2] and updates == [4]
     fresh_process(home)
     assert [i.uid for i in open_and_close(store)] == names
@@ -356,7 +356,7 @@ def test_another_agent_changes_cur(
     assert exactly_built(home, maildrop)
     expected = {"unlink": [POSTFIX, DOT_LINE], "rename": [POSTFIX, READY, DOT_LINE]}
     assert contents(maildrop) == expected.get(change, [POSTFIX, READY, READY, DOT_LINE])
-    result(maildrop.abandon())
+    result_of(maildrop.abandon())
     if change == "copy":
         assert builds == [3, 4] and updates == []
     else:
@@ -376,7 +376,7 @@ def test_duplicate_base_names_keep_their_uids_across_processes(
     maildrop = open_(store)
     assert describe(maildrop.listing()) == first and builds == [2]
     assert contents(maildrop) == [b"one\n", b"two\r\n"]
-    result(maildrop.commit([first[0][0]]))
+    result_of(maildrop.commit([first[0][0]]))
     # The one left is now the only file with that base: its uid is the base.
     assert [i.uid for i in open_and_close(store)] == ["1700000000.x.mx"]
 
@@ -416,7 +416,7 @@ def test_a_corrupt_or_foreign_stored_listing_is_ignored(
     other = [home.postfix(POSTFIX, user="bob"), home.postfix(READY, user="bob")]
     store = home.store()
     first = describe(open_and_close(store))
-    result(open_(store, "bob").abandon())
+    result_of(open_(store, "bob").abandon())
     bob = (home.maildir("bob") / LISTING_NAME).read_bytes()
     path = stored_listing(home)
     path.write_bytes(corrupt(how, path.read_bytes(), bob))
@@ -512,7 +512,7 @@ def test_odd_names_round_trip(home: Home, builds: list[int]) -> None:
     assert describe(maildrop.listing()) == first and builds == [6]
     assert first == from_scratch(home)
     assert contents(maildrop) == [POSTFIX] * 6
-    result(maildrop.commit([first[2][0]]))
+    result_of(maildrop.commit([first[2][0]]))
     assert len(os.listdir(cur)) == 5
 
 
@@ -523,7 +523,7 @@ def test_short_listings_are_not_stored(home: Home, monkeypatch: pytest.MonkeyPat
     open_and_close(store)
     assert stored_listing(home).exists()
     maildrop = open_(store)
-    result(maildrop.commit([names[0]]))
+    result_of(maildrop.commit([names[0]]))
     assert [i.uid for i in open_and_close(store)] == names[1:]
     assert not stored_listing(home).exists()  # no stale file left to read
     fresh_process(home)
@@ -583,7 +583,7 @@ def test_a_stored_settled_key_spares_a_fresh_process_the_readdir(
     maildrop = open_(store)
     assert [i.uid for i in maildrop.listing()] == names and "cur" not in scans
     assert contents(maildrop) == [POSTFIX, READY]
-    result(maildrop.abandon())
+    result_of(maildrop.abandon())
     assert builds == [2]
     tick()
     names.append(home.postfix(DOVECOT))  # the key no longer holds
@@ -693,7 +693,7 @@ def test_an_unchanged_open_runs_no_thread(home: Home, monkeypatch: pytest.Monkey
     for _ in range(3):
         maildrop = open_(store)
         assert contents(maildrop) == [POSTFIX]
-        result(maildrop.abandon())
+        result_of(maildrop.abandon())
     assert run.calls == []
 
 
@@ -738,7 +738,7 @@ def test_a_long_loaded_listing_maps_uids_in_the_thread(
     assert run.calls == ["load"]
     assert contents(maildrop) == [POSTFIX, READY, DOT_LINE]
     assert run.calls == ["load", "where"]  # once
-    result(maildrop.commit([first[0][0]]))
+    result_of(maildrop.commit([first[0][0]]))
     assert run.calls == ["load", "where", "delete"]
 
 
@@ -746,7 +746,7 @@ def test_the_maildir_is_prepared_without_a_thread(home: Home) -> None:
     run = Recording()
     maildrop = open_(home.store(run_blocking=run))
     assert run.calls == ["load"] and maildrop.listing() == []
-    result(maildrop.abandon())
+    result_of(maildrop.abandon())
     maildrop = open_(home.store(run_blocking=run, create=False), "nobody")
     assert run.calls == ["load"] and maildrop.listing() == []
 
@@ -772,7 +772,7 @@ def test_an_update_places_mail_where_a_build_would(
     maildrop = open_(store)
     assert exactly_built(home, maildrop) and builds == [4] and updates == [7]
     assert contents(maildrop)[0] == DOT_LINE and contents(maildrop)[-1] == UNFINISHED
-    result(maildrop.abandon())
+    result_of(maildrop.abandon())
 
 
 def test_an_update_keeps_the_size_cache(
@@ -808,13 +808,13 @@ def test_a_big_change_is_built(
         home.postfix(POSTFIX)
     maildrop = open_(store)
     assert exactly_built(home, maildrop) and builds == [20, 23] and updates == []
-    result(maildrop.abandon())
+    result_of(maildrop.abandon())
     for _ in range(2):
         home.postfix(DOT_LINE)
     fresh_process(home)
     maildrop = open_(store)
     assert exactly_built(home, maildrop) and builds == [20, 23] and updates == [25]
-    result(maildrop.abandon())
+    result_of(maildrop.abandon())
 
 
 def test_duplicate_base_names_are_built(
@@ -834,7 +834,7 @@ def test_duplicate_base_names_are_built(
     home.postfix(DOVECOT)
     maildrop = open_(store)
     assert exactly_built(home, maildrop) and builds == [2, 3, 4, 3] and updates == [4]
-    result(maildrop.abandon())
+    result_of(maildrop.abandon())
 
 
 @pytest.mark.parametrize("name", ["1700000099.with space.mx:2,", "h" + "0" * 40 + ":2,"])
@@ -847,7 +847,7 @@ def test_an_added_name_that_is_no_plain_uid_is_built(
     (home.maildir() / "cur" / name).write_bytes(READY)
     maildrop = open_(store)
     assert exactly_built(home, maildrop) and builds == [1, 2] and updates == []
-    result(maildrop.abandon())
+    result_of(maildrop.abandon())
 
 
 def test_an_added_file_that_vanishes_is_left_out(
@@ -868,7 +868,7 @@ def test_an_added_file_that_vanishes_is_left_out(
     monkeypatch.setattr(directory, "file_wire_form", deleted_meanwhile)
     maildrop = open_(store)
     assert [i.uid for i in maildrop.listing()] == names and exactly_built(home, maildrop)
-    result(maildrop.abandon())
+    result_of(maildrop.abandon())
     assert [i.uid for i in open_and_close(store)] == names  # remembered as it is
     assert builds == [1] and updates == [2]
 
@@ -883,7 +883,7 @@ def test_a_finished_journal_comes_before_the_update(
     names.append(home.postfix(DOT_LINE))
     maildrop = open_(store)
     assert [i.uid for i in maildrop.listing()] == names[1:] and exactly_built(home, maildrop)
-    result(maildrop.abandon())
+    result_of(maildrop.abandon())
     assert builds == [2] and updates == [2]
     assert not (home.maildir() / JOURNAL_NAME).exists()
 
@@ -971,9 +971,9 @@ def test_random_changes_never_give_a_wrong_listing(
         got = describe(maildrop.listing())
         assert exactly_built(home, maildrop), (step, action)
         if action == "commit" and got:
-            result(maildrop.commit([u for u, _, _ in rng.sample(got, k=min(2, len(got)))]))
+            result_of(maildrop.commit([u for u, _, _ in rng.sample(got, k=min(2, len(got)))]))
         else:
-            result(maildrop.abandon())
+            result_of(maildrop.abandon())
     # Both paths were taken often (seed 1939: 179 updates, 112 builds).
     assert len(updates) > steps // 3 and len(builds) > steps // 20, (len(updates), len(builds))
 
@@ -992,14 +992,14 @@ def test_remembered_listings_are_bounded_by_messages_not_maildirs(
     settled(monkeypatch)
     for _ in range(2):  # list, then settle the key
         for user in users:
-            result(open_(store, user).abandon())
+            result_of(open_(store, user).abandon())
     run.calls.clear()
     for user in users:  # 3 maildrops of 2 messages fit in 6: no thread
-        result(open_(store, user).abandon())
+        result_of(open_(store, user).abandon())
     assert run.calls == []
     home.postfix(POSTFIX, user="user3")
-    result(open_(store, "user3").abandon())
+    result_of(open_(store, "user3").abandon())
     assert len(listings) == 3  # user0 made room
     run.calls.clear()
-    result(open_(store, "user0").abandon())
+    result_of(open_(store, "user0").abandon())
     assert run.calls == ["load"]

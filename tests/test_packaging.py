@@ -20,7 +20,9 @@ from twisted.cred.strcred import ICheckerFactory
 from twisted.plugin import getPlugins
 from popframe.interfaces import IMaildropStoreFactory
 import popframe
+import pathlib
 print("popframe at", popframe.__file__)
+print("typed", (pathlib.Path(popframe.__file__).parent / "py.typed").exists())
 print("checkers", sorted(f.authType for f in getPlugins(ICheckerFactory)))
 print("stores", sorted(f.storeName for f in getPlugins(IMaildropStoreFactory)))
 """
@@ -58,5 +60,6 @@ def test_install_makes_twistd_find_the_plugins(tmp_path: Path, editable: bool) -
                            timeout=120, cwd=tmp_path)
     assert found.returncode == 0, found.stderr
     assert "passwd-file" in found.stdout and "maildir" in found.stdout
+    assert "typed True" in found.stdout  # PEP 561: backend authors type-check against popframe
     location = str(source) if editable else str(env_dir)
     assert f"popframe at {location}" in found.stdout

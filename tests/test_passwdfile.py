@@ -21,7 +21,6 @@ from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.plugin import IPlugin, getPlugins
-from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from popframe.auth import passwdfile
@@ -39,6 +38,7 @@ from popframe.config import ConfigurationError
 from popframe.errors import TemporaryFailure
 from popframe.interfaces import PlaintextSecret
 from popframe.protocol.sasl.scram import ScramRecord
+from popframe.testing import result_of
 
 T = TypeVar("T")
 
@@ -52,16 +52,6 @@ def run_now(function: Callable[..., T], *args: Any) -> Deferred[T]:
         return succeed(function(*args))
     except Exception:
         return fail()
-
-
-def result_of(d: Deferred[T]) -> T:
-    """The result of a Deferred that has fired; raises its failure."""
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 

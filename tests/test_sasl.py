@@ -5,11 +5,10 @@ from __future__ import annotations
 import base64
 
 import pytest
+from test_session import replies
 
 from popframe.errors import AuthenticationFailed
-from popframe.protocol import Authenticate, Limits, Session, SessionConfig
-from popframe.protocol import sasl
-from test_session import replies
+from popframe.protocol import Authenticate, Limits, Session, SessionConfig, sasl
 
 
 def b64(data: bytes) -> bytes:

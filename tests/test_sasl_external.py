@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
+from test_session import replies
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
@@ -37,7 +38,6 @@ from popframe.server import POP3Factory, ServerConfig
 from popframe.tap import Options
 from popframe.testing import MemoryStore, RecordingClient, make_portal
 from popframe.tls import load_client_cas, load_tls_options
-from test_session import replies
 
 ALICE = "alice@example.org"
 FAILED = b"-ERR [AUTH] authentication failed\r\n"
@@ -70,7 +70,7 @@ class CA:
         )
 
     def _builder(self, subject: x509.Name, public_key: object) -> x509.CertificateBuilder:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         return (
             x509.CertificateBuilder()
             .subject_name(subject)

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from joserfc import jwt
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OKPKey, RSAKey
+from test_session import replies
 from twisted.internet.defer import Deferred
 
 from popframe.auth.credentials import OAuthBearerToken
@@ -44,7 +45,6 @@ from popframe.protocol.sasl.oauth import (
 )
 from popframe.server import ServerConfig
 from popframe.testing import MemoryStore, connect_in_memory
-from test_session import replies
 
 ISSUER = "https://idp.example.org/realms/mail"
 AUDIENCE = "pop3"

@@ -30,7 +30,6 @@ from popframe.auth.schemes import make_hash, scram_record
 from popframe.protocol import (
     Authenticate,
     LookupSecret,
-    Reply,
     Session,
     SessionConfig,
     sasl,
@@ -130,7 +129,7 @@ class ManualClient:
         without_proof = tamper(f"c={binding},r={attributes['r']}")
         auth_message = f"{self.bare},{server_first},{without_proof}".encode()
         signature = hmac.new(hashlib.sha256(client_key).digest(), auth_message, "sha256").digest()
-        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
         self.server_signature = hmac.new(server_key, auth_message, "sha256").digest()
         return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
 
@@ -165,7 +164,7 @@ needs_offered_mechanisms = pytest.mark.skipif(
 
 
 def test_dovecot_record_is_read() -> None:
-    assert RECORD == ScramRecord.from_password(PASSWORD.encode(), RECORD.salt, 4096)
+    assert ScramRecord.from_password(PASSWORD.encode(), RECORD.salt, 4096) == RECORD
     assert RECORD.iterations == 4096 and len(RECORD.salt) == 16
     assert "aLNl" not in repr(RECORD) and "GnWH" not in repr(RECORD)
 
@@ -435,9 +434,10 @@ def test_plus_refuses_bad_binding(gs2: str, cb_data: bytes, bindings: dict[str, 
 
 def test_binding_in_client_final_must_match_the_header() -> None:
     c = ManualClient(gs2="p=tls-unique,,", cb_data=BINDINGS["tls-unique"])
-    tamper = lambda m: m.replace(
-        m.split(",")[0], "c=" + base64.b64encode(b"n,,").decode()
-    )
+
+    def tamper(m: str) -> str:
+        return m.replace(m.split(",")[0], "c=" + base64.b64encode(b"n,,").decode())
+
     assert c.login(tls_session(), "SCRAM-SHA-256-PLUS", tamper=tamper) == [FAILED]
 
 

@@ -16,6 +16,7 @@ from popframe.protocol import Limits
 from popframe.protocol.encoding import MessageEncoder, wire_size
 from popframe.server import POP3Factory, ServerConfig, is_loopback
 from popframe.testing import (
+    BufferedTransport,
     MemoryChecker,
     MemoryStore,
     connect_in_memory,
@@ -124,36 +125,6 @@ def test_pipelined_session_in_one_write() -> None:
         + b"+OK 2 uid2\r\n"
         + b"+OK popframe signing off (3 messages left)\r\n"
     )
-
-
-class BufferedTransport(StringTransport):
-    """Like a TCP transport: pauses its producer when its buffer is full,
-    and records startTLS."""
-
-    def __init__(self, limit: int, peer: object = None) -> None:
-        super().__init__(peerAddress=peer or IPv4Address("TCP", "127.0.0.1", 4000))
-        self.limit = limit
-        self.tls_options: object = None
-        self.aborted = False
-
-    def write(self, data: bytes) -> None:
-        super().write(data)
-        if self.producer is not None and len(self.value()) > self.limit:
-            self.producer.pauseProducing()
-
-    def drain(self) -> bytes:
-        data = self.value()
-        self.clear()
-        if self.producer is not None:
-            self.producer.resumeProducing()
-        return data
-
-    def startTLS(self, options: object) -> None:
-        self.tls_options = options
-
-    def abortConnection(self) -> None:
-        self.aborted = True
-        self.loseConnection()
 
 
 def connect(transport: BufferedTransport, store: MemoryStore | None = None,

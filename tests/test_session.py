@@ -7,7 +7,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from popframe.errors import AuthenticationFailed, MaildropInUse, TemporaryFailure
-from popframe.protocol import MessageInfo
 from popframe.protocol import (
     NEED_DATA,
     Authenticate,
@@ -15,6 +14,7 @@ from popframe.protocol import (
     Limits,
     LoginRefused,
     MessageEncoder,
+    MessageInfo,
     Reply,
     Retrieve,
     Session,
@@ -22,8 +22,8 @@ from popframe.protocol import (
     SessionMisuse,
     SessionState,
     StartTLS,
+    sasl,
 )
-from popframe.protocol import sasl
 from popframe.protocol.encoding import VerbatimEncoder
 
 MESSAGES = [MessageInfo("uid-a", 120), MessageInfo("uid-b", 200), MessageInfo("uid-c", 5)]

@@ -61,7 +61,7 @@ def _certificate(
     """A certificate for ``subject`` signed by ``issuer`` (name, key), or
     self-signed."""
     issuer_name, issuer_key = issuer or (subject, key)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))

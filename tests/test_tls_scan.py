@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MailHome, ServerProcess, server_args, start_server
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-
-from conftest import MailHome, ServerProcess, server_args, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 WEAK = ("NULL", "EXPORT", "RC4", "_DES_", "DES40", "3DES", "DES_CBC", "ANON", "_anon_",
@@ -65,7 +64,7 @@ def sslyze() -> list[str]:
 def make_rsa_self_signed(cert: Path, key: Path) -> None:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name)
         .public_key(private.public_key()).serial_number(x509.random_serial_number())

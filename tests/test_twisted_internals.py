@@ -124,7 +124,7 @@ SHOW_INHERITED = (
 def test_inherited_descriptors_come_from_the_environment() -> None:
     """What systemd sets (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES), read
     when Twisted's endpoints module is imported."""
-    command = f'LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES=plain:proxied exec "$0" -c "$1"'
+    command = 'LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES=plain:proxied exec "$0" -c "$1"'
     result = subprocess.run(["sh", "-c", command, sys.executable, SHOW_INHERITED],
                             capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[3, 4] [('plain', 3), ('proxied', 4)]"

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+__all__ = ["DEFAULT_MAX_ENTRIES", "VerifiedPasswords"]
+
 #: Users kept at most; the least recently verified go first.
 DEFAULT_MAX_ENTRIES = 100_000
 

@@ -21,9 +21,9 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from popframe.interfaces.auth import IClientCertificate
 from popframe.auth.oauth import parse_options
 from popframe.config import ConfigurationError
+from popframe.interfaces.auth import IClientCertificate
 
 __all__ = ["MAPPINGS", "ClientCertificateChecker", "ClientCertificateCheckerFactory", "identities"]
 
@@ -65,7 +65,10 @@ def _for_client_auth(certificate: x509.Certificate) -> bool:
         usage = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         return True
-    return ExtendedKeyUsageOID.CLIENT_AUTH in usage or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usage
+    return (
+        ExtendedKeyUsageOID.CLIENT_AUTH in usage
+        or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usage
+    )
 
 
 @implementer(ICredentialsChecker)
@@ -92,7 +95,9 @@ class ClientCertificateChecker:
             return self._refuse(f"not a certificate: {type(certificate).__name__}")
         if not _for_client_auth(certificate):
             return self._refuse("the certificate is not for TLS client authentication")
-        names = [name for name in identities(certificate, self.mapping) if name and "\0" not in name]
+        names = [
+            name for name in identities(certificate, self.mapping) if name and "\0" not in name
+        ]
         subject = certificate.subject.rfc4514_string()
         if not names:
             return self._refuse(f"no {self.mapping} identity in {subject}")
@@ -135,5 +140,7 @@ client certificates.
         options = parse_options(argstring, self.authType, (), ("map",))
         mapping = options.get("map", "email").lower()
         if mapping not in MAPPINGS:
-            raise ConfigurationError("--auth", f"tls-cert: map must be one of {', '.join(MAPPINGS)}")
+            raise ConfigurationError(
+                "--auth", f"tls-cert: map must be one of {', '.join(MAPPINGS)}"
+            )
         return ClientCertificateChecker(mapping)

@@ -19,6 +19,8 @@ import struct
 
 from popframe.protocol.sasl.secrets import CramMD5Secret
 
+__all__ = ["CONTEXT_LENGTH", "CramMD5Context", "md5_continue"]
+
 _MASK = 0xFFFFFFFF
 _BLOCK = 64
 _INITIAL = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476)
@@ -60,7 +62,8 @@ def md5_continue(state: State, hashed: int, data: bytes) -> bytes:
     """The MD5 digest of a message whose first ``hashed`` bytes (a multiple
     of 64) left the chaining value ``state``, and whose rest is ``data``."""
     total = hashed + len(data)
-    message = data + b"\x80" + b"\0" * ((55 - total) % _BLOCK) + struct.pack("<Q", (total * 8) & (2**64 - 1))
+    padding = b"\x80" + b"\0" * ((55 - total) % _BLOCK)
+    message = data + padding + struct.pack("<Q", (total * 8) & (2**64 - 1))
     for start in range(0, len(message), _BLOCK):
         state = _compress(state, message[start : start + _BLOCK])
     return struct.pack("<4I", *state)
@@ -100,7 +103,7 @@ class CramMD5Context(CramMD5Secret):
         if len(context) != CONTEXT_LENGTH:
             raise ValueError(f"a CRAM-MD5 context is {CONTEXT_LENGTH} bytes")
         words = struct.unpack("<8I", context)
-        return cls(words[4:8], words[0:4])  # type: ignore[arg-type]
+        return cls(words[4:8], words[0:4])
 
     def context(self) -> bytes:
         """Dovecot's stored form: outer state, then inner, little-endian."""

@@ -16,7 +16,8 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ICredentials, IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred, fail, maybeDeferred as maybe_deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import maybeDeferred as maybe_deferred
 from zope.interface import Interface, implementer
 
 from popframe.interfaces.auth import (
@@ -31,6 +32,23 @@ from popframe.interfaces.auth import (
     UserSettings,
 )
 from popframe.protocol import sasl
+
+__all__ = [
+    "ClientCertificate",
+    "DEFAULT_MECHANISMS",
+    "MECHANISM_NEEDS",
+    "OAuthBearerToken",
+    "VerifiedLogin",
+    "VerifiedLoginChecker",
+    "as_cred_credentials",
+    "authenticate",
+    "checked_secret",
+    "lookup_secret",
+    "secret_sources",
+    "serviceable",
+    "settings_sources",
+    "user_settings",
+]
 
 
 @implementer(IVerifiedLogin)
@@ -89,7 +107,11 @@ DEFAULT_MECHANISMS = (
 def secret_sources(portal: Portal, kind: SecretKind) -> list[ISecretLookup]:
     seen: list[ISecretLookup] = []
     for checker in portal.checkers.values():
-        if ISecretLookup.providedBy(checker) and kind in checker.secret_kinds and checker not in seen:
+        if (
+            ISecretLookup.providedBy(checker)
+            and kind in checker.secret_kinds
+            and checker not in seen
+        ):
             seen.append(checker)
     return seen
 
@@ -107,9 +129,11 @@ def serviceable(portal: Portal, mechanisms: Iterable[str]) -> tuple[str, ...]:
     return tuple(offered)
 
 
-def as_cred_credentials(credentials: sasl.Credentials, peer_certificate: Any = None) -> ICredentials:
+def as_cred_credentials(
+    credentials: sasl.Credentials, peer_certificate: Any = None
+) -> ICredentials:
     """The cred credentials for what an exchange proved.  An authzid is
-    not part of them: :func:`login` handles it."""
+    not part of them: :func:`authenticate` handles it."""
     if isinstance(credentials, sasl.Password):
         return UsernamePassword(credentials.authcid.encode("utf-8"), credentials.password)
     if isinstance(credentials, sasl.Verified):
@@ -123,20 +147,22 @@ def lookup_secret(portal: Portal, user: str, kind: SecretKind) -> Deferred[Secre
     """Ask each source in turn; None when none knows ``user``.  A source
     that answers with another type than the kind's declared one is a bug
     in that backend: a ``TypeError`` naming both (logged, ``[SYS/TEMP]``)."""
+
+    def ask(found: Secret | None, source: ISecretLookup) -> Secret | None | Deferred[Secret | None]:
+        if found is not None:
+            return found
+        return source.lookup_secret(user, kind).addCallback(checked_secret, kind)
+
     d: Deferred[Secret | None] = succeed(None)
     for source in secret_sources(portal, kind):
-        d.addCallback(
-            lambda found, source=source: found
-            if found is not None
-            else source.lookup_secret(user, kind).addCallback(checked_secret, kind)
-        )
+        d.addCallback(ask, source)
     return d
 
 
 def checked_secret(secret: object, kind: SecretKind) -> Secret | None:
     """``secret`` if it is None or of the type declared for ``kind``."""
     if secret is None or isinstance(secret, SECRET_TYPES[kind]):
-        return secret  # type: ignore[return-value]
+        return secret
     raise TypeError(f"a {kind} secret lookup returned {type(secret).__name__}, "
                     f"not {SECRET_TYPES[kind].__name__} or None")
 
@@ -152,13 +178,15 @@ def authenticate(
     ``authzid`` (an authorization identity, SASL PLAIN's) when they are
     that user's or a master user's (support staff, migrations).  Anyone
     else asking to be someone else is refused (``UnauthorizedLogin``)."""
-    for credential_interface, checker in portal.checkers.items():
-        if credential_interface.providedBy(credentials):
-            break
-    else:
+    checker = next(
+        (c for interface, c in portal.checkers.items() if interface.providedBy(credentials)), None
+    )
+    if checker is None:
         return fail(UnauthorizedLogin())
 
-    def authorize(avatar_id: bytes | str) -> str:
+    def authorize(avatar_id: bytes | str | tuple[()]) -> str:
+        if isinstance(avatar_id, tuple):  # twisted.cred's anonymous avatar
+            raise UnauthorizedLogin()
         user = avatar_id.decode("utf-8") if isinstance(avatar_id, bytes) else avatar_id
         if authzid is None or authzid == user:
             return user
@@ -182,9 +210,13 @@ def user_settings(sources: Iterable[IUserSettings], user: str) -> Deferred[UserS
     """What the first of ``sources`` that knows ``user`` says of them, or
     None when none does.  A source that fails fails this too (its outage
     must not hand the user a default maildrop location)."""
+
+    def ask(
+        found: UserSettings | None, source: IUserSettings
+    ) -> UserSettings | None | Deferred[UserSettings | None]:
+        return found if found is not None else source.user_settings(user)
+
     d: Deferred[UserSettings | None] = succeed(None)
     for source in sources:
-        d.addCallback(
-            lambda found, source=source: found if found is not None else source.user_settings(user)
-        )
+        d.addCallback(ask, source)
     return d

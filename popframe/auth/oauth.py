@@ -39,9 +39,9 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from popframe.interfaces.auth import InvalidToken, IOAuthBearerToken, ITokenValidator
 from popframe.config import ConfigurationError
 from popframe.files import WatchedFile
+from popframe.interfaces.auth import InvalidToken, IOAuthBearerToken, ITokenValidator
 from popframe.protocol.sasl.oauth import OAuthTokenRefused
 
 __all__ = [
@@ -69,7 +69,7 @@ DEFAULT_ALGORITHMS = ("RS256", "ES256", "EdDSA", "Ed25519")
 #: Seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``.
 DEFAULT_LEEWAY = 60
 
-_KEY_TYPES: dict[str, tuple[type, str | None]] = {
+_KEY_TYPES: dict[str, tuple[type[RSAKey | ECKey | OKPKey], str | None]] = {
     "RS256": (RSAKey, None), "RS384": (RSAKey, None), "RS512": (RSAKey, None),
     "PS256": (RSAKey, None), "PS384": (RSAKey, None), "PS512": (RSAKey, None),
     "ES256": (ECKey, "P-256"), "ES384": (ECKey, "P-384"), "ES512": (ECKey, "P-521"),
@@ -236,7 +236,9 @@ class JWTValidator:
         if bad or not self.algorithms:
             raise ValueError(f"algorithms must be among {', '.join(ALLOWED_ALGORITHMS)}")
         self.clock = clock
-        self._registry = jws.JWSRegistry(algorithms=list(self.algorithms), strict_check_header=False)
+        self._registry = jws.JWSRegistry(
+            algorithms=list(self.algorithms), strict_check_header=False
+        )
 
     def validate(self, token: str) -> Deferred:
         return maybeDeferred(self.user_of, token)
@@ -381,8 +383,11 @@ token's user.
             if leeway < 0:
                 raise ValueError
         except ValueError:
-            raise ConfigurationError("--auth", "jwt: leeway must be a whole number of seconds") from None
-        algorithms = tuple(a for a in options.get("algorithms", "+".join(DEFAULT_ALGORITHMS)).split("+") if a)
+            raise ConfigurationError(
+                "--auth", "jwt: leeway must be a whole number of seconds"
+            ) from None
+        named = options.get("algorithms", "+".join(DEFAULT_ALGORITHMS))
+        algorithms = tuple(a for a in named.split("+") if a)
         bad = [a for a in algorithms if a not in ALLOWED_ALGORITHMS]
         if bad or not algorithms:
             raise ConfigurationError(

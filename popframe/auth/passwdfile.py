@@ -39,6 +39,7 @@ from popframe.auth.schemes import (
     verify_password,
 )
 from popframe.config import ConfigurationError
+from popframe.files import WatchedFile
 from popframe.interfaces.auth import (
     ISecretLookup,
     IUserSettings,
@@ -47,8 +48,19 @@ from popframe.interfaces.auth import (
     SecretKind,
     UserSettings,
 )
-from popframe.files import WatchedFile
 from popframe.threads import ThreadPoolRunner
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "PasswdFile",
+    "PasswdFileChecker",
+    "PasswdFileCheckerFactory",
+    "PasswdRecord",
+    "PasswdSnapshot",
+    "parse_extra_fields",
+    "parse_line",
+    "parse_passwd",
+]
 
 T = TypeVar("T")
 RunBlocking = Callable[..., "Deferred[Any]"]
@@ -259,14 +271,18 @@ class PasswdFileChecker:
         verified_passwords: VerifiedPasswords | None = None,
     ) -> None:
         find_scheme(default_scheme)  # an unknown default fails now, not at login
-        self.passwd_file = passwd_file if isinstance(passwd_file, PasswdFile) else PasswdFile(passwd_file)
+        if not isinstance(passwd_file, PasswdFile):
+            passwd_file = PasswdFile(passwd_file)
+        self.passwd_file = passwd_file
         self.default_scheme = default_scheme
         self._semaphore = DeferredSemaphore(concurrency)
-        self._run_blocking = run_blocking or ThreadPoolRunner("popframe-passwd-file", concurrency, reactor)
+        self._run_blocking = run_blocking or ThreadPoolRunner(
+            "popframe-passwd-file", concurrency, reactor
+        )
         # --auth-cache-ttl: recent successes skip the hash (popframe.auth.cache).
         self.verified_passwords = verified_passwords
 
-    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes]:
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes | tuple[()]]:
         try:
             user = _as_text(credentials.username)
         except UnicodeDecodeError:
@@ -332,7 +348,9 @@ class PasswdFileChecker:
         try:
             matched = verify_password(record.password, password, self.default_scheme)
         except UnknownScheme as error:
-            log.error("{path}: user {user}: {error}", path=self.passwd_file.path, user=user, error=error)
+            log.error(
+                "{path}: user {user}: {error}", path=self.passwd_file.path, user=user, error=error
+            )
             return False
         if matched and self.verified_passwords is not None:
             self.verified_passwords.remember(user, record.password, password)
@@ -355,7 +373,9 @@ class PasswdFileChecker:
         try:
             return _SECRET_READERS[kind](record.password, self.default_scheme)
         except UnknownScheme as error:
-            log.error("{path}: user {user}: {error}", path=self.passwd_file.path, user=user, error=error)
+            log.error(
+                "{path}: user {user}: {error}", path=self.passwd_file.path, user=user, error=error
+            )
             return None
 
 
@@ -412,11 +432,15 @@ The extra field login_delay=SECONDS sets a user's own RFC 2449 LOGIN-DELAY
     def generateChecker(self, argstring: str = "") -> PasswdFileChecker:
         path = argstring.strip()
         if not path:
-            raise ConfigurationError("--auth", f"passwd-file: no path given, use {self.argStringFormat}")
+            raise ConfigurationError(
+                "--auth", f"passwd-file: no path given, use {self.argStringFormat}"
+            )
         passwd_file = PasswdFile(path)
         try:
             passwd_file.load()
         except OSError as error:
             reason = error.strerror or str(error)
-            raise ConfigurationError("--auth", f"passwd-file: cannot read {passwd_file.path}: {reason}") from None
+            raise ConfigurationError(
+                "--auth", f"passwd-file: cannot read {passwd_file.path}: {reason}"
+            ) from None
         return PasswdFileChecker(passwd_file)

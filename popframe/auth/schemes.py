@@ -19,9 +19,9 @@ No stdlib ``crypt`` (gone in Python 3.13): ``crypt_r`` links libxcrypt.
 from __future__ import annotations
 
 import base64
+import binascii
 import ctypes
 import ctypes.util
-import binascii
 import enum
 import hashlib
 import hmac
@@ -38,6 +38,31 @@ from popframe.auth.crammd5 import CONTEXT_LENGTH as CRAM_MD5_CONTEXT_LENGTH
 from popframe.auth.crammd5 import CramMD5Context
 from popframe.protocol.sasl import scram
 from popframe.protocol.sasl.scram import ScramRecord
+
+__all__ = [
+    "BCRYPT_DEFAULT_COST",
+    "BCRYPT_MAX_PASSWORD",
+    "DEFAULT_SCHEME",
+    "DIGEST_SALT_BYTES",
+    "Encoding",
+    "Make",
+    "SCHEMES",
+    "Scheme",
+    "StoredPassword",
+    "UnknownScheme",
+    "Verify",
+    "cram_md5_secret",
+    "decode",
+    "find_scheme",
+    "is_expensive",
+    "make_hash",
+    "parse_scram",
+    "plaintext",
+    "register",
+    "scram_record",
+    "split_field",
+    "verify_password",
+]
 
 DEFAULT_SCHEME = "CRYPT"
 
@@ -470,7 +495,9 @@ def _register_builtins() -> None:
     # What SASL mechanisms read (scram_record, cram_md5_secret); both also
     # verify plain passwords (USER/PASS, PLAIN), as in Dovecot.
     register(Scheme("SCRAM-SHA-256", _scram_verify, _scram_make, expensive=True))
-    register(Scheme("CRAM-MD5", _cram_md5_verify, _cram_md5_make, Encoding.HEX, CRAM_MD5_CONTEXT_LENGTH))
+    register(
+        Scheme("CRAM-MD5", _cram_md5_verify, _cram_md5_make, Encoding.HEX, CRAM_MD5_CONTEXT_LENGTH)
+    )
 
     # Verify-only crypt(3) names: new hashes should use a strong scheme.
     register(Scheme("CRYPT", _crypt_verify, expensive=True))
@@ -482,11 +509,15 @@ def _register_builtins() -> None:
     register(Scheme("SHA512-CRYPT", _crypt_verify, sha512, expensive=True))
     register(Scheme("BLF-CRYPT", _bcrypt_verify, _bcrypt_make, expensive=True))
 
-    register(Scheme("ARGON2I", _argon2_verify, _argon2_maker(argon2_low.Type.I, 4, 32768), expensive=True))
-    register(Scheme("ARGON2ID", _argon2_verify, _argon2_maker(argon2_low.Type.ID, 3, 65536), expensive=True))
+    argon2i = _argon2_maker(argon2_low.Type.I, 4, 32768)
+    argon2id = _argon2_maker(argon2_low.Type.ID, 3, 65536)
+    register(Scheme("ARGON2I", _argon2_verify, argon2i, expensive=True))
+    register(Scheme("ARGON2ID", _argon2_verify, argon2id, expensive=True))
 
     for name, algorithm in (("SSHA", "sha1"), ("SSHA256", "sha256"), ("SSHA512", "sha512")):
-        register(Scheme(name, _salted_verifier(algorithm), _salted_maker(algorithm), Encoding.BASE64))
+        register(
+            Scheme(name, _salted_verifier(algorithm), _salted_maker(algorithm), Encoding.BASE64)
+        )
     register(Scheme("SMD5", _salted_verifier("md5"), encoding=Encoding.BASE64))
 
     # Unsalted digests: verify only, so users can be moved off them.
@@ -498,7 +529,8 @@ def _register_builtins() -> None:
         ("LDAP-MD5", "md5", Encoding.BASE64, ()),
     ):
         size = hashlib.new(algorithm).digest_size
-        register(Scheme(name, _digest_verifier(algorithm), encoding=encoding, raw_length=size), *aliases)
+        scheme = Scheme(name, _digest_verifier(algorithm), encoding=encoding, raw_length=size)
+        register(scheme, *aliases)
 
 
 _register_builtins()

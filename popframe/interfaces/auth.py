@@ -84,10 +84,11 @@ class UserSettings:
     # RFC 2449 LOGIN-DELAY: seconds between two logins.
     login_delay: int | None = None
     # RFC 2449 EXPIRE: days a retrieved message is kept (0: deleted at QUIT).
+    # Carried to the store; popframe neither advertises nor enforces it yet.
     expire: int | None = None
     # A maildrop location of the store's own kind (a Maildir path, an mbox
     # file), from a directory attribute or a userdb field; None: the
-    # store's template decides.
+    # store's template decides.  The built-in stores do not read it yet.
     maildrop: str | None = None
 
 

@@ -9,10 +9,34 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 from popframe.errors import BadArguments, NoSuchMessage, UnknownCommand
+
+__all__ = [
+    "Apop",
+    "Auth",
+    "Capa",
+    "Command",
+    "Dele",
+    "List",
+    "Noop",
+    "Parser",
+    "Pass",
+    "Quit",
+    "Retr",
+    "Rset",
+    "Stat",
+    "Stls",
+    "Top",
+    "Uidl",
+    "User",
+    "Utf8",
+    "decode_base64",
+    "parse_command",
+]
 
 # Message numbers above this are answered "no such message" without int()
 # on an unbounded string.
@@ -152,7 +176,11 @@ def _words(argument: bytes, minimum: int, maximum: int) -> list[bytes]:
     return words
 
 
-def _no_arguments(cls: type[Command]):
+#: Parses what follows a command's keyword.
+Parser = Callable[[bytes], Command]
+
+
+def _no_arguments(cls: type[Command]) -> Parser:
     def parse(argument: bytes) -> Command:
         _words(argument, 0, 0)
         return cls()
@@ -160,7 +188,7 @@ def _no_arguments(cls: type[Command]):
     return parse
 
 
-def _optional_number(cls: type[List] | type[Uidl]):
+def _optional_number(cls: type[List] | type[Uidl]) -> Parser:
     def parse(argument: bytes) -> Command:
         words = _words(argument, 0, 1)
         return cls(_number(words[0])) if words else cls()
@@ -168,7 +196,7 @@ def _optional_number(cls: type[List] | type[Uidl]):
     return parse
 
 
-def _one_number(cls: type[Retr] | type[Dele]):
+def _one_number(cls: type[Retr] | type[Dele]) -> Parser:
     def parse(argument: bytes) -> Command:
         return cls(_number(_words(argument, 1, 1)[0]))
 
@@ -217,7 +245,7 @@ def _parse_apop(argument: bytes) -> Apop:
     return Apop(_parse_user(name).name, digest.decode("ascii"))
 
 
-_PARSERS = {
+_PARSERS: dict[bytes, Parser] = {
     b"USER": _parse_user,
     b"PASS": _parse_pass,
     b"QUIT": _no_arguments(Quit),

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+__all__ = ["MessageEncoder", "TERMINATOR", "VerbatimEncoder", "WireForm", "wire_form", "wire_size"]
+
 TERMINATOR = b".\r\n"
 
 # A line starting with "." after a line end.  The regular expression scans

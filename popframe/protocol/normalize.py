@@ -12,6 +12,8 @@ import precis_i18n
 
 from popframe.errors import BadArguments
 
+__all__ = ["normalize_password", "normalize_user"]
+
 _USERNAME = precis_i18n.get_profile("UsernameCasePreserved")
 _PASSWORD = precis_i18n.get_profile("OpaqueString")
 

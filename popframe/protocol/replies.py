@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from popframe.errors import POP3Error
 
+__all__ = ["Reply", "error_reply", "numbered_body"]
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:

@@ -37,12 +37,13 @@ from popframe.errors import (
     UnknownCommand,
     WrongState,
 )
-from popframe.protocol.listing import MessageInfo, MessageList
 from popframe.protocol import commands as c
 from popframe.protocol import sasl
 from popframe.protocol.encoding import MessageEncoder, VerbatimEncoder
+from popframe.protocol.listing import MessageInfo, MessageList
 from popframe.protocol.normalize import normalize_password, normalize_user
 from popframe.protocol.replies import Reply, error_reply, numbered_body
+from popframe.protocol.sasl.secrets import SecretKind
 
 
 class SessionState(enum.Enum):
@@ -142,7 +143,7 @@ class LookupSecret:
     (the mechanism then fails the way a wrong password does)."""
 
     user: str
-    kind: str
+    kind: SecretKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,7 +538,11 @@ class Session:
             return Reply(True, "SASL mechanisms follow", lines=[m.encode() for m in offered])
         if command.mechanism not in offered:
             mechanism = sasl.MECHANISMS.get(command.mechanism)
-            if mechanism is not None and mechanism.plaintext and command.mechanism in self.config.mechanisms:
+            if (
+                mechanism is not None
+                and mechanism.plaintext
+                and command.mechanism in self.config.mechanisms
+            ):
                 raise TLSRequired()
             raise BadArguments("unsupported SASL mechanism")
         return self._begin(command.mechanism, command.initial_response)
@@ -547,7 +552,7 @@ class Session:
         if "APOP" not in self.config.mechanisms or not self.config.apop_timestamp:
             raise UnknownCommand("APOP is not enabled")
         name = self._normalize(command.name)
-        return self._begin("APOP", f"{name} {command.digest}".encode("utf-8"))
+        return self._begin("APOP", f"{name} {command.digest}".encode())
 
     # -- SASL exchanges --------------------------------------------------------
 

@@ -69,5 +69,5 @@ class AsyncBody:
 def as_body(opened: IO[bytes] | IMessageBody, size: int | None) -> FileBody | AsyncBody:
     """What ``IMaildrop.open_message`` fired with, as a reader."""
     if IMessageBody.providedBy(opened):
-        return AsyncBody(opened, size)  # type: ignore[arg-type]
-    return FileBody(opened, size)  # type: ignore[arg-type]
+        return AsyncBody(opened, size)
+    return FileBody(opened, size)

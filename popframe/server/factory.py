@@ -15,13 +15,13 @@ from popframe.server.protocol import POP3ServerProtocol
 __all__ = ["POP3Factory"]
 
 
-class POP3Factory(Factory):
+class POP3Factory(Factory[POP3ServerProtocol]):
     """Builds one :class:`POP3ServerProtocol` per connection."""
 
     def __init__(self, portal: Portal, config: ServerConfig | None = None,
                  clock: IReactorTime | None = None) -> None:
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
+            from twisted.internet import reactor as clock
         assert clock is not None
         self.portal = portal
         self.config = config or ServerConfig()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, fail, succeed
@@ -34,6 +34,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import Interface
 
 from popframe.auth.credentials import (
     as_cred_credentials,
@@ -92,7 +93,9 @@ class ConnectionLogins:
         self._transport = transport
         self.failures = 0  # failed logins on this connection
 
-    def attempt(self, request: Authenticate, tls: bool, certificate: Any = None) -> Deferred[LoggedIn]:
+    def attempt(
+        self, request: Authenticate, tls: bool, certificate: Any = None
+    ) -> Deferred[LoggedIn]:
         """Run ``request``; fires with :class:`LoggedIn`, or fails with the
         :class:`POP3Error` to answer, after its delay.  ``TooManyFailures``
         means: answer, then hang up."""
@@ -100,13 +103,12 @@ class ConnectionLogins:
         config = logins.config
         credentials = as_cred_credentials(request.credentials, certificate)
         authzid = getattr(request.credentials, "authzid", None)
-        d = self._address_admitted()
-        d.addCallback(lambda _: authenticate(logins.portal, credentials, authzid,
-                                             config.master_users))
-        d.addCallback(self._open)
-        d.addCallbacks(self._succeeded, self._failed,
-                       callbackArgs=(request, tls), errbackArgs=(request, tls))
-        return d
+        user = self._address_admitted().addCallback(
+            lambda _: authenticate(logins.portal, credentials, authzid, config.master_users)
+        )
+        return user.addCallback(self._open).addCallbacks(
+            self._succeeded, self._failed, callbackArgs=(request, tls), errbackArgs=(request, tls)
+        )
 
     def refused(self, request: LoginRefused, tls: bool) -> Deferred[POP3Error]:
         """A login the core refused: count and log it like any; fires with
@@ -114,7 +116,9 @@ class ConnectionLogins:
         d = self._count_failure(request.mechanism, request.user, "AuthenticationFailed", tls)
 
         def answer(verdict: Verdict | None) -> POP3Error:
-            return TooManyFailures() if verdict is not None and verdict.drop else AuthenticationFailed()
+            if verdict is not None and verdict.drop:
+                return TooManyFailures()
+            return AuthenticationFailed()
 
         def broken(failure: Failure) -> POP3Error:
             log.failure("throttling a failed login failed", failure)
@@ -146,16 +150,23 @@ class ConnectionLogins:
             user_settings(sources, user) if sources else succeed(None))
 
         def open_maildrop(found: UserSettings | None) -> Deferred[LoggedIn]:
-            d = logins.portal.realm.requestAvatar(user.encode("utf-8"), found, IMaildrop)
+            avatar = logins.portal.realm.requestAvatar(user.encode("utf-8"), found, IMaildrop)
+            # IRealm may answer at once or with a Deferred.
+            d = avatar if isinstance(avatar, Deferred) else succeed(avatar)
             return d.addCallback(self._check_login_delay, user, found)
 
         return settings.addCallback(open_maildrop)
 
-    def _check_login_delay(self, avatar: tuple[Any, IMaildrop, Callable[[], None]], user: str,
-                           settings: UserSettings | None) -> LoggedIn | Deferred[LoggedIn]:
+    def _check_login_delay(
+        self,
+        avatar: tuple[type[Interface], object, Callable[[], None]],
+        user: str,
+        settings: UserSettings | None,
+    ) -> LoggedIn | Deferred[LoggedIn]:
         """RFC 2449 LOGIN-DELAY, once the credentials are proven: a login
         too soon after the last one is refused and its maildrop released."""
-        _, maildrop, logout = avatar
+        _, provided, logout = avatar
+        maildrop = cast(IMaildrop, provided)  # what the realm was asked for
         policy = self._logins.config.login_delay
         if policy is None:
             return LoggedIn(maildrop, logout, None)
@@ -212,10 +223,10 @@ class ConnectionLogins:
         self.failures += 1
         d = throttle.failed(self._transport.getPeer(), user, self.failures)
 
-        def wait(verdict: Verdict) -> Verdict | Deferred[Verdict]:
+        def wait(verdict: Verdict) -> Deferred[Verdict | None]:
             self._log(mechanism, user, reason, tls, verdict)
             if verdict.delay <= 0:
-                return verdict
+                return succeed(verdict)
             return deferLater(self._logins.clock, verdict.delay, lambda: verdict)
 
         return d.addCallback(wait)
@@ -225,7 +236,9 @@ class ConnectionLogins:
         fields: dict[str, object] = dict(
             mechanism=mechanism or "-", user=_shown(user), peer=peer_text(self._transport),
             tls=tls, reason=reason)
-        text = "login failed mechanism={mechanism} user={user} peer={peer} tls={tls} reason={reason}"
+        text = (
+            "login failed mechanism={mechanism} user={user} peer={peer} tls={tls} reason={reason}"
+        )
         if verdict is not None:
             text += " failures={failures} delay={delay}"
             fields.update(failures=verdict.failures, delay=f"{verdict.delay:g}s")

@@ -18,13 +18,18 @@ from typing import IO, TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from twisted.cred.portal import Portal
-from twisted.internet.interfaces import IPushProducer, IReactorTime, ISSLTransport
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import (
+    IConsumer,
+    IPushProducer,
+    ISSLTransport,
+    ITLSTransport,
+)
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from popframe.auth.credentials import lookup_secret
 from popframe.errors import POP3Error
 from popframe.interfaces import IMaildrop, IMessageBody
 from popframe.protocol import (
@@ -41,9 +46,7 @@ from popframe.protocol import (
 )
 from popframe.protocol.encoding import MessageEncoder
 from popframe.protocol.session import SessionState
-from popframe.auth.credentials import lookup_secret
 from popframe.server.body import AsyncBody, Chunk, FileBody, as_body
-from popframe.server.config import ServerConfig
 from popframe.server.failures import as_pop3_error
 from popframe.server.login import ConnectionLogins, LoggedIn
 from popframe.server.peers import behind_proxy, is_loopback, peer_text
@@ -51,7 +54,14 @@ from popframe.throttle import TooManyFailures, address_key
 from popframe.twisted_internals import plain_tcp, send_now
 
 if TYPE_CHECKING:
+    from OpenSSL import SSL
+
     from popframe.server.factory import POP3Factory
+
+    class _ServerTransport(ITLSTransport, IConsumer, IPushProducer):
+        """What the protocol uses of its transport (a listener's TCP or
+        UNIX connection, or a TLS or PROXY wrapper around one): writes,
+        STLS, a producer, and reads paused when too much is pipelined."""
 
 __all__ = ["POP3ServerProtocol"]
 
@@ -66,6 +76,7 @@ class POP3ServerProtocol(Protocol):
     """One POP3 connection: feeds the session, runs what it asks for."""
 
     factory: POP3Factory
+    transport: _ServerTransport
 
     def __init__(self, factory: POP3Factory) -> None:
         self.factory = factory
@@ -158,7 +169,7 @@ class POP3ServerProtocol(Protocol):
             self.transport.pauseProducing()
         self._pump()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
         self._cancel_timeout()
         self._cancel_login_deadline()
@@ -283,17 +294,27 @@ class POP3ServerProtocol(Protocol):
         d = lookup_secret(self.portal, request.user, request.kind)
         self._await(d, lambda secret: self._dispatch(session.secret_found(secret)))
 
-    def _peer_certificate(self) -> x509.Certificate | None:
+    def _tls_connection(self) -> SSL.Connection | None:
+        """The pyOpenSSL connection under a TLS transport: what its
+        ``getHandle()`` (``ISystemHandle``'s, which ``ISSLTransport`` does
+        not extend) gives; None without TLS."""
         if not ISSLTransport.providedBy(self.transport):
             return None
-        certificate = self.transport.getHandle().get_peer_certificate(as_cryptography=True)
-        return certificate
+        system: Any = self.transport
+        connection: SSL.Connection = system.getHandle()
+        return connection
+
+    def _peer_certificate(self) -> x509.Certificate | None:
+        connection = self._tls_connection()
+        if connection is None:
+            return None
+        return connection.get_peer_certificate(as_cryptography=True)
 
     def _channel_binding(self, kind: str) -> bytes | None:
         """RFC 5929 / RFC 9266 channel-binding data of this TLS connection."""
-        if not ISSLTransport.providedBy(self.transport):
+        connection = self._tls_connection()
+        if connection is None:
             return None
-        connection = self.transport.getHandle()
         if kind == "tls-exporter":
             return connection.export_keying_material(b"EXPORTER-Channel-Binding", 32)
         if kind == "tls-unique":

@@ -22,6 +22,8 @@ from zope.interface import implementer
 from popframe.errors import MaildropInUse, TemporaryFailure
 from popframe.interfaces import IMaildropLock, IMaildropLocker
 
+__all__ = ["FileLock", "FileLocker", "MemoryLock", "MemoryLocker"]
+
 log = Logger()
 
 

@@ -19,6 +19,7 @@ from popframe.interfaces import (
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
+    IMessageBody,
     IProcessLocalStore,
     MessageList,
     UserSettings,
@@ -99,7 +100,7 @@ class MemoryMaildrop(LockedMaildrop):
     def listing(self) -> MessageList:
         return self._listing
 
-    def open_message(self, uid: str) -> defer.Deferred[BinaryIO]:
+    def open_message(self, uid: str) -> defer.Deferred[BinaryIO | IMessageBody]:
         self.check_open()
         message = self._messages.get(uid)
         if message is None:

@@ -24,6 +24,15 @@ from dataclasses import dataclass
 from popframe.config import ConfigurationError
 from popframe.errors import PermanentFailure
 
+__all__ = [
+    "NAME_MAX",
+    "PathTemplate",
+    "UnsafeUserName",
+    "check_user_name",
+    "real_path",
+    "split_user",
+]
+
 #: The longest path component most filesystems accept, in bytes.
 NAME_MAX = 255
 

@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet.interfaces import IReactorThreads, IReadDescriptor
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.logger import Logger
 from twisted.python import usage
@@ -118,7 +118,7 @@ def run_worker(spec: dict[str, Any]) -> int:
             log.failure("cannot serve --listen {description}", description=listener["description"])
             return 1
 
-    stopping = []
+    stopping: list[bool] = []
 
     def parent_gone() -> None:
         if not stopping:  # not the reactor closing the pipe as it stops
@@ -132,7 +132,8 @@ def run_worker(spec: dict[str, Any]) -> int:
 
     reactor.addReader(_Lifeline(reactor, LIFELINE_FD, parent_gone))
     reactor.addSystemEventTrigger("before", "shutdown", stop_listening)
-    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(
+    threads = IReactorThreads(reactor)  # as Twisted's typing of the global reactor asks
+    signal.signal(signal.SIGHUP, lambda signum, frame: threads.callFromThread(
         log.info, "SIGHUP received: nothing to reload yet"))
     log.info("ready (pid {pid}): serving {count} listeners", pid=os.getpid(), count=len(ports))
     reactor.run()

@@ -1,35 +1,22 @@
-"""A third-party popframe store in a few lines: every user finds one
-greeting in their maildrop.  It reuses popframe's MemoryStore for the
-listing, locking and commit rules, and only decides what is in it."""
+"""hello_store: a popframe backend written as a third party writes one.
 
-from __future__ import annotations
+- :mod:`hello_store.store`: a maildrop store (every user finds a greeting,
+  plus whatever was delivered to them) implementing popframe's store
+  contract itself;
+- :mod:`hello_store.body`: a message body read asynchronously, chunk by
+  chunk, as a database or object store would serve it;
+- :mod:`hello_store.checker`: a credential checker (users and plaintext
+  passwords from the ``--auth`` argument) that also serves APOP and a
+  per-user LOGIN-DELAY;
+- :mod:`hello_store.factories`: the two plugins that name them on the
+  command line (``--store hello:...``, ``--auth hello:...``), announced by
+  ``twisted/plugins/hello_store_plugin.py``.
 
-from twisted.internet.defer import Deferred
-from twisted.plugin import IPlugin
-from zope.interface import implementer
+popframe's ``docs/writing-a-backend.md`` walks through it.
+"""
 
-from popframe.interfaces import IMaildropStore, IMaildropStoreFactory
-from popframe.stores.memory import MemoryStore
+from hello_store.checker import HelloChecker
+from hello_store.factories import HelloCheckerFactory, HelloStoreFactory
+from hello_store.store import HelloStore
 
-
-@implementer(IMaildropStore)
-class HelloStore:
-    def __init__(self, greeting: str) -> None:
-        self.greeting = greeting
-        self.memory = MemoryStore()
-
-    def open(self, user: str) -> Deferred:
-        if user not in self.memory.maildrops:
-            message = f"From: popframe\nSubject: hello {user}\n\n{self.greeting}\n"
-            self.memory.deliver(user, message.encode("utf-8"))
-        return self.memory.open(user)
-
-
-@implementer(IMaildropStoreFactory, IPlugin)
-class HelloStoreFactory:
-    storeName = "hello"
-    argStringFormat = "hello:[GREETING]"
-    storeHelp = "Every user has one message saying GREETING (default: hello).\nFor trying plugins."
-
-    def storeFromString(self, argstring: str) -> IMaildropStore:
-        return HelloStore(argstring or "hello")
+__all__ = ["HelloChecker", "HelloCheckerFactory", "HelloStore", "HelloStoreFactory"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from popframe.errors import AuthenticationFailed
-from popframe.protocol.sasl.secrets import Secret, SecretKind
+from popframe.protocol.sasl.secrets import SecretKind
 
 # -- what a finished exchange proves ------------------------------------------
 
@@ -147,7 +147,11 @@ class Mechanism:
     def respond(self, response: bytes) -> Step:
         raise SASLFailed()
 
-    def secret(self, secret: Secret | None) -> Step:
+    def secret(self, secret: object | None) -> Step:
+        """The answer to this exchange's :class:`NeedSecret`: what the
+        backend's lookup gave, None for no such user.  Anything but the
+        declared type of the kind asked for must count as no secret (a
+        backend may be wrong), at the same cost as a real one."""
         raise SASLFailed()
 
     def failure_challenge(self, error: AuthenticationFailed) -> bytes | None:
@@ -176,3 +180,21 @@ def utf8(data: bytes) -> str:
 
 # The built-in mechanisms register themselves on import.
 from popframe.protocol.sasl import apop, crammd5, external, login, oauth, plain, scram  # noqa: E402,F401
+
+__all__ = [
+    "BearerToken",
+    "Challenge",
+    "Credentials",
+    "External",
+    "MECHANISMS",
+    "Mechanism",
+    "NeedSecret",
+    "Outcome",
+    "Password",
+    "SASLContext",
+    "SASLFailed",
+    "Step",
+    "Verified",
+    "register",
+    "utf8",
+]

@@ -12,8 +12,9 @@ import hashlib
 import hmac
 
 from popframe.protocol import sasl
+from popframe.protocol.sasl import SASLContext, Step
 from popframe.protocol.sasl.crammd5 import parse_digest, user_name
-from popframe.protocol.sasl.secrets import PlaintextSecret, Secret, SecretKind
+from popframe.protocol.sasl.secrets import PlaintextSecret, SecretKind
 
 
 @sasl.register
@@ -21,12 +22,14 @@ class Apop(sasl.Mechanism):
     name = "APOP"
     sasl = False
 
-    def __init__(self, context: sasl.SASLContext) -> None:
+    # (The class attribute ``sasl`` hides the module in this body, so the
+    # annotations name SASLContext and Step directly.)
+    def __init__(self, context: SASLContext) -> None:
         super().__init__(context)
         self._user: str | None = None
         self._digest = b""
 
-    def start(self, initial_response: bytes | None) -> sasl.Step:
+    def start(self, initial_response: bytes | None) -> Step:
         """``initial_response`` is ``b"name digest"`` from the command."""
         if not self.context.apop_timestamp or initial_response is None:
             raise sasl.SASLFailed()
@@ -37,7 +40,7 @@ class Apop(sasl.Mechanism):
         self._user = user_name(name)
         return sasl.NeedSecret(self._user, SecretKind.PLAINTEXT)
 
-    def secret(self, secret: Secret | None) -> sasl.Step:
+    def secret(self, secret: object | None) -> Step:
         timestamp = self.context.apop_timestamp
         if self._user is None or not timestamp:
             raise sasl.SASLFailed()

@@ -17,7 +17,7 @@ import hmac
 from popframe.errors import BadArguments
 from popframe.protocol import sasl
 from popframe.protocol.normalize import normalize_user
-from popframe.protocol.sasl.secrets import CramMD5Secret, Secret, SecretKind
+from popframe.protocol.sasl.secrets import CramMD5Secret, SecretKind
 
 _DIGEST_HEX = frozenset(b"0123456789abcdefABCDEF")
 
@@ -64,7 +64,7 @@ class CramMD5(sasl.Mechanism):
         self._user = user_name(name)
         return sasl.NeedSecret(self._user, SecretKind.CRAM_MD5)
 
-    def secret(self, secret: Secret | None) -> sasl.Step:
+    def secret(self, secret: object | None) -> sasl.Step:
         if self._user is None:
             raise sasl.SASLFailed()
         known = isinstance(secret, CramMD5Secret)

@@ -62,7 +62,11 @@ def _key_values(fields: list[bytes]) -> dict[str, str]:
     for field in fields:
         key, equals, value = field.partition(b"=")
         text = value.decode("ascii", "replace")
-        if not equals or not _KEY.fullmatch(key.decode("ascii", "replace")) or not _VALUE.fullmatch(text):
+        if (
+            not equals
+            or not _KEY.fullmatch(key.decode("ascii", "replace"))
+            or not _VALUE.fullmatch(text)
+        ):
             raise sasl.SASLFailed()
         name = key.decode("ascii")
         if name in pairs:

@@ -52,7 +52,22 @@ from typing import ClassVar
 from popframe.errors import BadArguments
 from popframe.protocol import sasl
 from popframe.protocol.normalize import normalize_user
-from popframe.protocol.sasl.secrets import DEFAULT_ITERATIONS, ScramRecord, Secret, SecretKind
+from popframe.protocol.sasl.secrets import DEFAULT_ITERATIONS, ScramRecord, SecretKind
+
+# ScramRecord and DEFAULT_ITERATIONS live in secrets.py (the declared
+# secret types) and are named here too, where SCRAM's users look.
+__all__ = [
+    "CHANNEL_BINDING_TYPES",
+    "DEFAULT_ITERATIONS",
+    "MAX_ITERATIONS",
+    "MIN_ITERATIONS",
+    "SALT_BYTES",
+    "ScramRecord",
+    "ScramSHA256",
+    "ScramSHA256Plus",
+    "fake_record",
+    "set_fake_record_key",
+]
 
 #: Bounds on a stored record's iteration count (Dovecot refuses fewer than
 #: 4096; more than this is a denial of service waiting to happen).
@@ -181,7 +196,11 @@ class ScramSHA256(sasl.Mechanism):
         attributes = bare.split(",")
         # [reserved-mext ","] username "," nonce ["," extensions]: "m=" is
         # reserved for mandatory extensions, of which none exist yet.
-        if len(attributes) < 2 or not attributes[0].startswith("n=") or not attributes[1].startswith("r="):
+        if (
+            len(attributes) < 2
+            or not attributes[0].startswith("n=")
+            or not attributes[1].startswith("r=")
+        ):
             raise sasl.SASLFailed()
         if any(len(a) < 2 or a[1] != "=" for a in attributes[2:]):
             raise sasl.SASLFailed()
@@ -223,7 +242,7 @@ class ScramSHA256(sasl.Mechanism):
 
     # -- server-first-message --------------------------------------------------
 
-    def secret(self, secret: Secret | None) -> sasl.Step:
+    def secret(self, secret: object | None) -> sasl.Step:
         if self._client_first_bare is None or self._server_first is not None:
             raise sasl.SASLFailed()
         if isinstance(secret, ScramRecord):
@@ -232,7 +251,8 @@ class ScramSHA256(sasl.Mechanism):
             self._record, self._known = fake_record(self._authcid), False
         server_nonce = base64.b64encode(self.context.random(_NONCE_BYTES)).decode("ascii")
         self._nonce = self._client_nonce + server_nonce
-        self._server_first = f"r={self._nonce},s={_b64(self._record.salt)},i={self._record.iterations}"
+        record = self._record
+        self._server_first = f"r={self._nonce},s={_b64(record.salt)},i={record.iterations}"
         return sasl.Challenge(self._server_first.encode("ascii"))
 
     # -- client-final-message ----------------------------------------------------
@@ -264,7 +284,7 @@ class ScramSHA256(sasl.Mechanism):
         auth_message = ",".join((self._client_first_bare, self._server_first or "", without_proof))
         auth_message_bytes = auth_message.encode("utf-8")
         client_signature = _hmac(record.stored_key, auth_message_bytes)
-        client_key = bytes(p ^ s for p, s in zip(proof, client_signature))
+        client_key = bytes(p ^ s for p, s in zip(proof, client_signature, strict=True))
         matched = hmac.compare_digest(hashlib.sha256(client_key).digest(), record.stored_key)
         if not (matched and self._known):
             raise sasl.SASLFailed()

@@ -111,7 +111,7 @@ Secret = ScramRecord | PlaintextSecret | CramMD5Secret
 
 #: The one type a lookup of each kind returns (or None: no such user, or
 #: no secret of that kind for them).
-SECRET_TYPES: dict[SecretKind, type[Secret]] = {  # type: ignore[dict-item]
+SECRET_TYPES: dict[SecretKind, type[Secret]] = {
     SecretKind.SCRAM_SHA_256: ScramRecord,
     SecretKind.PLAINTEXT: PlaintextSecret,
     SecretKind.CRAM_MD5: CramMD5Secret,

@@ -77,7 +77,7 @@ class Snapshot:
     def where(self) -> dict[str, str]:
         """uid -> entry."""
         if self._where is None:
-            self._where = dict(zip(self.listing.uids, self.entries()))
+            self._where = dict(zip(self.listing.uids, self.entries(), strict=True))
         return self._where
 
 
@@ -140,7 +140,9 @@ def check_listing(data: bytes) -> StoredListing:
     return stored
 
 
-def _listing_file(count: int, key: tuple[int, ...] | None, names: int, uids: int, body: bytes) -> bytes:
+def _listing_file(
+    count: int, key: tuple[int, ...] | None, names: int, uids: int, body: bytes
+) -> bytes:
     checked = b"%d %s %d %d\n%s" % (count, key_text(key), names, uids, body)
     return b"%s%08x %s" % (_LISTING_PREFIX, zlib.crc32(checked), checked)
 

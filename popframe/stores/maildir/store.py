@@ -22,6 +22,7 @@ from popframe.interfaces import (
     IMaildropLocker,
     IMaildropStore,
     IMaildropStoreFactory,
+    IMessageBody,
     MessageList,
     UserSettings,
 )
@@ -89,7 +90,7 @@ class MaildirMaildrop(LockedMaildrop):
         entry = where.get(uid)
         return None if entry is None else relative_path(entry)
 
-    def open_message(self, uid: str) -> defer.Deferred[BinaryIO]:
+    def open_message(self, uid: str) -> defer.Deferred[BinaryIO | IMessageBody]:
         self.check_open()
         opened = self._open_where_listed(uid)
         if opened is not None:

@@ -1,0 +1,62 @@
+"""The test kit for popframe backends and tests (in the spirit of
+``treq.testing``): contract suites to run against your store or checker,
+an in-memory store and checker, the real server protocol against a client
+in memory, a real ``twistd pop3`` on loopback, and helpers for Deferreds.
+
+Running the store contract against your own store (a pytest file)::
+
+    from popframe.testing.contracts import StoreContract
+
+    from my_store import MyStore
+
+
+    class TestMyStore(StoreContract):
+        def make_store(self, tmp_path):
+            return MyStore(tmp_path / "mail")
+
+        def add_message(self, store, user, octets):  # not needed for an IDeliverableStore
+            return store.add(user, octets)  # a Deferred, or None when done
+
+The modules, one job each:
+
+- :mod:`.contracts`: ``StoreContract`` and ``CheckerContract`` (import them
+  from there: they need pytest, the rest of the kit does not);
+- :mod:`.memory`: ``MemoryStore`` and ``MemoryChecker``;
+- :mod:`.connection`: ``connect_in_memory``, the server protocol against a
+  ``RecordingClient`` through ``twisted.test.iosim``;
+- :mod:`.process`: ``start_server``, a real ``twistd pop3`` process;
+- :mod:`.transports`: ``BufferedTransport``, a ``StringTransport`` that
+  pushes back like a socket;
+- :mod:`.deferreds`: ``result_of`` / ``failure_of``, reading a fired Deferred;
+- :mod:`.reactor`: ``wait_for``, running the reactor until one fires.
+"""
+
+from popframe.testing.connection import (
+    InMemoryConnection,
+    RecordingClient,
+    connect_in_memory,
+    make_portal,
+)
+from popframe.testing.deferreds import failure_of, result_of
+from popframe.testing.memory import MemoryChecker, MemoryStore
+from popframe.testing.process import TWISTD, ServerProcess, start_server
+from popframe.testing.reactor import WaitTimeout, stop_reactor, wait_for
+from popframe.testing.transports import BufferedTransport
+
+__all__ = [
+    "TWISTD",
+    "BufferedTransport",
+    "InMemoryConnection",
+    "MemoryChecker",
+    "MemoryStore",
+    "RecordingClient",
+    "ServerProcess",
+    "WaitTimeout",
+    "connect_in_memory",
+    "failure_of",
+    "make_portal",
+    "result_of",
+    "start_server",
+    "stop_reactor",
+    "wait_for",
+]
