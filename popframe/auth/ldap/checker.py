@@ -119,7 +119,7 @@ class LDAPChecker:
 
     # -- ICredentialsChecker --------------------------------------------------------
 
-    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes]:
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes | tuple[()]]:
         try:
             user = _text(credentials.username)
         except UnicodeDecodeError:
@@ -133,8 +133,9 @@ class LDAPChecker:
             return succeed(cached.avatar.encode("utf-8"))
         if self.recent_failures is not None and self.recent_failures.failed(user, password):
             return fail(UnauthorizedLogin())
-        d = self._check(user, password)
-        return d.addCallback(self._decided, user, password)
+        d: Deferred[bytes | tuple[()]] = self._check(user, password).addCallback(
+            self._decided, user, password)
+        return d
 
     def _recently_verified(self, user: str, password: bytes) -> DirectoryUser | None:
         cache = self.verified_passwords
