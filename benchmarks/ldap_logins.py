@@ -43,14 +43,14 @@ from ldap_support import (  # noqa: E402
     SUFFIX,
     Slapd,
     numbered_users,
-    reactor_thread,
+    reactor_runner,
     start_slapd,
 )
 from twisted.cred.credentials import UsernamePassword  # noqa: E402
 
 from popframe.auth.ldap import LDAPChecker  # noqa: E402
 from popframe.auth.ldap.settings import settings_from_mapping  # noqa: E402
-from popframe.testing import start_server  # noqa: E402
+from popframe.testing import start_server, stop_reactor  # noqa: E402
 
 FILTER = "(&(objectClass=inetOrgPerson)(uid=%u))"
 FAILURES: list[str] = []  # the first bad reply of each failed session
@@ -112,7 +112,7 @@ class Row:
 
 def checker_rate(slapd: Slapd, mode: str, cache_ttl: float, users: list[tuple[str, str]],
                  logins: int, concurrency: int, seconds: float) -> Row:
-    reactor = reactor_thread()
+    reactor = reactor_runner()
     checker = LDAPChecker(settings_from_mapping(settings(slapd, mode, cache_ttl), "bench.toml"),
                           reactor=reactor.reactor)
 
@@ -317,6 +317,7 @@ def main() -> int:
                                   args.concurrency, args.seconds))
     finally:
         next(slapd_run, None)
+        stop_reactor()  # its resolver's threads would keep the process alive
     print(f"{args.users} users, {args.concurrency} at once, {args.mode}, "
           f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}\n")

@@ -12,10 +12,9 @@ self-signed for 127.0.0.1 and localhost and is the test CA
 Locally the tests skip when slapd is not installed; with ``CI=true`` they
 fail (tests/run.sh installs it).
 
-The checker under test is Twisted-native, so the tests run the global
-reactor in a thread of its own (:func:`reactor_thread`, once per session)
-and call into it with :meth:`ReactorThread.call`, which waits a bounded
-time for the Deferred.
+The checker under test is Twisted-native: the tests call it through
+:meth:`ReactorRunner.call`, which runs the global reactor until the
+Deferred fires (a bounded time).
 """
 
 from __future__ import annotations
@@ -23,13 +22,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import queue
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -442,52 +439,28 @@ class Unresponsive:
         self.socket.close()
 
 
-# -- the reactor in a thread --------------------------------------------------------
+# -- the reactor -----------------------------------------------------------------------------
 
 
-class ReactorThread:
-    """The global reactor, running in a daemon thread."""
+class ReactorRunner:
+    """Calls into the checker, running the global reactor only while a
+    test waits for the answer (:func:`popframe.testing.wait_for`), so the
+    other test modules find it stopped."""
 
     def __init__(self) -> None:
         from twisted.internet import reactor
 
         self.reactor: Any = reactor
-        self.thread = threading.Thread(
-            target=lambda: reactor.run(installSignalHandlers=False), name="reactor", daemon=True)
-        self.thread.start()
 
     def call(self, function: Callable[..., Any], *args: Any, timeout: float = 30, **kwargs: Any) -> Any:
-        """Run ``function`` in the reactor thread; wait (at most
-        ``timeout``) for its result, or its Deferred's, and return it or
-        raise its exception."""
+        """``function``'s result, or its Deferred's once it fires (at most
+        ``timeout`` seconds); raises its exception."""
         from twisted.internet.defer import maybeDeferred
 
-        answers: queue.Queue[tuple[bool, Any]] = queue.Queue()
+        from popframe.testing import wait_for
 
-        def run() -> None:
-            d = maybeDeferred(function, *args, **kwargs)
-            d.addCallbacks(lambda result: answers.put((True, result)),
-                           lambda failure: answers.put((False, failure)))
-
-        self.reactor.callFromThread(run)
-        try:
-            ok, value = answers.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no answer from the reactor in {timeout} s") from None
-        if ok:
-            return value
-        value.raiseException()
-
-    def stop(self) -> None:
-        self.reactor.callFromThread(self.reactor.stop)
-        self.thread.join(10)
+        return wait_for(maybeDeferred(function, *args, **kwargs), timeout)
 
 
-_REACTOR: list[ReactorThread] = []
-
-
-def reactor_thread() -> ReactorThread:
-    """The session's one reactor thread (the global reactor runs once)."""
-    if not _REACTOR:
-        _REACTOR.append(ReactorThread())
-    return _REACTOR[0]
+def reactor_runner() -> ReactorRunner:
+    return ReactorRunner()

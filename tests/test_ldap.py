@@ -27,10 +27,10 @@ from ldap_support import (  # noqa: E402
     SERVICE_PASSWORD,
     SUFFIX,
     Clock,
-    ReactorThread,
+    ReactorRunner,
     Slapd,
     Unresponsive,
-    reactor_thread,
+    reactor_runner,
     start_slapd,
 )
 from twisted.cred.credentials import UsernamePassword  # noqa: E402
@@ -39,7 +39,10 @@ from twisted.cred.error import UnauthorizedLogin  # noqa: E402
 from popframe.auth.ldap import DirectoryUnavailable, LDAPChecker  # noqa: E402
 from popframe.auth.ldap.settings import settings_from_mapping  # noqa: E402
 from popframe.interfaces import UserSettings  # noqa: E402
-from popframe.testing import start_server  # noqa: E402
+from popframe.testing import (
+    start_server,  # noqa: E402
+    stop_reactor,  # noqa: E402
+)
 from popframe.tls import make_self_signed  # noqa: E402
 
 MODES = ["plain", "starttls", "ldaps"]
@@ -52,14 +55,15 @@ def slapd() -> Iterator[Slapd]:
 
 
 @pytest.fixture(scope="session")
-def reactor() -> ReactorThread:
-    return reactor_thread()
+def reactor() -> Iterator[ReactorRunner]:
+    yield reactor_runner()
+    stop_reactor()  # its resolver's threads would keep the run from exiting
 
 
 class Checkers:
     """Makes checkers for one test and closes their connections after it."""
 
-    def __init__(self, slapd: Slapd, reactor: ReactorThread) -> None:
+    def __init__(self, slapd: Slapd, reactor: ReactorRunner) -> None:
         self.slapd = slapd
         self.reactor = reactor
         self.made: list[LDAPChecker] = []
@@ -100,7 +104,7 @@ class Checkers:
 
 
 @pytest.fixture
-def checkers(slapd: Slapd, reactor: ReactorThread) -> Iterator[Checkers]:
+def checkers(slapd: Slapd, reactor: ReactorRunner) -> Iterator[Checkers]:
     made = Checkers(slapd, reactor)
     yield made
     made.close()

@@ -17,9 +17,9 @@ from ldap_support import (  # noqa: E402
     SAMBA_ACCOUNTS,
     SAMBA_ADDRESS,
     SAMBA_BASE,
-    ReactorThread,
+    ReactorRunner,
     SambaDC,
-    reactor_thread,
+    reactor_runner,
     start_samba_dc,
 )
 from twisted.cred.credentials import UsernamePassword  # noqa: E402
@@ -28,6 +28,7 @@ from twisted.cred.error import UnauthorizedLogin  # noqa: E402
 from popframe.auth.ldap import DirectoryUnavailable, LDAPChecker  # noqa: E402
 from popframe.auth.ldap.settings import settings_from_mapping  # noqa: E402
 from popframe.interfaces import UserSettings  # noqa: E402
+from popframe.testing import stop_reactor  # noqa: E402
 
 SERVICE, SERVICE_PASSWORD, _ = SAMBA_ACCOUNTS[0]
 
@@ -38,11 +39,12 @@ def samba() -> Iterator[SambaDC]:
 
 
 @pytest.fixture(scope="session")
-def reactor() -> ReactorThread:
-    return reactor_thread()
+def reactor() -> Iterator[ReactorRunner]:
+    yield reactor_runner()
+    stop_reactor()  # its resolver's threads would keep the run from exiting
 
 
-def checker(samba: SambaDC, reactor: ReactorThread, mode: str, **keys: Any) -> LDAPChecker:
+def checker(samba: SambaDC, reactor: ReactorRunner, mode: str, **keys: Any) -> LDAPChecker:
     document = {
         "preset": "active-directory",
         "url": f"{'ldaps' if mode == 'ldaps' else 'ldap'}://{SAMBA_ADDRESS}",
@@ -53,7 +55,7 @@ def checker(samba: SambaDC, reactor: ReactorThread, mode: str, **keys: Any) -> L
     return LDAPChecker(settings_from_mapping(document, "ad.toml"), reactor=reactor.reactor)
 
 
-def login(reactor: ReactorThread, checker: LDAPChecker, user: str, password: str) -> Any:
+def login(reactor: ReactorRunner, checker: LDAPChecker, user: str, password: str) -> Any:
     try:
         avatar = reactor.call(checker.requestAvatarId, UsernamePassword(user.encode(), password.encode()))
     except (UnauthorizedLogin, DirectoryUnavailable) as error:
@@ -62,7 +64,7 @@ def login(reactor: ReactorThread, checker: LDAPChecker, user: str, password: str
 
 
 @pytest.mark.parametrize("mode", ["ldaps", "starttls"])
-def test_active_directory_logins(samba: SambaDC, reactor: ReactorThread, mode: str) -> None:
+def test_active_directory_logins(samba: SambaDC, reactor: ReactorRunner, mode: str) -> None:
     ad = checker(samba, reactor, mode)
     try:
         assert login(reactor, ad, "dave", "Dave-pw1!x") == "dave"
@@ -82,7 +84,7 @@ def test_active_directory_logins(samba: SambaDC, reactor: ReactorThread, mode: s
         reactor.call(ad.close)
 
 
-def test_a_disabled_account_is_refused_by_ad_itself(samba: SambaDC, reactor: ReactorThread) -> None:
+def test_a_disabled_account_is_refused_by_ad_itself(samba: SambaDC, reactor: ReactorRunner) -> None:
     """Without the preset's disabled_filter, AD's own refusal of the bind
     (49, "data 533") is a refusal too."""
     ad = checker(samba, reactor, "ldaps", disabled_filter="(cn=no-one-is-called-this)")
@@ -93,7 +95,7 @@ def test_a_disabled_account_is_refused_by_ad_itself(samba: SambaDC, reactor: Rea
         reactor.call(ad.close)
 
 
-def test_simple_binds_without_tls_are_a_temporary_failure(samba: SambaDC, reactor: ReactorThread) -> None:
+def test_simple_binds_without_tls_are_a_temporary_failure(samba: SambaDC, reactor: ReactorRunner) -> None:
     """AD refuses simple binds in plaintext (strongerAuthRequired): a
     configuration problem, answered [SYS/TEMP], never "wrong password"."""
     ad = checker(samba, reactor, "plain")

@@ -172,14 +172,14 @@ class _Client(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
+        for notify in self.lost:  # first: the operations' errbacks ask why
+            notify(reason)
         pending, self._pending = self._pending, {}
         for d, _ in pending.values():
             d.errback(reason)
         handshake, self.handshake = self.handshake, None
         if handshake is not None:
             handshake.errback(reason)
-        for notify in self.lost:
-            notify(reason)
 
 
 class Connection:
