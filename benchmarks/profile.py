@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--scheme", default="SHA512-CRYPT")
     p.add_argument("--auth-cache", action="store_true", help="run popframe with --auth-cache-ttl 3600")
+    p.add_argument("--server", default="popframe",
+                   help="the server kind, as run.py names it: popframe (one process), or "
+                        "sql-postgresql, sql-mariadb, sql-sqlite (the SQL store)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/popbench"))
     p.add_argument("--popframe-rev")
     p.add_argument("--out", type=Path, help="output prefix (default benchmarks/out/profile-SCENARIO)")
@@ -131,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     manifest = corpus_mod.load_or_generate(corpus_dir, users=a.users, messages=a.messages, seed=a.seed,
                                            scheme=a.scheme, big_mb=0, huge=0, lf_fraction=0.05)
     users = sorted(u for u in manifest["users"] if u.startswith("u"))
-    server = srv.Popframe(a.workdir / "profile", corpus_dir, src=src, auth_cache=a.auth_cache)
+    kind = a.server + ("+cache" if a.auth_cache else "")
+    server = srv.make_server(kind, a.workdir / "profile", corpus_dir, src)
     shutil.rmtree(server.dir, ignore_errors=True)
     server.start()
     try:

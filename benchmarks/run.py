@@ -84,6 +84,7 @@ class Bench:
             cmd.append("--no-crc")
         rss0 = srv.tree_rss(server.pid)
         cpu0, busy0, own0 = srv.tree_cpu(server.pid), machine_busy(), own_cpu()
+        db0 = server.database_cpu()
         sampler = srv.TreeSampler(server.pid).start()
         t0 = time.monotonic()
         limit = (duration or self.a.duration) + session_timeout + 60
@@ -91,6 +92,7 @@ class Bench:
         wall = time.monotonic() - t0
         peak_rss, peak_pss, _ = sampler.stop()
         cpu, busy, own = srv.tree_cpu(server.pid) - cpu0, machine_busy() - busy0, own_cpu() - own0
+        db = server.database_cpu() - db0  # the SQL store's database server, if any
         if proc.returncode != 0:
             raise RuntimeError(f"loadgen failed ({proc.returncode}): {proc.stderr[-2000:]}")
         r = json.loads(proc.stdout)
@@ -101,8 +103,11 @@ class Bench:
             server_cpu_share=cpu / max(r["wall_s"], 1e-9),
             peak_rss_mb=peak_rss / 1e6, peak_pss_mb=peak_pss / 1e6, rss_before_mb=rss0 / 1e6,
             rss_growth_mb=(peak_rss - rss0) / 1e6,
+            db_cpu_share=db / max(r["wall_s"], 1e-9) if db else None,
+            server_db_cpu_ms_per_session=(cpu + db) / r["sessions_ok"] * 1000 if db and r["sessions_ok"] else None,
+            server_db_cpu_per_1k_msgs=(cpu + db) / r["messages"] * 1000 if db and r["messages"] else None,
             # Everything else on this shared machine: the noise indicator.
-            other_cpu_share=max(0.0, busy - cpu - own) / max(wall, 1e-9),
+            other_cpu_share=max(0.0, busy - cpu - db - own) / max(wall, 1e-9),
             errors_total=sum(r["errors"].values()),
         )
         return r
@@ -186,6 +191,9 @@ METRICS = {
         ("server_cpu_per_1k_msgs", "server CPU s / 1k msgs", "{:.2f}", False),
         ("server_cpu_ms_per_session", "server CPU ms / session", "{:.1f}", False),
         ("server_cpu_share", "server CPU (cores busy)", "{:.2f}", None),
+        ("db_cpu_share", "database server CPU (cores busy; SQL store)", "{:.2f}", None),
+        ("server_db_cpu_per_1k_msgs", "server + database CPU s / 1k msgs", "{:.2f}", False),
+        ("server_db_cpu_ms_per_session", "server + database CPU ms / session", "{:.1f}", False),
         ("peak_rss_mb", "peak RSS MB (tree sum)", "{:.0f}", False),
         ("peak_pss_mb", "peak PSS MB (tree sum)", "{:.0f}", False),
         ("loadgen_cpu_share", "loadgen CPU (cores busy)", "{:.2f}", None),
@@ -210,7 +218,8 @@ METRICS = {
         ("other_cpu_share", "other load (cores busy)", "{:.2f}", None),
     ],
 }
-CHECK_SKIP = {"messages_per_s", "mb_per_s", "retr_p50_ms", "retr_p99_ms", "server_cpu_per_1k_msgs"}
+CHECK_SKIP = {"messages_per_s", "mb_per_s", "retr_p50_ms", "retr_p99_ms", "server_cpu_per_1k_msgs",
+              "server_db_cpu_per_1k_msgs"}
 
 
 def median_of(runs: list[dict], key: str) -> float | None:
@@ -241,7 +250,8 @@ def report(results: list[dict], server_names: list[str], reference: str = "dovec
             for key, label, spec, _ in METRICS[kind]:
                 if scen == "check" and key in CHECK_SKIP:
                     continue
-                if scen != "check" and kind == "load" and key == "server_cpu_ms_per_session":
+                if scen != "check" and kind == "load" and key in ("server_cpu_ms_per_session",
+                                                                  "server_db_cpu_ms_per_session"):
                     continue
                 meds = {n: median_of(by.get((scen, c, n), []), key) for n in server_names}
                 if all(v is None for v in meds.values()):

@@ -258,6 +258,10 @@ class Server:
     def prepare(self) -> None:
         pass
 
+    def database_cpu(self) -> float:
+        """CPU seconds of a database server this one depends on (0: none)."""
+        return 0.0
+
     @property
     def pid(self) -> int:
         assert self.proc is not None
@@ -468,6 +472,10 @@ class Dovecot(Server):
 def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REPO) -> Server:
     """``dovecot``, ``popframe``, ``popframe-wN`` (--workers N); a popframe
     name may end in ``+cache`` (--auth-cache-ttl 3600)."""
+    if kind.startswith("sql-"):  # popframe's SQL store: benchmarks/sql_servers.py
+        from sql_servers import make_sql_server
+
+        return make_sql_server(kind, workdir, corpus, popframe_src)
     if kind in ("dovecot", "dovecot+workers"):
         return Dovecot(workdir, corpus, hash_in_workers=kind == "dovecot+workers")
     base, plus, option = kind.partition("+")

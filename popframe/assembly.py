@@ -1,4 +1,5 @@
-"""Settings → the POP3 factory: portal, realm, store, server config.
+"""Settings → the factories: the POP3 factory (portal, realm, store, server
+config) and the LMTP factory (the store's delivery side).
 
 Its own module because two places build factories from the same
 settings: ``popframe.service`` for one process, and each ``--workers``
@@ -18,6 +19,7 @@ from popframe.server import POP3Factory, ServerConfig
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
+    from popframe.delivery.lmtp import LMTPFactory
     from popframe.settings import Settings
 
 __all__ = ["make_factory", "server_config"]
@@ -44,3 +46,22 @@ def make_factory(settings: Settings, clock: IReactorTime | None = None) -> POP3F
     a process)."""
     portal = Portal(MaildropRealm(settings.store), settings.checkers)
     return POP3Factory(portal, server_config(settings), clock)
+
+
+def make_lmtp_factory(settings: Settings, clock: IReactorTime | None = None) -> LMTPFactory:
+    """The LMTP factory of ``--lmtp`` (shared by every LMTP listener of a
+    process): recipients are checked against the checkers that can look
+    users up, and delivered into the store."""
+    from twisted.logger import Logger
+
+    from popframe.delivery import DeliveryAgent
+    from popframe.delivery.lmtp import LMTPConfig, LMTPFactory
+    from popframe.interfaces import IUserSettings
+
+    config = settings.lmtp_config if settings.lmtp_config is not None else LMTPConfig()
+    sources = [c for c in dict.fromkeys(settings.checkers) if IUserSettings.providedBy(c)]
+    if not sources:
+        Logger(namespace="popframe.delivery.lmtp").warn(
+            "--lmtp: no --auth checker can look users up, so every recipient is accepted")
+    agent = DeliveryAgent(settings.store, sources, config.recipients)
+    return LMTPFactory(agent, config, clock)

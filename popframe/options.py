@@ -138,6 +138,24 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "changed password in the passwd-file stops matching at once; failures are never "
          "cached.  Costs: per user, an HMAC of the password under a key in this "
          "process's memory.  0: off (every login runs the hash).", float],
+        ["lmtp-max-size", None, 50 * 1024 * 1024,
+         "The largest message the --lmtp listeners take, in octets (advertised as SIZE; "
+         "larger ones get 552 5.3.4); 0: no limit.", int],
+        ["lmtp-max-recipients", None, 1000,
+         "Recipients per LMTP transaction; more get 452 4.5.3 (the MTA sends them in "
+         "another transaction).", int],
+        ["lmtp-user-format", None, "%u",
+         "The user an LMTP recipient address names: %u the whole address (local@domain, "
+         "domain lower-cased), %n its local part (users who log in without a domain); "
+         "%Lu, %Ln lower-cased.  Unknown users (no --auth checker knows them) get 550 5.1.1."],
+        ["lmtp-recipient-delimiter", None, "",
+         "Characters that start an address extension, as Postfix's recipient_delimiter "
+         "(e.g. +): mail for alice+news@example.org goes to alice@example.org."],
+        ["lmtp-spool", None, None,
+         "Directory where LMTP messages are spooled as they arrive (default: the system's "
+         "temporary directory; pick a disk, not a tmpfs, for large messages)."],
+        ["lmtp-timeout", None, 300.0,
+         "Seconds of LMTP client silence before the server hangs up.", float],
         ["login-delay", None, None,
          "RFC 2449 LOGIN-DELAY: refuse a login sooner than SECONDS after the user's last "
          "one, and advertise it in CAPA.  A passwd-file login_delay=SECONDS extra field "
@@ -153,6 +171,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["lmtp"] = []
         self["master-users"] = set()
         # What postOptions builds (see popframe.settings.Settings).
         self.demo: Any = None
@@ -172,6 +191,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         tcp:110, ssl:995:privateKey=key.pem:certKey=cert.pem, unix:/run/pop3.sock,
         systemd:domain=INET:index=0, haproxy:tcp:110."""
         self["listen"].append(description)
+
+    def opt_lmtp(self, description: str) -> None:
+        """A Twisted server endpoint for an LMTP listener (RFC 2033, repeatable), through
+        which an MTA delivers into --store, e.g. unix:/run/popframe/lmtp or
+        tcp:24:interface=127.0.0.1.  See docs/delivery.md."""
+        self["lmtp"].append(description)
 
     def opt_auth(self, description: str) -> None:
         """A checker, as TYPE:ARGUMENTS (repeatable), e.g.
@@ -253,6 +278,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
 
         self.store = store_from_description(self["store"])
         self._check_store_sharing()
+        self._check_lmtp()
         self.tls = (
             load_tls_options(self["tls-cert"], self["tls-key"], self["tls-client-ca"])
             if self["tls-cert"] else None
@@ -269,6 +295,27 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise ConfigurationError(
                 "--workers", f"the {name!r} store keeps its maildrops in this process's memory, "
                 "so worker processes cannot share them; use --workers 1")
+
+    def _check_lmtp(self) -> None:
+        """--lmtp-*: checked even without --lmtp, so a typo shows at once."""
+        from popframe.delivery.recipients import RecipientRules
+        from popframe.interfaces import IDeliverableStore
+
+        for name in ("lmtp-max-size", "lmtp-timeout"):
+            if self[name] < 0:
+                raise ConfigurationError(f"--{name}", "must not be negative")
+        if self["lmtp-max-recipients"] < 1:
+            raise ConfigurationError("--lmtp-max-recipients", "must be at least 1")
+        if self["lmtp-spool"] and not os.path.isdir(self["lmtp-spool"]):
+            raise ConfigurationError("--lmtp-spool", f"{self['lmtp-spool']!r} is not a directory")
+        try:
+            RecipientRules(self["lmtp-user-format"], self["lmtp-recipient-delimiter"])
+        except ConfigurationError as error:
+            raise ConfigurationError("--lmtp-user-format", error.problem) from None
+        self["lmtp"] = [with_default_backlog(d) for d in self["lmtp"]]
+        if self["lmtp"] and not IDeliverableStore.providedBy(self.store):
+            name = self["store"].partition(":")[0]
+            raise ConfigurationError("--lmtp", f"the {name!r} store cannot take deliveries")
 
     def _check_auth_cache(self) -> None:
         """--auth-cache-ttl: a cache of verified passwords for each checker

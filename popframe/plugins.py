@@ -47,6 +47,11 @@ def find_plugins(interface: Any) -> PluginSearch[Any]:
             search.broken[module.name] = _import_error(module)
     for dropin in cache.values():
         for plugin in dropin.plugins:
+            # The cache says what each plugin provides: import only the
+            # modules that have one of ours (importing every plugin module
+            # cost each `popframe deliver` half a second).
+            if not any(provided.isOrExtends(interface) for provided in plugin.provided):
+                continue
             try:
                 loaded = plugin.load()
             except Exception as error:  # an entry cached before the module broke

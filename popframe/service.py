@@ -9,7 +9,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
 
-from popframe.assembly import make_factory
+from popframe.assembly import make_factory, make_lmtp_factory
 from popframe.config import ConfigurationError
 from popframe.settings import Settings
 from popframe.tls import harden_endpoint
@@ -19,19 +19,26 @@ __all__ = ["make_listeners", "make_service"]
 
 
 def make_listeners(settings: Settings, reactor: Any) -> MultiService:
-    """One process serving every ``--listen`` endpoint (``--workers 1``)."""
-    factory = make_factory(settings, reactor)
+    """One process serving every ``--listen`` and ``--lmtp`` endpoint
+    (``--workers 1``)."""
     service = MultiService()
-    for description in settings.listen:
+    _listen(service, "--listen", settings.listen, make_factory(settings, reactor), reactor)
+    if settings.lmtp:
+        _listen(service, "--lmtp", settings.lmtp, make_lmtp_factory(settings, reactor), reactor)
+    return service
+
+
+def _listen(service: MultiService, key: str, descriptions: tuple[str, ...], factory: Any,
+            reactor: Any) -> None:
+    for description in descriptions:
         try:
             endpoint = harden_endpoint(serverFromString(reactor, description))
         except (ValueError, KeyError, TypeError, OSError) as error:
-            raise ConfigurationError("--listen", f"{description!r}: {error}") from None
+            raise ConfigurationError(key, f"{description!r}: {error}") from None
         listener = StreamServerEndpointService(endpoint, factory)
         # Fail start-up loudly when a port cannot be bound.
         raise_listen_errors_synchronously(listener)
         listener.setServiceParent(service)
-    return service
 
 
 def make_service(settings: Settings, reactor: Any = None) -> Service:

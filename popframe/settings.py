@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from twisted.cred.checkers import ICredentialsChecker
     from twisted.internet.ssl import CertificateOptions
 
+    from popframe.delivery.lmtp import LMTPConfig
     from popframe.demo import DemoEnvironment
     from popframe.interfaces import IMaildropStore
     from popframe.logindelay import LoginDelay
@@ -59,6 +60,10 @@ class Settings:
     login_delay: LoginDelay | None = None
     #: ``--auth-cache-ttl``: already given to the checkers that cache (0: off).
     auth_cache_ttl: float = 0.0
+    #: LMTP listeners' endpoint strings (``--lmtp``), backlog added.
+    lmtp: tuple[str, ...] = ()
+    #: What the LMTP listeners share (limits, recipient rules); None: defaults.
+    lmtp_config: LMTPConfig | None = None
     #: ``--demo``: the files it made, for the instructions printed at start.
     demo: DemoEnvironment | None = None
     #: The ``pop3`` arguments, which each ``--workers`` process parses
@@ -87,6 +92,22 @@ class Settings:
             throttle=options.throttle,
             login_delay=options.login_delay_policy,
             auth_cache_ttl=options["auth-cache-ttl"],
+            lmtp=tuple(options["lmtp"]),
+            lmtp_config=_lmtp_config(options),
             demo=options.demo,
             argv=None if options.argv is None else tuple(options.argv),
         )
+
+
+def _lmtp_config(options: Options) -> LMTPConfig:
+    from popframe.delivery.lmtp import LMTPConfig
+    from popframe.delivery.recipients import RecipientRules
+
+    return LMTPConfig(
+        hostname=options["hostname"],
+        max_size=options["lmtp-max-size"],
+        max_recipients=options["lmtp-max-recipients"],
+        idle_timeout=options["lmtp-timeout"],
+        spool_directory=options["lmtp-spool"],
+        recipients=RecipientRules(options["lmtp-user-format"], options["lmtp-recipient-delimiter"]),
+    )

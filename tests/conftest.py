@@ -15,8 +15,9 @@ from popframe.auth.schemes import make_hash
 from popframe.testing import TWISTD, ServerProcess, start_server
 from popframe.tls import make_self_signed
 
-# The redis_server fixture, for every test module that names it.
-pytest_plugins = ["redis_support"]
+# The redis_server fixture, and the SQL databases (dsn, shared_databases),
+# for every test module that names them.
+pytest_plugins = ["redis_support", "sql_support"]
 
 __all__ = ["TWISTD", "MailHome", "ServerProcess", "server_args", "start_server"]
 

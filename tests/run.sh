@@ -10,8 +10,11 @@ cd "$(dirname "$0")/.."
 # slapd + ldap-utils: tests/ldap_support.py runs a slapd of its own on free loopback
 # ports (the system instance the package sets up is left alone); samba-ad-dc +
 # samba-ad-provision: a throwaway Samba AD DC on 127.0.0.2 (tests/test_ldap_samba.py).
-DEBIAN_PACKAGES=(curl openssl fetchmail mpop getmail6 redis-server slapd ldap-utils
-                 samba-ad-dc samba-ad-provision)
+# postfix: tests/test_delivery_postfix.py runs throwaway instances of its own
+# (the packaged service is neither configured nor started: see below).
+# libmariadb-dev and pkg-config build mysqlclient (the SQL tests' MariaDB driver).
+DEBIAN_PACKAGES=(curl openssl fetchmail mpop getmail6 redis-server postfix libmariadb-dev pkg-config
+                 slapd ldap-utils samba-ad-dc samba-ad-provision)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
@@ -22,6 +25,8 @@ if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update -q
+    # Postfix asks how to configure the system's own instance: not at all.
+    echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 

@@ -18,7 +18,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import Clock
 
-from popframe.auth import passwdfile
+from popframe.auth import stored
 from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.auth.schemes import make_hash, split_field
 from popframe.server import ServerConfig
@@ -32,13 +32,13 @@ FAILED = b"-ERR [AUTH] authentication failed\r\n"
 def verifications(monkeypatch) -> list[str]:
     """The scheme of every stored field a password is verified against."""
     calls: list[str] = []
-    real = passwdfile.verify_password
+    real = stored.verify_password
 
     def counting(stored: str, password: bytes, *args: Any) -> bool:
         calls.append(split_field(stored, "")[0].upper())
         return real(stored, password, *args)
 
-    monkeypatch.setattr(passwdfile, "verify_password", counting)
+    monkeypatch.setattr(stored, "verify_password", counting)
     return calls
 
 

@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface.verify import verifyObject
 
-from popframe.auth import passwdfile
+from popframe.auth import passwdfile, stored
 from popframe.auth.credentials import ISecretLookup
 from popframe.auth.passwdfile import (
     PasswdFile,
@@ -251,13 +251,13 @@ def test_unknown_user_costs_a_verification(
     checker: PasswdFileChecker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     verified: list[str] = []
-    real = passwdfile.verify_password
+    real = stored.verify_password
 
     def spy(stored: str, password: bytes, default_scheme: str = "CRYPT") -> bool:
         verified.append(stored)
         return real(stored, password, default_scheme)
 
-    monkeypatch.setattr(passwdfile, "verify_password", spy)
+    monkeypatch.setattr(stored, "verify_password", spy)
     for user in (b"mallory", b"nobody", b"alice"):
         with pytest.raises(UnauthorizedLogin):
             login(checker, user, b"guess")
@@ -269,12 +269,12 @@ def test_unknown_user_in_an_empty_file_costs_a_verification(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     verified: list[str] = []
-    monkeypatch.setattr(passwdfile, "verify_password", lambda stored, *args: verified.append(stored))
+    monkeypatch.setattr(stored, "verify_password", lambda stored, *args: verified.append(stored))
     path = tmp_path / "users"
     path.write_text("")
     with pytest.raises(UnauthorizedLogin):
         login(PasswdFileChecker(path, run_blocking=run_now), b"mallory", b"guess")
-    assert verified == [passwdfile._FALLBACK_DUMMY]
+    assert verified == [stored.FALLBACK_DUMMY]
 
 
 def test_empty_password_is_refused_without_work(checker: PasswdFileChecker) -> None:

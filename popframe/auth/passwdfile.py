@@ -12,8 +12,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -31,19 +30,23 @@ from popframe.auth.cache import VerifiedPasswords
 from popframe.auth.schemes import (
     DEFAULT_SCHEME,
     UnknownScheme,
-    cram_md5_secret,
     find_scheme,
-    plaintext,
-    scram_record,
-    split_field,
-    verify_password,
+)
+from popframe.auth.stored import (
+    SECRET_KINDS,
+    avatar_id,
+    credential_bytes,
+    credential_text,
+    secret_from_field,
+    typical_field,
+    verify_field,
+    waste_time,
 )
 from popframe.config import ConfigurationError
 from popframe.files import WatchedFile
 from popframe.interfaces.auth import (
     ISecretLookup,
     IUserSettings,
-    PlaintextSecret,
     Secret,
     SecretKind,
     UserSettings,
@@ -70,12 +73,6 @@ log = Logger()
 #: Verifications at once.  argon2 at Dovecot's defaults takes 64 MiB each.
 DEFAULT_CONCURRENCY = 4
 
-#: Checked against when the user does not exist and the file has no hash to
-#: borrow, so that "no such user" costs as much as "wrong password".
-_FALLBACK_DUMMY = (
-    "{SHA512-CRYPT}$6$ZySQiHV1X1mF7fnz$rPwZZXyVnilYknZiiCZgxMD5r7t7b58qGspi2kWDohpq"
-    "y3FD2EzGFJ3D51LZi9m/Zh28cn72z0juA5XC2J9d31"
-)
 
 
 # -- the file ---------------------------------------------------------------------
@@ -149,7 +146,7 @@ def parse_passwd(data: bytes, source: str = "passwd-file") -> PasswdSnapshot:
             _skip(source, number, f"user {record.user!r} already defined; the first line wins")
             continue
         records[record.user] = record
-    return PasswdSnapshot(records, _typical_password(records.values()))
+    return PasswdSnapshot(records, typical_field(r.password for r in records.values()))
 
 
 def _skip(source: str, number: int, reason: str) -> None:
@@ -211,34 +208,7 @@ def _gid_of(name: str) -> int:
     return grp.getgrnam(name).gr_gid
 
 
-def _typical_password(records: Iterable[PasswdRecord]) -> str | None:
-    """A stored field of the most common scheme in the file."""
-    by_scheme: dict[str, str] = {}
-    counts: Counter[str] = Counter()
-    for record in records:
-        if record.password:
-            scheme = split_field(record.password, "")[0].upper()
-            counts[scheme] += 1
-            by_scheme.setdefault(scheme, record.password)
-    if not counts:
-        return None
-    return by_scheme[counts.most_common(1)[0][0]]
-
-
 # -- the checker --------------------------------------------------------------------
-
-
-def _plaintext_secret(stored: str, default_scheme: str) -> PlaintextSecret | None:
-    password = plaintext(stored, default_scheme)
-    return PlaintextSecret(password) if password is not None else None
-
-
-#: What :meth:`PasswdFileChecker.lookup_secret` reads from a user's field.
-_SECRET_READERS: dict[SecretKind, Callable[[str, str], Secret | None]] = {
-    SecretKind.SCRAM_SHA_256: scram_record,  # {SCRAM-SHA-256} fields only
-    SecretKind.PLAINTEXT: _plaintext_secret,  # PLAIN-family fields only (APOP)
-    SecretKind.CRAM_MD5: cram_md5_secret,  # {CRAM-MD5} or PLAIN-family fields
-}
 
 
 @implementer(ICredentialsChecker, ISecretLookup, IUserSettings)
@@ -258,7 +228,7 @@ class PasswdFileChecker:
     """
 
     credentialInterfaces = (IUsernamePassword,)
-    secret_kinds = tuple(_SECRET_READERS)
+    secret_kinds = SECRET_KINDS
 
     def __init__(
         self,
@@ -284,16 +254,16 @@ class PasswdFileChecker:
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes | tuple[()]]:
         try:
-            user = _as_text(credentials.username)
+            user = credential_text(credentials.username)
         except UnicodeDecodeError:
             return fail(UnauthorizedLogin())
-        password = _as_bytes(credentials.password)
+        password = credential_bytes(credentials.password)
         if not user or not password:
             return fail(UnauthorizedLogin())
         if self._recently_verified(user, password):
-            return succeed(_avatar_id(True, user))
+            return succeed(avatar_id(True, user))
         d: Deferred[bool] = self._semaphore.run(self._run_blocking, self.verify, user, password)
-        return d.addCallback(_avatar_id, user)
+        return d.addCallback(avatar_id, user)
 
     def _recently_verified(self, user: str, password: bytes) -> bool:
         """A hit in the cache of verified passwords, checked against the
@@ -343,10 +313,10 @@ class PasswdFileChecker:
         snapshot = self.passwd_file.current()
         record = snapshot.lookup(user)
         if record is None or not record.password:
-            _waste_time(snapshot.typical_password, password, self.default_scheme)
+            waste_time(snapshot.typical_password, password, self.default_scheme)
             return False
         try:
-            matched = verify_password(record.password, password, self.default_scheme)
+            matched = verify_field(record.password, password, self.default_scheme)
         except UnknownScheme as error:
             log.error(
                 "{path}: user {user}: {error}", path=self.passwd_file.path, user=user, error=error
@@ -357,10 +327,10 @@ class PasswdFileChecker:
         return matched
 
     def lookup_secret(self, user: str, kind: SecretKind) -> Deferred[Secret | None]:
-        """``kind`` of secret for ``user`` (see :data:`_SECRET_READERS`), or
+        """``kind`` of secret for ``user`` (see :mod:`popframe.auth.stored`), or
         None when the user is unknown or its field cannot serve it.  Fails
         with ``TemporaryFailure`` when the file cannot be read."""
-        if not user or kind not in _SECRET_READERS:
+        if not user or kind not in SECRET_KINDS:
             return succeed(None)
         return self._semaphore.run(self._run_blocking, self.find_secret, user, kind)
 
@@ -371,35 +341,12 @@ class PasswdFileChecker:
         if record is None or not record.password:
             return None
         try:
-            return _SECRET_READERS[kind](record.password, self.default_scheme)
+            return secret_from_field(kind, record.password, self.default_scheme)
         except UnknownScheme as error:
             log.error(
                 "{path}: user {user}: {error}", path=self.passwd_file.path, user=user, error=error
             )
             return None
-
-
-def _waste_time(typical: str | None, password: bytes, default_scheme: str) -> None:
-    """Verify against a hash like the users' and ignore the answer, so that
-    timing does not tell which user names exist."""
-    try:
-        verify_password(typical or _FALLBACK_DUMMY, password, default_scheme)
-    except UnknownScheme:
-        verify_password(_FALLBACK_DUMMY, password)
-
-
-def _avatar_id(matched: bool, user: str) -> bytes:
-    if not matched:
-        raise UnauthorizedLogin()
-    return user.encode("utf-8")
-
-
-def _as_text(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-def _as_bytes(value: bytes | str) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else value
 
 
 # -- the plugin -----------------------------------------------------------------------

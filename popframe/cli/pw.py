@@ -9,7 +9,6 @@ from popframe.auth.schemes import UnknownScheme, make_hash
 from popframe.cli.errors import CLIError
 from popframe.cli.prompt import read_password
 
-NAME = "pw"
 HELP = "Hash a password ({SCHEME}hash, as doveadm pw prints it), read without echo."
 
 

@@ -90,7 +90,7 @@ def run_worker(spec: dict[str, Any]) -> int:
     # says (a warning) is logged there like everything after it.
     from twisted.internet import reactor
 
-    from popframe.assembly import make_factory
+    from popframe.assembly import make_factory, make_lmtp_factory
     from popframe.options import Options
     from popframe.settings import Settings
     from popframe.workers.sockets import adopt_listener
@@ -108,14 +108,19 @@ def run_worker(spec: dict[str, Any]) -> int:
         from popframe.protocol.sasl.scram import set_fake_record_key
 
         set_fake_record_key(bytes.fromhex(key))
-    factory = make_factory(Settings.from_options(options), reactor)
+    settings = Settings.from_options(options)
+    factories: dict[str, Any] = {"pop3": make_factory(settings, reactor)}
+    if settings.lmtp:
+        factories["lmtp"] = make_lmtp_factory(settings, reactor)
     ports = []
     for listener in spec["listeners"]:
+        kind = listener.get("kind", "pop3")
         try:
-            ports.append(adopt_listener(
-                reactor, listener["description"], int(listener["fd"]), spec["systemd"], factory))
+            ports.append(adopt_listener(reactor, listener["description"], int(listener["fd"]),
+                                        spec["systemd"], factories[kind]))
         except Exception:
-            log.failure("cannot serve --listen {description}", description=listener["description"])
+            log.failure("cannot serve {kind} listener {description}", kind=kind,
+                        description=listener["description"])
             return 1
 
     stopping: list[bool] = []

@@ -81,6 +81,7 @@ class WorkerPool(Service):
         self.cwd = os.getcwd()  # before twistd may chdir: relative paths stay valid
         self.fake_key = secrets.token_bytes(32)
         self.listeners = [SharedListener(d, reactor) for d in settings.listen]
+        self.listeners += [SharedListener(d, reactor, "--lmtp") for d in settings.lmtp]
         self.slots = [_Slot(number) for number in range(1, self.count + 1)]
         self._stopping = False
         self._all_ended: defer.Deferred[None] | None = None
@@ -98,8 +99,9 @@ class WorkerPool(Service):
             except ConfigurationError as e:
                 raise SystemExit(f"popframe: {e}") from None
             log.info(
-                "listening on {address} for {count} workers (--listen {description})",
-                address=listener.address(), count=self.count, description=listener.description,
+                "listening on {address} for {count} workers ({key} {description})",
+                address=listener.address(), count=self.count, key=listener.key,
+                description=listener.description,
             )
         super().privilegedStartService()
 
@@ -122,7 +124,8 @@ class WorkerPool(Service):
             "parent": os.getpid(),
             "argv": self.argv,
             "listeners": [
-                {"description": listener.description, "fd": FIRST_LISTENER_FD + index}
+                {"description": listener.description, "fd": FIRST_LISTENER_FD + index,
+                 "kind": "lmtp" if listener.key == "--lmtp" else "pop3"}
                 for index, listener in enumerate(self.listeners)
             ],
             "systemd": systemd_descriptors(),

@@ -39,18 +39,19 @@ SHARED_TYPES = ("tcp", "tcp6", "ssl", "tls", "unix", "systemd")
 WRAPPER_TYPES = ("haproxy",)
 
 
-def check_shareable(description: str) -> None:
+def check_shareable(description: str, key: str = "--listen") -> None:
     """Raise ``ConfigurationError`` unless worker processes can share the
-    socket of the ``--listen`` endpoint ``description``."""
+    socket of the endpoint ``description`` (of the option ``key``:
+    ``--listen`` or ``--lmtp``)."""
     kind, _, rest = description.partition(":")
     kind = kind.strip().lower()
     if kind in WRAPPER_TYPES:
-        check_shareable(rest)
+        check_shareable(rest, key)
         return
     if kind not in SHARED_TYPES:
         shared = ", ".join(f"{name}:" for name in SHARED_TYPES)
         raise ConfigurationError(
-            "--listen",
+            key,
             f"{kind or description!r}: endpoints cannot be shared by worker processes "
             f"(shared: {shared}, also behind haproxy:); use --workers 1 to serve it",
         )
@@ -114,16 +115,18 @@ class _BindingReactor:
 
 
 class SharedListener:
-    """One ``--listen`` endpoint: parsed at start-up, bound by the parent."""
+    """One ``--listen`` (or ``--lmtp``: ``key``) endpoint: parsed at
+    start-up, bound by the parent."""
 
-    def __init__(self, description: str, reactor: Any) -> None:
-        check_shareable(description)
+    def __init__(self, description: str, reactor: Any, key: str = "--listen") -> None:
+        check_shareable(description, key)
         self.description = description
+        self.key = key
         self._reactor = _BindingReactor(reactor)
         try:
             self._endpoint = serverFromString(self._reactor, description)
         except (ValueError, KeyError, TypeError, OSError, IndexError) as e:
-            raise ConfigurationError("--listen", f"{description!r}: {e}") from None
+            raise ConfigurationError(key, f"{description!r}: {e}") from None
         self.port: Any = None
 
     def bind(self) -> None:
@@ -132,7 +135,7 @@ class SharedListener:
             for port in self._reactor.ports:
                 port.stopListening()
             raise ConfigurationError(
-                "--listen", f"{self.description!r}: cannot be shared by worker processes "
+                self.key, f"{self.description!r}: cannot be shared by worker processes "
                 "(it did not open exactly one socket); use --workers 1 to serve it")
         self.port = self._reactor.ports[0]
 
@@ -237,5 +240,5 @@ def adopt_listener(reactor: Any, description: str, fd: int, systemd: dict[str, A
             os.close(systemd_fd)
         os.close(fd)  # the port holds a duplicate of its own
     if len(stand_in.ports) != 1:
-        raise RuntimeError(f"--listen {description!r} did not adopt exactly one socket")
+        raise RuntimeError(f"{description!r} did not adopt exactly one socket")
     return stand_in.ports[0]

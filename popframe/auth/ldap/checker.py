@@ -35,6 +35,7 @@ from popframe.auth.ldap.cache import Expiring, RecentFailures
 from popframe.auth.ldap.connection import BindRefused, Connection, Entry
 from popframe.auth.ldap.pool import ConnectionPool
 from popframe.auth.ldap.settings import LDAPSettings
+from popframe.auth.stored import credential_bytes, credential_text
 from popframe.interfaces.auth import IUserSettings, UserSettings
 
 __all__ = ["DirectoryUser", "LDAPChecker"]
@@ -121,10 +122,10 @@ class LDAPChecker:
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes | tuple[()]]:
         try:
-            user = _text(credentials.username)
+            user = credential_text(credentials.username)
         except UnicodeDecodeError:
             return fail(UnauthorizedLogin())
-        password = _bytes(credentials.password)
+        password = credential_bytes(credentials.password)
         # An empty password would be an anonymous bind, which succeeds.
         if not user or not password:
             return fail(UnauthorizedLogin())
@@ -303,11 +304,3 @@ def _log_no_single_entry(user: str, entries: list[Entry], purpose: str) -> None:
                  dns=", ".join(entry.dn for entry in entries[:2]))
     else:
         log.debug("LDAP {purpose}: no entry for {user!r}", purpose=purpose, user=user)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-def _bytes(value: bytes | str) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else value

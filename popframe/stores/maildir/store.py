@@ -12,11 +12,13 @@ from typing import BinaryIO
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from popframe.config import ConfigurationError
 from popframe.errors import NoSuchMessage, TemporaryFailure
 from popframe.interfaces import (
+    IDeliverableStore,
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
@@ -29,6 +31,7 @@ from popframe.interfaces import (
 from popframe.stores import RunBlocking
 from popframe.stores.base import LockedMaildrop
 from popframe.stores.locking import FileLocker
+from popframe.stores.maildir.delivery import MaildirMissing, deliver_message
 from popframe.stores.maildir.directory import Maildir
 from popframe.stores.maildir.listing import Snapshot, relative_path
 from popframe.stores.template import PathTemplate, UnsafeUserName
@@ -151,7 +154,7 @@ def _temporary(error: OSError, doing: str) -> TemporaryFailure:
     return TemporaryFailure()
 
 
-@implementer(IMaildropStore)
+@implementer(IDeliverableStore)
 class MaildirStore:
     """Maildirs at a path template, e.g. ``/var/mail/%d/%n/Maildir``.
 
@@ -222,6 +225,31 @@ class MaildirStore:
                 raise _temporary(e, "list maildir") from e
             raise
         return MaildirMaildrop(maildir, snapshot, lock, self._run)
+
+    def deliver(self, user: str, message: BinaryIO,
+                settings: UserSettings | None = None) -> defer.Deferred[None]:
+        """:class:`~popframe.interfaces.IDeliverableStore`: into ``new/``
+        (see :mod:`~popframe.stores.maildir.delivery`), whether or not a
+        session holds the maildrop; a missing maildir is created unless
+        ``create`` is off, when delivery is deferred."""
+        try:
+            path = self.template.resolve(user)
+        except UnsafeUserName as e:
+            log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
+            return defer.fail()
+        except OSError as e:
+            return defer.fail(_temporary(e, "find maildir"))
+
+        def failed(failure: Failure) -> Failure:
+            if failure.check(MaildirMissing):
+                log.warn("no maildir {path}: deferring delivery (create=no)", path=path)
+                return Failure(TemporaryFailure())
+            if isinstance(failure.value, OSError):
+                return Failure(_temporary(failure.value, "deliver"))
+            return failure
+
+        d: defer.Deferred[str] = self._run(deliver_message, path, message, self.create)
+        return d.addCallbacks(lambda name: None, failed)
 
     def _prepare(self, user: str) -> Maildir | None:
         maildir = Maildir(self.template.resolve(user))

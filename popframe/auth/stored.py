@@ -1,0 +1,113 @@
+"""Logins against stored Dovecot-style password fields (``{SCHEME}data``),
+the same for every checker that keeps them (passwd-file, SQL): one place
+for what an unknown user costs, which secrets a field can give out, and
+how cred's credentials are read."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from twisted.cred.error import UnauthorizedLogin
+
+from popframe.auth.schemes import (
+    UnknownScheme,
+    cram_md5_secret,
+    plaintext,
+    scram_record,
+    split_field,
+    verify_password,
+)
+from popframe.interfaces.auth import PlaintextSecret, Secret, SecretKind
+
+__all__ = [
+    "FALLBACK_DUMMY",
+    "SECRET_KINDS",
+    "avatar_id",
+    "credential_bytes",
+    "credential_text",
+    "secret_from_field",
+    "typical_field",
+    "verify_field",
+    "waste_time",
+]
+
+#: Checked against when the user does not exist and the checker has no hash
+#: of its users' to borrow, so that "no such user" costs as much as "wrong
+#: password".
+FALLBACK_DUMMY = (
+    "{SHA512-CRYPT}$6$ZySQiHV1X1mF7fnz$rPwZZXyVnilYknZiiCZgxMD5r7t7b58qGspi2kWDohpq"
+    "y3FD2EzGFJ3D51LZi9m/Zh28cn72z0juA5XC2J9d31"
+)
+
+
+def _plaintext_secret(stored: str, default_scheme: str) -> PlaintextSecret | None:
+    password = plaintext(stored, default_scheme)
+    return PlaintextSecret(password) if password is not None else None
+
+
+#: What each kind of secret is read from.
+_READERS: dict[SecretKind, Callable[[str, str], Secret | None]] = {
+    SecretKind.SCRAM_SHA_256: scram_record,  # {SCRAM-SHA-256} fields only
+    SecretKind.PLAINTEXT: _plaintext_secret,  # PLAIN-family fields only (APOP)
+    SecretKind.CRAM_MD5: cram_md5_secret,  # {CRAM-MD5} or PLAIN-family fields
+}
+
+#: The kinds of secret a stored field can give out.
+SECRET_KINDS = tuple(_READERS)
+
+
+def secret_from_field(kind: SecretKind, stored: str, default_scheme: str) -> Secret | None:
+    """``kind`` of secret from a stored field, or None when its scheme
+    cannot serve it.  Raises ``UnknownScheme``."""
+    reader = _READERS.get(kind)
+    return reader(stored, default_scheme) if reader is not None else None
+
+
+def verify_field(stored: str, password: bytes, default_scheme: str) -> bool:
+    """Whether ``password`` matches the stored field.  Raises
+    ``UnknownScheme``."""
+    return verify_password(stored, password, default_scheme)
+
+
+def waste_time(typical: str | None, password: bytes, default_scheme: str) -> None:
+    """Verify against a field like the users' and ignore the answer, so that
+    timing does not tell which user names exist."""
+    try:
+        verify_password(typical or FALLBACK_DUMMY, password, default_scheme)
+    except UnknownScheme:
+        verify_password(FALLBACK_DUMMY, password)
+
+
+def typical_field(fields: Iterable[str]) -> str | None:
+    """A stored field of the most common scheme among ``fields``: what an
+    unknown user's login is made to cost."""
+    by_scheme: dict[str, str] = {}
+    counts: Counter[str] = Counter()
+    for stored in fields:
+        if stored:
+            scheme = split_field(stored, "")[0].upper()
+            counts[scheme] += 1
+            by_scheme.setdefault(scheme, stored)
+    if not counts:
+        return None
+    return by_scheme[counts.most_common(1)[0][0]]
+
+
+def avatar_id(matched: bool, user: str) -> bytes:
+    """cred's avatar id for a verified ``user``; ``UnauthorizedLogin``
+    otherwise."""
+    if not matched:
+        raise UnauthorizedLogin()
+    return user.encode("utf-8")
+
+
+def credential_text(value: bytes | str) -> str:
+    """A user name from cred credentials (UTF-8 bytes, or text from
+    Twisted's own checkers).  Raises ``UnicodeDecodeError``."""
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def credential_bytes(value: bytes | str) -> bytes:
+    """A password from cred credentials, as bytes."""
+    return value.encode("utf-8") if isinstance(value, str) else value

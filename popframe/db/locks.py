@@ -1,0 +1,286 @@
+"""Maildrop locks that hold across processes and hosts sharing a database
+(:class:`~popframe.interfaces.IMaildropLocker`), so the cluster work can
+use them without the SQL store.
+
+- PostgreSQL: a session-level advisory lock (``pg_try_advisory_lock`` on a
+  64-bit hash of the maildrop name); MariaDB: ``GET_LOCK(name, 0)`` on a
+  hash of the database and maildrop names (its locks are server-wide).
+  Both belong to one connection of the process, the *lock connection*,
+  which holds every lock the process holds; the pool's threads use it in
+  turn, one short statement each.  When the process dies, even
+  by SIGKILL, the kernel closes that connection and the server drops its
+  locks at once (measured: docs/sql.md).  When a host vanishes without
+  closing, the server notices by TCP keepalive (PostgreSQL: 10 s idle, 3
+  probes 5 s apart, set on the lock connection) or, for MariaDB, by
+  ``wait_timeout`` (60 s on the lock connection, which pings every 20 s
+  while it lives).
+- Both kinds of lock count per connection, so one process could take one
+  name twice: the locker also keeps the names it holds and refuses a
+  second session of its own process without asking the server.
+- If the lock connection breaks (a database restart), the next use makes a
+  new one and takes the held names again; a name someone else took
+  meanwhile is lost.  Deletions check in their own transaction that the
+  lock connection still holds the name (:meth:`DatabaseLock.verify`), so
+  a session whose lock lapsed never deletes anything.
+- SQLite: ``flock`` on one lock file per maildrop in ``DB-FILE.locks/``
+  (:class:`~popframe.stores.locking.FileLocker`): across the processes of
+  one host, which is as far as a SQLite file is shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from popframe.db.pool import Database, DatabaseError, Session
+from popframe.errors import MaildropInUse, TemporaryFailure
+from popframe.interfaces import IMaildropLock, IMaildropLocker
+from popframe.stores.locking import FileLock, FileLocker
+
+__all__ = ["DatabaseLock", "DatabaseLocker", "LockLost", "locker_for"]
+
+log = Logger(namespace="popframe.db")
+
+#: Seconds between pings of the lock connection.
+PING_INTERVAL = 20.0
+
+
+class LockLost(TemporaryFailure):
+    """The maildrop lock lapsed during the session (the lock connection
+    broke and someone else took the name): its deletions are refused."""
+
+    default_message = "maildrop lock lost, please reconnect"
+
+
+@implementer(IMaildropLock)
+class DatabaseLock:
+    def __init__(self, locker: DatabaseLocker, key: str, token: Any) -> None:
+        self.locker = locker
+        self.key = key
+        self.token = token  # the engine's lock id (a bigint, or a GET_LOCK name)
+
+    def release(self) -> defer.Deferred[None]:
+        """Idempotent: a second call finds the name no longer held."""
+        return self.locker._release(self).addErrback(lambda _: None)
+
+    def verify(self, session: Session) -> None:
+        """In a deletion's transaction, on another connection: raise
+        :class:`LockLost` unless the lock connection still holds the lock."""
+        ident = self.locker._ident
+        if ident is None or not self.locker._held_by(session, self.token, ident):
+            raise LockLost()
+
+
+@implementer(IMaildropLocker)
+class DatabaseLocker:
+    """Advisory locks (PostgreSQL) or ``GET_LOCK`` (MariaDB) on one lock
+    connection, which any of the database's pool threads uses in turn
+    (a mutex, held for one short statement): so the SQL store takes the
+    lock and lists the maildrop in one thread hand-off."""
+
+    def __init__(self, database: Database, reactor: Any = None) -> None:
+        if database.engine.name not in ("postgresql", "mysql"):
+            raise ValueError("DatabaseLocker serves PostgreSQL and MariaDB")
+        self.database = database
+        self.engine = database.engine
+        self._reactor = reactor
+        self._mutex = threading.Lock()  # guards all below
+        self._held: dict[str, DatabaseLock] = {}
+        self._connection: Any = None
+        self._ident: Any = None  # the lock connection's backend pid / connection id
+        self._pinger: task.LoopingCall | None = None
+
+    # -- names ---------------------------------------------------------------------
+
+    def token(self, key: str) -> Any:
+        digest = hashlib.blake2b(
+            f"{self.database.url.database}\0{key}".encode("utf-8", "surrogatepass"),
+            digest_size=16, person=b"popframe-lock").digest()
+        if self.engine.name == "postgresql":
+            return int.from_bytes(digest[:8], "big", signed=True)
+        return "popframe:" + digest.hex()  # 41 characters; GET_LOCK allows 64
+
+    # -- IMaildropLocker (reactor thread) -------------------------------------------
+
+    def acquire(self, key: str) -> defer.Deferred[IMaildropLock]:
+        self.start_pinging()
+        return self.database.in_thread(self.acquire_blocking, key)
+
+    def _release(self, lock: DatabaseLock) -> defer.Deferred[None]:
+        """Fires once the name is free for everyone (so a client that QUITs
+        and logs in again through another node is not told [IN-USE])."""
+        return self.database.in_thread(self.release_blocking, lock)
+
+    def start_pinging(self) -> None:
+        """Keep the lock connection alive (MariaDB's wait_timeout) and find
+        a broken one early; from the reactor thread, once."""
+        if self._pinger is None:
+            self._pinger = task.LoopingCall(
+                lambda: self.database.in_thread(self._ping).addErrback(lambda _: None))
+            if self._reactor is not None:
+                self._pinger.clock = self._reactor
+            self._pinger.start(PING_INTERVAL, now=False).addErrback(lambda _: None)
+
+    # -- blocking: any pool thread ---------------------------------------------------
+
+    def acquire_blocking(self, key: str) -> DatabaseLock:
+        """Take the lock now, or raise ``MaildropInUse`` (or
+        ``DatabaseError``)."""
+        token = self.token(key)
+        with self._mutex:
+            if key in self._held:
+                raise MaildropInUse()
+            if not self._with_connection(self._try_lock, token):
+                raise MaildropInUse()
+            lock = self._held[key] = DatabaseLock(self, key, token)
+            return lock
+
+    def release_blocking(self, lock: DatabaseLock) -> None:
+        with self._mutex:
+            if self._held.get(lock.key) is not lock:
+                return
+            del self._held[lock.key]
+            if self._connection is None:
+                return  # the connection broke: the server dropped the lock with it
+            try:
+                self._with_connection(self._unlock, lock.token, reconnect=False)
+            except DatabaseError:
+                log.warn("releasing maildrop lock {key!r} failed (it is freed with the lock "
+                         "connection)", key=lock.key)
+
+    def _ping(self) -> None:
+        with self._mutex:
+            if self._connection is not None or self._held:
+                self._with_connection(lambda cursor: cursor.execute("SELECT 1"))
+
+    def _with_connection(self, work: Any, *args: Any, reconnect: bool = True) -> Any:
+        errors = self.engine.driver_errors()
+        for attempt in (1, 2):
+            fresh = self._connection is None
+            if fresh:
+                if not reconnect:
+                    return None
+                self._connect()
+            cursor = self._connection.cursor()
+            try:
+                return work(cursor, *args)
+            except errors as error:
+                if self.engine.is_gone(self._connection, error):
+                    self._drop()
+                    if attempt == 1 and not fresh:
+                        continue
+                log.error("database {url}: lock connection: {error}", url=str(self.database.url),
+                          error=error)
+                raise DatabaseError() from error
+            finally:
+                try:
+                    cursor.close()
+                except Exception:
+                    pass
+        raise AssertionError("unreachable")
+
+    def _connect(self) -> None:
+        connection = self.database.connect()  # DatabaseError when it cannot
+        try:
+            cursor = connection.cursor()
+            if self.engine.name == "postgresql":
+                # The server notices a vanished host (no FIN) in ~25 s.
+                cursor.execute("SET tcp_keepalives_idle = 10")
+                cursor.execute("SET tcp_keepalives_interval = 5")
+                cursor.execute("SET tcp_keepalives_count = 3")
+                cursor.execute("SELECT pg_backend_pid()")
+            else:
+                cursor.execute("SET SESSION wait_timeout = 60")
+                cursor.execute("SELECT CONNECTION_ID()")
+            ident = cursor.fetchone()[0]
+        except self.engine.driver_errors() as error:
+            connection.close()
+            log.error("database {url}: cannot set up the lock connection: {error}",
+                      url=str(self.database.url), error=error)
+            raise DatabaseError() from error
+        self._connection, self._ident = connection, ident
+        # Take again what this process held on the connection that broke.
+        for key, lock in list(self._held.items()):
+            try:
+                taken = self._try_lock(cursor, lock.token)
+            except self.engine.driver_errors():
+                taken = False
+            if not taken:
+                log.warn("maildrop lock {key!r} lapsed while the lock connection was down; "
+                         "that session cannot delete", key=key)
+        cursor.close()
+
+    def _drop(self) -> None:
+        connection, self._connection, self._ident = self._connection, None, None
+        try:
+            connection.close()
+        except Exception:
+            pass
+
+    def _try_lock(self, cursor: Any, token: Any) -> bool:
+        if self.engine.name == "postgresql":
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", (token,))
+        else:
+            cursor.execute("SELECT GET_LOCK(%s, 0)", (token,))
+        return bool(cursor.fetchone()[0])
+
+    def _unlock(self, cursor: Any, token: Any) -> None:
+        if self.engine.name == "postgresql":
+            cursor.execute("SELECT pg_advisory_unlock(%s)", (token,))
+        else:
+            cursor.execute("SELECT RELEASE_LOCK(%s)", (token,))
+        cursor.fetchone()
+
+    # -- verification (a pool thread, in a deletion's transaction) ---------------------
+
+    def _held_by(self, session: Session, token: Any, ident: Any) -> bool:
+        if self.engine.name == "postgresql":
+            unsigned = token & 0xFFFFFFFFFFFFFFFF
+            row = session.one(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = ? "
+                "AND classid::bigint = ? AND objid::bigint = ? AND objsubid = 1",
+                (ident, unsigned >> 32, unsigned & 0xFFFFFFFF))
+            return row is not None
+        row = session.one("SELECT IS_USED_LOCK(?)", (token,))
+        return row is not None and row[0] == ident
+
+
+def locker_for(database: Database) -> IMaildropLocker:
+    """The locker that suits ``database``'s engine."""
+    if database.engine.name == "sqlite":
+        return SQLiteLocker(database.url.database)
+    return DatabaseLocker(database)
+
+
+@implementer(IMaildropLocker)
+class SQLiteLocker(FileLocker):
+    """``flock`` on ``DB-FILE.locks/HASH``: one host's processes."""
+
+    def __init__(self, database_path: str) -> None:
+        super().__init__()
+        self.directory = database_path + ".locks"
+
+    def acquire(self, key: str) -> defer.Deferred[IMaildropLock]:
+        try:
+            return defer.succeed(self.acquire_blocking(key))
+        except (MaildropInUse, TemporaryFailure):
+            return defer.fail()
+
+    def acquire_blocking(self, key: str) -> FileLock:
+        """Take the lock now (a few system calls), or raise ``MaildropInUse``."""
+        name = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        except OSError as error:
+            log.error("cannot make {path}: {error}", path=self.directory, error=error)
+            raise TemporaryFailure() from error
+        return self.acquire_now(os.path.join(self.directory, name))
+
+    def release_blocking(self, lock: FileLock) -> None:
+        lock.release()

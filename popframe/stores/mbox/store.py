@@ -1,0 +1,197 @@
+"""The mbox store as popframe sees it: :class:`MboxStore` opens a locked
+snapshot of a user's mbox and delivers into it, :class:`MboxMaildrop`
+serves the snapshot to one session, :class:`MboxStoreFactory` is the
+``--store=mbox:TEMPLATE`` plugin.  The blocking work is
+:class:`~popframe.stores.mbox.mailbox.Mbox`'s, in threads.
+
+Two kinds of lock, for two lengths of time:
+
+- the session lock, held from login to the end of the session: ``flock``
+  on ``.NAME.popframe-lock`` beside the mbox (any
+  :class:`~popframe.interfaces.IMaildropLocker`), which only POP3
+  sessions take, so deliveries go on during a long session;
+- the mbox locks (``fcntl`` and the dotlock), which every program that
+  writes the mbox takes, held for the snapshot at login, for each
+  delivery, and for the rewrite at QUIT.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from popframe.config import ConfigurationError
+from popframe.errors import NoSuchMessage, TemporaryFailure
+from popframe.interfaces import (
+    IDeliverableStore,
+    IMaildrop,
+    IMaildropLock,
+    IMaildropLocker,
+    IMaildropStoreFactory,
+    IMessageBody,
+    MessageList,
+    UserSettings,
+)
+from popframe.stores import RunBlocking
+from popframe.stores.base import LockedMaildrop
+from popframe.stores.locking import FileLocker
+from popframe.stores.mbox.files import LOCK, side_path
+from popframe.stores.mbox.locks import LockTimeout
+from popframe.stores.mbox.mailbox import Mbox, MboxChanged, Snapshot
+from popframe.stores.mbox.reader import MessageReader
+from popframe.stores.template import PathTemplate, UnsafeUserName
+
+__all__ = ["MboxMaildrop", "MboxStore", "MboxStoreFactory", "MessageMoved"]
+
+log = Logger(namespace="popframe.stores.mbox")
+
+
+class MessageMoved(TemporaryFailure):
+    """Another program rewrote the mbox during the session; a reconnect
+    lists it as it now is."""
+
+    default_message = "the mailbox was changed by another program, please reconnect"
+
+
+def _temporary(failure: Failure, doing: str, path: str) -> Failure:
+    """What a store error means to a client or an MTA: try again later."""
+    if failure.check(LockTimeout):
+        log.warn("mbox {path}: cannot {doing}: locked by another program for too long",
+                 path=path, doing=doing)
+        return Failure(TemporaryFailure())
+    if failure.check(OSError):
+        log.error("mbox {path}: cannot {doing}: {error}", path=path, doing=doing,
+                  error=failure.value)
+        return Failure(TemporaryFailure())
+    return failure
+
+
+@implementer(IMaildrop)
+class MboxMaildrop(LockedMaildrop):
+    """One session's locked snapshot of an mbox."""
+
+    def __init__(self, mbox: Mbox, snapshot: Snapshot, lock: IMaildropLock | None,
+                 run_blocking: RunBlocking) -> None:
+        super().__init__(lock)
+        self._mbox = mbox
+        self._snapshot = snapshot
+        self._run = run_blocking
+
+    def listing(self) -> MessageList:
+        return self._snapshot.listing
+
+    def open_message(self, uid: str) -> defer.Deferred[BinaryIO | IMessageBody]:
+        self.check_open()
+        position = self._snapshot.position(uid)
+        if position is None:
+            return defer.fail(NoSuchMessage())
+        try:
+            reader: MessageReader = self._mbox.open_message(self._snapshot, position)
+        except MboxChanged:
+            return defer.fail(MessageMoved())
+        except OSError:
+            return defer.fail(_temporary(Failure(), "open a message", self._mbox.path))
+        return defer.succeed(reader)  # type: ignore[arg-type]
+
+    def apply_deletions(self, uids: list[str]) -> defer.Deferred[None]:
+        d = self._run(self._mbox.delete, uids)
+        return d.addCallbacks(lambda _: None, _temporary,
+                              errbackArgs=("commit deletions", self._mbox.path))
+
+
+@implementer(IDeliverableStore)
+class MboxStore:
+    """mbox files at a path template, e.g. ``/var/mail/%u``.  The directory
+    must exist and be writable (for the dotlock, popframe's files beside
+    the mbox, and rewrites); a missing mbox is an empty maildrop, created
+    at the first delivery."""
+
+    def __init__(self, template: str | PathTemplate, locker: IMaildropLocker | None = None, *,
+                 lock_timeout: float = 30.0, stale_lock: float = 500.0,
+                 run_blocking: RunBlocking = deferToThread) -> None:
+        self.template = template if isinstance(template, PathTemplate) else PathTemplate(template)
+        self.locker = locker if locker is not None else FileLocker()
+        self.lock_timeout = lock_timeout
+        self.stale_lock = stale_lock
+        self._run = run_blocking
+
+    def _mbox(self, user: str) -> Mbox:
+        path = self.template.resolve(user)
+        if path.endswith(".lock"):  # user "alice.lock" would be alice's dotlock
+            raise UnsafeUserName("the mbox would be another mbox's dotlock")
+        return Mbox(path, self.lock_timeout, self.stale_lock)
+
+    def open(self, user: str, settings: UserSettings | None = None) -> defer.Deferred[IMaildrop]:
+        return defer.Deferred.fromCoroutine(self._open(user))
+
+    async def _open(self, user: str) -> IMaildrop:
+        try:
+            mbox = self._mbox(user)
+        except UnsafeUserName as e:
+            log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
+            raise
+        lock = await self.locker.acquire(side_path(mbox.path, LOCK))
+        try:
+            snapshot = await self._run(mbox.snapshot).addErrback(
+                _temporary, "read the mailbox", mbox.path)
+        except BaseException:
+            await lock.release()
+            raise
+        return MboxMaildrop(mbox, snapshot, lock, self._run)
+
+    def deliver(self, user: str, message: BinaryIO,
+                settings: UserSettings | None = None) -> defer.Deferred[None]:
+        """:class:`~popframe.interfaces.IDeliverableStore`: appended under
+        the mbox locks, whether or not a session holds the maildrop."""
+        try:
+            mbox = self._mbox(user)
+        except UnsafeUserName as e:
+            log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
+            return defer.fail()
+        d = self._run(mbox.append, message)
+        return d.addCallbacks(lambda _: None, _temporary, errbackArgs=("deliver", mbox.path))
+
+
+def _seconds(option: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        raise ConfigurationError("--store", f"mbox: {option} must be a positive number of seconds")
+    return seconds
+
+
+@implementer(IMaildropStoreFactory)
+class MboxStoreFactory:
+    storeName = "mbox"
+    argStringFormat = "mbox:/var/mail/%u[:lock_timeout=SECONDS][:stale_lock=SECONDS]"
+    storeHelp = """\
+Traditional Unix mbox files at a path template (%u, %n, %d, %% as for
+maildir).  Locks as Postfix, procmail and mutt do (fcntl, then the
+NAME.lock dotlock), held briefly: Postfix can deliver during a session.
+mboxrd From-quoting; QUIT's deletions rewrite the file crash-safely.
+lock_timeout (30): seconds to wait for the mbox locks; stale_lock (500):
+age at which another program's dotlock is broken.  Files of popframe's
+own sit beside each mbox as .NAME.popframe-*.
+"""
+
+    def storeFromString(self, argstring: str) -> MboxStore:
+        template, *options = argstring.split(":")
+        if not template:
+            raise ConfigurationError(
+                "--store", f"mbox needs a path template, e.g. {self.argStringFormat}")
+        settings = {"lock_timeout": 30.0, "stale_lock": 500.0}
+        for option in options:
+            key, _, value = option.partition("=")
+            if key not in settings:
+                raise ConfigurationError(
+                    "--store", f"mbox: unknown option {option!r} (known: lock_timeout, stale_lock)")
+            settings[key] = _seconds(key, value)
+        return MboxStore(template, lock_timeout=settings["lock_timeout"],
+                         stale_lock=settings["stale_lock"])

@@ -1,0 +1,102 @@
+"""The SQL store's blocking work, one function per thing it does, each
+run in a pool thread with a :class:`~popframe.db.Session`.  Parameters
+only: no value is ever put into SQL text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from popframe.db import Session
+from popframe.db.migrations import PART_SIZE
+from popframe.interfaces import MessageList
+from popframe.protocol.encoding import wire_form
+
+__all__ = ["Listing", "delete_messages", "list_maildrop", "read_first_parts", "read_part",
+           "store_message"]
+
+#: Ids per DELETE statement (well under every engine's parameter limit).
+_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A maildrop at open: the messages (uid, RETR size, wire-ready) and,
+    for each, its row id and number of parts."""
+
+    messages: MessageList
+    ids: list[int]
+    parts: list[int]
+
+
+def list_maildrop(session: Session, maildrop: str) -> Listing:
+    """From the covering index ``popframe_messages_listing``: no body read."""
+    rows = session.query(
+        "SELECT id, uid, size, ready, parts FROM popframe_messages WHERE maildrop = ? ORDER BY id",
+        (maildrop,))
+    return Listing(
+        MessageList([row[1] for row in rows], [int(row[2]) for row in rows],
+                    bytes(1 if row[3] else 0 for row in rows)),
+        [int(row[0]) for row in rows], [int(row[4]) for row in rows])
+
+
+def read_part(session: Session, message_id: int, part: int) -> bytes | None:
+    """One part of a message's stored octets; None when the message is gone."""
+    row = session.one(
+        "SELECT data FROM popframe_message_parts WHERE message_id = ? AND part = ?",
+        (message_id, part))
+    return None if row is None else bytes(row[0])
+
+
+def read_first_parts(session: Session, message_ids: list[int]) -> dict[int, bytes]:
+    """Part 0 of each of these messages, in one query (the read-ahead)."""
+    marks = ", ".join("?" * len(message_ids))
+    rows = session.query(
+        f"SELECT message_id, data FROM popframe_message_parts WHERE part = 0 AND message_id IN "
+        f"({marks})", message_ids)
+    return {int(row[0]): bytes(row[1]) for row in rows}
+
+
+def delete_messages(session: Session, maildrop: str, ids: list[int],
+                    verify: Callable[[Session], None] | None) -> None:
+    """QUIT's deletions in one transaction: all or none, whenever the
+    process dies.  ``verify`` (the maildrop lock's) runs first, inside it."""
+    with session.transaction():
+        if verify is not None:
+            verify(session)
+        for start in range(0, len(ids), _BATCH):
+            batch = ids[start:start + _BATCH]
+            marks = ", ".join("?" * len(batch))
+            session.execute(f"DELETE FROM popframe_message_parts WHERE message_id IN ({marks})",
+                            batch)
+            session.execute(
+                f"DELETE FROM popframe_messages WHERE maildrop = ? AND id IN ({marks})",
+                [maildrop, *batch])
+
+
+def store_message(session: Session, maildrop: str, uid: str, message: BinaryIO,
+                  part_size: int = PART_SIZE) -> None:
+    """Add a message read from ``message`` a part at a time, in one
+    transaction: committed whole when this returns, or not at all."""
+    with session.transaction():
+        message_id = session.insert_id(
+            "INSERT INTO popframe_messages (maildrop, uid, size, stored_size, ready, parts) "
+            "VALUES (?, ?, 0, 0, ?, 0)", (maildrop, uid, False))
+        counts = [0, 0]  # parts, octets
+
+        def parts() -> Iterator[bytes]:
+            while True:
+                data = message.read(part_size)
+                if not data:
+                    return
+                session.execute("INSERT INTO popframe_message_parts (message_id, part, data) "
+                                "VALUES (?, ?, ?)", (message_id, counts[0], data))
+                counts[0] += 1
+                counts[1] += len(data)
+                yield data
+
+        form = wire_form(parts())
+        session.execute(
+            "UPDATE popframe_messages SET size = ?, stored_size = ?, ready = ?, parts = ? "
+            "WHERE id = ?", (form.size, counts[1], form.ready, counts[0], message_id))

@@ -1,0 +1,179 @@
+"""popframe.db: URLs, the schema and its upgrade, the pool's failures, and
+the ``popframe db`` / ``popframe user`` commands."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sql_support import fresh_database
+
+from popframe.cli import main
+from popframe.config import ConfigurationError
+from popframe.db import Database, DatabaseError, parse_url
+from popframe.db.schema import LATEST, SchemaTooNew, check_schema, current_version, upgrade
+from popframe.stores.sql import SQLStore, SQLStoreFactory
+from popframe.testing import wait_for
+
+# -- URLs ----------------------------------------------------------------------------------
+
+
+def test_url_forms(tmp_path: Path) -> None:
+    url = parse_url("postgresql://popframe:s3cr%40t@db.example.com:5433/mail?timeout=2&pool=3")
+    assert (url.engine, url.user, url.host, url.port, url.database) == \
+        ("postgresql", "popframe", "db.example.com", 5433, "mail")
+    assert url.resolved_password() == "s3cr@t" and url.timeout == 2 and url.pool == 3
+    assert "s3cr" not in str(url) and "s3cr" not in repr(url)
+    assert parse_url("mysql://root@127.0.0.1/test").port == 3306
+    assert parse_url("sqlite:////var/lib/popframe/mail.db").database == "/var/lib/popframe/mail.db"
+    secret = tmp_path / "pw"
+    secret.write_text("from a file\n")
+    assert parse_url(f"mysql://u@h:1/d?password_file={secret}").resolved_password() == "from a file"
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("oracle://x@y/z", "starts with"),
+    ("sqlite:///relative.db", "absolute path"),
+    ("postgresql://u@h:5432/", "name the database"),
+    ("postgresql://u@:5432/db", "name the host"),
+    ("postgresql://u@h:99999/db", "port"),
+    ("postgresql://u@h/db?colour=blue", "unknown URL parameter 'colour'"),
+    ("postgresql://u@h/db?timeout=soon", "not a number"),
+    ("postgresql://u@h/db?driver=pymysql", "driver= is for mysql"),
+    ("mysql://u:pw@h/db?password_file=/x", "not both"),
+])
+def test_bad_urls_say_what_is_wrong(text: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem) as caught:
+        parse_url(text)
+    assert "pw" not in str(caught.value).replace("password_file", "")
+
+
+def test_environment_password_for_mariadb(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MYSQL_PWD", "from the environment")
+    assert parse_url("mysql://u@h/db").resolved_password() == "from the environment"
+
+
+# -- the schema --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql", "mysql"])
+def test_upgrade_is_idempotent_and_refuses_a_newer_database(engine: str, tmp_path: Path) -> None:
+    with fresh_database(engine, tmp_path, schema=False) as dsn:
+        database = Database(parse_url(dsn))
+        assert database.call(current_version) is None
+        with pytest.raises(ConfigurationError, match="popframe db upgrade"):
+            check_schema(database, "--store")
+        assert database.call(upgrade).after == LATEST
+        again = database.call(upgrade)
+        assert (again.before, again.after) == (LATEST, LATEST)
+        check_schema(database, "--store")
+        database.call(lambda s: s.execute("UPDATE popframe_schema SET version = ?",
+                                          (LATEST + 1,)))
+        with pytest.raises(SchemaTooNew):
+            database.call(upgrade)
+        with pytest.raises(ConfigurationError, match="newer"):
+            check_schema(database, "--store")
+        database.close()
+
+
+def test_store_refuses_a_database_without_the_schema(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="--store: .*popframe db upgrade"):
+        SQLStoreFactory().storeFromString(f"dsn=sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(ConfigurationError, match="dsn=URL"):
+        SQLStoreFactory().storeFromString(f"sqlite:///{tmp_path / 'empty.db'}")
+
+
+def test_unreachable_database_fails_promptly_as_temporary() -> None:
+    database = Database(parse_url("postgresql://u@127.0.0.1:9/none?connect_timeout=1"))
+    with pytest.raises(DatabaseError):
+        database.call(current_version)
+    store = SQLStore(database)
+    with pytest.raises(DatabaseError):
+        wait_for(store.open("alice"), timeout=10)
+
+
+def test_read_ahead_serves_small_messages_from_one_query(dsn: str) -> None:
+    store = SQLStore(Database(parse_url(dsn)))
+    for n in range(10):
+        wait_for(store.deliver("alice", io.BytesIO(b"Subject: %d\r\n\r\nbody\r\n" % n)))
+    queries = []
+    real_run = store.database.run
+
+    def counting_run(function, *args, **kwargs):  # type: ignore[no-untyped-def]
+        queries.append(function.__name__)
+        return real_run(function, *args, **kwargs)
+
+    store.database.run = counting_run  # type: ignore[method-assign]
+    maildrop = wait_for(store.open("alice"))
+    uids = list(maildrop.listing().uids)
+    for n in (4, *range(10)):  # one out of order first, then all in order
+        body = wait_for(maildrop.open_message(uids[n]))  # one part: a file in memory
+        assert body.read() == b"Subject: %d\r\n\r\nbody\r\n" % n
+        body.close()
+    wait_for(maildrop.abandon())
+    assert queries.count("read_first_parts") == 2  # 4..9 with 4, then 0..3 with 0
+    assert "read_part" not in queries
+
+
+# -- the commands ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def popframe(*args: str, stdin: str = "") -> Ran:
+    """The console script, in this process (a subprocess each costs 0.7 s)."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin, sys.stdout, sys.stderr = io.StringIO(stdin), out, err
+    try:
+        status = main(list(args))
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved
+    return Ran(status, out.getvalue(), err.getvalue())
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql", "mysql"])
+def test_db_and_user_commands(engine: str, tmp_path: Path) -> None:
+    with fresh_database(engine, tmp_path, schema=False) as dsn:
+        added = popframe("user", "add", "--dsn", dsn, "alice", stdin="pw\n")
+        assert added.returncode == 1 and "popframe db upgrade" in added.stderr
+        done = popframe("db", "upgrade", "--dsn", dsn)
+        assert done.returncode == 0 and f"to {LATEST}" in done.stdout
+        assert "already at schema version" in popframe("db", "upgrade", "--dsn", dsn).stdout
+        assert popframe("db", "status", "--dsn", dsn).returncode == 0
+        assert popframe("user", "add", "--dsn", dsn, "alice", stdin="first\n").returncode == 0
+        assert popframe("user", "add", "--dsn", dsn, "--scheme", "SCRAM-SHA-256", "--maildrop",
+                        "shared", "--login-delay", "60", "bob", stdin="b\n").returncode == 0
+        again = popframe("user", "add", "--dsn", dsn, "alice", stdin="x\n")
+        assert again.returncode == 1 and "exists" in again.stderr
+        assert popframe("user", "list", "--dsn", dsn).stdout.splitlines() == \
+            ["alice", "bob maildrop=shared login_delay=60"]
+        assert popframe("user", "passwd", "--dsn", dsn, "alice", stdin="second\n").returncode == 0
+        stored = Database(parse_url(dsn)).call(
+            lambda s: s.one("SELECT password FROM popframe_users WHERE name = ?", ("alice",)))[0]
+        assert stored.startswith("{SHA512-CRYPT}$6$")
+        assert popframe("user", "passwd", "--dsn", dsn, "carol", stdin="x\n").returncode == 1
+        assert popframe("user", "del", "--dsn", dsn, "alice").returncode == 0
+        assert popframe("user", "del", "--dsn", dsn, "alice").returncode == 1
+        assert popframe("user", "list", "--dsn", dsn, "alice").returncode == 1
+        empty = popframe("user", "add", "--dsn", dsn, "dave", stdin="\n")
+        assert empty.returncode == 1 and "empty password" in empty.stderr
+
+
+def test_command_on_a_database_that_is_down() -> None:
+    down = subprocess.run([sys.executable, "-m", "popframe", "db", "upgrade", "--dsn",
+                           "postgresql://u@127.0.0.1:9/x?connect_timeout=1"],
+                          capture_output=True, text=True, timeout=60)
+    assert down.returncode == 2 and "Traceback" not in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
+    bad = popframe("db", "upgrade", "--dsn", "sqlite:///relative.db")
+    assert bad.returncode == 1 and "absolute path" in bad.stderr
