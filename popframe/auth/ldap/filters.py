@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from ldaptor.protocols import pureldap  # type: ignore[import-untyped]
+from ldaptor.protocols import pureldap
 
 from popframe.auth.ldap.escaping import escape_dn_value, escape_filter_value
 from popframe.stores.template import _Literal, _Variable, split_user

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ldaptor.protocols import pureldap  # type: ignore[import-untyped]
+from ldaptor.protocols import pureldap
 
 from popframe.auth.ldap.filters import DNTemplate, FilterSyntaxError, FilterTemplate, parse_filter
 from popframe.config import ConfigurationError
