@@ -127,6 +127,12 @@ class WatchedFile(Generic[T]):
             self._report(error)
             raise TemporaryFailure() from error
 
+    def last(self) -> T | None:
+        """The parsed file as it was last read (None: never read), with no
+        system call at all."""
+        current = self._current
+        return current[1] if current is not None else None
+
     def unchanged(self) -> T | None:
         """The parsed file if it has not changed since it was read, else
         None: one ``stat``, never a read, so the reactor thread may ask."""

@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real clients and tools the integration tests drive.
+# slapd + ldap-utils: tests/ldap_support.py runs a slapd of its own on free loopback
+# ports (the system instance the package sets up is left alone); samba-ad-dc +
+# samba-ad-provision: a throwaway Samba AD DC on 127.0.0.2 (tests/test_ldap_samba.py).
 # postfix: tests/test_delivery_postfix.py runs throwaway instances of its own
 # (the packaged service is neither configured nor started: see below).
 # libmariadb-dev and pkg-config build mysqlclient (the SQL tests' MariaDB driver).
@@ -16,7 +19,8 @@ cd "$(dirname "$0")/.."
 # rules (tests/test_watching.py, tests/test_monitoring_examples.py); the
 # packaged server is not started.
 DEBIAN_PACKAGES=(python3-venv curl openssl fetchmail mpop getmail6 redis-server postfix
-                 libmariadb-dev pkg-config prometheus)
+                 libmariadb-dev pkg-config slapd ldap-utils samba-ad-dc samba-ad-provision
+                 prometheus)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do

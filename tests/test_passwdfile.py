@@ -512,3 +512,27 @@ def test_plugin_module_does_not_install_a_reactor() -> None:
         "assert 'twisted.internet.reactor' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_mechanisms_follow_the_secrets_the_file_can_give(tmp_path: Path) -> None:
+    """SCRAM-SHA-256 is offered only when some user has SCRAM keys, CRAM-MD5
+    and APOP only when some field can serve them: a client that picks the
+    strongest mechanism offered (mpop tries SCRAM first) must not be sent
+    to one no user can pass."""
+    from twisted.cred.portal import Portal
+
+    from popframe.auth.credentials import serviceable
+
+    path = tmp_path / "users"
+    path.write_text(f"alice:{make_hash('SHA512-CRYPT', b'x', rounds=1000)}\n")
+    offered = ("SCRAM-SHA-256", "CRAM-MD5", "APOP", "PLAIN")
+    checker = PasswdFileChecker(path, run_blocking=run_now)
+    assert serviceable(Portal(None, [checker]), offered) == ("PLAIN",)
+    with open(path, "a") as f:
+        f.write(f"bob:{make_hash('SCRAM-SHA-256', b'y')}\n")
+    checker.passwd_file.current()  # the next login reads the changed file
+    assert serviceable(Portal(None, [checker]), offered) == ("SCRAM-SHA-256", "PLAIN")
+    with open(path, "a") as f:
+        f.write("carol:{PLAIN}z\n")
+    checker.passwd_file.current()
+    assert serviceable(Portal(None, [checker]), offered) == offered

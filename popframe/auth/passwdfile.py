@@ -38,12 +38,14 @@ from popframe.auth.stored import (
     avatar_id,
     credential_bytes,
     credential_text,
+    kinds_of_fields,
     secret_from_field,
     typical_field,
     verify_field,
     waste_time,
 )
 from popframe.config import ConfigurationError
+from popframe.errors import TemporaryFailure
 from popframe.files import WatchedFile
 from popframe.interfaces.auth import (
     ISecretLookup,
@@ -248,7 +250,6 @@ class PasswdFileChecker:
     """
 
     credentialInterfaces = (IUsernamePassword,)
-    secret_kinds = SECRET_KINDS
 
     def __init__(
         self,
@@ -271,6 +272,27 @@ class PasswdFileChecker:
         )
         # --auth-cache-ttl: recent successes skip the hash (popframe.auth.cache).
         self.verified_passwords = verified_passwords
+        self._kinds: tuple[PasswdSnapshot | None, frozenset[SecretKind]] = (None, frozenset())
+
+    @property
+    def secret_kinds(self) -> frozenset[SecretKind]:
+        """The kinds of secret some user's field in the file can give out
+        (``ISecretLookup``): SCRAM-SHA-256 is offered only when some user
+        has SCRAM keys, CRAM-MD5 and APOP only when some field can serve
+        them.  From the file as last read: asked at every secret lookup, so
+        no system call."""
+        snapshot = self.passwd_file.last()
+        if snapshot is None:
+            try:
+                snapshot = self.passwd_file.current()
+            except TemporaryFailure:
+                return frozenset()
+        known, kinds = self._kinds
+        if snapshot is not known:
+            fields = (record.password for record in snapshot.records.values())
+            kinds = kinds_of_fields(fields, self.default_scheme)
+            self._kinds = (snapshot, kinds)
+        return kinds
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes | tuple[()]]:
         try:

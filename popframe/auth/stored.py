@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from twisted.cred.error import UnauthorizedLogin
 
 from popframe.auth.schemes import (
+    SCHEMES,
     UnknownScheme,
     cram_md5_secret,
     plaintext,
@@ -26,6 +27,7 @@ __all__ = [
     "avatar_id",
     "credential_bytes",
     "credential_text",
+    "kinds_of_fields",
     "secret_from_field",
     "typical_field",
     "verify_field",
@@ -62,6 +64,29 @@ def secret_from_field(kind: SecretKind, stored: str, default_scheme: str) -> Sec
     cannot serve it.  Raises ``UnknownScheme``."""
     reader = _READERS.get(kind)
     return reader(stored, default_scheme) if reader is not None else None
+
+
+def kinds_of_fields(fields: Iterable[str], default_scheme: str) -> frozenset[SecretKind]:
+    """The kinds of secret at least one of ``fields`` can give out (by its
+    scheme: SCRAM keys, a PLAIN-family password, a CRAM-MD5 context).  A
+    checker offers only those, so a client that picks the strongest
+    mechanism (mpop tries SCRAM-SHA-256 first) is never sent to one no user
+    can pass."""
+    kinds: set[SecretKind] = set()
+    for stored in fields:
+        name = split_field(stored, default_scheme)[0].upper().partition(".")[0]
+        scheme = SCHEMES.get(name)
+        if scheme is None:
+            continue
+        if scheme is SCHEMES["SCRAM-SHA-256"]:
+            kinds.add(SecretKind.SCRAM_SHA_256)
+        elif scheme is SCHEMES["CRAM-MD5"]:
+            kinds.add(SecretKind.CRAM_MD5)
+        elif scheme.plaintext:
+            kinds.update((SecretKind.PLAINTEXT, SecretKind.CRAM_MD5))
+        if len(kinds) == len(SECRET_KINDS):
+            break
+    return frozenset(kinds)
 
 
 def verify_field(stored: str, password: bytes, default_scheme: str) -> bool:
