@@ -729,7 +729,7 @@ def test_store_from_description(tmp_path: Path) -> None:
         ("maildir:var/mail/%u", "absolute"),
         ("maildir:/var/mail/%q", "'%q'"),
         ("maildir:/var/mail/shared", "%u or %n"),
-        ("maildir:/var/mail/%u:create=maybe", "create=yes|no"),
+        ("maildir:/var/mail/%u:create=maybe", "create='maybe': expected yes|no"),
         ("maildir:/var/mail/%u:lock=redis", "unknown option"),
     ],
 )

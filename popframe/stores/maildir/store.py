@@ -34,6 +34,7 @@ from popframe.stores.locking import FileLocker
 from popframe.stores.maildir.delivery import MaildirMissing, deliver_message
 from popframe.stores.maildir.directory import Maildir
 from popframe.stores.maildir.listing import Snapshot, relative_path
+from popframe.stores.options import choice, parse_store_options
 from popframe.stores.template import PathTemplate, UnsafeUserName
 
 #: The store's one log namespace, whichever of its files logs.
@@ -274,12 +275,6 @@ on popframe.lock in the maildir, which serves one host.
             raise ConfigurationError(
                 "--store", f"maildir needs a path template, e.g. {self.argStringFormat}"
             )
-        create = True
-        for option in options:
-            key, _, value = option.partition("=")
-            if key != "create" or value not in ("yes", "no"):
-                raise ConfigurationError(
-                    "--store", f"maildir: unknown option {option!r} (known: create=yes|no)"
-                )
-            create = value == "yes"
-        return MaildirStore(template, create=create)
+        values = parse_store_options(
+            "maildir", options, {"create": choice("yes", "no")}, {"create": "yes"})
+        return MaildirStore(template, create=values["create"] == "yes")

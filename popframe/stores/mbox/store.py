@@ -44,6 +44,7 @@ from popframe.stores.mbox.files import LOCK, side_path
 from popframe.stores.mbox.locks import LockTimeout
 from popframe.stores.mbox.mailbox import Mbox, MboxChanged, Snapshot
 from popframe.stores.mbox.reader import MessageReader
+from popframe.stores.options import parse_store_options, positive_seconds
 from popframe.stores.template import PathTemplate, UnsafeUserName
 
 __all__ = ["MboxMaildrop", "MboxStore", "MboxStoreFactory", "MessageMoved"]
@@ -157,16 +158,6 @@ class MboxStore:
         return d.addCallbacks(lambda _: None, _temporary, errbackArgs=("deliver", mbox.path))
 
 
-def _seconds(option: str, value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if seconds <= 0:
-        raise ConfigurationError("--store", f"mbox: {option} must be a positive number of seconds")
-    return seconds
-
-
 @implementer(IMaildropStoreFactory)
 class MboxStoreFactory:
     storeName = "mbox"
@@ -186,12 +177,8 @@ own sit beside each mbox as .NAME.popframe-*.
         if not template:
             raise ConfigurationError(
                 "--store", f"mbox needs a path template, e.g. {self.argStringFormat}")
-        settings = {"lock_timeout": 30.0, "stale_lock": 500.0}
-        for option in options:
-            key, _, value = option.partition("=")
-            if key not in settings:
-                raise ConfigurationError(
-                    "--store", f"mbox: unknown option {option!r} (known: lock_timeout, stale_lock)")
-            settings[key] = _seconds(key, value)
+        settings = parse_store_options(
+            "mbox", options, {"lock_timeout": positive_seconds, "stale_lock": positive_seconds},
+            {"lock_timeout": 30.0, "stale_lock": 500.0})
         return MboxStore(template, lock_timeout=settings["lock_timeout"],
                          stale_lock=settings["stale_lock"])
