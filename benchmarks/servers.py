@@ -469,9 +469,34 @@ class Dovecot(Server):
         super().stop()
 
 
+class Ceiling(Server):
+    """``benchmarks/ceiling/pop3_ceiling.c``, compiled into the server's
+    directory: the same corpus from memory, the same password check, no
+    disk, no locks: what this machine allows (issue 18's floor proof)."""
+
+    name = "ceiling"
+
+    def __init__(self, workdir: Path, corpus: Path, workers: int = 2) -> None:
+        self.workers = workers
+        super().__init__(workdir, corpus)
+
+    def prepare(self) -> None:
+        source = REPO / "benchmarks" / "ceiling" / "pop3_ceiling.c"
+        subprocess.run(["gcc", "-O2", "-o", str(self.dir / "pop3_ceiling"), str(source),
+                        "-lcrypto", "-lcrypt"], check=True)
+
+    def command(self) -> list[str]:
+        # The corpus itself: it is read once into memory, and never written.
+        return [str(self.dir / "pop3_ceiling"), str(self.port), str(self.corpus / "maildirs"),
+                str(self.corpus / "passwd"), str(self.workers)]
+
+
 def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REPO) -> Server:
     """``dovecot``, ``popframe``, ``popframe-wN`` (--workers N); a popframe
-    name may end in ``+cache`` (--auth-cache-ttl 3600)."""
+    name may end in ``+cache`` (--auth-cache-ttl 3600); ``ceiling`` (the
+    minimal C server, two processes)."""
+    if kind == "ceiling":
+        return Ceiling(workdir, corpus)
     if kind.startswith("sql-"):  # popframe's SQL store: benchmarks/sql_servers.py
         from sql_servers import make_sql_server
 
