@@ -16,6 +16,7 @@ from twisted.python import usage
 from popframe.auth.cache import VerifiedPasswords
 from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.auth.schemes import make_hash
+from popframe.interfaces import SecretKind
 from popframe.tap import Options
 
 T = TypeVar("T")
@@ -122,6 +123,25 @@ def test_user_settings_of_a_current_file_need_no_thread(users: Path) -> None:
     checker.user_settings("alice").addCallback(results.append)
     assert [r.login_delay for r in results] == [5, 5]
     assert runner.calls == ["find_user_settings"]
+
+
+def test_a_cheap_scheme_is_verified_without_a_thread_once_the_file_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "users"
+    path.write_text(f"alice:{make_hash('SSHA512', b'secret')}\n"
+                    f"bob:{make_hash('SHA512-CRYPT', b'secret', rounds=1000)}\n"
+                    f"carol:{make_hash('SSHA512', b'secret')}\n")
+    runner = CountingRunner()
+    checker = PasswdFileChecker(path, run_blocking=runner)
+    assert login(checker, b"alice", b"secret")  # the first login reads the file
+    assert runner.calls == ["verify"]
+    assert login(checker, b"alice", b"secret") and not login(checker, b"alice", b"wrong")
+    assert not login(checker, b"nobody", b"secret")  # costs the typical field: SSHA512
+    assert runner.calls == ["verify"]
+    assert login(checker, b"bob", b"secret")  # crypt costs a millisecond: a thread
+    assert runner.calls == ["verify", "verify"]
+    results: list[Any] = []
+    checker.lookup_secret("alice", SecretKind.PLAINTEXT).addCallback(results.append)
+    assert results == [None] and runner.calls == ["verify", "verify"]
 
 
 def options(*args: str, tmp_path: Path) -> Options:
