@@ -47,6 +47,7 @@ import ipaddress
 import json
 import re
 import resource
+import ssl
 import sys
 import time
 import zlib
@@ -212,12 +213,24 @@ class Session:
         st.octets += got
 
 
+def tls_context() -> ssl.SSLContext:
+    """Implicit TLS (port 995 style) as a current client speaks it: TLS 1.3
+    only.  The benchmark's certificate is self-signed: not verified."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
 async def run_session(loop, host: str, port: int, user: str, info: dict, scenario: str,
-                      stats: Stats, crc: bool, stage: list[str]) -> None:
+                      stats: Stats, crc: bool, stage: list[str],
+                      tls: ssl.SSLContext | None = None) -> None:
     """``stage[0]`` says what the session is waiting for (for timeouts)."""
     t0 = perf()
     stage[0] = "connect"
-    _, client = await loop.create_connection(lambda: Pop3Client(loop), host, port)
+    _, client = await loop.create_connection(lambda: Pop3Client(loop), host, port, ssl=tls,
+                                             server_hostname="localhost" if tls else None)
     s = Session(client, stats, crc, stage)
     try:
         stage[0] = "greeting"
@@ -306,7 +319,8 @@ def check_target(host: str) -> None:
 
 
 async def run_load(host: str, port: int, users: dict[str, dict], scenario: str, concurrency: int,
-                   duration: float, max_sessions: int, session_timeout: float, crc: bool) -> dict:
+                   duration: float, max_sessions: int, session_timeout: float, crc: bool,
+                   tls: bool = False) -> dict:
     loop = asyncio.get_running_loop()
     stats = Stats()
     once = scenario == "drain+dele"
@@ -317,6 +331,7 @@ async def run_load(host: str, port: int, users: dict[str, dict], scenario: str, 
     ru0, t0 = resource.getrusage(resource.RUSAGE_SELF), perf()
     deadline = t0 + duration
     last_end = [t0]
+    context = tls_context() if tls else None
 
     async def worker() -> None:
         while stats.sessions_started < max_sessions and perf() < deadline and queue:
@@ -325,7 +340,8 @@ async def run_load(host: str, port: int, users: dict[str, dict], scenario: str, 
             stage = ["start"]
             try:
                 async with asyncio.timeout(session_timeout):
-                    await run_session(loop, host, port, user, users[user], scenario, stats, crc, stage)
+                    await run_session(loop, host, port, user, users[user], scenario, stats, crc, stage,
+                                      context)
                 last_end[0] = perf()
             except Pop3Error as e:
                 stats.sessions_failed += 1
@@ -364,7 +380,7 @@ async def run_load(host: str, port: int, users: dict[str, dict], scenario: str, 
         "errors": dict(stats.errors), "error_samples": stats.error_samples,
         "no_pipelining_sessions": stats.no_pipelining,
         "open_series": stats.open_series if len(stats.open_series) <= 50 else [],
-        "loop": type(loop).__module__.split(".")[0],
+        "loop": type(loop).__module__.split(".")[0], "tls": tls,
     }
 
 
@@ -396,6 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-crc", action="store_true", help="check octet counts only, not content")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     p.add_argument("--json", help="write the result here (default: stdout)")
+    p.add_argument("--tls", action="store_true", help="implicit TLS (TLS 1.3) to --port")
     a = p.parse_args(argv)
     check_target(a.host)
     users = load_users(a.manifest, a.users.split(",") if a.users else None)
@@ -409,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         runner = asyncio.run
     result = runner(run_load(a.host, a.port, users, a.scenario, a.concurrency, a.duration,
-                             a.max_sessions, a.session_timeout, not a.no_crc))
+                             a.max_sessions, a.session_timeout, not a.no_crc, a.tls))
     text = json.dumps(result)
     if a.json and a.json != "-":
         with open(a.json, "w") as f:

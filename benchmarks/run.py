@@ -74,7 +74,8 @@ class Bench:
         """One measured run: the load generator in a process of its own, the
         server's tree sampled around it."""
         session_timeout = session_timeout or self.a.session_timeout
-        cmd = [sys.executable, str(HERE / "loadgen.py"), "--port", str(server.port),
+        port = server.tls_port if self.a.tls else server.port
+        cmd = [sys.executable, str(HERE / "loadgen.py"), "--port", str(port),
                "--manifest", str(self.manifest_path), "--scenario", scenario, "-c", str(concurrency),
                "--duration", str(duration if duration is not None else self.a.duration),
                "--max-sessions", str(max_sessions), "--session-timeout", str(session_timeout)]
@@ -82,6 +83,8 @@ class Bench:
             cmd += ["--users", ",".join(users)]
         if self.a.no_crc:
             cmd.append("--no-crc")
+        if self.a.tls:
+            cmd.append("--tls")
         rss0 = srv.tree_rss(server.pid)
         cpu0, busy0, own0 = srv.tree_cpu(server.pid), machine_busy(), own_cpu()
         db0 = server.database_cpu()
@@ -346,6 +349,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--huge-reps", type=int, default=2)
     p.add_argument("--huge-later", type=int, default=4, help="sessions after the first in huge-maildrop")
     p.add_argument("--no-crc", action="store_true")
+    p.add_argument("--tls", action="store_true",
+                   help="every session over implicit TLS (TLS 1.3, one self-signed ECDSA P-256 "
+                        "certificate for all servers) instead of plain TCP")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/popbench"))
     p.add_argument("--popframe-rev", help="benchmark this commit (git archive) instead of the working tree; "
                    "'worktree': a copy of the working tree taken at start")
@@ -423,6 +429,7 @@ def main(argv: list[str] | None = None) -> None:
             s = srv.make_server(n, a.workdir, corpus_dir, src)
             if isinstance(s, srv.Popframe):
                 s.backlog = a.popframe_backlog
+            s.tls = a.tls
             shutil.rmtree(s.dir, ignore_errors=True)
             s.start()
             took = s.copy_users(bench.users)
@@ -458,7 +465,8 @@ def main(argv: list[str] | None = None) -> None:
         f"big: {big_mb} MB; huge: {huge} messages",
         f"- each cell: median of {a.reps} runs ({a.duration:g} s of new sessions each; drain+dele: "
         f"max(c, {a.dele_users}) users once each; huge-maildrop {a.huge_reps} runs), servers interleaved; "
-        f"plain TCP (no TLS) on 127.0.0.1",
+        + ("implicit TLS 1.3 (ECDSA P-256, no session resumption) on 127.0.0.1" if a.tls
+         else "plain TCP (no TLS) on 127.0.0.1"),
     ]
     if twisted_mail:
         text.append(f"- Twisted's own `twistd mail` POP3: {twisted_mail}")

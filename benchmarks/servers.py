@@ -178,6 +178,15 @@ class TreeSampler:
 # -- servers ------------------------------------------------------------------------
 
 
+def make_certificate(directory: Path) -> None:
+    """A self-signed ECDSA P-256 certificate for localhost (cert.pem, key.pem):
+    the same one type for every server, as current deployments use."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-subj", "/CN=localhost", "-days", "30",
+                    "-keyout", str(directory / "key.pem"), "-out", str(directory / "cert.pem")],
+                   check=True, capture_output=True)
+
+
 class Server:
     """One server under test.  ``name`` is what the tables show."""
 
@@ -188,6 +197,10 @@ class Server:
         self.corpus = corpus
         self.maildirs = self.dir / "maildirs"
         self.port = 0
+        #: Also listen with implicit TLS (``tls_port``), with the certificate
+        #: ``make_certificate`` writes into the server's directory.
+        self.tls = False
+        self.tls_port = 0
         self.proc: subprocess.Popen | None = None
         self.log: Path = self.dir / "server.log"
 
@@ -244,6 +257,9 @@ class Server:
         self.maildirs.mkdir(exist_ok=True)
         self.maildirs.chmod(0o755)
         self.port = free_port()
+        if self.tls:
+            self.tls_port = free_port()
+            make_certificate(self.dir)
         self.prepare()
         with open(self.dir / "stdout.log", "ab") as out:
             self.proc = subprocess.Popen(self.command(), cwd=self.dir, env=self.env(), stdout=out,
@@ -345,6 +361,9 @@ class Popframe(Server):
         if popframe_has_option("--max-connections-per-ip", self.src):
             # The load generator is one address with up to 256 sessions.
             cmd += ["--max-connections-per-ip", "0"]
+        if self.tls:
+            cmd += ["--tls-cert", str(self.dir / "cert.pem"), "--tls-key", str(self.dir / "key.pem"),
+                    "--listen", f"implicit-tls:tcp:{self.tls_port}:interface=127.0.0.1"]
         if self.auth_cache:
             if not popframe_has_option("--auth-cache-ttl", self.src):
                 raise RuntimeError(f"{self.src}: this popframe has no --auth-cache-ttl")
@@ -356,7 +375,7 @@ class Popframe(Server):
 
 
 def dovecot_config(base: Path, port: int, maildirs: Path, passwd: Path, log: Path,
-                   user: str = DOVECOT_USER, hash_in_workers: bool = False) -> str:
+                   user: str = DOVECOT_USER, hash_in_workers: bool = False, tls_port: int = 0) -> str:
     """Dovecot 2.3 settings, tuned as a sysadmin would for a 2-core POP3-only
     box; each choice is explained in benchmarks/README.md."""
     return f"""\
@@ -368,7 +387,8 @@ state_dir = {base}/state
 log_path = {log}
 info_log_path = {log}
 instance_name = popbench-{port}
-ssl = no
+{f"ssl = yes{chr(10)}ssl_cert = <{base}/cert.pem{chr(10)}ssl_key = <{base}/key.pem{chr(10)}"
+ f"ssl_min_protocol = TLSv1.2" if tls_port else "ssl = no"}
 disable_plaintext_auth = no
 auth_mechanisms = plain
 default_client_limit = 4096
@@ -405,7 +425,8 @@ service pop3-login {{
     port = {port}
   }}
   inet_listener pop3s {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
   service_count = 0
   process_min_avail = 2
@@ -445,7 +466,7 @@ class Dovecot(Server):
         (self.dir / "run").mkdir(exist_ok=True)
         (self.dir / "state").mkdir(exist_ok=True)
         conf = dovecot_config(self.dir, self.port, self.maildirs, self.corpus / "passwd", self.log,
-                              hash_in_workers=self.hash_in_workers)
+                              hash_in_workers=self.hash_in_workers, tls_port=self.tls_port)
         (self.dir / "dovecot.conf").write_text(conf)
         # The mail processes (popbench) and the auth process (dovecot) must
         # reach the maildirs and the passwd-file: open up what we created,
@@ -481,6 +502,8 @@ class Ceiling(Server):
         super().__init__(workdir, corpus)
 
     def prepare(self) -> None:
+        if self.tls:
+            raise RuntimeError("the ceiling server speaks no TLS")
         source = REPO / "benchmarks" / "ceiling" / "pop3_ceiling.c"
         subprocess.run(["gcc", "-O2", "-o", str(self.dir / "pop3_ceiling"), str(source),
                         "-lcrypto", "-lcrypt"], check=True)
