@@ -340,16 +340,19 @@ class Popframe(Server):
     """``src``: the directory popframe runs from (default: this checkout)."""
 
     def __init__(self, workdir: Path, corpus: Path, workers: int | None = None,
-                 src: Path = REPO, auth_cache: bool = False) -> None:
+                 src: Path = REPO, auth_cache: bool = False, reactor: str | None = None) -> None:
         self.workers = workers
+        self.reactor = reactor
         self.src = src
         self.auth_cache = auth_cache
         self.backlog: int | None = None  # None: Twisted's default (50)
-        self.name = ("popframe" if not workers else f"popframe-w{workers}") + ("+cache" if auth_cache else "")
+        self.name = (("popframe" if not workers else f"popframe-w{workers}") + ("+cache" if auth_cache else "")
+                     + (f"+{reactor}" if reactor else ""))
         super().__init__(workdir, corpus)
 
     def command(self) -> list[str]:
-        cmd = [*twistd(), "-n", "--pidfile=", f"--logfile={self.log}", "pop3",
+        reactor = ["-r", self.reactor] if self.reactor else []
+        cmd = [*twistd(), "-n", "--pidfile=", f"--logfile={self.log}", *reactor, "pop3",
                "--listen", f"tcp:{self.port}:interface=127.0.0.1"
                + (f":backlog={self.backlog}" if self.backlog else ""),
                "--store", f"maildir:{self.maildirs}/%u/Maildir",
@@ -516,7 +519,8 @@ class Ceiling(Server):
 
 def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REPO) -> Server:
     """``dovecot``, ``popframe``, ``popframe-wN`` (--workers N); a popframe
-    name may end in ``+cache`` (--auth-cache-ttl 3600); ``ceiling`` (the
+    name may end in ``+cache`` (--auth-cache-ttl 3600) and ``+uvloop``, ``+asyncio``,
+    ``+poll`` (``twistd -r``); ``ceiling`` (the
     minimal C server, two processes)."""
     if kind == "ceiling":
         return Ceiling(workdir, corpus)
@@ -526,13 +530,15 @@ def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REP
         return make_sql_server(kind, workdir, corpus, popframe_src)
     if kind in ("dovecot", "dovecot+workers"):
         return Dovecot(workdir, corpus, hash_in_workers=kind == "dovecot+workers")
-    base, plus, option = kind.partition("+")
-    if plus and option != "cache" or not base.startswith("popframe"):
+    base, *options = kind.split("+")
+    reactors = [o for o in options if o in ("uvloop", "asyncio", "epoll", "poll")]
+    if set(options) - {"cache", *reactors} or len(reactors) > 1 or not base.startswith("popframe"):
         raise ValueError(f"unknown server {kind!r}")
     workers = int(base[len("popframe-w"):]) if base.startswith("popframe-w") else None
     if base != "popframe" and workers is None:
         raise ValueError(f"unknown server {kind!r}")
-    return Popframe(workdir, corpus, workers=workers, src=popframe_src, auth_cache=bool(plus))
+    return Popframe(workdir, corpus, workers=workers, src=popframe_src, auth_cache="cache" in options,
+                    reactor=reactors[0] if reactors else None)
 
 
 def probe_twisted_mail(workdir: Path, timeout: float = 20.0) -> str:

@@ -568,3 +568,21 @@ def test_a_worker_stops_when_the_pipe_from_its_parent_closes(users: MailHome) ->
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+def test_workers_run_the_reactor_their_parent_runs(users: MailHome) -> None:
+    """``twistd -r uvloop``: every worker serves on the asyncio reactor on
+    uvloop too (the parent passes its reactor's name in the spec)."""
+    pytest.importorskip("uvloop")
+    command = [*TWISTD, "-r", "uvloop", "-n", "--pidfile=", "--logfile=-", "pop3"]
+    server = start_pool(server_args(users), users.root, 2, command=command)
+    try:
+        served = set()
+        for worker in (1, 2):
+            with only(server, worker):
+                served.add(session(server))
+        assert served == {1, 2}
+        for worker in (1, 2):
+            assert f"[worker-{worker} popframe.workers#info] reactor: uvloop" in server.text()
+    finally:
+        server.stop()

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from popframe.config import ConfigurationError
+from popframe.uvloop_reactor import install_named
 from popframe.workers.contract import FAKE_KEY_VARIABLE, LIFELINE_FD, LOG_FD
 from popframe.workers.logs import start_logging
 
@@ -108,7 +109,12 @@ def run_worker(spec: dict[str, Any]) -> int:
     start_logging(LOG_FD)
     # Imported once the log goes to the parent, so what importing them
     # says (a warning) is logged there like everything after it.
+    reactor_name = spec.get("reactor")
+    install_named(reactor_name)
     from twisted.internet import reactor
+
+    if reactor_name:
+        log.info("reactor: {name}", name=reactor_name)
 
     from popframe.config.snapshot import SNAPSHOT
     from popframe.ops.serving import Serving, install_signal_handlers

@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 from popframe.config import ConfigurationError
 from popframe.ops import sdnotify
 from popframe.ops.serving import install_signal_handlers
+from popframe.uvloop_reactor import reactor_name
 from popframe.workers.contract import (
     FAKE_KEY_VARIABLE,
     FIRST_LISTENER_FD,
@@ -173,6 +174,7 @@ class WorkerPool(Service):
                 for index, listener in enumerate(self.listeners)
             ],
             "systemd": systemd_descriptors(),
+            "reactor": reactor_name(self.reactor),
         }
         child_fds: dict[int, Any] = {LIFELINE_FD: "w", 1: "r", 2: "r", LOG_FD: "r"}
         for index, listener in enumerate(self.listeners):
