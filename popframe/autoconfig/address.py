@@ -49,7 +49,6 @@ def account_for(address: str | None, domains: tuple[str, ...], username: str) ->
     missing or malformed one, :class:`NotServed` for another domain."""
     if not address:
         raise BadRequest("give the email address, e.g. ?emailaddress=alice@example.org")
-    address = address.strip()
     local, at, domain = address.rpartition("@")
     if (not at or len(address) > 254 or len(local) > 64 or not _LOCAL_PART.fullmatch(local)
             or not check_domain(domain) or domain.endswith(".")):
