@@ -379,6 +379,14 @@ def test_malformed_autodiscover_is_400_never_a_traceback(served, body: bytes) ->
     assert "Traceback" not in server.log.read_text()
 
 
+def test_a_huge_autodiscover_body_is_refused_unkept(served) -> None:
+    server, web = served
+    status, _, answer = web.post("/autodiscover/autodiscover.xml",
+                                 request_for("bob@example.org") + b" " * 4_000_000)
+    assert (status, answer) == (400, b"the request is too long\n")
+    assert web.post("/autodiscover/autodiscover.xml", request_for("bob@example.org"))[0] == 200
+
+
 def test_apple_profile_logs_in(users: MailHome, served) -> None:
     server, web = served
     status, kind, body = web.get("/apple/popframe.mobileconfig?emailaddress=bob%40example.org")

@@ -40,6 +40,9 @@ __all__ = ["PATHS", "AutoconfigResource", "Documents", "autoconfig_service", "do
 
 log = Logger(namespace="popframe.autoconfig")
 
+#: Seconds an HTTP connection may stay silent (clients ask one question).
+IDLE_TIMEOUT = 30
+
 #: Where each document is served, by method; Autodiscover's path is
 #: matched without regard to case (Outlook asks both spellings).
 PATHS = {
@@ -164,13 +167,28 @@ def _text(request: Request, code: int, text: str) -> bytes:
     return f"{text}\n".encode()
 
 
+class _BoundedRequest(Request):
+    """Keeps at most ``MAX_REQUEST + 1`` octets of a request body (a
+    longer one is a 400, and a huge one fills neither memory nor disk)."""
+
+    _kept = 0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        room = autodiscover.MAX_REQUEST + 1 - self._kept
+        if room > 0:
+            super().handleContentChunk(data[:room])
+            self._kept += min(len(data), room)
+
+
 def autoconfig_service(documents: Documents, reactor: Any,
                        raise_errors: Callable[[Any], None] | None = None
                        ) -> StreamServerEndpointService:
     """The service serving ``documents`` on the ``--autoconfig`` endpoint;
     its log line is ``popframe autoconfig starting on PORT``."""
     site = QuietSite(AutoconfigResource(documents), "popframe autoconfig")
+    site.requestFactory = _BoundedRequest
     site.noisy = False
+    site.timeOut = IDLE_TIMEOUT
     service = StreamServerEndpointService(
         serverFromString(reactor, documents.config.endpoint), site)
     if raise_errors is not None:
