@@ -146,15 +146,15 @@ def add_autoconfig_service(service: MultiService, settings: Settings, reactor: A
     """``--autoconfig``: the client set-up documents on their endpoint;
     ``ports``: each ``--listen`` endpoint's bound port."""
     from popframe.autoconfig.web import autoconfig_service, documents_for
+    from popframe.config.endpoints import parse_server_endpoint
 
     assert settings.autoconfig is not None
-    try:
-        web = autoconfig_service(documents_for(settings, ports), reactor,
-                                 raise_listen_errors_synchronously)
-    except (ValueError, KeyError, TypeError, OSError) as error:
-        raise ConfigurationError("--autoconfig",
-                                 f"{settings.autoconfig.endpoint!r}: {error}") from None
-    web.setServiceParent(service)
+    # Parsed as the POP3 listeners are: ssl: and implicit-tls: (the
+    # --tls-cert certificate) get popframe's TLS policy.
+    endpoint = parse_server_endpoint(reactor, settings.autoconfig.endpoint, "--autoconfig",
+                                     settings.tls)
+    autoconfig_service(documents_for(settings, ports), endpoint,
+                       raise_listen_errors_synchronously).setServiceParent(service)
 
 
 def make_service(settings: Settings, reactor: Any = None) -> Service:

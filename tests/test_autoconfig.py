@@ -240,7 +240,7 @@ def test_check_config_reports_autoconfig_keys(mail_home: MailHome) -> None:
 
 
 def autoconfig_port(log: Path) -> int:
-    found = wait_for(lambda: re.search(r"popframe autoconfig starting on (\d+)",
+    found = wait_for(lambda: re.search(r"popframe autoconfig(?: \(TLS\))? starting on (\d+)",
                                        log.read_text(errors="replace")), "the autoconfig port")
     return int(found.group(1))
 
@@ -248,8 +248,9 @@ def autoconfig_port(log: Path) -> int:
 class Web:
     """The autoconfig service of a running server."""
 
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
+    def __init__(self, port: int, scheme: str = "http", cafile: Path | None = None) -> None:
+        self.base = f"{scheme}://{HOST}:{port}"
+        self.context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
 
     def get(self, path: str) -> tuple[int, str, bytes]:
         return self.fetch(urllib.request.Request(self.base + path))
@@ -258,10 +259,9 @@ class Web:
         return self.fetch(urllib.request.Request(
             self.base + path, data=body, headers={"Content-Type": "text/xml"}))
 
-    @staticmethod
-    def fetch(request: urllib.request.Request) -> tuple[int, str, bytes]:
+    def fetch(self, request: urllib.request.Request) -> tuple[int, str, bytes]:
         try:
-            with urllib.request.urlopen(request, timeout=10) as answer:
+            with urllib.request.urlopen(request, timeout=10, context=self.context) as answer:
                 return answer.status, answer.headers["Content-Type"], answer.read()
         except urllib.error.HTTPError as error:
             return error.code, error.headers["Content-Type"], error.read()
@@ -448,6 +448,24 @@ def test_signed_apple_profile_verifies_with_openssl(users: MailHome, tmp_path: P
         signer = subprocess.run(["openssl", "pkcs7", "-inform", "DER", "-in", str(path),
                                  "-print_certs"], capture_output=True, timeout=30)
         assert users.cert.read_text().strip().splitlines()[1] in signer.stdout.decode()
+
+
+@pytest.mark.parametrize("kind", ["ssl", "implicit-tls"])
+def test_autoconfig_over_https(users: MailHome, kind: str) -> None:
+    """Clients ask over HTTPS: an ssl: endpoint with its own certificate,
+    or implicit-tls: with --tls-cert's."""
+    endpoint = (f"ssl:0:interface=127.0.0.1:privateKey={users.key}:certKey={users.cert}"
+                if kind == "ssl" else "implicit-tls:tcp:0:interface=127.0.0.1")
+    server = start_server(server_args(users, "--autoconfig", endpoint, "--autoconfig-host", HOST),
+                          users.root, listeners=2)
+    try:
+        web = Web(autoconfig_port(server.log), "https", users.cert)
+        status, _, body = web.get("/mail/config-v1.1.xml?emailaddress=bob%40example.org")
+        assert status == 200
+        ports = [int(p.text) for p in ElementTree.fromstring(body).iter("port")]
+        assert ports == [server.tls_port, server.port]
+    finally:
+        server.stop()
 
 
 def test_workers_parent_serves_the_bound_ports(users: MailHome) -> None:

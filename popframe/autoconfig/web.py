@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -180,17 +179,16 @@ class _BoundedRequest(Request):
             self._kept += min(len(data), room)
 
 
-def autoconfig_service(documents: Documents, reactor: Any,
+def autoconfig_service(documents: Documents, endpoint: Any,
                        raise_errors: Callable[[Any], None] | None = None
                        ) -> StreamServerEndpointService:
-    """The service serving ``documents`` on the ``--autoconfig`` endpoint;
-    its log line is ``popframe autoconfig starting on PORT``."""
+    """The service serving ``documents`` on ``endpoint`` (``--autoconfig``,
+    parsed); its log line is ``popframe autoconfig starting on PORT``."""
     site = QuietSite(AutoconfigResource(documents), "popframe autoconfig")
     site.requestFactory = _BoundedRequest
     site.noisy = False
     site.timeOut = IDLE_TIMEOUT
-    service = StreamServerEndpointService(
-        serverFromString(reactor, documents.config.endpoint), site)
+    service = StreamServerEndpointService(endpoint, site)
     if raise_errors is not None:
         raise_errors(service)
     return service
