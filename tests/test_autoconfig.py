@@ -450,6 +450,30 @@ def test_signed_apple_profile_verifies_with_openssl(users: MailHome, tmp_path: P
         assert users.cert.read_text().strip().splitlines()[1] in signer.stdout.decode()
 
 
+def test_a_plain_only_server_says_plain_and_its_login_works(users: MailHome) -> None:
+    """No TLS at all, passwords allowed in the clear: socketType plain,
+    SSL off, UseSSL false."""
+    server = start_server(["--listen", "tcp:0:interface=127.0.0.1", "--store",
+                           f"maildir:{users.template}", "--auth", f"passwd-file:{users.passwd_file}",
+                           "--workers", "1", "--allow-plaintext-auth", "--autoconfig",
+                           "tcp:0:interface=127.0.0.1", "--autoconfig-host", HOST], users.root)
+    try:
+        web = Web(autoconfig_port(server.log))
+        body = web.get("/mail/config-v1.1.xml?emailaddress=bob@example.org")[2]
+        (incoming,) = ElementTree.fromstring(body).findall("emailProvider/incomingServer")
+        assert (int(incoming.findtext("port")), incoming.findtext("socketType")) == (server.port,
+                                                                                    "plain")
+        assert log_in(users.cert, HOST, server.port, "plain", "bob@example.org", "bob's p4ss") == 2
+        body = web.post("/autodiscover/autodiscover.xml", request_for("bob@example.org"))[2]
+        assert b"<SSL>off</SSL>" in body and b"<Encryption>" not in body
+        status, _, body = web.get("/apple/popframe.mobileconfig?emailaddress=bob@example.org")
+        mail = plistlib.loads(body)["PayloadContent"][0]
+        assert (status, mail["IncomingMailServerPortNumber"], mail["IncomingMailServerUseSSL"]) == (
+            200, server.port, False)
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("kind", ["ssl", "implicit-tls"])
 def test_autoconfig_over_https(users: MailHome, kind: str) -> None:
     """Clients ask over HTTPS: an ssl: endpoint with its own certificate,

@@ -17,7 +17,7 @@ import plistlib
 import uuid
 from collections.abc import Sequence
 
-from popframe.autoconfig.address import Account
+from popframe.autoconfig.address import Account, NotServed
 from popframe.autoconfig.endpoints import Auth, ClientEndpoint, Security
 from popframe.autoconfig.settings import AutoconfigSettings
 from popframe.tls import ServerCertificate
@@ -46,7 +46,7 @@ def profile(account: Account, config: AutoconfigSettings, endpoints: Sequence[Cl
     ``config.signer`` is set."""
     usable = [e for e in endpoints if Auth.CLEARTEXT in e.auth]
     if not usable:
-        raise ValueError("no endpoint takes a password login")
+        raise NotServed("no POP3 endpoint here takes a password login")
     incoming = usable[0]
     outgoing = smtp or ClientEndpoint(config.host, 587, Security.STARTTLS, (Auth.CLEARTEXT,))
     profile_uuid, mail_uuid = payload_uuids(config.host, account.address)
