@@ -78,6 +78,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "and 127.0.0.1:1995 (implicit TLS)."],
         ["allow-plaintext-auth", None,
          "Allow USER/PASS before STLS on connections that are not from loopback."],
+        ["autoconfig-leave-on-server", None,
+         "Tell Thunderbird (autoconfig) to leave messages on the server; by default the "
+         "hint is to download and delete them."],
     ]
     optParameters = [
         ["store", None, None,
@@ -188,6 +191,29 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["shutdown-grace", None, 30.0,
          "On SIGTERM, stop accepting and give the sessions in progress this many seconds "
          "to finish; then close the rest without applying their deletions.", float],
+        # -- clients that set themselves up (docs/clients.md) --
+        ["autoconfig", None, None,
+         "Serve the documents mail clients set themselves up from (Thunderbird autoconfig, "
+         "Outlook Autodiscover, Apple .mobileconfig) over HTTP on this Twisted endpoint, "
+         "e.g. tcp:8080:interface=127.0.0.1 behind an HTTPS proxy; see docs/clients.md."],
+        ["autoconfig-host", None, socket.getfqdn(),
+         "The host name the autoconfig documents tell clients to connect to for POP3 "
+         "(default: this machine's FQDN)."],
+        ["autoconfig-domains", None, "",
+         "Comma-separated mail domains the autoconfig documents are given for (default: any); "
+         "addresses of other domains get 404."],
+        ["autoconfig-username", None, "address",
+         "The login name the autoconfig documents give: address (the whole email address) or "
+         "local-part (before the @), as the --auth user names are."],
+        ["autoconfig-smtp", None, None,
+         "The submission server the autoconfig documents name too, as HOST:PORT:MODE with "
+         "MODE ssl, starttls or plain, e.g. smtp.example.org:587:starttls (default: none; "
+         "Apple profiles, which need one, then name --autoconfig-host:587 with TLS)."],
+        ["autoconfig-sign-cert", None, None,
+         "PEM certificate (chain) that signs the Apple profiles (CMS SignedData); unsigned "
+         "without it."],
+        ["autoconfig-sign-key", None, None,
+         "PEM private key (RSA or EC) for --autoconfig-sign-cert (default: in its file)."],
     ]
     compData = usage.Completions(
         optActions={
@@ -204,6 +230,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["listen"] = []
         self["lmtp"] = []
         self["master-users"] = set()
+        self["autoconfig-port"] = []
         # What postOptions builds (see popframe.settings.Settings).
         self.demo: Any = None
         self.store: Any = None
@@ -211,6 +238,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self.throttle: Any = None
         self.login_delay_policy: Any = None
         self.trusted_networks: Any = None
+        self.autoconfig: Any = None
         self.argv: list[str] | None = None
         #: A reload's running settings, whose throttle store is kept when
         #: --throttle-store and --throttle-prefix are unchanged.
@@ -349,6 +377,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         identity), for support staff and migrations; repeatable."""
         self["master-users"].add(user)
 
+    def opt_autoconfig_port(self, value: str) -> None:
+        """A POP3 port clients reach, as MODE:PORT with MODE ssl, starttls or plain
+        (repeatable), for the autoconfig documents when it is not a --listen port
+        (behind NAT, haproxy: or systemd:), e.g. ssl:995; replaces what the listeners say."""
+        from popframe.autoconfig.settings import parse_server
+
+        parse_server(value, "--autoconfig-port", with_host=False)
+        self["autoconfig-port"].append(value)
+
     def opt_help_stores(self) -> None:
         """List the available mailbox stores and exit."""
         from popframe.stores import find_store_factories
@@ -397,6 +434,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if self["workers"] < 1:
             raise ConfigurationError("--workers", "must be at least 1")
         self._check_watching()
+        from popframe.autoconfig.settings import autoconfig_settings
+
+        self.autoconfig = autoconfig_settings(self)
         if self["shutdown-grace"] < 0:
             raise ConfigurationError("--shutdown-grace", "must not be negative")
         if isinstance(self["mechanisms"], str):  # the default: only given values are coerced

@@ -3,6 +3,7 @@ pool of worker processes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -18,7 +19,8 @@ from popframe.ops.serving import Serving, install_signal_handlers
 from popframe.settings import Settings
 from popframe.twisted_internals import raise_listen_errors_synchronously
 
-__all__ = ["Listener", "ServingService", "make_listeners", "make_service"]
+__all__ = ["Listener", "ServingService", "add_autoconfig_service", "make_listeners",
+           "make_service"]
 
 log = Logger(namespace="popframe.service")
 
@@ -28,9 +30,11 @@ class Listener(StreamServerEndpointService):
     start-up with one line naming the option and the endpoint."""
 
     def __init__(self, endpoint: Any, factory: Any, key: str, description: str) -> None:
-        super().__init__(endpoint, factory)
+        super().__init__(_Recording(endpoint, self), factory)
         self.key = key
         self.description = description
+        #: The port it is bound to (None: not yet, or not TCP): ``--autoconfig``.
+        self.port: int | None = None
         raise_listen_errors_synchronously(self)
 
     def privilegedStartService(self) -> None:
@@ -39,6 +43,22 @@ class Listener(StreamServerEndpointService):
         except CannotListenError as error:
             raise SystemExit(f"popframe: {self.key}: {self.description!r}: cannot listen: "
                              f"{listen_problem(error)}") from None
+
+
+class _Recording:
+    """An endpoint that tells its listener the port it bound."""
+
+    def __init__(self, endpoint: Any, listener: Listener) -> None:
+        self.endpoint = endpoint
+        self.listener = listener
+
+    def listen(self, factory: Any) -> defer.Deferred[Any]:
+        def bound(port: Any) -> Any:
+            self.listener.port = getattr(port.getHost(), "port", None)
+            return port
+
+        listening: defer.Deferred[Any] = self.endpoint.listen(factory)
+        return listening.addCallback(bound)
 
 
 class ServingService(MultiService):
@@ -86,16 +106,22 @@ def make_listeners(settings: Settings, reactor: Any) -> ServingService:
         recorder = MetricsRecorder()
     serving = Serving(settings, reactor, recorder)
     service = ServingService(serving, reactor)
+    pop3: list[Listener] = []
     for kind, key, descriptions in (("pop3", "--listen", settings.listen),
                                     ("lmtp", "--lmtp", settings.lmtp)):
         for description in descriptions:
             endpoint = serving.endpoint(reactor, description, key)
-            Listener(endpoint, serving.factory(kind, description), key,
-                     description).setServiceParent(service)
+            listener = Listener(endpoint, serving.factory(kind, description), key, description)
+            listener.setServiceParent(service)
+            if kind == "pop3":
+                pop3.append(listener)
     if recorder is not None:
         from popframe.ops.exposition import LocalMetrics
 
         add_metrics_service(service, settings, reactor, LocalMetrics(recorder))
+    if settings.autoconfig is not None:
+        add_autoconfig_service(service, settings, reactor,
+                               lambda: {listener.description: listener.port for listener in pop3})
     return service
 
 
@@ -115,6 +141,22 @@ def add_metrics_service(service: MultiService, settings: Settings, reactor: Any,
     page.setServiceParent(service)
 
 
+def add_autoconfig_service(service: MultiService, settings: Settings, reactor: Any,
+                           ports: Callable[[], Mapping[str, int | None]]) -> None:
+    """``--autoconfig``: the client set-up documents on their endpoint;
+    ``ports``: each ``--listen`` endpoint's bound port."""
+    from popframe.autoconfig.web import autoconfig_service, documents_for
+    from popframe.config.endpoints import parse_server_endpoint
+
+    assert settings.autoconfig is not None
+    # Parsed as the POP3 listeners are: ssl: and implicit-tls: (the
+    # --tls-cert certificate) get popframe's TLS policy.
+    endpoint = parse_server_endpoint(reactor, settings.autoconfig.endpoint, "--autoconfig",
+                                     settings.tls)
+    autoconfig_service(documents_for(settings, ports), endpoint,
+                       raise_listen_errors_synchronously).setServiceParent(service)
+
+
 def make_service(settings: Settings, reactor: Any = None) -> Service:
     if reactor is None:
         from twisted.internet import reactor
@@ -125,10 +167,15 @@ def make_service(settings: Settings, reactor: Any = None) -> Service:
 
             pool = WorkerPool(settings, reactor)
             service: Service = pool
-            if settings.metrics:
-                service = MultiService()
-                pool.setServiceParent(service)
-                add_metrics_service(service, settings, reactor, pool.metrics_source())
+            if settings.metrics or settings.autoconfig is not None:
+                parent = MultiService()
+                pool.setServiceParent(parent)
+                service = parent
+                if settings.metrics:
+                    add_metrics_service(parent, settings, reactor, pool.metrics_source())
+                if settings.autoconfig is not None:
+                    # The parent serves the documents: it holds the listening sockets.
+                    add_autoconfig_service(parent, settings, reactor, pool.bound_ports)
         else:
             service = make_listeners(settings, reactor)
     except ConfigurationError as error:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from twisted.cred.checkers import ICredentialsChecker
     from twisted.internet.ssl import CertificateOptions
 
+    from popframe.autoconfig import AutoconfigSettings
     from popframe.delivery.lmtp import LMTPConfig
     from popframe.demo import DemoEnvironment
     from popframe.interfaces import IMaildropStore
@@ -90,6 +91,8 @@ class Settings:
     max_sessions_per_user: int = 0
     #: ``--trusted-networks``; None: none.
     trusted_networks: TrustedNetworks | None = None
+    #: ``--autoconfig`` and its ``--autoconfig-*`` options; None: not served.
+    autoconfig: AutoconfigSettings | None = None
 
     @classmethod
     def from_options(cls, options: Options) -> Settings:
@@ -126,6 +129,7 @@ class Settings:
             max_connections=options["max-connections"],
             max_sessions_per_user=options["max-sessions-per-user"],
             trusted_networks=options.trusted_networks,
+            autoconfig=options.autoconfig,
         )
 
 
@@ -147,7 +151,8 @@ def _read_at_start(options: Options) -> tuple[str, ...]:
     from popframe.config.endpoints import endpoint_files
 
     paths = [options.config_file, options["tls-cert"], options["tls-key"],
-             options["tls-client-ca"]]
+             options["tls-client-ca"], options["autoconfig-sign-cert"],
+             options["autoconfig-sign-key"]]
     for description in (*options["listen"], *options["lmtp"]):
         paths += endpoint_files(description)
     return tuple(dict.fromkeys(path for path in paths if path))

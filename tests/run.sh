@@ -20,7 +20,10 @@ cd "$(dirname "$0")/.."
 # packaged server is not started.
 DEBIAN_PACKAGES=(python3-venv curl openssl fetchmail mpop getmail6 redis-server postfix
                  libmariadb-dev pkg-config slapd ldap-utils samba-ad-dc samba-ad-provision
-                 prometheus)
+                 prometheus
+                 # tests/test_clients_more.py: s-nail, Net::POP3 with TLS, Jakarta Mail.
+                 s-nail libio-socket-ssl-perl libjakarta-mail-java default-jre-headless
+                 default-jdk-headless)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do

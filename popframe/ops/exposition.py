@@ -32,7 +32,8 @@ from popframe import __version__
 from popframe.ops.certificates import CertificateExpiry
 from popframe.ops.metrics import FAMILIES, LATENCY_BUCKETS, MetricsRecorder, Snapshot
 
-__all__ = ["LocalMetrics", "MetricsPage", "MetricsSource", "exposition", "metrics_service"]
+__all__ = ["LocalMetrics", "MetricsPage", "MetricsSource", "QuietSite", "exposition",
+           "metrics_service"]
 
 log = Logger(namespace="popframe.ops")
 
@@ -156,12 +157,17 @@ class _Index(Resource):
         return b"popframe: the metrics are at /metrics\n"
 
 
-class MetricsSite(Site):
-    """The log says ``popframe metrics starting on PORT``, and requests
-    are not logged (Prometheus scrapes every few seconds)."""
+class QuietSite(Site):
+    """A site whose log says ``NAME starting on PORT`` and whose requests
+    are not logged (Prometheus scrapes every few seconds; autoconfig
+    queries hold addresses)."""
+
+    def __init__(self, resource: Resource, name: str) -> None:
+        super().__init__(resource)
+        self.name = name
 
     def logPrefix(self) -> str:
-        return "popframe metrics"
+        return self.name
 
     def log(self, request: Any) -> None:
         pass
@@ -174,7 +180,7 @@ def metrics_service(description: str, reactor: Any, source: MetricsSource,
     """The service serving ``/metrics`` on the ``--metrics`` endpoint."""
     root = _Index()
     root.putChild(b"metrics", MetricsPage(source, certificates))
-    site = MetricsSite(root)
+    site = QuietSite(root, "popframe metrics")
     site.noisy = False
     service = StreamServerEndpointService(serverFromString(reactor, description), site)
     if raise_errors is not None:

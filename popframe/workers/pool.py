@@ -236,6 +236,13 @@ class WorkerPool(Service):
         slot.restart = self.reactor.callLater(delay, self._spawn, slot)
         return delay
 
+    def bound_ports(self) -> dict[str, int | None]:
+        """Each ``--listen`` endpoint's bound port (None: not TCP, or not
+        bound yet), for ``--autoconfig``."""
+        return {listener.description: getattr(listener.port and listener.port.getHost(),
+                                               "port", None)
+                for listener in self.listeners if listener.key == "--listen"}
+
     # -- metrics -------------------------------------------------------------
 
     def _ask_for_metrics(self, worker: int) -> bool:
