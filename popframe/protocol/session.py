@@ -458,19 +458,24 @@ class Session:
         return self._messages[index]
 
     def capabilities(self) -> list[bytes]:
+        """CAPA's lines.  RFC 2449 section 5: what AUTHORIZATION offered
+        is announced after login too (USER, SASL, UTF8), so a client that
+        asks again sees the same server.  STLS is the exception RFC 2595
+        section 4 makes (it is only for AUTHORIZATION), and LOGIN-DELAY
+        drops its ``USER`` tag once the user's own value is known (RFC
+        2449 section 6.5)."""
         caps = [b"TOP", b"UIDL"]
         authorization = self.state is SessionState.AUTHORIZATION
-        if authorization and self.config.user_pass and self._plaintext_auth_allowed():
+        if self.config.user_pass and self._plaintext_auth_allowed():
             caps.append(b"USER")
         mechanisms = self.sasl_mechanisms()
-        if authorization and mechanisms:
+        if mechanisms:
             caps.append(b"SASL " + " ".join(mechanisms).encode("ascii"))
         caps += [b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE", b"EXPIRE NEVER"]
         if self.config.login_delay is not None:
             per_user = b" USER" if authorization and self.config.login_delay_per_user else b""
             caps.append(b"LOGIN-DELAY %d%s" % (self.config.login_delay, per_user))
-        if authorization:
-            caps.append(b"UTF8 USER")
+        caps.append(b"UTF8 USER")
         if self._stls_offered():
             caps.append(b"STLS")
         caps.append(b"IMPLEMENTATION " + self.config.implementation.encode("utf-8"))
