@@ -63,6 +63,10 @@ def _mechanism_list(value: str) -> tuple[str, ...]:
     return names
 
 
+#: RFC 1939 section 3: a server's autologout timer is at least 10 minutes.
+MINIMUM_IDLE_TIMEOUT = 600
+
+
 class Options(usage.Options, strcred.AuthOptionMixin):
     synopsis = "[options]"
     longdesc = (
@@ -78,6 +82,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "and 127.0.0.1:1995 (implicit TLS)."],
         ["allow-plaintext-auth", None,
          "Allow USER/PASS before STLS on connections that are not from loopback."],
+        ["allow-short-idle-timeout", None,
+         "Accept an --idle-timeout under 600 seconds (RFC 1939 section 3 asks at least 10 "
+         "minutes of the autologout timer); for tests and special set-ups only."],
     ]
     optParameters = [
         ["store", None, None,
@@ -390,6 +397,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             )
         if self["idle-timeout"] < 0:
             raise ConfigurationError("--idle-timeout", "must not be negative")
+        if (0 < self["idle-timeout"] < MINIMUM_IDLE_TIMEOUT
+                and not self["allow-short-idle-timeout"]):
+            raise ConfigurationError(
+                "--idle-timeout",
+                f"{self['idle-timeout']:g} s is under RFC 1939's {MINIMUM_IDLE_TIMEOUT} s "
+                "minimum for the autologout timer of a logged-in session (give "
+                "--allow-short-idle-timeout to accept it; the login deadline is "
+                "--preauth-timeout)",
+            )
         if self["preauth-timeout"] < 0:
             raise ConfigurationError("--preauth-timeout", "must not be negative")
         if self["max-connections-per-ip"] < 0:

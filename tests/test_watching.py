@@ -235,7 +235,8 @@ def logout_lines(log: Path) -> list[str]:
 
 
 def test_logout_line_after_each_way_a_real_session_ends(home: MailHome) -> None:
-    server = start_server(server_args(home, "--idle-timeout", "1", "--max-auth-failures", "1",
+    server = start_server(server_args(home, "--idle-timeout", "1", "--allow-short-idle-timeout",
+                                      "--max-auth-failures", "1",
                                       "--throttle-base", "0"), home.root, listeners=2)
     try:
         def ended(count: int) -> list[str]:
