@@ -202,7 +202,7 @@ def test_capa_in_both_states() -> None:
     [capa] = replies(session, b"CAPA\r\n")
     assert capa == (
         b"+OK capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nPIPELINING\r\n"
-        b"RESP-CODES\r\nAUTH-RESP-CODE\r\nEXPIRE NEVER\r\nUTF8 USER\r\nSTLS\r\n"
+        b"RESP-CODES\r\nAUTH-RESP-CODE\r\nEXPIRE NEVER\r\nUTF8 USER\r\nLANG\r\nSTLS\r\n"
         b"IMPLEMENTATION popframe\r\n.\r\n"
     )
     session = logged_in(stls_available=True)
@@ -211,7 +211,7 @@ def test_capa_in_both_states() -> None:
     # (RFC 2595 section 4: only before login).
     assert capa == (
         b"+OK capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nPIPELINING\r\n"
-        b"RESP-CODES\r\nAUTH-RESP-CODE\r\nEXPIRE NEVER\r\nUTF8 USER\r\n"
+        b"RESP-CODES\r\nAUTH-RESP-CODE\r\nEXPIRE NEVER\r\nUTF8 USER\r\nLANG\r\n"
         b"IMPLEMENTATION popframe\r\n.\r\n"
     )
 
