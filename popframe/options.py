@@ -44,7 +44,8 @@ DEMO_TLS_PORT = 1995
 #: Twisted's default listen backlog (50) drops connections in a burst of
 #: a few hundred clients (measured: benchmarks/README.md).
 DEFAULT_BACKLOG = 1024
-_BACKLOG_TYPES = ("tcp:", "tcp6:", "ssl:", "haproxy:tcp:", "haproxy:tcp6:", "haproxy:ssl:")
+_BACKLOG_TYPES = ("tcp:", "tcp6:", "ssl:", "tls:", "haproxy:tcp:", "haproxy:tcp6:", "haproxy:ssl:",
+                  "haproxy:tls:")
 
 
 def with_default_backlog(description: str) -> str:
@@ -90,15 +91,11 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["store", None, None,
          "Where maildrops live, as NAME:ARGUMENTS, e.g. maildir:/var/mail/%u/Maildir "
          "(%u user, %n local part, %d domain).  --help-stores lists the stores."],
-        ["tls-cert", None, None,
-         "PEM certificate (chain) for STLS on plain listeners."],
-        ["tls-key", None, None,
-         "PEM private key for --tls-cert (default: the key is in the --tls-cert file)."],
         ["tls-client-ca", None, None,
          "PEM file of the CA certificates that issue client certificates (SASL EXTERNAL, "
          "with --auth tls-cert): TLS clients are asked for a certificate, verified against "
-         "these CAs only; clients without one still connect.  Applies to STLS, not to "
-         "ssl: listeners."],
+         "these CAs only; clients without one still connect.  Applies to STLS and "
+         "implicit-tls: listeners; ssl: and tls: listeners take clientCA=FILE."],
         ["idle-timeout", None, 600.0,
          "Seconds of client silence before the server hangs up (RFC 1939: at least 600).",
          float],
@@ -210,6 +207,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                      for name, doc in self.docs.items()}
         self["listen"] = []
         self["lmtp"] = []
+        self["tls-cert"] = []
+        self["tls-key"] = []
+        self["tls-ocsp-response"] = []
         self["master-users"] = set()
         # What postOptions builds (see popframe.settings.Settings).
         self.demo: Any = None
@@ -330,6 +330,24 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         systemd:domain=INET:index=0, haproxy:tcp:110."""
         self["listen"].append(description)
 
+    def opt_tls_cert(self, path: str) -> None:
+        """PEM certificate (chain) for STLS and implicit-tls: listeners, repeatable: the
+        client's SNI name picks one by its subjectAltName DNS names (wildcards match one
+        label), the first is the default.  A directory: each *.pem file in it holds a
+        certificate chain and its key."""
+        self["tls-cert"].append(path)
+
+    def opt_tls_key(self, path: str) -> None:
+        """PEM private key of a --tls-cert file, repeatable: the keys pair in order with
+        the --tls-cert files (not directories); a file without one holds its own key."""
+        self["tls-key"].append(path)
+
+    def opt_tls_ocsp_response(self, path: str) -> None:
+        """A DER OCSP response (openssl ocsp -respout) for one of the --tls-cert
+        certificates, matched by its serial number, stapled for clients that ask
+        (status_request); repeatable, read again on SIGHUP."""
+        self["tls-ocsp-response"].append(path)
+
     def opt_lmtp(self, description: str) -> None:
         """A Twisted server endpoint for an LMTP listener (RFC 2033, repeatable), through
         which an MTA delivers into --store, e.g. unix:/run/popframe/lmtp or
@@ -389,6 +407,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise ConfigurationError("--auth", "required, e.g. passwd-file:/etc/popframe/users")
         if self["tls-key"] and not self["tls-cert"]:
             raise ConfigurationError("--tls-key", "needs --tls-cert")
+        if self["tls-ocsp-response"] and not self["tls-cert"]:
+            raise ConfigurationError("--tls-ocsp-response", "needs --tls-cert")
         if self["tls-client-ca"] and not self["tls-cert"]:
             raise ConfigurationError("--tls-client-ca", "needs --tls-cert")
         if not self["tls-client-ca"] and self.get("credInterfaces", {}).get(IClientCertificate):
@@ -427,7 +447,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self._check_store_sharing()
         self._check_lmtp()
         self.tls = (
-            load_tls_options(self["tls-cert"], self["tls-key"], self["tls-client-ca"])
+            load_tls_options(self["tls-cert"], self["tls-key"], self["tls-client-ca"],
+                             self["tls-ocsp-response"])
             if self["tls-cert"] else None
         )
 
@@ -556,7 +577,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if not self.get("credCheckers"):
             self.opt_auth(f"passwd-file:{demo.passwd_file}")
         if not self["tls-cert"]:
-            self["tls-cert"], self["tls-key"] = str(demo.cert_path), str(demo.key_path)
+            self["tls-cert"], self["tls-key"] = [str(demo.cert_path)], [str(demo.key_path)]
         if not self["listen"]:
             key = quoteStringArgument(str(demo.key_path))
             cert = quoteStringArgument(str(demo.cert_path))
