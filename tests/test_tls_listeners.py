@@ -412,3 +412,43 @@ def test_external_on_implicit_tls_listeners(mail_home: MailHome, certs: Certific
         assert "-ERR unsupported SASL mechanism" in result.stdout
     finally:
         server.stop()
+
+
+# -- endpoint strings -----------------------------------------------------------------------
+
+
+def test_client_ca_is_popframes_own_argument(certs: Certificates, tmp_path: Path) -> None:
+    from popframe.config.endpoints import bindable, check_endpoint, endpoint_files
+
+    ssl_listener = (f"ssl:995:privateKey={certs.default.key}:certKey={certs.default.cert}"
+                    f":clientCA={certs.ca.cert_path}")
+    # What the workers' parent binds: Twisted's parsers know no clientCA=.
+    assert bindable(f"implicit-tls:haproxy:{ssl_listener}:backlog=5") == (
+        f"haproxy:ssl:995:privateKey={certs.default.key}:certKey={certs.default.cert}:backlog=5")
+    assert str(certs.ca.cert_path) in endpoint_files(ssl_listener)  # a worker's snapshot
+    assert endpoint_files(f"tls:{certs.directory}:995") == [
+        str(certs.directory / "a-default.pem"), str(certs.directory / "b-other.pem")]
+    with pytest.raises(ConfigurationError, match="clientCA: cannot read"):
+        check_endpoint(f"tls:{certs.directory}:995:clientCA={tmp_path / 'none.pem'}")
+    with pytest.raises(ConfigurationError, match="a tls: listener names a directory"):
+        check_endpoint("tls:")
+
+
+def test_check_config_takes_the_tls_keys(certs: Certificates, mail_home: MailHome,
+                                        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        ) -> None:
+    from popframe.cli import main as popframe
+
+    response = certs.ca.ocsp_response(certs.other, tmp_path / "other.der")
+    config = tmp_path / "popframe.toml"
+    config.write_text(
+        f'listen = ["tcp:0:interface=127.0.0.1", "tls:{certs.directory}:0"]\n'
+        f'store = "maildir:{mail_home.template}"\n'
+        f'auth = ["passwd-file:{mail_home.passwd_file}"]\n'
+        f'tls-cert = ["{certs.default.cert}", "{certs.other.cert}", "{certs.directory}"]\n'
+        f'tls-key = ["{certs.default.key}", "{certs.other.key}"]\n'
+        f'tls-ocsp-response = ["{response}"]\n')
+    assert popframe(["check-config", str(config)]) == 0, capsys.readouterr().out
+    config.write_text(config.read_text().replace(f'"{response}"', f'"{certs.default.cert}"'))
+    assert popframe(["check-config", str(config)]) == 1
+    assert "tls-ocsp-response" in capsys.readouterr().out
