@@ -452,3 +452,20 @@ def test_check_config_takes_the_tls_keys(certs: Certificates, mail_home: MailHom
     config.write_text(config.read_text().replace(f'"{response}"', f'"{certs.default.cert}"'))
     assert popframe(["check-config", str(config)]) == 1
     assert "tls-ocsp-response" in capsys.readouterr().out
+
+
+def test_the_expiry_metric_has_each_certificate_by_name(certs: Certificates,
+                                                       tmp_path: Path) -> None:
+    from popframe.ops.certificates import CertificateExpiry, certificate_paths
+
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    shutil.copy(certs.default.combined, directory / "a.pem")
+    expiry = CertificateExpiry(lambda: certificate_paths(
+        [str(directory)], [f"ssl:995:privateKey={certs.other.key}:certKey={certs.other.cert}"]))
+    default = certs.default.certificate.not_valid_after_utc.timestamp()
+    other = certs.other.certificate.not_valid_after_utc.timestamp()
+    assert expiry.expiries() == {(str(directory / "a.pem"), "pop.example.org"): default,
+                                 (str(certs.other.cert), "mail.example.net"): other}
+    shutil.copy(certs.other.combined, directory / "b.pem")  # added, then SIGHUP
+    assert expiry.expiries()[(str(directory / "b.pem"), "mail.example.net")] == other

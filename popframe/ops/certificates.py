@@ -10,7 +10,7 @@ subject's common name), so every SNI certificate has its own series."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -61,11 +61,17 @@ def certificate_name(certificate: x509.Certificate) -> str:
 
 
 class CertificateExpiry:
-    """The notAfter of the first certificate in each of ``paths``."""
+    """The notAfter of the first certificate in each of ``paths``, or in
+    each file ``paths()`` names at the scrape (a directory's files change:
+    a certificate added and reloaded shows at the next scrape)."""
 
-    def __init__(self, paths: Iterable[str]) -> None:
-        self.paths = list(paths)
+    def __init__(self, paths: Iterable[str] | Callable[[], Iterable[str]]) -> None:
+        self._paths = paths if callable(paths) else list(paths).copy
         self._known: dict[str, tuple[tuple[int, int], tuple[str, float] | None]] = {}
+
+    @property
+    def paths(self) -> list[str]:
+        return list(self._paths())
 
     def expiries(self) -> dict[tuple[str, str], float]:
         """Seconds since the epoch, by (path, name); a file that cannot
