@@ -71,13 +71,23 @@ def load_staples(paths: Sequence[str], certificates: Sequence[x509.Certificate]
             raise ConfigurationError(
                 OCSP_KEY, f"{path} is about serial {response.serial_number:x}, which is none "
                 "of the --tls-cert certificates")
-        next_update = response.next_update_utc
+        next_update = _next_update(response)
         staples[index] = Staple(der, next_update.timestamp() if next_update else None)
         if next_update is not None and next_update <= datetime.datetime.now(datetime.UTC):
             raise ConfigurationError(
                 OCSP_KEY, f"{path} expired at {next_update:%Y-%m-%d %H:%M} UTC (nextUpdate); "
                 "fetch a new one")
     return staples
+
+
+def _next_update(response: ocsp.OCSPResponse) -> datetime.datetime | None:
+    """nextUpdate, aware (``next_update_utc`` is cryptography 43+; setup.cfg
+    allows 42)."""
+    aware = getattr(response, "next_update_utc", None)
+    if aware is not None:
+        return aware
+    naive = response.next_update
+    return naive.replace(tzinfo=datetime.UTC) if naive is not None else None
 
 
 def _certificate_of(response: ocsp.OCSPResponse,

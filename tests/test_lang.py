@@ -8,7 +8,7 @@ import string
 from pathlib import Path
 
 import pytest
-from test_server import LOGIN, BufferedTransport, connect
+from test_server import LOGIN, connect
 from test_session import MESSAGES, logged_in, replies
 from twisted.internet.task import Clock
 
@@ -22,6 +22,7 @@ from popframe.protocol.catalogue import (
     match_language,
     translate,
 )
+from popframe.testing import BufferedTransport
 
 ROOT = Path(popframe.__file__).parent
 
