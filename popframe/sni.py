@@ -62,14 +62,7 @@ def certificate_files(
     remaining = list(keys)
     for path in certs:
         if os.path.isdir(path):
-            try:
-                names = sorted(n for n in os.listdir(path) if n.endswith(".pem"))
-            except OSError as error:
-                raise ConfigurationError(
-                    "--tls-cert", f"cannot list {path}: {error.strerror or error}") from error
-            if not names:
-                raise ConfigurationError("--tls-cert", f"no *.pem file in the directory {path}")
-            files += [(os.path.join(path, name), None) for name in names]
+            files += [(file, None) for file in _pem_files(path)]
         else:
             files.append((path, remaining.pop(0) if remaining else None))
     if remaining:
@@ -77,6 +70,26 @@ def certificate_files(
             KEY_KEY, f"{len(remaining)} more --tls-key than --tls-cert files "
             f"({', '.join(remaining)}): each key pairs with one certificate file, in order")
     return files
+
+
+def _pem_files(directory: str) -> list[str]:
+    """The ``*.pem`` files of ``directory``, sorted by name.  A worker
+    that may not list a root-only directory finds them among the files
+    its parent read for it (:mod:`popframe.config.snapshot`)."""
+    from popframe.config.snapshot import SNAPSHOT
+
+    try:
+        names = os.listdir(directory)
+    except OSError as error:
+        parent = os.path.abspath(directory)
+        names = [os.path.basename(p) for p in SNAPSHOT if os.path.dirname(p) == parent]
+        if not names:
+            raise ConfigurationError(
+                "--tls-cert", f"cannot list {directory}: {error.strerror or error}") from error
+    pems = sorted(name for name in names if name.endswith(".pem"))
+    if not pems:
+        raise ConfigurationError("--tls-cert", f"no *.pem file in the directory {directory}")
+    return [os.path.join(directory, name) for name in pems]
 
 
 def load_certificates(certs: Sequence[str], keys: Sequence[str] = ()) -> list[NamedCertificate]:

@@ -469,3 +469,23 @@ def test_the_expiry_metric_has_each_certificate_by_name(certs: Certificates,
                                  (str(certs.other.cert), "mail.example.net"): other}
     shutil.copy(certs.other.combined, directory / "b.pem")  # added, then SIGHUP
     assert expiry.expiries()[(str(directory / "b.pem"), "mail.example.net")] == other
+
+
+def test_a_worker_finds_a_directorys_files_in_its_snapshot(
+        certs: Certificates, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker (unprivileged) may not list a root-only directory: the
+    files its parent read for it stand in for the listing."""
+    from popframe.config import snapshot
+
+    directory = str(certs.directory)
+    files = [str(certs.directory / "a-default.pem"), str(certs.directory / "b-other.pem")]
+    monkeypatch.setattr(snapshot, "SNAPSHOT", {f: Path(f).read_bytes() for f in files})
+
+    def refused(path: str) -> list[str]:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("popframe.sni.os.listdir", refused)
+    assert certificate_files([directory]) == [(f, None) for f in files]
+    monkeypatch.setattr(snapshot, "SNAPSHOT", {})
+    with pytest.raises(ConfigurationError, match="cannot list .*: Permission denied"):
+        certificate_files([directory])
