@@ -49,8 +49,12 @@ class POP3Error(Exception):
     code: str | None = None
     default_message = "command failed"
 
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or self.default_message)
+    def __init__(self, message: str | None = None, **params: object) -> None:
+        # The text is a template of popframe.protocol.catalogue, filled in
+        # with ``params``, so a reply can say it in the client's language.
+        self.template = message or self.default_message
+        self.params = params
+        super().__init__(self.template.format(**params) if params else self.template)
 
     @property
     def message(self) -> str:

@@ -44,7 +44,8 @@ DEMO_TLS_PORT = 1995
 #: Twisted's default listen backlog (50) drops connections in a burst of
 #: a few hundred clients (measured: benchmarks/README.md).
 DEFAULT_BACKLOG = 1024
-_BACKLOG_TYPES = ("tcp:", "tcp6:", "ssl:", "haproxy:tcp:", "haproxy:tcp6:", "haproxy:ssl:")
+_BACKLOG_TYPES = ("tcp:", "tcp6:", "ssl:", "tls:", "haproxy:tcp:", "haproxy:tcp6:", "haproxy:ssl:",
+                  "haproxy:tls:")
 
 
 def with_default_backlog(description: str) -> str:
@@ -61,6 +62,10 @@ def _mechanism_list(value: str) -> tuple[str, ...]:
         known = ", ".join(n for n in MECHANISM_NEEDS if n != "USER")
         raise ValueError(f"--mechanisms: unknown {', '.join(unknown)} (known: {known})")
     return names
+
+
+#: RFC 1939 section 3: a server's autologout timer is at least 10 minutes.
+MINIMUM_IDLE_TIMEOUT = 600
 
 
 class Options(usage.Options, strcred.AuthOptionMixin):
@@ -81,20 +86,19 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["autoconfig-leave-on-server", None,
          "Tell Thunderbird (autoconfig) to leave messages on the server; by default the "
          "hint is to download and delete them."],
+        ["allow-short-idle-timeout", None,
+         "Accept an --idle-timeout under 600 seconds (RFC 1939 section 3 asks at least 10 "
+         "minutes of the autologout timer); for tests and special set-ups only."],
     ]
     optParameters = [
         ["store", None, None,
          "Where maildrops live, as NAME:ARGUMENTS, e.g. maildir:/var/mail/%u/Maildir "
          "(%u user, %n local part, %d domain).  --help-stores lists the stores."],
-        ["tls-cert", None, None,
-         "PEM certificate (chain) for STLS on plain listeners."],
-        ["tls-key", None, None,
-         "PEM private key for --tls-cert (default: the key is in the --tls-cert file)."],
         ["tls-client-ca", None, None,
          "PEM file of the CA certificates that issue client certificates (SASL EXTERNAL, "
          "with --auth tls-cert): TLS clients are asked for a certificate, verified against "
-         "these CAs only; clients without one still connect.  Applies to STLS, not to "
-         "ssl: listeners."],
+         "these CAs only; clients without one still connect.  Applies to STLS and "
+         "implicit-tls: listeners; ssl: and tls: listeners take clientCA=FILE."],
         ["idle-timeout", None, 600.0,
          "Seconds of client silence before the server hangs up (RFC 1939: at least 600).",
          float],
@@ -229,6 +233,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                      for name, doc in self.docs.items()}
         self["listen"] = []
         self["lmtp"] = []
+        self["tls-cert"] = []
+        self["tls-key"] = []
+        self["tls-ocsp-response"] = []
         self["master-users"] = set()
         self["autoconfig-port"] = []
         # What postOptions builds (see popframe.settings.Settings).
@@ -351,6 +358,24 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         systemd:domain=INET:index=0, haproxy:tcp:110."""
         self["listen"].append(description)
 
+    def opt_tls_cert(self, path: str) -> None:
+        """PEM certificate (chain) for STLS and implicit-tls: listeners, repeatable: the
+        client's SNI name picks one by its subjectAltName DNS names (wildcards match one
+        label), the first is the default.  A directory: each *.pem file in it holds a
+        certificate chain and its key."""
+        self["tls-cert"].append(path)
+
+    def opt_tls_key(self, path: str) -> None:
+        """PEM private key of a --tls-cert file, repeatable: the keys pair in order with
+        the --tls-cert files (not directories); a file without one holds its own key."""
+        self["tls-key"].append(path)
+
+    def opt_tls_ocsp_response(self, path: str) -> None:
+        """A DER OCSP response (openssl ocsp -respout) for one of the --tls-cert
+        certificates, matched by its serial number, stapled for clients that ask
+        (status_request); repeatable, read again on SIGHUP."""
+        self["tls-ocsp-response"].append(path)
+
     def opt_lmtp(self, description: str) -> None:
         """A Twisted server endpoint for an LMTP listener (RFC 2033, repeatable), through
         which an MTA delivers into --store, e.g. unix:/run/popframe/lmtp or
@@ -419,6 +444,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise ConfigurationError("--auth", "required, e.g. passwd-file:/etc/popframe/users")
         if self["tls-key"] and not self["tls-cert"]:
             raise ConfigurationError("--tls-key", "needs --tls-cert")
+        if self["tls-ocsp-response"] and not self["tls-cert"]:
+            raise ConfigurationError("--tls-ocsp-response", "needs --tls-cert")
         if self["tls-client-ca"] and not self["tls-cert"]:
             raise ConfigurationError("--tls-client-ca", "needs --tls-cert")
         if not self["tls-client-ca"] and self.get("credInterfaces", {}).get(IClientCertificate):
@@ -427,6 +454,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             )
         if self["idle-timeout"] < 0:
             raise ConfigurationError("--idle-timeout", "must not be negative")
+        if (0 < self["idle-timeout"] < MINIMUM_IDLE_TIMEOUT
+                and not self["allow-short-idle-timeout"]):
+            raise ConfigurationError(
+                "--idle-timeout",
+                f"{self['idle-timeout']:g} s is under RFC 1939's {MINIMUM_IDLE_TIMEOUT} s "
+                "minimum for the autologout timer of a logged-in session (give "
+                "--allow-short-idle-timeout to accept it; the login deadline is "
+                "--preauth-timeout)",
+            )
         if self["preauth-timeout"] < 0:
             raise ConfigurationError("--preauth-timeout", "must not be negative")
         if self["max-connections-per-ip"] < 0:
@@ -451,7 +487,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self._check_store_sharing()
         self._check_lmtp()
         self.tls = (
-            load_tls_options(self["tls-cert"], self["tls-key"], self["tls-client-ca"])
+            load_tls_options(self["tls-cert"], self["tls-key"], self["tls-client-ca"],
+                             self["tls-ocsp-response"])
             if self["tls-cert"] else None
         )
 
@@ -580,7 +617,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if not self.get("credCheckers"):
             self.opt_auth(f"passwd-file:{demo.passwd_file}")
         if not self["tls-cert"]:
-            self["tls-cert"], self["tls-key"] = str(demo.cert_path), str(demo.key_path)
+            self["tls-cert"], self["tls-key"] = [str(demo.cert_path)], [str(demo.key_path)]
         if not self["listen"]:
             key = quoteStringArgument(str(demo.key_path))
             cert = quoteStringArgument(str(demo.cert_path))

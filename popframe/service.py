@@ -132,7 +132,8 @@ def add_metrics_service(service: MultiService, settings: Settings, reactor: Any,
     from popframe.ops.exposition import metrics_service
 
     assert settings.metrics is not None
-    certificates = CertificateExpiry(certificate_paths(settings.tls_cert, settings.listen))
+    certificates = CertificateExpiry(
+        lambda: certificate_paths(settings.tls_cert, settings.listen))
     try:
         page = metrics_service(settings.metrics, reactor, source, certificates,
                                raise_listen_errors_synchronously)

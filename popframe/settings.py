@@ -81,8 +81,9 @@ class Settings:
     #: The ``pop3`` arguments, which each ``--workers`` process parses
     #: again to build its own store and checkers; None when unknown.
     argv: tuple[str, ...] | None = None
-    #: ``--tls-cert``: the STLS certificate's file (its expiry is a metric).
-    tls_cert: str | None = None
+    #: ``--tls-cert``: the certificate files and directories of STLS and
+    #: ``implicit-tls:`` (their expiry is a metric).
+    tls_cert: tuple[str, ...] = ()
     #: ``--metrics``: the endpoint of the Prometheus page; None: no metrics.
     metrics: str | None = None
     #: Connections at once to the whole server; 0: no limit.
@@ -124,7 +125,7 @@ class Settings:
             read_at_start=_read_at_start(options),
             demo=options.demo,
             argv=None if options.argv is None else tuple(options.argv),
-            tls_cert=options["tls-cert"],
+            tls_cert=tuple(options["tls-cert"]),
             metrics=options["metrics"],
             max_connections=options["max-connections"],
             max_sessions_per_user=options["max-sessions-per-user"],
@@ -149,10 +150,12 @@ def _lmtp_config(options: Options) -> LMTPConfig:
 
 def _read_at_start(options: Options) -> tuple[str, ...]:
     from popframe.config.endpoints import endpoint_files
+    from popframe.sni import certificate_files
 
-    paths = [options.config_file, options["tls-cert"], options["tls-key"],
-             options["tls-client-ca"], options["autoconfig-sign-cert"],
-             options["autoconfig-sign-key"]]
+    paths = [options.config_file, options["tls-client-ca"], *options["tls-ocsp-response"],
+             options["autoconfig-sign-cert"], options["autoconfig-sign-key"]]
+    for cert, key in certificate_files(options["tls-cert"], options["tls-key"]):
+        paths += [cert, key]
     for description in (*options["listen"], *options["lmtp"]):
         paths += endpoint_files(description)
     return tuple(dict.fromkeys(path for path in paths if path))

@@ -13,7 +13,7 @@ import datetime
 import ipaddress
 import os
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
@@ -95,16 +95,42 @@ class ServerCertificate:
 
 
 def load_tls_options(
-    cert_path: str, key_path: str | None = None, client_ca: str | None = None
+    cert_paths: str | Sequence[str],
+    key_paths: str | Sequence[str] | None = None,
+    client_ca: str | None = None,
+    ocsp_paths: Sequence[str] = (),
 ) -> CertificateOptions:
-    """Server TLS options from a PEM certificate file (server certificate
-    first, then intermediates) and a PEM key file (``None``: the key is in
-    the certificate file); with ``client_ca`` (a PEM file of CA
-    certificates), client certificates are requested and verified against
-    those CAs.  Raises ``ConfigurationError`` naming the option.
+    """Server TLS options from PEM certificate files (server certificate
+    first, then intermediates; or directories of them, see
+    :func:`popframe.sni.certificate_files`) and PEM key files (none: the
+    key is in the certificate file).  Several certificates are chosen by
+    the client's SNI name (:class:`popframe.sni.ServerNames`), the first
+    is the default.  With ``client_ca`` (a PEM file of CA certificates),
+    client certificates are requested and verified against those CAs;
+    ``ocsp_paths`` are OCSP responses to staple (:mod:`popframe.ocsp`).
+    Raises ``ConfigurationError`` naming the option.
     """
+    from popframe.ocsp import load_staples, staple
+    from popframe.sni import ServerNames, load_certificates
+
+    certs = [cert_paths] if isinstance(cert_paths, str) else list(cert_paths)
+    keys = [key_paths] if isinstance(key_paths, str) else list(key_paths or ())
     client_cas = load_client_cas(client_ca) if client_ca else ()
-    return certificate_options(load_server_certificate(cert_path, key_path), client_cas=client_cas)
+    certificates = load_certificates(certs, keys)
+    staples = load_staples(ocsp_paths, [c.server.certificate for c in certificates])
+    others = []
+    for index, named in enumerate(certificates[1:], start=1):
+        context = certificate_options(named.server, client_cas=client_cas).getContext()
+        staple(context, staples.get(index))
+        others.append((named.names, context))
+    default = certificates[0]
+    options = certificate_options(
+        default.server,
+        context_for_server_name=ServerNames(default.names, others) if others else None,
+        client_cas=client_cas,
+    )
+    staple(options.getContext(), staples.get(0))
+    return options
 
 
 def load_client_cas(path: str | os.PathLike[str]) -> tuple[x509.Certificate, ...]:

@@ -242,3 +242,28 @@ def test_the_sql_checker_takes_its_settings_inline(mail_home: MailHome, tmp_path
     config.write_text(config.read_text() + 'colour = "blue"\n')
     with pytest.raises(usage.UsageError, match=r"popframe\.toml#auth\[1\]: unknown key 'colour'"):
         parsed("--config", str(config))
+
+
+# -- the RFC 1939 autologout minimum -------------------------------------------------
+
+
+def test_a_short_idle_timeout_is_refused_unless_allowed(mail_home: MailHome, capsys) -> None:
+    """RFC 1939 section 3: the autologout timer is at least 10 minutes;
+    shorter only with --allow-short-idle-timeout (0 turns it off)."""
+    base = ("--listen", "tcp:0", "--store", f"maildir:{mail_home.template}",
+            "--auth", f"passwd-file:{mail_home.passwd_file}")
+    with pytest.raises(usage.UsageError) as caught:
+        parsed(*base, "--idle-timeout", "599")
+    message = str(caught.value)
+    assert message.startswith("--idle-timeout: 599 s is under RFC 1939's 600 s minimum")
+    assert "--allow-short-idle-timeout" in message and "--preauth-timeout" in message
+    assert parsed(*base, "--idle-timeout", "599",
+                  "--allow-short-idle-timeout")["idle-timeout"] == 599.0
+    assert parsed(*base, "--idle-timeout", "600")["idle-timeout"] == 600.0
+    assert parsed(*base, "--idle-timeout", "0")["idle-timeout"] == 0.0
+    config = write(mail_home.root / "popframe.toml", basics(mail_home) + "idle-timeout = 30\n")
+    assert popframe(["check-config", str(config)]) == 1
+    assert f"{config}: idle-timeout = 30: 30 s is under RFC 1939's" in capsys.readouterr().out
+    config.write_text(basics(mail_home) + "idle-timeout = 30\nallow-short-idle-timeout = true\n")
+    assert popframe(["check-config", str(config)]) == 0
+    assert capsys.readouterr().out == f"{config}: OK\n"

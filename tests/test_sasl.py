@@ -20,14 +20,15 @@ def session(**config: object) -> Session:
     return Session(SessionConfig(**config))  # type: ignore[arg-type]
 
 
-def test_capa_lists_sasl_mechanisms_in_authorization_only() -> None:
+def test_capa_lists_sasl_mechanisms_in_both_states() -> None:
+    """RFC 2449 section 5: offered in AUTHORIZATION, announced in both."""
     s = session()
     [capa] = replies(s, b"CAPA\r\n")
     assert b"\r\nSASL PLAIN LOGIN\r\n" in capa
     replies(s, b"USER a\r\nPASS b\r\n")
     s.logged_in([])
     [capa] = replies(s, b"CAPA\r\n")
-    assert b"SASL" not in capa
+    assert b"\r\nSASL PLAIN LOGIN\r\n" in capa
 
 
 def test_bare_auth_lists_mechanisms() -> None:

@@ -202,12 +202,51 @@ def test_capa_in_both_states() -> None:
     [capa] = replies(session, b"CAPA\r\n")
     assert capa == (
         b"+OK capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nPIPELINING\r\n"
-        b"RESP-CODES\r\nAUTH-RESP-CODE\r\nEXPIRE NEVER\r\nUTF8 USER\r\nSTLS\r\n"
+        b"RESP-CODES\r\nAUTH-RESP-CODE\r\nEXPIRE NEVER\r\nUTF8 USER\r\nLANG\r\nSTLS\r\n"
         b"IMPLEMENTATION popframe\r\n.\r\n"
     )
     session = logged_in(stls_available=True)
     [capa] = replies(session, b"CAPA\r\n")
-    assert b"STLS" not in capa and b"USER" not in capa and b"TOP\r\n" in capa
+    # RFC 2449 section 5: everything AUTHORIZATION offered but STLS
+    # (RFC 2595 section 4: only before login).
+    assert capa == (
+        b"+OK capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nPIPELINING\r\n"
+        b"RESP-CODES\r\nAUTH-RESP-CODE\r\nEXPIRE NEVER\r\nUTF8 USER\r\nLANG\r\n"
+        b"IMPLEMENTATION popframe\r\n.\r\n"
+    )
+
+
+def test_capa_after_login_keeps_sasl_user_and_utf8() -> None:
+    """The capabilities a client saw before login are there after it, byte
+    for byte, apart from STLS and LOGIN-DELAY's per-user tag."""
+    config = {
+        "stls_available": True,
+        "tls_active": False,
+        "plaintext_auth_allowed": True,
+        "mechanisms": ("PLAIN", "SCRAM-SHA-256"),
+        "login_delay": 0,
+        "login_delay_per_user": True,
+    }
+    before = Session(SessionConfig(**config))  # type: ignore[arg-type]
+    [capa_before] = replies(before, b"CAPA\r\n")
+    session = logged_in(**config)
+    [capa_after] = replies(session, b"CAPA\r\n")
+    assert b"SASL PLAIN SCRAM-SHA-256\r\n" in capa_after
+    assert b"\r\nUSER\r\n" in capa_after and b"\r\nUTF8 USER\r\n" in capa_after
+    assert capa_before.replace(b"STLS\r\n", b"").replace(
+        b"LOGIN-DELAY 0 USER", b"LOGIN-DELAY 0"
+    ) == capa_after
+
+
+def test_capa_after_login_over_tls_without_plaintext() -> None:
+    """Plaintext refused on the link: USER is absent before and after
+    login alike; on TLS it is present in both."""
+    session = logged_in(tls_active=True, plaintext_auth_allowed=False, mechanisms=("PLAIN",))
+    [capa] = replies(session, b"CAPA\r\n")
+    assert b"\r\nUSER\r\n" in capa and b"\r\nSASL PLAIN\r\n" in capa
+    plain = Session(SessionConfig(plaintext_auth_allowed=False, mechanisms=("PLAIN",)))
+    [capa] = replies(plain, b"CAPA\r\n")
+    assert b"\r\nUSER\r\n" not in capa and b"SASL" not in capa
 
 
 def test_plaintext_auth_refused_until_tls() -> None:

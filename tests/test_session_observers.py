@@ -356,7 +356,8 @@ def test_metrics_count_what_sessions_did() -> None:
     failed, _ = server.connect()
     failed.dataReceived(b"USER alice\r\nPASS nope\r\n")
     failed.connectionLost(None)
-    page = samples(exposition(server.metrics.snapshot(), {"/etc/cert.pem": 1.9e9}))
+    page = samples(exposition(server.metrics.snapshot(),
+                                 {("/etc/cert.pem", "pop.example.org"): 1.9e9}))
     octets = wire_size(MESSAGES[0]) + wire_size(MESSAGES[1])
     expected = {
         ("popframe_sessions_total", (("end", "QUIT"), ("listener", "tcp:110"), ("tls", "no"))): 1,
@@ -371,7 +372,8 @@ def test_metrics_count_what_sessions_did() -> None:
         ("popframe_retr_duration_seconds_count", ()): 2,
         ("popframe_login_duration_seconds_count", (("result", "ok"),)): 1,
         ("popframe_lock_conflicts_total", ()): 0,
-        ("popframe_tls_certificate_expiry_timestamp_seconds", (("path", "/etc/cert.pem"),)): 1.9e9,
+        ("popframe_tls_certificate_expiry_timestamp_seconds",
+         (("name", "pop.example.org"), ("path", "/etc/cert.pem"))): 1.9e9,
         ("popframe_worker_restarts_total", ()): 0,
     }
     for key, value in expected.items():

@@ -378,10 +378,11 @@ def test_missing_key(self_signed: tuple[Path, Path], tmp_path: Path) -> None:
     assert f"cannot read {tmp_path / 'nope.pem'}" in error.problem
 
 
-def test_certificate_is_a_directory(tmp_path: Path) -> None:
+def test_certificate_is_an_empty_directory(tmp_path: Path) -> None:
+    """A directory is a set of SNI pairs (popframe.sni); an empty one is a mistake."""
     error = _error(tmp_path)
     assert error.key == "--tls-cert"
-    assert "cannot read" in error.problem
+    assert "no *.pem file in the directory" in error.problem
 
 
 def test_no_key_anywhere(self_signed: tuple[Path, Path]) -> None:

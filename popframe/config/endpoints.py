@@ -11,12 +11,13 @@ in a reload and in ``popframe check-config``.
 from __future__ import annotations
 
 import errno as codes
+import re
 from typing import Any
 
 from popframe.config import ConfigurationError
 
-__all__ = ["IMPLICIT_TLS", "check_endpoint", "endpoint_files", "endpoint_types",
-           "listen_problem", "parse_server_endpoint", "without_implicit_tls",
+__all__ = ["CLIENT_CA", "IMPLICIT_TLS", "bindable", "check_endpoint", "endpoint_files",
+           "endpoint_types", "listen_problem", "parse_server_endpoint", "without_implicit_tls",
            "split_endpoint"]
 
 #: popframe's own wrapper: ``implicit-tls:ENDPOINT`` serves TLS with the
@@ -27,6 +28,10 @@ _PORT_TYPES = ("tcp", "tcp6", "ssl")
 #: ``ssl:`` arguments that name files Twisted reads at parse time.
 SSL_FILE_ARGUMENTS = ("privateKey", "certKey", "extraCertChain", "dhParameters")
 _SSL_EXAMPLE = "ssl:995:privateKey=/etc/popframe/key.pem:certKey=/etc/popframe/cert.pem"
+#: popframe's own argument of ``ssl:`` and ``tls:`` listeners: a PEM file
+#: of the CAs of client certificates, which the listener asks for (SASL
+#: EXTERNAL), as ``--tls-client-ca`` does for STLS and ``implicit-tls:``.
+CLIENT_CA = "clientCA"
 
 
 def split_endpoint(description: str) -> tuple[str, list[str], dict[str, str], str]:
@@ -79,14 +84,22 @@ def endpoint_types() -> list[str]:
 
 def endpoint_files(description: str) -> list[str]:
     """The files an ``ssl:`` endpoint string names (also behind a wrapper)."""
-    kind, _args, kwargs, rest = split_endpoint(description)
+    kind, args, kwargs, rest = split_endpoint(description)
     if kind in ("haproxy", IMPLICIT_TLS):
         return endpoint_files(rest)
-    if kind != "ssl":
+    if kind == "tls" and args:
+        from popframe.sni import certificate_files
+
+        try:
+            files = [path for path, _ in certificate_files(args[:1])]
+        except ConfigurationError:
+            files = []
+    elif kind == "ssl":
+        files = [kwargs.get("privateKey", "server.pem")]
+        files += [kwargs[name] for name in SSL_FILE_ARGUMENTS[1:] if kwargs.get(name)]
+    else:
         return []
-    files = [kwargs.get("privateKey", "server.pem")]
-    files += [kwargs[name] for name in SSL_FILE_ARGUMENTS[1:] if kwargs.get(name)]
-    return files
+    return files + ([kwargs[CLIENT_CA]] if kwargs.get(CLIENT_CA) else [])
 
 
 def check_endpoint(description: str, key: str = "--listen") -> None:
@@ -112,6 +125,34 @@ def check_endpoint(description: str, key: str = "--listen") -> None:
                 f"{port!r}, e.g. {kind}:110")
     if kind == "ssl":
         _check_ssl(description, kwargs, key)
+    if kind == "tls":
+        _check_tls(description, args, kwargs, key)
+    if kind in ("ssl", "tls") and kwargs.get(CLIENT_CA):
+        from popframe.tls import load_client_cas
+
+        try:
+            load_client_cas(kwargs[CLIENT_CA])
+        except ConfigurationError as error:
+            raise ConfigurationError(key, f"{description!r}: {CLIENT_CA}: {error.problem}"
+                                     ) from None
+
+
+def _check_tls(description: str, args: list[str], kwargs: dict[str, str], key: str) -> None:
+    """``tls:DIRECTORY[:PORT]``: Twisted's syntax, popframe's loading."""
+    if not args:
+        raise ConfigurationError(
+            key, f"{description!r}: a tls: listener names a directory of PEM files (each a "
+            "certificate chain and its key), e.g. tls:/etc/popframe/certs:995")
+    port = args[1] if len(args) > 1 else kwargs.get("port", "443")
+    if not port.isdigit() or int(port) > 65535:
+        raise ConfigurationError(
+            key, f"{description!r}: the port must be a number from 0 to 65535, not {port!r}")
+    from popframe.sni import load_certificates
+
+    try:
+        load_certificates(args[:1])
+    except ConfigurationError as error:
+        raise ConfigurationError(key, f"{description!r}: {error.problem}") from None
 
 
 def _check_ssl(description: str, kwargs: dict[str, str], key: str) -> None:
@@ -126,6 +167,17 @@ def _check_ssl(description: str, kwargs: dict[str, str], key: str) -> None:
         load_server_certificate(kwargs.get("certKey") or private_key, private_key)
     except ConfigurationError as error:
         raise ConfigurationError(key, f"{description!r}: {error.problem}") from None
+
+
+def bindable(description: str) -> str:
+    """What Twisted's own parsers can bind for ``description``: without
+    ``implicit-tls:`` and popframe's own ``clientCA=`` argument (the parent
+    of ``--workers`` binds; the workers add TLS)."""
+    inner = without_implicit_tls(description)
+    kind, _, rest = inner.partition(":")
+    if kind.strip().lower() == "haproxy":
+        return f"{kind}:{bindable(rest)}"
+    return re.sub(rf":{CLIENT_CA}=(?:\\.|[^:\\])*", "", inner)
 
 
 def without_implicit_tls(description: str) -> str:
@@ -178,11 +230,28 @@ def _own_endpoint(reactor: Any, description: str, key: str) -> Any:
 
         inner = _own_endpoint(reactor, rest, key)
         return None if inner is None else proxyEndpoint(inner)
-    if kind != "ssl" or {"sslmethod", "dhParameters"} & set(kwargs):
-        return None
     from twisted.internet.endpoints import SSL4ServerEndpoint
 
-    from popframe.tls import ServerCertificate, certificate_options, load_server_certificate
+    if kind == "tls":
+        # Twisted's tls: endpoint builds its contexts without popframe's
+        # policy and with no default certificate: the same directory,
+        # loaded as --tls-cert loads one (SNI, a default, the policy).
+        from popframe.tls import load_tls_options
+
+        options = load_tls_options(args[:1], client_ca=kwargs.get(CLIENT_CA))
+        tls_port = args[1] if len(args) > 1 else kwargs.get("port", "443")
+        backlog = args[2] if len(args) > 2 else kwargs.get("backlog", "50")
+        interface = args[3] if len(args) > 3 else kwargs.get("interface", "::")
+        return SSL4ServerEndpoint(reactor, int(tls_port), options, backlog=int(backlog),
+                                  interface=interface)
+    if kind != "ssl" or {"sslmethod", "dhParameters"} & set(kwargs):
+        return None
+    from popframe.tls import (
+        ServerCertificate,
+        certificate_options,
+        load_client_cas,
+        load_server_certificate,
+    )
 
     private_key = kwargs["privateKey"]
     server = load_server_certificate(kwargs.get("certKey") or private_key, private_key)
@@ -195,7 +264,8 @@ def _own_endpoint(reactor: Any, description: str, key: str) -> Any:
         server = ServerCertificate(server.certificate, server.private_key,
                                    (*server.chain, *extra))
     port = int(args[0] if args else kwargs["port"])
-    return SSL4ServerEndpoint(reactor, port, certificate_options(server),
+    client_cas = load_client_cas(kwargs[CLIENT_CA]) if kwargs.get(CLIENT_CA) else ()
+    return SSL4ServerEndpoint(reactor, port, certificate_options(server, client_cas=client_cas),
                               backlog=int(kwargs.get("backlog", 50)),
                               interface=kwargs.get("interface", ""))
 

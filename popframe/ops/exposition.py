@@ -70,12 +70,12 @@ def _bucket_bound(bound: float) -> str:
     return f"{bound:g}" if bound != float("inf") else "+Inf"
 
 
-def _families(snapshot: Snapshot, expiries: dict[str, float],
+def _families(snapshot: Snapshot, expiries: dict[tuple[str, str], float],
               server: dict[str, float]) -> Iterator[Metric]:
     for f in FAMILIES:
         values = snapshot.get(f.name, {})
         if f.name == "popframe_tls_certificate_expiry_timestamp_seconds":
-            values = {(path,): expiry for path, expiry in expiries.items()}
+            values = {tuple(labels): expiry for labels, expiry in expiries.items()}
         elif f.name == "popframe_build_info":
             values = {(__version__,): 1}
         elif f.scope == "server":
@@ -110,7 +110,7 @@ class _Collector:
         return iter(self.metrics)
 
 
-def exposition(snapshot: Snapshot, expiries: dict[str, float] | None = None,
+def exposition(snapshot: Snapshot, expiries: dict[tuple[str, str], float] | None = None,
                server: dict[str, float] | None = None) -> bytes:
     """The Prometheus text page for these values."""
     registry = CollectorRegistry(auto_describe=False)

@@ -93,7 +93,8 @@ FAMILIES: tuple[Family, ...] = (
            "per-user), answered -ERR [SYS/TEMP] and closed.", ("limit",)),
     Family("popframe_tls_certificate_expiry_timestamp_seconds", "gauge",
            "When each configured TLS certificate expires (its notAfter), in seconds since "
-           "the epoch, read from its file.", ("path",), scope="server"),
+           "the epoch, read from its file; name: its first DNS name (SNI).", ("path", "name"),
+           scope="server"),
     Family("popframe_worker_restarts_total", "counter",
            "Worker processes restarted after they died (--workers above 1).", (),
            scope="server"),

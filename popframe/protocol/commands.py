@@ -22,6 +22,7 @@ __all__ = [
     "Capa",
     "Command",
     "Dele",
+    "Lang",
     "List",
     "Noop",
     "Parser",
@@ -152,6 +153,14 @@ class Utf8(Command):
     keyword = b"UTF8"
 
 
+@dataclass(frozen=True, slots=True)
+class Lang(Command):
+    """RFC 6856: ``LANG`` lists the languages, ``LANG range`` picks one."""
+
+    keyword = b"LANG"
+    language_range: str | None = None
+
+
 def decode_base64(data: bytes) -> bytes:
     """Strict base64 (RFC 4648): anything else is the client's error."""
     if data == b"=":
@@ -258,6 +267,13 @@ def _parse_apop(argument: bytes) -> Apop:
     return Apop(_parse_user(name).name, digest.decode("ascii"))
 
 
+def _parse_lang(argument: bytes) -> Lang:
+    words = argument.split()
+    if len(words) > 1 or not argument.isascii():
+        raise BadArguments("LANG takes one language range")
+    return Lang(words[0].decode("ascii") if words else None)
+
+
 def _parse_xclient(argument: bytes) -> Xclient:
     words = argument.split()
     if not words:
@@ -301,6 +317,7 @@ _PARSERS: dict[bytes, Parser] = {
     b"AUTH": _parse_auth,
     b"APOP": _parse_apop,
     b"UTF8": _no_arguments(Utf8),
+    b"LANG": _parse_lang,
     b"XCLIENT": _parse_xclient,
 }
 

@@ -6,8 +6,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from popframe.errors import POP3Error
+from popframe.protocol.catalogue import DEFAULT_LANGUAGE, translate
 
-__all__ = ["Reply", "error_reply", "numbered_body"]
+__all__ = ["Reply", "error_reply", "numbered_body", "scan_listing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +51,20 @@ class Reply:
         return head + body + b".\r\n"
 
 
-def error_reply(error: POP3Error, *, close: bool = False) -> Reply:
-    """The one place an error type becomes a ``-ERR`` line."""
-    return Reply(False, error.message, code=error.code, close=close)
+def error_reply(
+    error: POP3Error, *, close: bool = False, language: str = DEFAULT_LANGUAGE
+) -> Reply:
+    """The one place an error type becomes a ``-ERR`` line, its text in
+    ``language`` (RFC 6856 LANG; the response code never changes)."""
+    text = translate(error.template, language, **error.params)
+    return Reply(False, text, code=error.code, close=close)
+
+
+def scan_listing(*values: object) -> Reply:
+    """``+OK`` with protocol data, not words: STAT's ``count octets``,
+    LIST's ``n size``, UIDL's ``n uid`` (RFC 1939 section 5).  Clients
+    parse them, so no language changes them."""
+    return Reply(True, " ".join(map(str, values)))
 
 
 def numbered_body(values: Sequence[object], skip: Collection[int] = ()) -> bytes:

@@ -39,10 +39,11 @@ from popframe.errors import (
 )
 from popframe.protocol import commands as c
 from popframe.protocol import sasl
+from popframe.protocol.catalogue import DEFAULT_LANGUAGE, LANGUAGES, match_language, translate
 from popframe.protocol.encoding import MessageEncoder, VerbatimEncoder
 from popframe.protocol.listing import MessageInfo, MessageList
 from popframe.protocol.normalize import normalize_password, normalize_user
-from popframe.protocol.replies import Reply, error_reply, numbered_body
+from popframe.protocol.replies import Reply, error_reply, numbered_body, scan_listing
 from popframe.protocol.sasl.secrets import SecretKind
 
 
@@ -234,6 +235,7 @@ class Session:
         self._user: str | None = None
         self._tls = self.config.tls_active
         self._utf8 = False
+        self._language = DEFAULT_LANGUAGE  # RFC 6856 LANG
         self._exchange: sasl.Mechanism | None = None  # a SASL exchange under way
         # The latest exchange begun: its mechanism (or "APOP"), and whom it
         # asked a secret for; a login the core refuses names both.
@@ -267,8 +269,22 @@ class Session:
     def tls_active(self) -> bool:
         return self._tls
 
+    @property
+    def language(self) -> str:
+        """The tag of the language replies are in (RFC 6856 LANG)."""
+        return self._language
+
+    def _text(self, template: str, /, **params: object) -> str:
+        """A reply text from the catalogue, in the session's language."""
+        return translate(template, self._language, **params)
+
+    def error_reply(self, error: POP3Error, *, close: bool = False) -> Reply:
+        """``error`` as a ``-ERR`` line in the session's language (also
+        for the adapter's own: timeouts)."""
+        return error_reply(error, close=close, language=self._language)
+
     def greeting(self) -> Reply:
-        text = f"{self.config.implementation} ready"
+        text = self._text("{implementation} ready", implementation=self.config.implementation)
         if self.config.xclient:
             text = "[XCLIENT] " + text
         if self.config.apop_timestamp and "APOP" in self.config.mechanisms:
@@ -343,8 +359,10 @@ class Session:
         self._bad_commands += 1
         if self._bad_commands >= self.config.limits.max_bad_commands:
             self.state = SessionState.CLOSED
-            return Reply(False, f"{error.message}; too many bad commands", close=True)
-        return error_reply(error)
+            message = self.error_reply(error).text
+            return Reply(False, self._text("{message}; too many bad commands", message=message),
+                         close=True)
+        return self.error_reply(error)
 
     # -- outcomes of requests -------------------------------------------------
 
@@ -368,15 +386,16 @@ class Session:
         self._octets = self._messages.total
         self.state = SessionState.TRANSACTION
         count, octets = self._totals()
-        return Reply(True, f"maildrop has {count} messages ({octets} octets)")
+        return Reply(True, self._text("maildrop has {count} messages ({octets} octets)",
+                                      count=count, octets=octets))
 
     def message_follows(self) -> Reply:
         pending = self._pending
         if not isinstance(pending, Retrieve):
             raise SessionMisuse("no Retrieve is outstanding")
         if pending.body_lines is not None:
-            return Reply(True, "top of message follows")
-        return Reply(True, f"{pending.message.size} octets")
+            return Reply(True, self._text("top of message follows"))
+        return Reply(True, self._text("{size} octets", size=pending.message.size))
 
     def request_done(self) -> None:
         self._finish(Retrieve)
@@ -393,7 +412,9 @@ class Session:
         self.state = SessionState.CLOSED
         left = len(self._messages) - len(self._deleted)
         return Reply(
-            True, f"{self.config.implementation} signing off ({left} messages left)",
+            True,
+            self._text("{implementation} signing off ({left} messages left)",
+                       implementation=self.config.implementation, left=left),
             close=True,
         )
 
@@ -418,10 +439,10 @@ class Session:
             self._user = None
             self._end_exchange()
             self.state = SessionState.CLOSED
-            return error_reply(error, close=True)
+            return self.error_reply(error, close=True)
         if isinstance(pending, LoginRefused):
             self._user = None
-            return error_reply(error)
+            return self.error_reply(error)
         if isinstance(pending, (Authenticate, LookupSecret)):
             mechanism = self._finished
             self._user = None
@@ -437,8 +458,8 @@ class Session:
             # RFC 1939 section 6: the connection closes even when UPDATE
             # failed; the store applied all deletions or none.
             self.state = SessionState.CLOSED
-            return error_reply(error, close=True)
-        return error_reply(error)
+            return self.error_reply(error, close=True)
+        return self.error_reply(error)
 
     def connection_lost(self) -> None:
         self.state = SessionState.CLOSED
@@ -458,19 +479,25 @@ class Session:
         return self._messages[index]
 
     def capabilities(self) -> list[bytes]:
+        """CAPA's lines.  RFC 2449 section 5: what AUTHORIZATION offered
+        is announced after login too (USER, SASL, UTF8), so a client that
+        asks again sees the same server.  STLS is the exception RFC 2595
+        section 4 makes (it is only for AUTHORIZATION), and LOGIN-DELAY
+        drops its ``USER`` tag once the user's own value is known (RFC
+        2449 section 6.5)."""
         caps = [b"TOP", b"UIDL"]
         authorization = self.state is SessionState.AUTHORIZATION
-        if authorization and self.config.user_pass and self._plaintext_auth_allowed():
+        if self.config.user_pass and self._plaintext_auth_allowed():
             caps.append(b"USER")
         mechanisms = self.sasl_mechanisms()
-        if authorization and mechanisms:
+        if mechanisms:
             caps.append(b"SASL " + " ".join(mechanisms).encode("ascii"))
         caps += [b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE", b"EXPIRE NEVER"]
         if self.config.login_delay is not None:
             per_user = b" USER" if authorization and self.config.login_delay_per_user else b""
             caps.append(b"LOGIN-DELAY %d%s" % (self.config.login_delay, per_user))
-        if authorization:
-            caps.append(b"UTF8 USER")
+        caps.append(b"UTF8 USER")
+        caps.append(b"LANG")
         if self._stls_offered():
             caps.append(b"STLS")
         caps.append(b"IMPLEMENTATION " + self.config.implementation.encode("utf-8"))
@@ -517,13 +544,17 @@ class Session:
     # -- command handlers ---------------------------------------------------
 
     def _capa(self, command: c.Command) -> Reply:
-        return Reply(True, "capability list follows", lines=self.capabilities())
+        return Reply(True, self._text("capability list follows"), lines=self.capabilities())
 
     def _noop(self, command: c.Command) -> Reply:
         return Reply(True)
 
     def _quit_unauthenticated(self, command: c.Command) -> Reply:
-        return Reply(True, f"{self.config.implementation} signing off", close=True)
+        return Reply(
+            True,
+            self._text("{implementation} signing off", implementation=self.config.implementation),
+            close=True,
+        )
 
     def _user_command(self, command: c.Command) -> Reply:
         assert isinstance(command, c.User)
@@ -532,7 +563,7 @@ class Session:
         if not self._plaintext_auth_allowed():
             raise TLSRequired()
         self._user = self._normalize(command.name)
-        return Reply(True, "send your password")
+        return Reply(True, self._text("send your password"))
 
     def _pass_command(self, command: c.Command) -> Event:
         assert isinstance(command, c.Pass)
@@ -553,13 +584,28 @@ class Session:
         # RFC 6856: UTF-8 user names and passwords from now on, normalized
         # (RFC 8265); mail is passed through as stored either way.
         self._utf8 = True
-        return Reply(True, "UTF8 enabled")
+        return Reply(True, self._text("UTF8 enabled"))
+
+    def _lang(self, command: c.Command) -> Reply:
+        """RFC 6856 LANG: list the languages, or switch to one (the +OK
+        already in it, after its tag); an unknown one changes nothing."""
+        assert isinstance(command, c.Lang)
+        if command.language_range is None:
+            lines = [f"{language.tag} {language.description}".encode()
+                     for language in LANGUAGES.values()]
+            return Reply(True, self._text("language listing follows"), lines=lines)
+        tag = match_language(command.language_range)
+        if tag is None:
+            raise BadArguments("unknown language {range}", range=command.language_range)
+        self._language = tag
+        return Reply(True, self._text("{tag} language changed", tag=tag))
 
     def _auth(self, command: c.Command) -> Event:
         assert isinstance(command, c.Auth)
         offered = self.sasl_mechanisms()
         if command.mechanism is None:
-            return Reply(True, "SASL mechanisms follow", lines=[m.encode() for m in offered])
+            return Reply(True, self._text("SASL mechanisms follow"),
+                         lines=[m.encode() for m in offered])
         if command.mechanism not in offered:
             mechanism = sasl.MECHANISMS.get(command.mechanism)
             if (
@@ -617,12 +663,12 @@ class Session:
         try:
             if self._failure is not None:
                 error, self._failure = self._failure, None
-                return error_reply(error)
+                return self.error_reply(error)
             if isinstance(line, POP3Error):
                 raise sasl.SASLFailed()
             if line == b"*":
                 self._end_exchange()
-                return Reply(False, "authentication cancelled")
+                return Reply(False, self._text("authentication cancelled"))
             response = c.decode_base64(line) if line else b""
             if self._success is not None:
                 if response:
@@ -656,7 +702,7 @@ class Session:
         self._tls = True
         self._user = None
         self.state = SessionState.AUTHORIZATION
-        return StartTLS(Reply(True, "begin TLS negotiation"))
+        return StartTLS(Reply(True, self._text("begin TLS negotiation")))
 
     def tls_started(self) -> None:
         """The TLS handshake is under way; take commands again."""
@@ -664,22 +710,23 @@ class Session:
 
     def _stat(self, command: c.Command) -> Reply:
         count, octets = self._totals()
-        return Reply(True, f"{count} {octets}")
+        return scan_listing(count, octets)
 
     def _list(self, command: c.Command) -> Reply:
         assert isinstance(command, c.List)
         if command.number is not None:
-            return Reply(True, f"{command.number} {self._message(command.number).size}")
+            return scan_listing(command.number, self._message(command.number).size)
         count, octets = self._totals()
         body = numbered_body(self._messages.sizes, self._deleted)
-        return Reply(True, f"{count} messages ({octets} octets)", body=body)
+        text = self._text("{count} messages ({octets} octets)", count=count, octets=octets)
+        return Reply(True, text, body=body)
 
     def _uidl(self, command: c.Command) -> Reply:
         assert isinstance(command, c.Uidl)
         if command.number is not None:
-            return Reply(True, f"{command.number} {self._message(command.number).uid}")
+            return scan_listing(command.number, self._message(command.number).uid)
         body = numbered_body(self._messages.uids, self._deleted)
-        return Reply(True, "unique-id listing follows", body=body)
+        return Reply(True, self._text("unique-id listing follows"), body=body)
 
     def _retr(self, command: c.Command) -> Event:
         assert isinstance(command, c.Retr)
@@ -695,13 +742,14 @@ class Session:
         message = self._message(command.number)
         self._deleted.add(command.number - 1)
         self._octets -= message.size
-        return Reply(True, f"message {command.number} deleted")
+        return Reply(True, self._text("message {number} deleted", number=command.number))
 
     def _rset(self, command: c.Command) -> Reply:
         self._deleted = set()
         self._octets = self._messages.total
         count, octets = self._totals()
-        return Reply(True, f"maildrop has {count} messages ({octets} octets)")
+        return Reply(True, self._text("maildrop has {count} messages ({octets} octets)",
+                                      count=count, octets=octets))
 
     def _xclient(self, command: c.Command) -> Event:
         assert isinstance(command, c.Xclient)
@@ -728,6 +776,7 @@ _HANDLERS: dict[SessionState, dict[type[c.Command], _Handler]] = {
         c.Auth: Session._auth,
         c.Apop: Session._apop,
         c.Utf8: Session._utf8_command,
+        c.Lang: Session._lang,
         c.Xclient: Session._xclient,
     },
     SessionState.TRANSACTION: {
@@ -740,6 +789,7 @@ _HANDLERS: dict[SessionState, dict[type[c.Command], _Handler]] = {
         c.Dele: Session._dele,
         c.Rset: Session._rset,
         c.Noop: Session._noop,
+        c.Lang: Session._lang,
         c.Quit: Session._quit_transaction,
         c.Stls: Session._stls,
     },

@@ -52,6 +52,7 @@ from popframe.protocol import (
     Session,
     SessionConfig,
     StartTLS,
+    error_reply,
 )
 from popframe.protocol.encoding import MessageEncoder
 from popframe.protocol.session import SessionState
@@ -83,6 +84,13 @@ log = Logger(namespace="popframe.server")
 
 #: Seconds a client gets to read a timeout's -ERR before it is cut off.
 HANG_UP_GRACE = 5.0
+
+#: The refusals sent before any session (so in ``i-default``, RFC 6856).
+_SERVER_FULL = error_reply(
+    TemporaryFailure("too many connections to this server, try again later")).encode()
+_ADDRESS_FULL = error_reply(TooManyConnections()).encode()
+_IDLE = POP3Error("disconnected for inactivity")
+_LOGIN_TIMEOUT = TemporaryFailure("login timed out")
 
 
 @implementer(IPushProducer)
@@ -181,9 +189,7 @@ class POP3ServerProtocol(Protocol):
         limit = self.config.max_connections
         if limit:
             if not self.factory.connection_count.acquire(limit):
-                self._refuse(LimitKind.MAX_CONNECTIONS, record.peer,
-                             b"-ERR [SYS/TEMP] too many connections to this server, "
-                             b"try again later\r\n")
+                self._refuse(LimitKind.MAX_CONNECTIONS, record.peer, _SERVER_FULL)
                 return False
             self._counted = True
         if self._proxied:
@@ -194,8 +200,7 @@ class POP3ServerProtocol(Protocol):
         """The per-address limit; over it, refuse (False)."""
         if self._count_address(peer):
             return True
-        self._refuse(LimitKind.PER_ADDRESS, record.peer,
-                     b"-ERR [SYS/TEMP] too many connections from your address\r\n")
+        self._refuse(LimitKind.PER_ADDRESS, record.peer, _ADDRESS_FULL)
         return False
 
     def _count_address(self, peer: object) -> bool:
@@ -643,7 +648,7 @@ class POP3ServerProtocol(Protocol):
         log.info("idle timeout peer={peer}", peer=peer_text(self.transport))
         if self.record is not None:
             self.record.end = EndReason.TIMEOUT
-        self._hang_up(b"-ERR disconnected for inactivity\r\n")
+        self._hang_up(self._error_line(_IDLE))
 
     def _hang_up(self, line: bytes) -> None:
         """Say why and close cleanly, so the line arrives (abortConnection
@@ -673,7 +678,13 @@ class POP3ServerProtocol(Protocol):
         log.info("login timeout peer={peer}", peer=peer_text(self.transport))
         if self.record is not None:
             self.record.end = EndReason.LOGIN_TIMEOUT
-        self._hang_up(b"-ERR [SYS/TEMP] login timed out\r\n")
+        self._hang_up(self._error_line(_LOGIN_TIMEOUT))
+
+    def _error_line(self, error: POP3Error) -> bytes:
+        """``error`` as its ``-ERR`` line, in the session's language."""
+        session = self.session
+        reply = session.error_reply(error) if session is not None else error_reply(error)
+        return reply.encode()
 
 
 def _address_text(peer: object) -> str:

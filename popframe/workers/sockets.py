@@ -28,10 +28,10 @@ from twisted.python.systemd import ListenFDs
 
 from popframe.config import ConfigurationError
 from popframe.config.endpoints import (
+    bindable,
     check_endpoint,
     listen_problem,
     parse_server_endpoint,
-    without_implicit_tls,
 )
 from popframe.twisted_internals import (
     adopt_shared_unix_port,
@@ -136,7 +136,7 @@ class SharedListener:
         self._reactor = _BindingReactor(reactor)
         try:
             # TLS is the workers' business: the parent binds what it wraps.
-            self._endpoint = serverFromString(self._reactor, without_implicit_tls(description))
+            self._endpoint = serverFromString(self._reactor, bindable(description))
         except (ValueError, KeyError, TypeError, OSError, IndexError) as e:
             raise ConfigurationError(key, f"{description!r}: {e}") from None
         self.port: Any = None
