@@ -238,3 +238,27 @@ def test_the_adapters_own_replies_speak_the_language() -> None:
     assert transport.value().endswith(
         "-ERR Verbindung wegen Inaktivität getrennt\r\n".encode()
     )
+
+
+def test_a_real_server_speaks_french_to_poplib(pop3_server, mail_home) -> None:
+    """Over a socket with Python's poplib: the listing, a switch, a
+    translated -ERR with its code, and numbers that still parse."""
+    import poplib
+
+    client = poplib.POP3("127.0.0.1", pop3_server.port, timeout=10)
+    try:
+        assert "LANG" in client.capa()
+        response, lines, _ = client._longcmd("LANG")
+        assert response == b"+OK language listing follows"
+        assert "fr Français".encode() in lines
+        assert client._shortcmd("LANG fr") == "+OK fr langue changée".encode()
+        client.user("alice")
+        with pytest.raises(poplib.error_proto) as failed:
+            client.pass_("wrong")
+        assert failed.value.args[0] == "-ERR [AUTH] échec de l'authentification".encode()
+        client.user("alice")
+        assert client.pass_("alice password").startswith(b"+OK la bo\xc3\xaete contient 0")
+        assert client.stat() == (0, 0)
+        assert "USER" in client.capa() and "UTF8" in client.capa()  # both states (RFC 2449)
+    finally:
+        client.quit()

@@ -489,3 +489,38 @@ def test_a_worker_finds_a_directorys_files_in_its_snapshot(
     monkeypatch.setattr(snapshot, "SNAPSHOT", {})
     with pytest.raises(ConfigurationError, match="cannot list .*: Permission denied"):
         certificate_files([directory])
+
+
+def test_with_workers(mail_home: MailHome, certs: Certificates) -> None:
+    """--workers 2: the parent binds (no TLS, no clientCA=), each worker
+    serves SNI, the policy and client certificates the same way."""
+    from test_workers import start_pool
+
+    alice = certs.ca.issue("alice", (), ExtendedKeyUsageOID.CLIENT_AUTH, email=ALICE,
+                           directory=mail_home.root)
+    for sub in ("new", "cur", "tmp"):
+        (mail_home.maildir(ALICE) / sub).mkdir(parents=True, exist_ok=True)
+    args = [
+        "--listen", "implicit-tls:tcp:0:interface=127.0.0.1",
+        "--listen", (f"ssl:0:interface=127.0.0.1:privateKey={certs.default.key}"
+                     f":certKey={certs.default.cert}:clientCA={certs.ca.cert_path}"),
+        "--listen", f"tls:{certs.directory}:0:interface=127.0.0.1",
+        "--store", f"maildir:{mail_home.template}",
+        "--auth", f"passwd-file:{mail_home.passwd_file}", "--auth", "tls-cert:map=email",
+        "--tls-cert", str(certs.default.cert), "--tls-key", str(certs.default.key),
+        "--tls-cert", str(certs.other.cert), "--tls-key", str(certs.other.key),
+        "--tls-client-ca", str(certs.ca.cert_path),
+    ]
+    pool = start_pool(args, mail_home.root, 2)
+    try:
+        implicit, ssl_port, directory = (pool.port(i) for i in range(3))
+        for port in (implicit, directory):
+            chosen = s_client(port, "-servername", "pop.example.com")
+            assert subject(chosen.stdout) == "CN=other"
+            assert subject(s_client(port, "-noservername").stdout) == "CN=default"
+            assert not handshake_ok(s_client(port, "-tls1_2", "-cipher", "AES128-SHA256"))
+        result = s_client(ssl_port, "-cert", str(alice.cert), "-key", str(alice.key),
+                          "-ign_eof", "-quiet", send=b"AUTH EXTERNAL =\r\nQUIT\r\n")
+        assert "+OK maildrop has 0 messages" in result.stdout, result.stdout + result.stderr
+    finally:
+        pool.stop()

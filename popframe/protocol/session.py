@@ -480,7 +480,7 @@ class Session:
 
     def capabilities(self) -> list[bytes]:
         """CAPA's lines.  RFC 2449 section 5: what AUTHORIZATION offered
-        is announced after login too (USER, SASL, UTF8), so a client that
+        is announced after login too (USER, SASL, UTF8, LANG), so a client that
         asks again sees the same server.  STLS is the exception RFC 2595
         section 4 makes (it is only for AUTHORIZATION), and LOGIN-DELAY
         drops its ``USER`` tag once the user's own value is known (RFC
