@@ -340,14 +340,15 @@ class Popframe(Server):
     """``src``: the directory popframe runs from (default: this checkout)."""
 
     def __init__(self, workdir: Path, corpus: Path, workers: int | None = None,
-                 src: Path = REPO, auth_cache: bool = False, reactor: str | None = None) -> None:
+                 src: Path = REPO, auth_cache: bool = False, reactor: str | None = None,
+                 revision: str | None = None) -> None:
         self.workers = workers
         self.reactor = reactor
         self.src = src
         self.auth_cache = auth_cache
         self.backlog: int | None = None  # None: Twisted's default (50)
         self.name = (("popframe" if not workers else f"popframe-w{workers}") + ("+cache" if auth_cache else "")
-                     + (f"+{reactor}" if reactor else ""))
+                     + (f"+{reactor}" if reactor else "") + (f"@{revision}" if revision else ""))
         super().__init__(workdir, corpus)
 
     def command(self) -> list[str]:
@@ -521,7 +522,12 @@ def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REP
     """``dovecot``, ``popframe``, ``popframe-wN`` (--workers N); a popframe
     name may end in ``+cache`` (--auth-cache-ttl 3600) and ``+uvloop``, ``+asyncio``,
     ``+poll`` (``twistd -r``); ``ceiling`` (the
-    minimal C server, two processes)."""
+    minimal C server, two processes).  A popframe name may end in ``@REV``:
+    that commit (``git archive``), so two revisions run side by side in one
+    run (``popframe-w2@0f59750,popframe-w2,dovecot``: before and after)."""
+    kind, at, rev = kind.partition("@")
+    if at and not kind.startswith("popframe"):
+        raise ValueError(f"@REV is for popframe servers, not {kind!r}")
     if kind == "ceiling":
         return Ceiling(workdir, corpus)
     if kind.startswith("sql-"):  # popframe's SQL store: benchmarks/sql_servers.py
@@ -537,8 +543,10 @@ def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REP
     workers = int(base[len("popframe-w"):]) if base.startswith("popframe-w") else None
     if base != "popframe" and workers is None:
         raise ValueError(f"unknown server {kind!r}")
-    return Popframe(workdir, corpus, workers=workers, src=popframe_src, auth_cache="cache" in options,
-                    reactor=reactors[0] if reactors else None)
+    return Popframe(workdir, corpus, workers=workers,
+                    src=export_popframe(rev, workdir) if at else popframe_src,
+                    auth_cache="cache" in options, reactor=reactors[0] if reactors else None,
+                    revision=rev if at else None)
 
 
 def probe_twisted_mail(workdir: Path, timeout: float = 20.0) -> str:
