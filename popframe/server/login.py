@@ -46,6 +46,7 @@ from popframe.auth.credentials import (
     settings_sources,
     user_settings,
 )
+from popframe.auth.restrictions import check_restrictions
 from popframe.errors import (
     AuthenticationFailed,
     LoginDelayed,
@@ -214,6 +215,7 @@ class ConnectionLogins:
             user_settings(sources, user) if sources else succeed(None))
 
         def open_maildrop(found: UserSettings | None) -> Deferred[LoggedIn]:
+            check_restrictions(found, self.peer())
             self._role = BackendRole.STORE
             avatar = logins.portal.realm.requestAvatar(user.encode("utf-8"), found, IMaildrop)
             # IRealm may answer at once or with a Deferred.

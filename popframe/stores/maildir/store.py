@@ -30,6 +30,7 @@ from popframe.interfaces import (
 )
 from popframe.stores import RunBlocking
 from popframe.stores.base import LockedMaildrop
+from popframe.stores.location import WrongMaildrop, check_owner, maildrop_path
 from popframe.stores.locking import FileLocker
 from popframe.stores.maildir.delivery import MaildirMissing, deliver_message
 from popframe.stores.maildir.directory import Maildir
@@ -187,7 +188,9 @@ class MaildirStore:
         still right) fires before it returns, with no coroutine and no
         thread; anything else continues in :meth:`_open_locked`."""
         try:
-            maildir = self._prepare(user)
+            maildir = self._prepare(user, settings)
+        except WrongMaildrop:
+            return defer.fail()
         except UnsafeUserName as e:
             log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
             return defer.fail()
@@ -234,7 +237,9 @@ class MaildirStore:
         session holds the maildrop; a missing maildir is created unless
         ``create`` is off, when delivery is deferred."""
         try:
-            path = self.template.resolve(user)
+            path = maildrop_path(self.template, user, settings, "maildir")
+        except WrongMaildrop:
+            return defer.fail()
         except UnsafeUserName as e:
             log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
             return defer.fail()
@@ -252,9 +257,13 @@ class MaildirStore:
         d: defer.Deferred[str] = self._run(deliver_message, path, message, self.create)
         return d.addCallbacks(lambda name: None, failed)
 
-    def _prepare(self, user: str) -> Maildir | None:
-        maildir = Maildir(self.template.resolve(user))
-        return maildir if maildir.prepare(self.create) else None
+    def _prepare(self, user: str, settings: UserSettings | None = None) -> Maildir | None:
+        path = maildrop_path(self.template, user, settings, "maildir")
+        maildir = Maildir(path)
+        if not maildir.prepare(self.create):
+            return None
+        check_owner(path, settings, user)
+        return maildir
 
 
 @implementer(IMaildropStoreFactory)

@@ -39,6 +39,7 @@ from popframe.interfaces import (
 )
 from popframe.stores import RunBlocking
 from popframe.stores.base import LockedMaildrop
+from popframe.stores.location import WrongMaildrop, check_owner, maildrop_path
 from popframe.stores.locking import FileLocker
 from popframe.stores.mbox.files import LOCK, side_path
 from popframe.stores.mbox.locks import LockTimeout
@@ -121,18 +122,19 @@ class MboxStore:
         self.stale_lock = stale_lock
         self._run = run_blocking
 
-    def _mbox(self, user: str) -> Mbox:
-        path = self.template.resolve(user)
+    def _mbox(self, user: str, settings: UserSettings | None = None) -> Mbox:
+        path = maildrop_path(self.template, user, settings, "mbox")
         if path.endswith(".lock"):  # user "alice.lock" would be alice's dotlock
             raise UnsafeUserName("the mbox would be another mbox's dotlock")
         return Mbox(path, self.lock_timeout, self.stale_lock)
 
     def open(self, user: str, settings: UserSettings | None = None) -> defer.Deferred[IMaildrop]:
-        return defer.Deferred.fromCoroutine(self._open(user))
+        return defer.Deferred.fromCoroutine(self._open(user, settings))
 
-    async def _open(self, user: str) -> IMaildrop:
+    async def _open(self, user: str, settings: UserSettings | None = None) -> IMaildrop:
         try:
-            mbox = self._mbox(user)
+            mbox = self._mbox(user, settings)
+            check_owner(mbox.path, settings, user)
         except UnsafeUserName as e:
             log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
             raise
@@ -150,7 +152,9 @@ class MboxStore:
         """:class:`~popframe.interfaces.IDeliverableStore`: appended under
         the mbox locks, whether or not a session holds the maildrop."""
         try:
-            mbox = self._mbox(user)
+            mbox = self._mbox(user, settings)
+        except WrongMaildrop:
+            return defer.fail()
         except UnsafeUserName as e:
             log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
             return defer.fail()

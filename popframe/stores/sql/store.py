@@ -244,7 +244,10 @@ def _lock_and_list(session: Session, locker: DatabaseLocker | SQLiteLocker, name
 
 
 def maildrop_name(user: str, settings: UserSettings | None) -> str:
-    name = settings.maildrop if settings is not None and settings.maildrop else user
+    # A location of a file store's kind (a passwd-file's userdb_mail) names
+    # no SQL maildrop: the user's own is used.
+    given = settings.maildrop if settings is not None and settings.maildrop_kind is None else None
+    name = given or user
     if not name or len(name) > MAX_MAILDROP:
         log.warn("refusing maildrop name of {length} characters for {user!r}",
                  length=len(name), user=user)
