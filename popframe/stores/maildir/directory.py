@@ -27,7 +27,13 @@ from popframe.stores.maildir.files import (
     regular_files,
     remove_quietly,
 )
-from popframe.stores.maildir.journal import JOURNAL_NAME, delete_all, finish_interrupted
+from popframe.stores.maildir.hiding import flag_letter, is_hidden
+from popframe.stores.maildir.journal import (
+    JOURNAL_NAME,
+    delete_all,
+    finish_interrupted,
+    hide_all,
+)
 from popframe.stores.maildir.listing import (
     LISTING_NAME,
     Snapshot,
@@ -80,9 +86,11 @@ class Maildir:
     calls when nothing needs doing.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, hide: bool = False) -> None:
         self.path = path
         self.lock_path = os.path.join(path, LOCK_NAME)
+        # dele=hide: deletions flag the files, which listings leave out.
+        self.hide = hide
 
     def _at(self, *parts: str) -> str:
         return os.path.join(self.path, *parts)
@@ -157,7 +165,7 @@ class Maildir:
         hidden = finish_interrupted(self.path)
         leftover = self._move_new()
         if hidden or leftover:  # rare: list from scratch, remember nothing
-            found = [(name, "cur/" + name) for name in regular_files(self._at("cur"))]
+            found = [(name, "cur/" + name) for name in self._cur_names()]
             found += [(name, "new/" + name) for name in leftover]
             return self._snapshot(found, hidden)
         key = self._directories_key()
@@ -171,7 +179,7 @@ class Maildir:
                 LISTINGS.remember(self.path, Known(snapshot, None, key))
                 return snapshot
             stored = None  # not intact (logged)
-        names = list(regular_files(self._at("cur")))
+        names = self._cur_names()
         if known is not None and same_names(names, known.cur_names()):
             snapshot, made = known.snapshot, "remembered"
         elif stored is not None and (snapshot := self._parse_listing(stored, names)) is not None:
@@ -293,9 +301,18 @@ class Maildir:
         the next open, in any process, needs no readdir.
         """
         key = self._directories_key()
-        if key is None or not same_names(list(regular_files(self._at("cur"))), names):
+        if key is None or not same_names(self._cur_names(), names):
             return None
         return key if key == self._directories_key() else None
+
+    def _cur_names(self) -> list[str]:
+        """The names in ``cur/`` POP3 lists: with ``hide``, not those
+        carrying the ``$POP3Deleted`` flag letter."""
+        names = list(regular_files(self._at("cur")))
+        letter = flag_letter(self.path) if self.hide else None
+        if letter is None:
+            return names
+        return [name for name in names if not is_hidden(name, letter)]
 
     def _directories_key(self) -> tuple[int, ...] | None:
         """What changes when ``cur/`` or ``new/`` does; None while either
@@ -474,8 +491,12 @@ class Maildir:
     # -- commit -------------------------------------------------------------------
 
     def delete(self, relatives: list[str]) -> None:
-        """Delete all or none (see :mod:`~popframe.stores.maildir.journal`)."""
-        delete_all(self.path, relatives)
+        """Delete (or with ``hide``, flag) all or none (see
+        :mod:`~popframe.stores.maildir.journal`)."""
+        if self.hide:
+            hide_all(self.path, relatives, flag_letter(self.path, create=True) or "")
+        else:
+            delete_all(self.path, relatives)
 
 
 def _positions(entries: list[str], names: set[str]) -> list[int] | None:

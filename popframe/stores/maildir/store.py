@@ -35,7 +35,7 @@ from popframe.stores.locking import FileLocker
 from popframe.stores.maildir.delivery import MaildirMissing, deliver_message
 from popframe.stores.maildir.directory import Maildir
 from popframe.stores.maildir.listing import Snapshot, relative_path
-from popframe.stores.options import choice, parse_store_options
+from popframe.stores.options import DELE_DEFAULT, DELE_OPTION, choice, parse_store_options
 from popframe.stores.template import PathTemplate, UnsafeUserName
 
 #: The store's one log namespace, whichever of its files logs.
@@ -176,11 +176,14 @@ class MaildirStore:
         locker: IMaildropLocker | None = None,
         *,
         create: bool = True,
+        dele: str = "unlink",
         run_blocking: RunBlocking = deferToThread,
     ) -> None:
         self.template = template if isinstance(template, PathTemplate) else PathTemplate(template)
         self.locker = locker if locker is not None else FileLocker()
         self.create = create
+        # "hide": DELE flags the file $POP3Deleted (popframe.stores.maildir.hiding).
+        self.dele = dele
         self._run = run_blocking
 
     def open(self, user: str, settings: UserSettings | None = None) -> defer.Deferred[IMaildrop]:
@@ -259,7 +262,7 @@ class MaildirStore:
 
     def _prepare(self, user: str, settings: UserSettings | None = None) -> Maildir | None:
         path = maildrop_path(self.template, user, settings, "maildir")
-        maildir = Maildir(path)
+        maildir = Maildir(path, hide=self.dele == "hide")
         if not maildir.prepare(self.create):
             return None
         check_owner(path, settings, user)
@@ -269,13 +272,16 @@ class MaildirStore:
 @implementer(IMaildropStoreFactory)
 class MaildirStoreFactory:
     storeName = "maildir"
-    argStringFormat = "maildir:/var/mail/%u/Maildir[:create=no]"
+    argStringFormat = "maildir:/var/mail/%u/Maildir[:create=no][:dele=hide]"
     storeHelp = """\
 Maildirs as Postfix, Dovecot and Courier write them, at a path template:
 %u the user name, %n its local part (before @), %d its domain, %% a
 literal %; %Lu, %Ln, %Ld lower-case.  A missing maildir is created (0700)
 at first login unless create=no.  Sessions lock each other out with flock
-on popframe.lock in the maildir, which serves one host.
+on popframe.lock in the maildir, which serves one host.  dele=hide: DELE
+keeps the file and hides it from POP3 with the keyword $POP3Deleted (a
+flag letter, as Dovecot's pop3_deleted_flag); dele=unlink (the default)
+removes it.
 """
 
     def storeFromString(self, argstring: str) -> IMaildropStore:
@@ -285,5 +291,6 @@ on popframe.lock in the maildir, which serves one host.
                 "--store", f"maildir needs a path template, e.g. {self.argStringFormat}"
             )
         values = parse_store_options(
-            "maildir", options, {"create": choice("yes", "no")}, {"create": "yes"})
-        return MaildirStore(template, create=values["create"] == "yes")
+            "maildir", options, {"create": choice("yes", "no"), **DELE_OPTION},
+            {"create": "yes", **DELE_DEFAULT})
+        return MaildirStore(template, create=values["create"] == "yes", dele=values["dele"])

@@ -45,7 +45,12 @@ from popframe.stores.mbox.files import LOCK, side_path
 from popframe.stores.mbox.locks import LockTimeout
 from popframe.stores.mbox.mailbox import Mbox, MboxChanged, Snapshot
 from popframe.stores.mbox.reader import MessageReader
-from popframe.stores.options import parse_store_options, positive_seconds
+from popframe.stores.options import (
+    DELE_DEFAULT,
+    DELE_OPTION,
+    parse_store_options,
+    positive_seconds,
+)
 from popframe.stores.template import PathTemplate, UnsafeUserName
 
 __all__ = ["MboxMaildrop", "MboxStore", "MboxStoreFactory", "MessageMoved"]
@@ -114,19 +119,20 @@ class MboxStore:
     at the first delivery."""
 
     def __init__(self, template: str | PathTemplate, locker: IMaildropLocker | None = None, *,
-                 lock_timeout: float = 30.0, stale_lock: float = 500.0,
+                 lock_timeout: float = 30.0, stale_lock: float = 500.0, dele: str = "unlink",
                  run_blocking: RunBlocking = deferToThread) -> None:
         self.template = template if isinstance(template, PathTemplate) else PathTemplate(template)
         self.locker = locker if locker is not None else FileLocker()
         self.lock_timeout = lock_timeout
         self.stale_lock = stale_lock
+        self.dele = dele
         self._run = run_blocking
 
     def _mbox(self, user: str, settings: UserSettings | None = None) -> Mbox:
         path = maildrop_path(self.template, user, settings, "mbox")
         if path.endswith(".lock"):  # user "alice.lock" would be alice's dotlock
             raise UnsafeUserName("the mbox would be another mbox's dotlock")
-        return Mbox(path, self.lock_timeout, self.stale_lock)
+        return Mbox(path, self.lock_timeout, self.stale_lock, hide=self.dele == "hide")
 
     def open(self, user: str, settings: UserSettings | None = None) -> defer.Deferred[IMaildrop]:
         return defer.Deferred.fromCoroutine(self._open(user, settings))
@@ -165,7 +171,8 @@ class MboxStore:
 @implementer(IMaildropStoreFactory)
 class MboxStoreFactory:
     storeName = "mbox"
-    argStringFormat = "mbox:/var/mail/%u[:lock_timeout=SECONDS][:stale_lock=SECONDS]"
+    argStringFormat = ("mbox:/var/mail/%u[:lock_timeout=SECONDS][:stale_lock=SECONDS]"
+                       "[:dele=hide]")
     storeHelp = """\
 Traditional Unix mbox files at a path template (%u, %n, %d, %% as for
 maildir).  Locks as Postfix, procmail and mutt do (fcntl, then the
@@ -173,7 +180,9 @@ NAME.lock dotlock), held briefly: Postfix can deliver during a session.
 mboxrd From-quoting; QUIT's deletions rewrite the file crash-safely.
 lock_timeout (30): seconds to wait for the mbox locks; stale_lock (500):
 age at which another program's dotlock is broken.  Files of popframe's
-own sit beside each mbox as .NAME.popframe-*.
+own sit beside each mbox as .NAME.popframe-*.  dele=hide: DELE keeps the
+message in the mbox and hides it from POP3 (its UIDL noted in
+.NAME.popframe-hidden; no rewrite); dele=unlink (the default) removes it.
 """
 
     def storeFromString(self, argstring: str) -> MboxStore:
@@ -182,7 +191,8 @@ own sit beside each mbox as .NAME.popframe-*.
             raise ConfigurationError(
                 "--store", f"mbox needs a path template, e.g. {self.argStringFormat}")
         settings = parse_store_options(
-            "mbox", options, {"lock_timeout": positive_seconds, "stale_lock": positive_seconds},
-            {"lock_timeout": 30.0, "stale_lock": 500.0})
+            "mbox", options, {"lock_timeout": positive_seconds, "stale_lock": positive_seconds,
+                              **DELE_OPTION},
+            {"lock_timeout": 30.0, "stale_lock": 500.0, **DELE_DEFAULT})
         return MboxStore(template, lock_timeout=settings["lock_timeout"],
-                         stale_lock=settings["stale_lock"])
+                         stale_lock=settings["stale_lock"], dele=settings["dele"])

@@ -52,9 +52,11 @@ from popframe.interfaces import (
 )
 from popframe.stores.base import LockedMaildrop
 from popframe.stores.maildir import MessageVanished
+from popframe.stores.options import DELE_DEFAULT, DELE_OPTION, parse_store_options, split_options
 from popframe.stores.sql.queries import (
     Listing,
     delete_messages,
+    hide_messages,
     list_maildrop,
     read_first_parts,
     read_part,
@@ -178,7 +180,8 @@ class SQLMaildrop(LockedMaildrop):
     def apply_deletions(self, uids: list[str]) -> defer.Deferred[None]:
         ids = [self._listing.ids[self._rows[uid]] for uid in uids]
         verify = getattr(self._lock, "verify", None)
-        return self._store.database.run(delete_messages, self._name, ids, verify, write=True)
+        remove = hide_messages if self._store.dele == "hide" else delete_messages
+        return self._store.database.run(remove, self._name, ids, verify, write=True)
 
 
 @implementer(IDeliverableStore)
@@ -186,9 +189,12 @@ class SQLStore:
     """Maildrops in ``database``, locked with ``locker`` (default: the one
     that suits the engine, :func:`popframe.db.locks.locker_for`)."""
 
-    def __init__(self, database: Database, locker: IMaildropLocker | None = None) -> None:
+    def __init__(self, database: Database, locker: IMaildropLocker | None = None, *,
+                 dele: str = "unlink") -> None:
         self.database = database
         self.locker = locker if locker is not None else locker_for(database)
+        # "hide": DELE sets popframe_messages.hidden instead of deleting rows.
+        self.dele = dele
 
     def open(self, user: str, settings: UserSettings | None = None) -> defer.Deferred[IMaildrop]:
         try:
@@ -258,7 +264,8 @@ def maildrop_name(user: str, settings: UserSettings | None) -> str:
 @implementer(IMaildropStoreFactory)
 class SQLStoreFactory:
     storeName = "sql"
-    argStringFormat = "sql:dsn=postgresql://USER@HOST:PORT/DB (or mysql://..., sqlite:////path.db)"
+    argStringFormat = ("sql:dsn=postgresql://USER@HOST:PORT/DB[:dele=hide] "
+                       "(or mysql://..., sqlite:////path.db)")
     storeHelp = """\
 Maildrops and messages in a database: PostgreSQL, MariaDB/MySQL or SQLite.
 dsn= is a URL: postgresql://USER@HOST:PORT/DB, mysql://USER@HOST:PORT/DB,
@@ -266,8 +273,11 @@ sqlite:////absolute/path.db; a password in the URL, in ?password_file=PATH,
 or in the driver's environment (PGPASSWORD, MYSQL_PWD).  Create the tables
 with 'popframe db upgrade --dsn URL'.  Maildrop locks hold across hosts on
 PostgreSQL (advisory locks) and MariaDB (GET_LOCK), across processes on
-SQLite (flock).  See docs/sql.md.
+SQLite (flock).  dele=hide: DELE keeps the row, marked hidden (no longer
+listed by POP3); dele=unlink (the default) deletes it.  See docs/sql.md.
 """
 
     def storeFromString(self, argstring: str) -> SQLStore:
-        return SQLStore(configured_database(argstring, "--store", "sql"))
+        dsn, options = split_options(argstring, DELE_OPTION)
+        values = parse_store_options("sql", options, DELE_OPTION, DELE_DEFAULT)
+        return SQLStore(configured_database(dsn, "--store", "sql"), dele=values["dele"])
