@@ -54,6 +54,16 @@ def with_default_backlog(description: str) -> str:
     return description
 
 
+def parse_expire(text: str) -> int | None:
+    """``--expire``: a number of days (0 or more), or never (None)."""
+    text = str(text).strip().lower()
+    if text == "never":
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise ConfigurationError("--expire", f"{text!r}: expected a number of days or never")
+    return int(text)
+
+
 def _mechanism_list(value: str) -> tuple[str, ...]:
     names = tuple(name.strip().upper() for name in value.split(",") if name.strip())
     unknown = [name for name in names if name not in MECHANISM_NEEDS or name == "USER"]
@@ -185,6 +195,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "blocked by --max-ip-failures (their users' failures still count per user name), "
          "and may forward a client's address with XCLIENT ADDR=... PORT=..., which is then "
          "counted instead."],
+        # -- leave-on-server and EXPIRE (docs/operations.md) --
+        ["expire", None, "never",
+         "RFC 2449 EXPIRE: DAYS a retrieved message stays on the server before the store "
+         "removes it (0: deleted at QUIT even without DELE), or never (the default).  "
+         "Advertised in CAPA; a checker's per-user value (passwd-file expire=DAYS, SQL "
+         "expire column) wins.  Removal: popframe expire (cron) or --expire-sweep."],
+        ["expire-sweep", None, 0.0,
+         "Every SECONDS, remove mail retrieved longer ago than each user's EXPIRE, inside "
+         "the service (0: off; use popframe expire from cron instead).", float],
         ["shutdown-grace", None, 30.0,
          "On SIGTERM, stop accepting and give the sessions in progress this many seconds "
          "to finish; then close the rest without applying their deletions.", float],
@@ -210,6 +229,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self.tls: Any = None
         self.throttle: Any = None
         self.login_delay_policy: Any = None
+        self.expire_days: int | None = None
         self.trusted_networks: Any = None
         self.argv: list[str] | None = None
         #: A reload's running settings, whose throttle store is kept when
@@ -403,6 +423,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             self["mechanisms"] = _mechanism_list(self["mechanisms"])
         self._check_auth_cache()
         self._check_throttle()
+        self.expire_days = parse_expire(self["expire"])
+        if self["expire-sweep"] < 0:
+            raise ConfigurationError("--expire-sweep", "must not be negative")
         # Build what can be checked now, so mistakes surface as usage errors.
         from popframe.stores import store_from_description
         from popframe.tls import load_tls_options

@@ -90,6 +90,10 @@ class Settings:
     max_sessions_per_user: int = 0
     #: ``--trusted-networks``; None: none.
     trusted_networks: TrustedNetworks | None = None
+    #: ``--expire``: RFC 2449 EXPIRE days (0: at QUIT); None: NEVER.
+    expire: int | None = None
+    #: ``--expire-sweep``: seconds between the service's expiry passes (0: off).
+    expire_sweep: float = 0.0
 
     @classmethod
     def from_options(cls, options: Options) -> Settings:
@@ -123,6 +127,8 @@ class Settings:
             argv=None if options.argv is None else tuple(options.argv),
             tls_cert=options["tls-cert"],
             metrics=options["metrics"],
+            expire=options.expire_days,
+            expire_sweep=options["expire-sweep"],
             max_connections=options["max-connections"],
             max_sessions_per_user=options["max-sessions-per-user"],
             trusted_networks=options.trusted_networks,

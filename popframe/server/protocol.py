@@ -38,7 +38,7 @@ from zope.interface import implementer
 
 from popframe.auth.credentials import lookup_secret
 from popframe.errors import POP3Error, TemporaryFailure
-from popframe.interfaces import IMaildrop, IMessageBody
+from popframe.interfaces import IExpiringMaildrop, IMaildrop, IMessageBody
 from popframe.interfaces.observers import BackendRole, EndReason, LimitKind, SessionRecord
 from popframe.protocol import (
     NEED_DATA,
@@ -156,6 +156,8 @@ class POP3ServerProtocol(Protocol):
                 hostname=self.config.hostname,
                 login_delay=login_delay.default if login_delay is not None else None,
                 login_delay_per_user=factory.logins.login_delay_per_user,
+                expire=self.config.expire,
+                expire_per_user=factory.logins.expire_per_user,
                 limits=self.config.limits,
                 xclient=self.config.trusted_networks.contains(peer),
             )
@@ -420,7 +422,8 @@ class POP3ServerProtocol(Protocol):
         record.mechanism = mechanism
         if record.tls is not None:  # the handshake is over: its version is known
             record.tls = self._tls_version() or record.tls
-        self._send(self.session.logged_in(result.maildrop.listing(), result.login_delay))
+        self._send(self.session.logged_in(result.maildrop.listing(), result.login_delay,
+                                          result.expire))
 
     def _login_refused(self, request: LoginRefused) -> None:
         assert self._logins is not None and self.session is not None
@@ -591,7 +594,16 @@ class POP3ServerProtocol(Protocol):
 
     def _commit(self, request: Commit) -> None:
         assert self._maildrop is not None and self.session is not None
-        d = self._maildrop.commit(list(request.deleted))
+        maildrop = self._maildrop
+        deleted = list(request.deleted)
+        if request.retrieved and IExpiringMaildrop.providedBy(maildrop):
+            # EXPIRE: date what RETR sent, then commit; a failure to date
+            # is logged and deletes nothing less.
+            dated = maildrop.record_retrieved(list(request.retrieved), self.clock.seconds())
+            dated.addErrback(lambda failure: log.failure("dating retrievals failed", failure))
+            d = dated.addCallback(lambda _: maildrop.commit(deleted))
+        else:
+            d = maildrop.commit(deleted)
         self._await(d, lambda _: self._committed(len(request.deleted)))
 
     def _committed(self, deleted: int) -> None:

@@ -8,7 +8,9 @@ than serve it with the wrong rights."""
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 
 from twisted.logger import Logger
 
@@ -16,7 +18,7 @@ from popframe.errors import PermanentFailure
 from popframe.interfaces import UserSettings
 from popframe.stores.template import PathTemplate
 
-__all__ = ["WrongMaildrop", "check_owner", "maildrop_path"]
+__all__ = ["WrongMaildrop", "check_owner", "maildrop_path", "template_users"]
 
 log = Logger(namespace="popframe.stores")
 
@@ -61,3 +63,45 @@ def check_owner(path: str, settings: UserSettings | None, user: str) -> None:
                  "{uid}:{gid}; refused", user=user, path=path, owner=st.st_uid,
                  group=st.st_gid, uid=settings.uid, gid=settings.gid)
         raise WrongMaildrop()
+
+
+def template_users(template: PathTemplate) -> list[str]:
+    """The users whose maildrops exist at ``template``'s paths (``popframe
+    expire --all``): each ``%u``, ``%n``, ``%d`` matched as one or more
+    whole-path-component wildcards.  Blocking (a glob)."""
+    found: set[str] = set()
+    variants = [template.template]
+    without_domain = re.sub(r"/%L?d(?=/)", "", template.template)
+    if without_domain != template.template:
+        variants.append(without_domain)
+    for text in variants:
+        pattern, regex = _glob_and_regex(text)
+        for path in glob.glob(pattern):
+            match = regex.fullmatch(path)
+            if match is None:
+                continue
+            values = match.groupdict()
+            user = values.get("u") or values.get("n") or ""
+            if values.get("d") and not values.get("u"):
+                user += "@" + values["d"]
+            if user:
+                found.add(user)
+    return sorted(found)
+
+
+def _glob_and_regex(text: str) -> tuple[str, re.Pattern[str]]:
+    pattern, regex, seen = [], [], set()
+    for piece in re.split(r"(%L?[und%])", text):
+        variable = re.fullmatch(r"%L?([und])", piece)
+        if piece == "%%":
+            pattern.append(glob.escape("%"))
+            regex.append(re.escape("%"))
+        elif variable is not None:
+            name = variable.group(1)
+            pattern.append("*")
+            regex.append(f"(?P={name})" if name in seen else f"(?P<{name}>[^/]+)")
+            seen.add(name)
+        else:
+            pattern.append(glob.escape(piece))
+            regex.append(re.escape(piece))
+    return "".join(pattern), re.compile("".join(regex))

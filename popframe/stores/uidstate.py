@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection, Iterable
 
 from twisted.logger import Logger
 
 from popframe.files import write_file_atomically
 
-__all__ = ["read_uid_map", "write_uid_map"]
+__all__ = ["date_retrievals", "read_uid_map", "retrieved_before", "write_uid_map"]
 
 log = Logger(namespace="popframe.stores")
 
@@ -48,3 +49,20 @@ def write_uid_map(path: str, values: dict[str, float]) -> None:
         return
     data = json.dumps(values, separators=(",", ":"), sort_keys=True).encode()
     write_file_atomically(path, data, durable=True)
+
+
+def date_retrievals(path: str, listed: Collection[str], uids: Iterable[str],
+                    when: float) -> None:
+    """EXPIRE: note ``uids`` as retrieved at ``when`` in the map at
+    ``path``, keeping earlier dates and forgetting uids no longer
+    ``listed`` (deleted since)."""
+    dates = {uid: date for uid, date in read_uid_map(path).items() if uid in listed}
+    for uid in uids:
+        dates.setdefault(uid, when)
+    write_uid_map(path, dates)
+
+
+def retrieved_before(path: str, listed: Iterable[str], cutoff: float) -> list[str]:
+    """The ``listed`` uids the map at ``path`` dates before ``cutoff``."""
+    dates = read_uid_map(path)
+    return [uid for uid in listed if dates.get(uid, cutoff) < cutoff]

@@ -63,8 +63,11 @@ from popframe.stores.maildir.sizes import SIZES_NAME, Form, format_sizes, parse_
 log = Logger(namespace="popframe.stores.maildir")
 
 LOCK_NAME = "popframe.lock"
+#: EXPIRE: when each uid was retrieved (popframe.stores.uidstate).
+RETRIEVED_NAME = "popframe.retrieved"
 #: Temporary files of a write_file_atomically a crash interrupted.
-_TEMPORARY_PREFIXES = tuple(f".{name}." for name in (JOURNAL_NAME, SIZES_NAME, LISTING_NAME))
+_TEMPORARY_PREFIXES = tuple(
+    f".{name}." for name in (JOURNAL_NAME, SIZES_NAME, LISTING_NAME, RETRIEVED_NAME))
 
 _SETTLED_NS = 1_000_000_000
 #: Shorter listings are not stored: making one again costs about what

@@ -7,6 +7,8 @@ one session, and :class:`MaildirStoreFactory` is the
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import BinaryIO
 
 from twisted.internet import defer
@@ -19,6 +21,8 @@ from popframe.config import ConfigurationError
 from popframe.errors import NoSuchMessage, TemporaryFailure
 from popframe.interfaces import (
     IDeliverableStore,
+    IExpiringMaildrop,
+    IListableStore,
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
@@ -30,13 +34,19 @@ from popframe.interfaces import (
 )
 from popframe.stores import RunBlocking
 from popframe.stores.base import LockedMaildrop
-from popframe.stores.location import WrongMaildrop, check_owner, maildrop_path
+from popframe.stores.location import (
+    WrongMaildrop,
+    check_owner,
+    maildrop_path,
+    template_users,
+)
 from popframe.stores.locking import FileLocker
 from popframe.stores.maildir.delivery import MaildirMissing, deliver_message
-from popframe.stores.maildir.directory import Maildir
+from popframe.stores.maildir.directory import RETRIEVED_NAME, Maildir
 from popframe.stores.maildir.listing import Snapshot, relative_path
 from popframe.stores.options import DELE_DEFAULT, DELE_OPTION, choice, parse_store_options
 from popframe.stores.template import PathTemplate, UnsafeUserName
+from popframe.stores.uidstate import date_retrievals, retrieved_before
 
 #: The store's one log namespace, whichever of its files logs.
 log = Logger(namespace="popframe.stores.maildir")
@@ -57,7 +67,7 @@ class MessageVanished(TemporaryFailure):
     default_message = "message was removed by another client, please reconnect"
 
 
-@implementer(IMaildrop)
+@implementer(IExpiringMaildrop)
 class MaildirMaildrop(LockedMaildrop):
     """One session's locked snapshot of a maildir."""
 
@@ -138,6 +148,20 @@ class MaildirMaildrop(LockedMaildrop):
         except OSError as e:
             raise _temporary(e, "open a message") from e
 
+    def record_retrieved(self, uids: Sequence[str], when: float) -> defer.Deferred[None]:
+        """EXPIRE: dates in ``popframe.retrieved`` (a uid map in the root)."""
+        if self._maildir is None or not uids:
+            return defer.succeed(None)
+        path = os.path.join(self._maildir.path, RETRIEVED_NAME)
+        listed = set(self._snapshot.listing.uids)
+        return self._run(date_retrievals, path, listed, list(uids), when)
+
+    def retrieved_before(self, cutoff: float) -> defer.Deferred[list[str]]:
+        if self._maildir is None:
+            return defer.succeed([])
+        path = os.path.join(self._maildir.path, RETRIEVED_NAME)
+        return self._run(retrieved_before, path, list(self._snapshot.listing.uids), cutoff)
+
     async def apply_deletions(self, deleted: list[str]) -> None:
         assert self._maildir is not None  # an empty snapshot has no uids
         relatives = []
@@ -156,7 +180,7 @@ def _temporary(error: OSError, doing: str) -> TemporaryFailure:
     return TemporaryFailure()
 
 
-@implementer(IDeliverableStore)
+@implementer(IDeliverableStore, IListableStore)
 class MaildirStore:
     """Maildirs at a path template, e.g. ``/var/mail/%d/%n/Maildir``.
 
@@ -259,6 +283,11 @@ class MaildirStore:
 
         d: defer.Deferred[str] = self._run(deliver_message, path, message, self.create)
         return d.addCallbacks(lambda name: None, failed)
+
+    def users(self) -> defer.Deferred[list[str]]:
+        """:class:`~popframe.interfaces.IListableStore`: the users whose
+        maildirs exist at the template's paths."""
+        return self._run(template_users, self.template)
 
     def _prepare(self, user: str, settings: UserSettings | None = None) -> Maildir | None:
         path = maildrop_path(self.template, user, settings, "maildir")

@@ -17,6 +17,7 @@ Two kinds of lock, for two lengths of time:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import BinaryIO
 
 from twisted.internet import defer
@@ -29,6 +30,8 @@ from popframe.config import ConfigurationError
 from popframe.errors import NoSuchMessage, TemporaryFailure
 from popframe.interfaces import (
     IDeliverableStore,
+    IExpiringMaildrop,
+    IListableStore,
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
@@ -39,9 +42,14 @@ from popframe.interfaces import (
 )
 from popframe.stores import RunBlocking
 from popframe.stores.base import LockedMaildrop
-from popframe.stores.location import WrongMaildrop, check_owner, maildrop_path
+from popframe.stores.location import (
+    WrongMaildrop,
+    check_owner,
+    maildrop_path,
+    template_users,
+)
 from popframe.stores.locking import FileLocker
-from popframe.stores.mbox.files import LOCK, side_path
+from popframe.stores.mbox.files import LOCK, RETRIEVED, side_path
 from popframe.stores.mbox.locks import LockTimeout
 from popframe.stores.mbox.mailbox import Mbox, MboxChanged, Snapshot
 from popframe.stores.mbox.reader import MessageReader
@@ -52,6 +60,7 @@ from popframe.stores.options import (
     positive_seconds,
 )
 from popframe.stores.template import PathTemplate, UnsafeUserName
+from popframe.stores.uidstate import date_retrievals, retrieved_before
 
 __all__ = ["MboxMaildrop", "MboxStore", "MboxStoreFactory", "MessageMoved"]
 
@@ -78,7 +87,7 @@ def _temporary(failure: Failure, doing: str, path: str) -> Failure:
     return failure
 
 
-@implementer(IMaildrop)
+@implementer(IExpiringMaildrop)
 class MboxMaildrop(LockedMaildrop):
     """One session's locked snapshot of an mbox."""
 
@@ -105,13 +114,25 @@ class MboxMaildrop(LockedMaildrop):
             return defer.fail(_temporary(Failure(), "open a message", self._mbox.path))
         return defer.succeed(reader)  # type: ignore[arg-type]
 
+    def record_retrieved(self, uids: Sequence[str], when: float) -> defer.Deferred[None]:
+        """EXPIRE: dates in ``.NAME.popframe-retrieved`` beside the mbox."""
+        if not uids:
+            return defer.succeed(None)
+        listed = set(self._snapshot.listing.uids)
+        return self._run(date_retrievals, side_path(self._mbox.path, RETRIEVED), listed,
+                         list(uids), when)
+
+    def retrieved_before(self, cutoff: float) -> defer.Deferred[list[str]]:
+        return self._run(retrieved_before, side_path(self._mbox.path, RETRIEVED),
+                         list(self._snapshot.listing.uids), cutoff)
+
     def apply_deletions(self, uids: list[str]) -> defer.Deferred[None]:
         d = self._run(self._mbox.delete, uids)
         return d.addCallbacks(lambda _: None, _temporary,
                               errbackArgs=("commit deletions", self._mbox.path))
 
 
-@implementer(IDeliverableStore)
+@implementer(IDeliverableStore, IListableStore)
 class MboxStore:
     """mbox files at a path template, e.g. ``/var/mail/%u``.  The directory
     must exist and be writable (for the dotlock, popframe's files beside
@@ -136,6 +157,12 @@ class MboxStore:
 
     def open(self, user: str, settings: UserSettings | None = None) -> defer.Deferred[IMaildrop]:
         return defer.Deferred.fromCoroutine(self._open(user, settings))
+
+    def users(self) -> defer.Deferred[list[str]]:
+        """:class:`~popframe.interfaces.IListableStore`: the users whose
+        mbox files exist at the template's paths."""
+        return self._run(lambda: [u for u in template_users(self.template)
+                                  if not u.startswith(".") and not u.endswith(".lock")])
 
     async def _open(self, user: str, settings: UserSettings | None = None) -> IMaildrop:
         try:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from collections.abc import Sequence
 from typing import BinaryIO
 
 from twisted.internet import defer
@@ -41,6 +42,8 @@ from popframe.db.locks import DatabaseLocker, SQLiteLocker, locker_for
 from popframe.errors import NoSuchMessage, PermanentFailure
 from popframe.interfaces import (
     IDeliverableStore,
+    IExpiringMaildrop,
+    IListableStore,
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
@@ -58,8 +61,11 @@ from popframe.stores.sql.queries import (
     delete_messages,
     hide_messages,
     list_maildrop,
+    maildrop_names,
     read_first_parts,
     read_part,
+    record_retrieved,
+    retrieved_before,
     store_message,
 )
 
@@ -118,7 +124,7 @@ class SQLMessageBody:
         self._next = self._parts
 
 
-@implementer(IMaildrop)
+@implementer(IExpiringMaildrop)
 class SQLMaildrop(LockedMaildrop):
     """One session's snapshot of a maildrop, taken under its lock."""
 
@@ -177,6 +183,18 @@ class SQLMaildrop(LockedMaildrop):
             total += sizes[i]
         return batch
 
+    def record_retrieved(self, uids: Sequence[str], when: float) -> defer.Deferred[None]:
+        """EXPIRE: ``popframe_messages.retrieved_at``."""
+        ids = [self._listing.ids[self._rows[uid]] for uid in uids if uid in self._rows]
+        if not ids:
+            return defer.succeed(None)
+        return self._store.database.run(record_retrieved, self._name, ids, int(when),
+                                        write=True)
+
+    def retrieved_before(self, cutoff: float) -> defer.Deferred[list[str]]:
+        d = self._store.database.run(retrieved_before, self._name, int(cutoff))
+        return d.addCallback(lambda uids: [uid for uid in uids if uid in self._rows])
+
     def apply_deletions(self, uids: list[str]) -> defer.Deferred[None]:
         ids = [self._listing.ids[self._rows[uid]] for uid in uids]
         verify = getattr(self._lock, "verify", None)
@@ -184,7 +202,7 @@ class SQLMaildrop(LockedMaildrop):
         return self._store.database.run(remove, self._name, ids, verify, write=True)
 
 
-@implementer(IDeliverableStore)
+@implementer(IDeliverableStore, IListableStore)
 class SQLStore:
     """Maildrops in ``database``, locked with ``locker`` (default: the one
     that suits the engine, :func:`popframe.db.locks.locker_for`)."""
@@ -208,6 +226,11 @@ class SQLStore:
             return self.database.run(_lock_and_list, self.locker, name, write=True).addCallback(
                 lambda locked: SQLMaildrop(self, name, locked[1], locked[0]))
         return self.locker.acquire(name).addCallback(self._list, name)
+
+    def users(self) -> defer.Deferred[list[str]]:
+        """:class:`~popframe.interfaces.IListableStore`: every maildrop name
+        with mail (a maildrop is opened by its name)."""
+        return self.database.run(maildrop_names)
 
     def _list(self, lock: IMaildropLock, name: str) -> defer.Deferred[IMaildrop]:
         def opened(listing: Listing) -> IMaildrop:
