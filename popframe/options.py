@@ -223,6 +223,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["listen"] = []
         self["lmtp"] = []
         self["master-users"] = set()
+        self["workarounds"] = set()
         # What postOptions builds (see popframe.settings.Settings).
         self.demo: Any = None
         self.store: Any = None
@@ -363,6 +364,19 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 raise ConfigurationError("--auth", cause.problem) from None
             raise ConfigurationError("--auth", _unknown_checker(description, error)) from None
         _encode_memory_users(self["credCheckers"][-1])
+
+    def opt_workaround(self, name: str) -> None:
+        """A client workaround, off by default (repeatable): outlook-nul,
+        top-missing-blank-line, list-progress, mbox-from-quirks, bare-cr.
+        docs/operations.md says which client needs which."""
+        from popframe.protocol.encoding import WORKAROUNDS
+
+        for item in name.split(","):
+            item = item.strip()
+            if item not in WORKAROUNDS:
+                raise usage.UsageError(
+                    f"--workaround: unknown {item!r} (known: {', '.join(sorted(WORKAROUNDS))})")
+            self["workarounds"].add(item)
 
     def opt_master_user(self, user: str) -> None:
         """A user who may log in as any other (SASL PLAIN authorization

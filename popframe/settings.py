@@ -94,6 +94,8 @@ class Settings:
     expire: int | None = None
     #: ``--expire-sweep``: seconds between the service's expiry passes (0: off).
     expire_sweep: float = 0.0
+    #: ``--workaround``: client workarounds on (none by default).
+    workarounds: frozenset[str] = frozenset()
 
     @classmethod
     def from_options(cls, options: Options) -> Settings:
@@ -129,6 +131,7 @@ class Settings:
             metrics=options["metrics"],
             expire=options.expire_days,
             expire_sweep=options["expire-sweep"],
+            workarounds=frozenset(options["workarounds"]),
             max_connections=options["max-connections"],
             max_sessions_per_user=options["max-sessions-per-user"],
             trusted_networks=options.trusted_networks,

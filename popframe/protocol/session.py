@@ -39,7 +39,7 @@ from popframe.errors import (
 )
 from popframe.protocol import commands as c
 from popframe.protocol import sasl
-from popframe.protocol.encoding import MessageEncoder, VerbatimEncoder
+from popframe.protocol.encoding import MessageEncoder, VerbatimEncoder, encoder_for
 from popframe.protocol.listing import MessageInfo, MessageList
 from popframe.protocol.normalize import normalize_password, normalize_user
 from popframe.protocol.replies import Reply, error_reply, numbered_body
@@ -108,6 +108,8 @@ class SessionConfig:
     expire: int | None = None
     # Some users may have their own: before login, CAPA says "EXPIRE n USER".
     expire_per_user: bool = False
+    # Client workarounds (encoding.WORKAROUNDS) for RETR and TOP.
+    workarounds: frozenset[str] = frozenset()
     channel_binding: Callable[[str], bytes | None] = field(default=lambda kind: None)
     # Whether the TLS client showed a certificate (asked when EXTERNAL is
     # configured; the handshake may finish after the session starts).
@@ -177,8 +179,13 @@ class Retrieve:
     number: int
     message: MessageInfo
     body_lines: int | None = None  # TOP's line count; None for RETR
+    # Client workarounds on (encoding.WORKAROUNDS); usually none.
+    workarounds: frozenset[str] = frozenset()
 
     def encoder(self) -> MessageEncoder:
+        if self.workarounds:
+            return encoder_for(self.body_lines, self.stored_size() is not None,
+                               self.workarounds)
         if self.stored_size() is not None:
             return VerbatimEncoder()
         return MessageEncoder(self.body_lines)
@@ -703,12 +710,13 @@ class Session:
 
     def _retr(self, command: c.Command) -> Event:
         assert isinstance(command, c.Retr)
-        return Retrieve(command.number, self._message(command.number))
+        return Retrieve(command.number, self._message(command.number),
+                        workarounds=self.config.workarounds)
 
     def _top(self, command: c.Command) -> Event:
         assert isinstance(command, c.Top)
         message = self._message(command.number)
-        return Retrieve(command.number, message, command.lines)
+        return Retrieve(command.number, message, command.lines, self.config.workarounds)
 
     def _dele(self, command: c.Command) -> Reply:
         assert isinstance(command, c.Dele)

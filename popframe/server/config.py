@@ -40,6 +40,8 @@ class ServerConfig:
     throttle: Throttle | None = None
     # RFC 2449 LOGIN-DELAY (popframe.logindelay); None: not enforced.
     login_delay: LoginDelay | None = None
+    # Client workarounds (popframe.protocol.encoding.WORKAROUNDS); none by default.
+    workarounds: frozenset[str] = frozenset()
     # RFC 2449 EXPIRE: days retrieved mail stays (0: deleted at QUIT); None:
     # NEVER.  A checker's UserSettings.expire overrides it per user.
     expire: int | None = None

@@ -113,6 +113,8 @@ class POP3ServerProtocol(Protocol):
         self._write_paused = False  # the transport's buffer is full
         self._read_paused = False  # we stopped reading: too much pipelined
         self._pumping = False
+        # list-progress: what is left of a long reply, sent a chunk per turn.
+        self._rest: memoryview | None = None
         self._closed = False
         self._timeout: Any = None  # the idle timer
         self._active_at = 0.0  # when the client last did something
@@ -142,6 +144,7 @@ class POP3ServerProtocol(Protocol):
         self.session = Session(
             SessionConfig(
                 implementation=self.config.implementation,
+                workarounds=self.config.workarounds,
                 stls_available=self.config.tls is not None,
                 tls_active=tls_active,
                 plaintext_auth_allowed=self.config.allow_plaintext_auth
@@ -299,6 +302,8 @@ class POP3ServerProtocol(Protocol):
             while not (self._closed or self._write_paused or self._waiting):
                 if self._message is not None:
                     self._stream_chunk()
+                elif self._rest is not None:
+                    self._send_rest()
                 elif not self._handle_next_event():
                     break
         finally:
@@ -335,7 +340,14 @@ class POP3ServerProtocol(Protocol):
             self._forward(event)
 
     def _send(self, reply: Reply) -> None:
-        self._write([reply.encode()])
+        data = reply.encode()
+        size = self.config.chunk_size
+        if len(data) > size and "list-progress" in self.config.workarounds:
+            # A long LIST or UIDL as the client reads it: a chunk per turn
+            # of the pump, which stops while the transport is paused.
+            self._rest = memoryview(data)[size:]
+            data = data[:size]
+        self._write([data])
         if reply.close:
             record = self.record
             if record is not None and record.end is None:
@@ -492,6 +504,13 @@ class POP3ServerProtocol(Protocol):
         self._sent = 0
         self._await(self._maildrop.open_message(request.message.uid),
                     lambda opened: self._start_message(opened, request))
+
+    def _send_rest(self) -> None:
+        assert self._rest is not None
+        size = self.config.chunk_size
+        piece, rest = self._rest[:size], self._rest[size:]
+        self._rest = rest if rest else None
+        self._write([bytes(piece)])
 
     def _start_message(self, opened: IO[bytes] | IMessageBody, request: Retrieve) -> None:
         assert self.session is not None
