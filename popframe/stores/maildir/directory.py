@@ -346,17 +346,25 @@ class Maildir:
         """Move ``new/`` to ``cur/``; return the names that stayed behind
         (read-only maildir, or a name already taken in ``cur/``).
         """
-        stayed = []
-        for name in regular_files(self._at("new")):
+        stayed: list[str] = []
+        fresh = list(regular_files(self._at("new")))
+        if not fresh:
+            return stayed
+        # One readdir of cur/ rather than an lstat per message (a first open
+        # of 100,000 Postfix-delivered messages spent a tenth of its time
+        # there), and paths made by concatenation rather than os.path.join.
+        taken = set(regular_files(self._at("cur"))) if len(fresh) > 16 else None
+        new, cur = self._at("new"), self._at("cur")
+        for name in fresh:
             target = name if ":" in name else name + ":2,"
             try:
-                if os.path.lexists(self._at("cur", target)):
+                if target in taken if taken is not None else os.path.lexists(f"{cur}/{target}"):
                     raise FileExistsError(errno.EEXIST, "name taken", target)
-                os.rename(self._at("new", name), self._at("cur", target))
+                os.rename(f"{new}/{name}", f"{cur}/{target}")
             except FileNotFoundError:
                 pass  # another agent moved or deleted it: cur/ shows it
             except OSError as e:
-                log.warn("cannot move {name} to cur/: {error}", name=self._at("new", name), error=e)
+                log.warn("cannot move {name} to cur/: {error}", name=f"{new}/{name}", error=e)
                 stayed.append(name)
         return stayed
 
@@ -406,7 +414,7 @@ class Maildir:
                 cached.append(base)
             else:
                 try:
-                    found_form = file_wire_form(self._at(relative))
+                    found_form = file_wire_form(f"{self.path}/{relative}")
                 except FileNotFoundError:
                     continue  # deleted by another agent meanwhile
                 form = computed[base] = (found_form.size, found_form.ready)
