@@ -234,3 +234,37 @@ def test_real_server_dates_retrievals_and_popframe_expire_removes_them(
     assert done.returncode == 0 and "of 2 users" in done.stdout, done.stderr
     refused = popframe("expire", "--store", store, "alice")
     assert refused.returncode != 0 and "--days" in refused.stderr
+
+
+def test_the_service_sweeps_on_its_clock(tmp_path: Path) -> None:
+    from twisted.internet.task import Clock
+
+    from popframe.service import expiry_sweep
+    from popframe.settings import Settings
+
+    store = _maildir(tmp_path)
+    maildrop = result_of(store.open("alice"))
+    result_of(maildrop.record_retrieved([m.uid for m in maildrop.listing()][:2], 0.0))
+    result_of(maildrop.commit([]))
+    clock = Clock()
+    settings = Settings(listen=(), store=store, checkers=(), idle_timeout=600,
+                        preauth_timeout=None, max_connections_per_ip=0, mechanisms=(),
+                        hostname="localhost", expire=1, expire_sweep=3600)
+    service = expiry_sweep(settings, clock)
+    service.startService()  # a pass at once: nothing is a day old yet
+    try:
+        assert len(_listing(store)) == 3
+        clock.advance(DAY - 3600)
+        assert len(_listing(store)) == 3
+        clock.advance(3600 + 3600)  # the next pass after a day
+        assert len(_listing(store)) == 1
+    finally:
+        service.stopService()
+
+
+def _listing(store: MaildirStore) -> list[MessageInfo]:
+    maildrop = result_of(store.open("alice"))
+    try:
+        return list(maildrop.listing())
+    finally:
+        result_of(maildrop.abandon())
