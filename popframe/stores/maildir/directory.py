@@ -79,6 +79,10 @@ _STORE_MIN = 256
 _UPDATE_MIN = 16
 _UPDATE_FRACTION = 10
 
+#: Messages moved from ``new/`` to ``cur/`` per open, at most (see
+#: Maildir._move_new): the rest of a huge ``new/`` waits for later opens.
+MOVE_BATCH = 2000
+
 #: A message being listed: (sort key, base, relative path, entry, size, ready).
 _Row = tuple[str, str, str, str, int, bool]
 
@@ -350,6 +354,13 @@ class Maildir:
         fresh = list(regular_files(self._at("new")))
         if not fresh:
             return stayed
+        if len(fresh) > MOVE_BATCH:
+            # A big first open (a migrated or long-unread maildrop): a
+            # rename is as dear as sizing a message, so at most MOVE_BATCH
+            # move per open; the rest are listed where they are, sized
+            # once into popframe.sizes, and moved by later opens.
+            fresh.sort(key=delivery_order)
+            stayed, fresh = fresh[MOVE_BATCH:], fresh[:MOVE_BATCH]
         # One readdir of cur/ rather than an lstat per message (a first open
         # of 100,000 Postfix-delivered messages spent a tenth of its time
         # there), and paths made by concatenation rather than os.path.join.
