@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 import time
 from bisect import bisect_left
 from operator import itemgetter
@@ -98,6 +99,9 @@ class Maildir:
         self.lock_path = os.path.join(path, LOCK_NAME)
         # dele=hide: deletions flag the files, which listings leave out.
         self.hide = hide
+        # What the last load left in new/ beyond MOVE_BATCH, oldest first:
+        # a session moves them meanwhile (move_rest).
+        self.unmoved: list[str] = []
 
     def _at(self, *parts: str) -> str:
         return os.path.join(self.path, *parts)
@@ -361,6 +365,7 @@ class Maildir:
             # once into popframe.sizes, and moved by later opens.
             fresh.sort(key=delivery_order)
             stayed, fresh = fresh[MOVE_BATCH:], fresh[:MOVE_BATCH]
+            self.unmoved = list(stayed)
         # One readdir of cur/ rather than an lstat per message (a first open
         # of 100,000 Postfix-delivered messages spent a tenth of its time
         # there), and paths made by concatenation rather than os.path.join.
@@ -378,6 +383,26 @@ class Maildir:
                 log.warn("cannot move {name} to cur/: {error}", name=f"{new}/{name}", error=e)
                 stayed.append(name)
         return stayed
+
+    def move_rest(self, names: list[str], stop: threading.Event,
+                  moved: dict[str, str]) -> None:
+        """Blocking, while a session holds the lock: move ``names`` (a big
+        ``new/`` that :meth:`load` left) to ``cur/`` one by one until
+        ``stop`` is set, noting each in ``moved`` (uid → its ``cur/`` path)
+        so the session finds it without a search."""
+        taken = set(regular_files(self._at("cur")))
+        new, cur = self._at("new"), self._at("cur")
+        for name in names:
+            if stop.is_set():
+                return
+            target = name + ":2,"
+            if target in taken:
+                continue
+            try:
+                os.rename(f"{new}/{name}", f"{cur}/{target}")
+            except OSError:
+                continue  # moved or removed by another agent; listed as it was
+            moved[uid_for(name)] = "cur/" + target
 
     def _snapshot(self, found: list[tuple[str, str]], hidden: set[str]) -> Snapshot:
         """List ``found`` (name, relative path) oldest first.  Runs once

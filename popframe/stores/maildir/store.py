@@ -8,6 +8,7 @@ one session, and :class:`MaildirStoreFactory` is the
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import BinaryIO
 
@@ -83,6 +84,27 @@ class MaildirMaildrop(LockedMaildrop):
         self._snapshot = snapshot
         self._moved: dict[str, str] = {}  # uid -> relative path, found again (shared snapshot)
         self._run = run_blocking
+        # A big new/ that the open left: moved to cur/ during the session
+        # (Maildir.move_rest, which fills _moved), stopped when it ends.
+        self._stop = threading.Event()
+        self._mover: defer.Deferred[None] | None = None
+        if maildir is not None and maildir.unmoved:
+            unmoved, maildir.unmoved = maildir.unmoved, []
+            self._mover = run_blocking(maildir.move_rest, unmoved, self._stop, self._moved)
+            self._mover.addErrback(lambda failure: log.failure("moving new/ failed", failure))
+
+    def _stop_mover(self) -> defer.Deferred[None]:
+        """Stop moving new/ (after the rename under way) and fire then."""
+        mover, self._mover = self._mover, None
+        if mover is None:
+            return defer.succeed(None)
+        self._stop.set()
+        return mover
+
+    def _release(self) -> defer.Deferred[None]:
+        if self._mover is None:
+            return super()._release()
+        return self._stop_mover().addBoth(lambda _: LockedMaildrop._release(self))
 
     def listing(self) -> MessageList:
         return self._snapshot.listing
@@ -164,6 +186,7 @@ class MaildirMaildrop(LockedMaildrop):
 
     async def apply_deletions(self, deleted: list[str]) -> None:
         assert self._maildir is not None  # an empty snapshot has no uids
+        await self._stop_mover()  # no rename under the unlinks
         relatives = []
         for uid in deleted:
             relative = await self._relative(uid)
