@@ -13,6 +13,14 @@ with ``--workers 2`` the sessions alternate between the two workers
 (the other one SIGSTOPped, so the kernel hands the connection to this
 one), so session 2 is served by a process that has never seen the
 maildrop.  Then the server is restarted and two more sessions run.
+
+``--dovecot`` also times Dovecot (Debian's dovecot-pop3d, the settings of
+``servers.dovecot_config``) on its own fresh copy of the same maildrop:
+its first open and the sessions after it, from PASS the same way.  The
+messages' names carry no ``,S=``/``,W=`` (as Postfix writes them), so
+each server's first open reads every message once to size it.
+``--cold`` evicts the copy's files from the page cache before the first
+session (``posix_fadvise(DONTNEED)``), as after a migration or a reboot.
 """
 
 from __future__ import annotations
@@ -122,10 +130,12 @@ def only(pids: list[int], chosen: int | None) -> Iterator[None]:
             os.kill(pid, signal.SIGCONT)
 
 
-def run(root: Path, pristine: Path, workers: int, sessions: int) -> None:
+def run(root: Path, pristine: Path, workers: int, sessions: int, cold: bool = False) -> None:
     home = root / f"w{workers}"
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(pristine, home, symlinks=True)
+    if cold:
+        evict(home / USER)
     args = [
         "--listen", "tcp:0:interface=127.0.0.1",
         "--store", f"maildir:{home}/%u/Maildir",
@@ -152,6 +162,53 @@ def run(root: Path, pristine: Path, workers: int, sessions: int) -> None:
             server.stop()
 
 
+def evict(directory: Path) -> None:
+    """Drop ``directory``'s files from the page cache (where the kernel
+    lets us: clean pages of files we can open)."""
+    for path in directory.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def run_dovecot(root: Path, pristine: Path, sessions: int, cold: bool) -> None:
+    """Dovecot on its own copy of the maildrop, timed like popframe."""
+    import pwd
+    import subprocess
+
+    from servers import DOVECOT_USER, dovecot_config, free_port, wait_for_greeting
+
+    home = root / "dovecot"
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.copytree(pristine, home, symlinks=True)
+    owner = pwd.getpwnam(DOVECOT_USER)
+    for path in [home, *home.rglob("*")]:
+        os.chown(path, owner.pw_uid, owner.pw_gid, follow_symlinks=False)
+    for path in (root, home):
+        path.chmod(0o755)
+    (home / "run").mkdir()
+    (home / "state").mkdir()
+    port = free_port()
+    config = home / "dovecot.conf"
+    config.write_text(dovecot_config(home, port, home, home / "users", home / "dovecot.log"))
+    if cold:
+        evict(home / USER)
+    proc = subprocess.Popen(["dovecot", "-F", "-c", str(config)])
+    try:
+        wait_for_greeting(port, proc=proc)
+        for n in range(1, sessions + 1):
+            pass_ms, stat_ms, uidl_ms, count = session(port)
+            print(f"dovecot             session {n}:  PASS→+OK {pass_ms:8.1f} ms"
+                  f"  →STAT {stat_ms:8.1f} ms  →UIDL end {uidl_ms:8.1f} ms  ({count} messages)",
+                  flush=True)
+    finally:
+        subprocess.run(["dovecot", "-c", str(config), "stop"], capture_output=True, timeout=60)
+        proc.wait(timeout=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
@@ -160,13 +217,19 @@ def main() -> None:
     parser.add_argument("--into", choices=["new", "cur"], default="new")
     parser.add_argument("--root", type=Path, help="work here (default: a new directory in /tmp)")
     parser.add_argument("--keep", action="store_true", help="leave the directory behind")
+    parser.add_argument("--dovecot", action="store_true",
+                        help="also time Dovecot's opens of the same maildrop")
+    parser.add_argument("--cold", action="store_true",
+                        help="evict the maildrop from the page cache before the first open")
     a = parser.parse_args()
     root = a.root or Path(tempfile.mkdtemp(prefix="popframe-huge-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
         pristine = make_home(root, a.messages, a.into)
         for workers in a.workers:
-            run(root, pristine, workers, a.sessions)
+            run(root, pristine, workers, a.sessions, a.cold)
+        if a.dovecot:
+            run_dovecot(root, pristine, a.sessions, a.cold)
     finally:
         if not a.keep and a.root is None:
             shutil.rmtree(root, ignore_errors=True)

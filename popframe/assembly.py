@@ -57,6 +57,8 @@ def server_config(settings: Settings) -> ServerConfig:
         hostname=settings.hostname,
         throttle=settings.throttle,
         login_delay=settings.login_delay,
+        expire=settings.expire,
+        workarounds=settings.workarounds,
         max_connections=settings.max_connections,
         max_sessions_per_user=settings.max_sessions_per_user,
         trusted_networks=settings.trusted_networks or TrustedNetworks(),

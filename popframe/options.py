@@ -55,6 +55,16 @@ def with_default_backlog(description: str) -> str:
     return description
 
 
+def parse_expire(text: str) -> int | None:
+    """``--expire``: a number of days (0 or more), or never (None)."""
+    text = str(text).strip().lower()
+    if text == "never":
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise ConfigurationError("--expire", f"{text!r}: expected a number of days or never")
+    return int(text)
+
+
 def _mechanism_list(value: str) -> tuple[str, ...]:
     names = tuple(name.strip().upper() for name in value.split(",") if name.strip())
     unknown = [name for name in names if name not in MECHANISM_NEEDS or name == "USER"]
@@ -192,6 +202,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "blocked by --max-ip-failures (their users' failures still count per user name), "
          "and may forward a client's address with XCLIENT ADDR=... PORT=..., which is then "
          "counted instead."],
+        # -- leave-on-server and EXPIRE (docs/operations.md) --
+        ["expire", None, "never",
+         "RFC 2449 EXPIRE: DAYS a retrieved message stays on the server before the store "
+         "removes it (0: deleted at QUIT even without DELE), or never (the default).  "
+         "Advertised in CAPA; a checker's per-user value (passwd-file expire=DAYS, SQL "
+         "expire column) wins.  Removal: popframe expire (cron) or --expire-sweep."],
+        ["expire-sweep", None, 0.0,
+         "Every SECONDS, remove mail retrieved longer ago than each user's EXPIRE, inside "
+         "the service (0: off; use popframe expire from cron instead).", float],
         ["shutdown-grace", None, 30.0,
          "On SIGTERM, stop accepting and give the sessions in progress this many seconds "
          "to finish; then close the rest without applying their deletions.", float],
@@ -238,12 +257,14 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["tls-ocsp-response"] = []
         self["master-users"] = set()
         self["autoconfig-port"] = []
+        self["workarounds"] = set()
         # What postOptions builds (see popframe.settings.Settings).
         self.demo: Any = None
         self.store: Any = None
         self.tls: Any = None
         self.throttle: Any = None
         self.login_delay_policy: Any = None
+        self.expire_days: int | None = None
         self.trusted_networks: Any = None
         self.autoconfig: Any = None
         self.argv: list[str] | None = None
@@ -397,6 +418,19 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise ConfigurationError("--auth", _unknown_checker(description, error)) from None
         _encode_memory_users(self["credCheckers"][-1])
 
+    def opt_workaround(self, name: str) -> None:
+        """A client workaround, off by default (repeatable): outlook-nul,
+        top-missing-blank-line, list-progress, mbox-from-quirks, bare-cr.
+        docs/operations.md says which client needs which."""
+        from popframe.protocol.encoding import WORKAROUNDS
+
+        for item in name.split(","):
+            item = item.strip()
+            if item not in WORKAROUNDS:
+                raise usage.UsageError(
+                    f"--workaround: unknown {item!r} (known: {', '.join(sorted(WORKAROUNDS))})")
+            self["workarounds"].add(item)
+
     def opt_master_user(self, user: str) -> None:
         """A user who may log in as any other (SASL PLAIN authorization
         identity), for support staff and migrations; repeatable."""
@@ -479,6 +513,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             self["mechanisms"] = _mechanism_list(self["mechanisms"])
         self._check_auth_cache()
         self._check_throttle()
+        self.expire_days = parse_expire(self["expire"])
+        if self["expire-sweep"] < 0:
+            raise ConfigurationError("--expire-sweep", "must not be negative")
         # Build what can be checked now, so mistakes surface as usage errors.
         from popframe.stores import store_from_description
         from popframe.tls import load_tls_options

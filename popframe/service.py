@@ -158,6 +158,21 @@ def add_autoconfig_service(service: MultiService, settings: Settings, reactor: A
                        raise_listen_errors_synchronously).setServiceParent(service)
 
 
+def expiry_sweep(settings: Settings, reactor: Any) -> Service:
+    """``--expire-sweep``: every so many seconds, the mail each user's
+    EXPIRE says is due goes (:mod:`popframe.stores.expiry`)."""
+    from twisted.application.internet import TimerService
+
+    from popframe.interfaces import IUserSettings
+    from popframe.stores.expiry import sweep
+
+    sources = [c for c in settings.checkers if IUserSettings.providedBy(c)]
+    timer = TimerService(settings.expire_sweep, sweep, settings.store, settings.expire,
+                         reactor.seconds, sources)
+    timer.clock = reactor
+    return timer
+
+
 def make_service(settings: Settings, reactor: Any = None) -> Service:
     if reactor is None:
         from twisted.internet import reactor
@@ -181,6 +196,12 @@ def make_service(settings: Settings, reactor: Any = None) -> Service:
             service = make_listeners(settings, reactor)
     except ConfigurationError as error:
         raise SystemExit(f"popframe: {error}") from None
+    if settings.expire_sweep > 0:  # in this process only, not in each worker
+        if not isinstance(service, MultiService):
+            parent = MultiService()
+            service.setServiceParent(parent)
+            service = parent
+        expiry_sweep(settings, reactor).setServiceParent(service)
     if settings.demo is not None:
         from popframe.demo import demo_instructions
 

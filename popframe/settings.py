@@ -94,6 +94,12 @@ class Settings:
     trusted_networks: TrustedNetworks | None = None
     #: ``--autoconfig`` and its ``--autoconfig-*`` options; None: not served.
     autoconfig: AutoconfigSettings | None = None
+    #: ``--expire``: RFC 2449 EXPIRE days (0: at QUIT); None: NEVER.
+    expire: int | None = None
+    #: ``--expire-sweep``: seconds between the service's expiry passes (0: off).
+    expire_sweep: float = 0.0
+    #: ``--workaround``: client workarounds on (none by default).
+    workarounds: frozenset[str] = frozenset()
 
     @classmethod
     def from_options(cls, options: Options) -> Settings:
@@ -127,6 +133,9 @@ class Settings:
             argv=None if options.argv is None else tuple(options.argv),
             tls_cert=tuple(options["tls-cert"]),
             metrics=options["metrics"],
+            expire=options.expire_days,
+            expire_sweep=options["expire-sweep"],
+            workarounds=frozenset(options["workarounds"]),
             max_connections=options["max-connections"],
             max_sessions_per_user=options["max-sessions-per-user"],
             trusted_networks=options.trusted_networks,

@@ -165,14 +165,12 @@ def test_passwd_file_login_delay_field(tmp_path) -> None:
     users = tmp_path / "users"
     users.write_text(
         "alice:{PLAIN}secret::::::login_delay=120\n"
-        "bob:{PLAIN}hunter2::::::userdb_quota_rule=*:storage=1G\n"
-        "carol:{PLAIN}pw::::::login_delay=soon\n"
-    )
+        "bob:{PLAIN}hunter2::::::\n"
+    )  # (a field popframe cannot honour stops the start: tests/test_passwd_fields.py)
     checker = PasswdFileChecker(users, run_blocking=lambda f, *args: maybeDeferred(f, *args))
     assert IUserSettings.providedBy(checker)
     assert checker.user_settings("alice").result == UserSettings(login_delay=120)
     assert checker.user_settings("bob").result == UserSettings()
-    assert checker.user_settings("carol").result == UserSettings()  # logged, ignored
     assert checker.user_settings("nobody").result is None
 
     server = Server(None, checker)

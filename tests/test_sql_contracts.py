@@ -75,8 +75,50 @@ class _CheckerContract(_OnEngine, contracts.CheckerContract):
                                               "?connect_timeout=1"))
 
 
+class _HidingStoreContract(_StoreContract):
+    """The contract with ``dele=hide``: rows stay, marked hidden."""
+
+    def make_store(self, tmp_path: Path) -> SQLStore:
+        return SQLStore(Database(parse_url(self.url)), dele="hide")
+
+    def break_deletions(self, store: SQLStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(queries, "_BATCH", 1)
+        real = Session.execute
+        updates = [0]
+
+        def failing(session: Session, text: str, params: Any = ()) -> int:
+            if text.startswith("UPDATE popframe_messages SET hidden"):
+                updates[0] += 1
+                if updates[0] == 2:
+                    raise RuntimeError("injected failure between two hidings")
+            return real(session, text, params)
+
+        monkeypatch.setattr(Session, "execute", failing)
+
+    def test_hidden_rows_stay(self, store: SQLStore) -> None:
+        self.add(store, "alice", b"Subject: 1\n\none\n", b"Subject: 2\n\ntwo\n")
+        maildrop = self.open(store)
+        self.wait(maildrop.commit([list(self.listed(maildrop).uids)[0]]))
+        assert self.contents(store) == [b"Subject: 2\n\ntwo\n"]
+        rows = store.database.call(lambda s: s.query(
+            "SELECT hidden FROM popframe_messages ORDER BY id"))
+        assert [bool(r[0]) for r in rows] == [True, False]
+
+
 class TestSQLiteStore(_StoreContract):
     engine = "sqlite"
+
+
+class TestSQLiteHidingStore(_HidingStoreContract):
+    engine = "sqlite"
+
+
+class TestPostgreSQLHidingStore(_HidingStoreContract):
+    engine = "postgresql"
+
+
+class TestMariaDBHidingStore(_HidingStoreContract):
+    engine = "mysql"
 
 
 class TestPostgreSQLStore(_StoreContract):

@@ -48,3 +48,40 @@ class TestMaildirStore(StoreContract):
             raise OSError(errno.EIO, "injected I/O error", relatives[1])
 
         monkeypatch.setattr(journal, "_apply", first_then_fail)
+
+
+class TestMaildirStoreHiding(TestMaildirStore):
+    """The same contract with ``dele=hide``: DELE flags the file
+    ``$POP3Deleted`` (a Dovecot keyword letter) and POP3 stops listing it."""
+
+    def make_store(self, tmp_path: Path) -> MaildirStore:
+        return MaildirStore(f"{tmp_path}/%u/Maildir", dele="hide")
+
+    def break_deletions(self, store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[override]
+        """The disk fails after the first rename of a commit."""
+        real = journal._hide
+
+        def first_then_fail(maildir: str, relatives: list[str], letter: str | None = None) -> None:
+            real(maildir, relatives[0], letter or "a")
+            raise OSError(errno.EIO, "injected I/O error", relatives[1])
+
+        monkeypatch.setattr(journal, "_apply", first_then_fail)
+
+    def test_hidden_messages_stay_on_disk_flagged(self, store: MaildirStore) -> None:
+        self.add(store, "alice", b"Subject: 1\n\none\n", b"Subject: 2\n\ntwo\n")
+        maildrop = self.open(store)
+        first = list(self.listed(maildrop).uids)[0]
+        self.wait(maildrop.commit([first]))
+        maildir = Path(store.template.resolve("alice"))
+        assert (maildir / "dovecot-keywords").read_text() == "0 $POP3Deleted\n"
+        names = sorted(p.name for p in (maildir / "cur").iterdir())
+        assert names == [f"{first}:2,a", names[1]] and names[1].endswith(":2,")
+        assert self.contents(store) == [b"Subject: 2\n\ntwo\n"]
+        # The letter is the keyword's in dovecot-keywords, as Dovecot has it.
+        (maildir / "dovecot-keywords").write_text("0 Junk\n1 $POP3Deleted\n")
+        maildrop = self.open(store)
+        uids = list(self.listed(maildrop).uids)
+        assert len(uids) == 2  # 'a' is Junk now
+        self.wait(maildrop.commit(uids[1:]))
+        assert sorted(p.name for p in (maildir / "cur").iterdir())[1].endswith(":2,b")
+        assert self.contents(store) == [b"Subject: 1\n\none\n"]

@@ -28,6 +28,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from popframe.auth.cache import VerifiedPasswords
+from popframe.auth.restrictions import parse_networks
 from popframe.auth.schemes import (
     DEFAULT_SCHEME,
     UnknownScheme,
@@ -146,6 +147,7 @@ def parse_passwd(data: bytes, source: str = "passwd-file") -> PasswdSnapshot:
         except ValueError as error:
             _skip(source, number, str(error))
             continue
+        check_fields(record, source, number)
         if record.user in records:
             _skip(source, number, f"user {record.user!r} already defined; the first line wins")
             continue
@@ -199,6 +201,90 @@ def parse_line(line: str) -> PasswdRecord:
     )
 
 
+class UnsupportedField(ValueError):
+    """An extra field popframe cannot honour (or a bad value of one it
+    can): the file is refused as a whole, since serving a user without a
+    restriction the admin relied on would be worse than not starting."""
+
+    def __init__(self, source: str, number: int, key: str, problem: str) -> None:
+        super().__init__(f"{source}:{number}: field {key!r}: {problem}")
+        self.source, self.number, self.key = source, number, key
+
+
+#: Extra fields popframe honours: Dovecot's passdb fields that matter to
+#: POP3, its userdb fields (with and without the ``userdb_`` prefix a
+#: passdb line gives them), and popframe's own.
+SUPPORTED_FIELDS = frozenset({
+    "login_delay", "expire", "nologin", "reason", "allow_nets", "nopassword",
+    "noauthenticate", "userdb_home", "userdb_mail", "userdb_uid", "userdb_gid",
+    "home", "mail", "uid", "gid",
+})
+
+#: Mail location kinds a maildrop may be given as.
+MAIL_KINDS = ("maildir", "mbox")
+
+
+def check_fields(record: PasswdRecord, source: str, number: int) -> None:
+    """Raise :class:`UnsupportedField` for a field popframe cannot honour
+    or a value it cannot use; the message names the file, line and field."""
+    for key, value in record.extra.items():
+        if key not in SUPPORTED_FIELDS:
+            raise UnsupportedField(source, number, key,
+                                   "popframe cannot honour it (supported: "
+                                   + ", ".join(sorted(SUPPORTED_FIELDS)) + ")")
+        try:
+            _check_value(key, value)
+        except ValueError as error:
+            raise UnsupportedField(source, number, key, str(error)) from None
+    try:
+        mail_location(record)
+    except ValueError as error:
+        raise UnsupportedField(source, number, "userdb_mail", str(error)) from None
+
+
+def _check_value(key: str, value: str) -> None:
+    if key in ("login_delay", "expire") and not (value.isascii() and value.isdigit()):
+        raise ValueError("expected a whole number")
+    if key == "allow_nets":
+        parse_networks(value)
+    if key in ("userdb_uid", "uid"):
+        _parse_id(value, _uid_of, "uid")
+    if key in ("userdb_gid", "gid"):
+        _parse_id(value, _gid_of, "gid")
+
+
+def _field(record: PasswdRecord, name: str) -> str | None:
+    """A userdb field, given as ``userdb_NAME`` or ``NAME``."""
+    value = record.extra.get("userdb_" + name)
+    return value if value is not None else record.extra.get(name)
+
+
+def mail_location(record: PasswdRecord) -> tuple[str, str] | None:
+    """The maildrop a line names (``userdb_mail=maildir:~/Maildir``, ``~``
+    being the home): its kind and path, or None.  ``ValueError`` for a
+    location popframe cannot serve."""
+    mail = _field(record, "mail")
+    if not mail:
+        return None
+    kind, colon, rest = mail.partition(":")
+    if not colon or kind not in MAIL_KINDS:
+        raise ValueError(f"expected {'|'.join(MAIL_KINDS)}:PATH")
+    path, _, options = rest.partition(":")
+    if options:  # INDEX=, LAYOUT=... are Dovecot's own files
+        for option in options.split(":"):
+            if not option.startswith(("INDEX=", "CONTROL=", "VOLATILEDIR=", "INBOX=")):
+                raise ValueError(f"mail location option {option.split('=')[0]!r} is not "
+                                 "supported")
+    home = _field(record, "home") or record.home
+    if path == "~" or path.startswith("~/"):
+        if not home:
+            raise ValueError("the location uses ~ but the line gives no home")
+        path = home.rstrip("/") + path[1:]
+    if not path.startswith("/"):
+        raise ValueError("the location must be an absolute path (or start with ~/)")
+    return kind, path
+
+
 def parse_extra_fields(text: str) -> dict[str, str]:
     """``key=value key2 key3=v`` -> a dict; a bare key maps to ""."""
     extra: dict[str, str] = {}
@@ -229,6 +315,25 @@ def _uid_of(name: str) -> int:
 @lru_cache(maxsize=256)
 def _gid_of(name: str) -> int:
     return grp.getgrnam(name).gr_gid
+
+
+def settings_of(record: PasswdRecord) -> UserSettings:
+    """What a line's extra fields (checked by :func:`check_fields`) say
+    about its user beyond the password."""
+    extra = record.extra
+    location = mail_location(record)
+    uid_text, gid_text = _field(record, "uid"), _field(record, "gid")
+    nets = extra.get("allow_nets")
+    return UserSettings(
+        login_delay=int(extra["login_delay"]) if "login_delay" in extra else None,
+        expire=int(extra["expire"]) if "expire" in extra else None,
+        maildrop=location[1] if location else None,
+        maildrop_kind=location[0] if location else None,
+        uid=_parse_id(uid_text, _uid_of, "uid") if uid_text else record.uid,
+        gid=_parse_id(gid_text, _gid_of, "gid") if gid_text else record.gid,
+        login_refused=extra.get("reason", "") if "nologin" in extra else None,
+        allowed_networks=parse_networks(nets) if nets is not None else None,
+    )
 
 
 # -- the checker --------------------------------------------------------------------
@@ -359,17 +464,7 @@ class PasswdFileChecker:
         record = snapshot.lookup(user)
         if record is None:
             return None
-        return UserSettings(login_delay=self._login_delay_of(record, user))
-
-    def _login_delay_of(self, record: PasswdRecord, user: str) -> int | None:
-        value = record.extra.get("login_delay")
-        if value is None:
-            return None
-        if value.isascii() and value.isdigit():
-            return int(value)
-        log.warn("{path}: user {user}: login_delay={value!r} is not a number of seconds; ignored",
-                 path=self.passwd_file.path, user=user, value=value)
-        return None
+        return settings_of(record)
 
     def verify(self, user: str, password: bytes) -> bool:
         """Blocking: whether ``password`` is ``user``'s.  Raises
@@ -379,6 +474,10 @@ class PasswdFileChecker:
     def _verify_in(self, snapshot: PasswdSnapshot, user: str, password: bytes) -> bool:
         """:meth:`verify` against ``snapshot``, which is already read."""
         record = snapshot.lookup(user)
+        if record is not None and "noauthenticate" in record.extra:
+            record = None  # a userdb-only entry: nobody logs in as it
+        if record is not None and "nopassword" in record.extra:
+            return True  # Dovecot's nopassword: any password is accepted
         if record is None or not record.password:
             waste_time(snapshot.typical_password, password, self.default_scheme)
             return False
@@ -411,7 +510,7 @@ class PasswdFileChecker:
 
     def _secret_in(self, snapshot: PasswdSnapshot, user: str, kind: SecretKind) -> Secret | None:
         record = snapshot.lookup(user)
-        if record is None or not record.password:
+        if record is None or not record.password or "noauthenticate" in record.extra:
             return None
         try:
             return secret_from_field(kind, record.password, self.default_scheme)
@@ -445,8 +544,14 @@ crypt(3) hash), which is assumed when a password has no {SCHEME} prefix.
 Hashes from "doveadm pw -s SHA512-CRYPT" work as they are, so a Dovecot
 passwd-file can be used unchanged.  The file is re-read when it changes;
 while it is missing or unreadable logins fail with [SYS/TEMP].
-The extra field login_delay=SECONDS sets a user's own RFC 2449 LOGIN-DELAY
-(see --login-delay).
+Extra fields, as Dovecot's: nologin (with reason=TEXT: the login is
+refused after the password matched), allow_nets=CIDR,... (logins only from
+there), nopassword (any password), noauthenticate (no login: settings
+only), userdb_mail=maildir:~/Maildir or mbox:PATH (the maildrop; ~ is
+userdb_home or the home column), userdb_uid/userdb_gid (the maildrop must
+belong to them), and popframe's login_delay=SECONDS (RFC 2449
+LOGIN-DELAY, see --login-delay) and expire=DAYS (RFC 2449 EXPIRE, see
+--expire).  Any other field stops the server from starting.
 """
 
     def generateChecker(self, argstring: str = "") -> PasswdFileChecker:
@@ -458,6 +563,8 @@ The extra field login_delay=SECONDS sets a user's own RFC 2449 LOGIN-DELAY
         passwd_file = PasswdFile(path)
         try:
             passwd_file.load()
+        except UnsupportedField as error:
+            raise ConfigurationError("--auth", f"passwd-file: {error}") from None
         except OSError as error:
             reason = error.strerror or str(error)
             raise ConfigurationError(

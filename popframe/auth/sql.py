@@ -63,7 +63,8 @@ __all__ = ["OWN_QUERY", "PasswordQuery", "SQLChecker", "SQLCheckerFactory", "Use
 
 log = Logger(namespace="popframe.auth.sql")
 
-OWN_QUERY = "SELECT password, maildrop, login_delay, enabled FROM popframe_users WHERE name = %u"
+OWN_QUERY = ("SELECT password, maildrop, login_delay, expire, enabled FROM popframe_users "
+             "WHERE name = %u")
 
 #: Verifications at once (argon2 at Dovecot's defaults takes 64 MiB each).
 DEFAULT_CONCURRENCY = 4
@@ -71,7 +72,7 @@ DEFAULT_CONCURRENCY = 4
 RECENT_SECONDS = 10.0
 RECENT_MAX = 10_000
 
-_COLUMNS = ("password", "maildrop", "login_delay", "enabled")
+_COLUMNS = ("password", "maildrop", "login_delay", "expire", "enabled")
 _TOML_KEYS = ("dsn", "password_query", "default_scheme")
 _PLACEHOLDER = re.compile(r"'%([und])'|%([und%])")
 
@@ -138,9 +139,11 @@ class PasswordQuery:
             return None
         enabled = row.get("enabled", True)
         delay = row.get("login_delay")
+        expire = row.get("expire")
         return UserRecord(
             password=str(password),
             settings=UserSettings(login_delay=int(delay) if delay is not None else None,
+                                  expire=int(expire) if expire is not None else None,
                                   maildrop=str(row["maildrop"]) if row.get("maildrop") else None),
             enabled=enabled is None or bool(enabled) and enabled not in ("0", "f", "false", "no"))
 
@@ -290,7 +293,7 @@ postgresql://USER@HOST:PORT/DB, mysql://USER@HOST:PORT/DB,
 sqlite:////absolute/path.db, with the password in the URL, in
 ?password_file=PATH or in PGPASSWORD/MYSQL_PWD.  sql:FILE.toml sits on a
 table of your own: keys dsn, password_query (one row: password, and
-optionally maildrop, login_delay, enabled; %u, %n, %d are passed as
+optionally maildrop, login_delay, expire (days, RFC 2449 EXPIRE), enabled; %u, %n, %d are passed as
 parameters) and default_scheme.  Passwords in every passwd-file scheme,
 SCRAM-SHA-256 keys included.  See docs/sql.md.
 """

@@ -11,6 +11,10 @@ in order.  The tables (docs/sql.md explains each column):
 - ``popframe_message_parts``: the stored octets in parts of at most
   :data:`PART_SIZE`, so a 100 MB message is written and read a part at a
   time (and fits MariaDB's ``max_allowed_packet``).
+
+Version 2 adds ``popframe_messages.hidden`` (DELE with ``dele=hide``),
+``popframe_messages.retrieved_at`` (Unix seconds of the session that
+retrieved it, for EXPIRE) and ``popframe_users.expire``.
 """
 
 from __future__ import annotations
@@ -117,6 +121,36 @@ MIGRATIONS: list[Migration] = [
                     part INTEGER NOT NULL,
                     data BLOB NOT NULL,
                     PRIMARY KEY (message_id, part))""",
+            ),
+        },
+    ),
+    Migration(
+        "leave-on-server and EXPIRE: messages hidden by DELE (dele=hide) and "
+        "when they were retrieved; a user's own EXPIRE",
+        {
+            "postgresql": (
+                "ALTER TABLE popframe_messages ADD COLUMN hidden BOOLEAN NOT NULL DEFAULT FALSE",
+                "ALTER TABLE popframe_messages ADD COLUMN retrieved_at BIGINT",
+                "ALTER TABLE popframe_users ADD COLUMN expire INTEGER",
+                "DROP INDEX popframe_messages_listing",
+                """CREATE INDEX popframe_messages_listing
+                    ON popframe_messages (maildrop, id) INCLUDE (uid, size, ready, hidden)""",
+            ),
+            "mysql": (
+                """ALTER TABLE popframe_messages
+                    ADD COLUMN hidden BOOLEAN NOT NULL DEFAULT FALSE,
+                    ADD COLUMN retrieved_at BIGINT NULL,
+                    DROP KEY popframe_messages_listing,
+                    ADD KEY popframe_messages_listing (maildrop, id, uid, size, ready, hidden)""",
+                "ALTER TABLE popframe_users ADD COLUMN expire INT NULL",
+            ),
+            "sqlite": (
+                "ALTER TABLE popframe_messages ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0",
+                "ALTER TABLE popframe_messages ADD COLUMN retrieved_at INTEGER",
+                "ALTER TABLE popframe_users ADD COLUMN expire INTEGER",
+                "DROP INDEX popframe_messages_listing",
+                """CREATE INDEX popframe_messages_listing
+                    ON popframe_messages (maildrop, id, uid, size, ready, hidden)""",
             ),
         },
     ),

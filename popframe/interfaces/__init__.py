@@ -37,6 +37,8 @@ from popframe.interfaces.auth import (
 )
 from popframe.interfaces.stores import (
     IDeliverableStore,
+    IExpiringMaildrop,
+    IListableStore,
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
@@ -53,6 +55,8 @@ __all__ = [
     "CramMD5Secret",
     "IClientCertificate",
     "IDeliverableStore",
+    "IExpiringMaildrop",
+    "IListableStore",
     "IMaildrop",
     "IMaildropLock",
     "IMaildropLocker",

@@ -84,12 +84,25 @@ class UserSettings:
     # RFC 2449 LOGIN-DELAY: seconds between two logins.
     login_delay: int | None = None
     # RFC 2449 EXPIRE: days a retrieved message is kept (0: deleted at QUIT).
-    # Carried to the store; popframe neither advertises nor enforces it yet.
+    # CAPA shows it after login; the store removes retrieved mail that old.
     expire: int | None = None
     # A maildrop location of the store's own kind (a Maildir path, an mbox
-    # file), from a directory attribute or a userdb field; None: the
-    # store's template decides.  The built-in stores do not read it yet.
+    # file, a maildrop name in SQL), from a directory attribute or a userdb
+    # field; None: the store's template decides.
     maildrop: str | None = None
+    # The kind ``maildrop`` was given as (Dovecot's ``maildir:``/``mbox:``
+    # mail location), so a store of another kind refuses it; None: any.
+    maildrop_kind: str | None = None
+    # The system user and group the maildrop must belong to (Dovecot's
+    # userdb uid/gid); file stores refuse one owned by another.
+    uid: int | None = None
+    gid: int | None = None
+    # Refused after the password was verified (Dovecot's ``nologin``): the
+    # text the client reads after ``-ERR [AUTH]``.
+    login_refused: str | None = None
+    # Networks (CIDR, or "local" for UNIX sockets) the user may log in
+    # from (Dovecot's ``allow_nets``); None: anywhere.
+    allowed_networks: tuple[str, ...] | None = None
 
 
 class IUserSettings(Interface):

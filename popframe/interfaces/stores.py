@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDeliverableStore",
+    "IExpiringMaildrop",
+    "IListableStore",
     "IMaildrop",
     "IMaildropLock",
     "IMaildropLocker",
@@ -116,6 +118,21 @@ class IMaildrop(Interface):
         ``commit`` and more than once."""
 
 
+class IExpiringMaildrop(IMaildrop):
+    """An :class:`IMaildrop` that dates retrievals, so RFC 2449 EXPIRE can
+    be enforced: the server tells it at QUIT what RETR sent, and
+    ``popframe expire`` (or the service's sweep) asks which messages were
+    retrieved long enough ago, then commits their deletion."""
+
+    def record_retrieved(uids: Sequence[str], when: float) -> Deferred[None]:
+        """Note that these listed messages were retrieved at ``when`` (Unix
+        seconds); a message already dated keeps its first date.  Called
+        at QUIT, under the lock, before :meth:`commit`."""
+
+    def retrieved_before(cutoff: float) -> Deferred[list[str]]:
+        """The uids of listed messages retrieved before ``cutoff``."""
+
+
 class IMaildropStore(Interface):
     """Where maildrops live."""
 
@@ -128,6 +145,15 @@ class IMaildropStore(Interface):
         (:class:`~popframe.interfaces.auth.UserSettings`; its ``maildrop``
         is a location of the store's own kind, e.g. a Maildir path), or None.
         A user with no mail yet has an empty maildrop, not an error."""
+
+
+class IListableStore(IMaildropStore):
+    """A store that can name the users it holds maildrops for (``popframe
+    expire --all`` and the EXPIRE sweep)."""
+
+    def users() -> Deferred[list[str]]:
+        """The users with a maildrop in the store, as :meth:`open` takes
+        them."""
 
 
 class IDeliverableStore(IMaildropStore):

@@ -14,7 +14,17 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["MessageEncoder", "TERMINATOR", "VerbatimEncoder", "WireForm", "wire_form", "wire_size"]
+__all__ = [
+    "WORKAROUNDS",
+    "MessageEncoder",
+    "QuirksEncoder",
+    "TERMINATOR",
+    "VerbatimEncoder",
+    "WireForm",
+    "encoder_for",
+    "wire_form",
+    "wire_size",
+]
 
 TERMINATOR = b".\r\n"
 
@@ -156,3 +166,107 @@ class VerbatimEncoder(MessageEncoder):
     def finish(self) -> bytes:
         self.done = True
         return TERMINATOR
+
+
+# -- client workarounds (off by default; docs/operations.md) -------------------
+
+#: The workarounds an encoder knows, and the clients that need them.
+WORKAROUNDS: dict[str, str] = {
+    "outlook-nul": "Outlook and Outlook Express stall on a NUL octet in a message: each "
+                   "is sent as 0x80 (as Dovecot's outlook-no-nuls; the size is unchanged)",
+    "top-missing-blank-line": "Outlook Express and Netscape Mail break on a TOP of a "
+                              "message without an end of headers: an empty line is added",
+    "list-progress": "old clients time out on a long LIST or UIDL: the listing is sent a "
+                     "chunk at a time, as the client reads it",
+    "mbox-from-quirks": "mail old MTAs wrote into maildirs with an mbox 'From ' envelope "
+                        "line first: that line is not sent",
+    "bare-cr": "mail old (Mac) MTAs wrote with CR alone as line end: each bare CR is sent "
+               "as CRLF",
+}
+
+#: NUL as 0x80, Dovecot's replacement: same size, so LIST stays true.
+_NUL_TABLE = bytes(range(256)).replace(b"\0", b"\x80", 1)
+#: A CR not followed by LF (a trailing CR is held back by the caller).
+_BARE_CR = re.compile(rb"\r(?!\n)")
+#: The longest leading From_ line looked for.
+_FROM_LINE_MAX = 1024
+
+
+class QuirksEncoder(MessageEncoder):
+    """A :class:`MessageEncoder` (or, for a wire-ready RETR needing only
+    ``outlook-nul``, a verbatim pass) with client workarounds applied.
+    Only built when some workaround is on: the usual encoders do no work
+    for them.  ``bare-cr`` and ``mbox-from-quirks`` change the octets
+    sent, so LIST and STAT (the stored wire size) undercount or overcount
+    such messages by what changed."""
+
+    def __init__(self, inner: MessageEncoder, workarounds: frozenset[str]) -> None:
+        super().__init__()
+        self._inner = inner
+        self._nul = "outlook-nul" in workarounds
+        self._bare_cr = "bare-cr" in workarounds
+        self._blank_line = "top-missing-blank-line" in workarounds and inner._body_lines is not None
+        self._from: bytes | None = b"" if "mbox-from-quirks" in workarounds else None
+        self._cr = b""  # bare-cr: a trailing CR waiting for the next chunk
+
+    @property
+    def done(self) -> bool:  # (the inner encoder's: TOP stops reading)
+        return self._inner.done
+
+    @done.setter
+    def done(self, value: bool) -> None:
+        pass  # MessageEncoder.__init__ sets it; the inner encoder owns it
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._from is not None:
+            chunk = self._skip_from_line(chunk)
+            if not chunk:
+                return b""
+        if self._bare_cr:
+            chunk = self._cr + chunk
+            self._cr = b"\r" if chunk.endswith(b"\r") else b""
+            if self._cr:
+                chunk = chunk[:-1]
+            chunk = _BARE_CR.sub(b"\n", chunk)
+        return self._out(self._inner.feed(chunk))
+
+    def finish(self) -> bytes:
+        rest = b""
+        if self._from:  # a message that is one short line: not an envelope after all
+            rest = self._inner.feed(self._from)
+        if self._cr:
+            rest += self._inner.feed(b"\n")
+        missing_eoh = self._blank_line and self._inner._in_headers and not self._inner.done
+        tail = self._inner.finish()
+        if missing_eoh:  # (TOP only) headers never ended: end them
+            tail = tail[: -len(TERMINATOR)] + b"\r\n" + TERMINATOR
+        return self._out(rest) + self._out(tail)
+
+    def _out(self, data: bytes) -> bytes:
+        return data.translate(_NUL_TABLE) if self._nul and b"\0" in data else data
+
+    def _skip_from_line(self, chunk: bytes) -> bytes:
+        """Hold the message's start until its first line is known; drop it
+        if it is an mbox ``From `` envelope line."""
+        assert self._from is not None
+        head = self._from + chunk
+        newline = head.find(b"\n")
+        if newline < 0 and len(head) < _FROM_LINE_MAX:
+            self._from = head
+            return b""
+        self._from = None
+        if newline >= 0 and head.startswith(b"From "):
+            return head[newline + 1:]
+        return head
+
+
+def encoder_for(body_lines: int | None, verbatim: bool,
+                workarounds: frozenset[str] = frozenset()) -> MessageEncoder:
+    """The encoder of a RETR (``body_lines`` None) or TOP; ``verbatim``:
+    the stored octets are the wire form.  With no workaround, exactly the
+    usual encoder."""
+    if not workarounds:
+        return VerbatimEncoder() if verbatim else MessageEncoder(body_lines)
+    rewrites = {"bare-cr", "mbox-from-quirks"} & workarounds
+    inner = VerbatimEncoder() if verbatim and not rewrites else MessageEncoder(body_lines)
+    return QuirksEncoder(inner, workarounds)

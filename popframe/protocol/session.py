@@ -40,7 +40,7 @@ from popframe.errors import (
 from popframe.protocol import commands as c
 from popframe.protocol import sasl
 from popframe.protocol.catalogue import DEFAULT_LANGUAGE, LANGUAGES, match_language, translate
-from popframe.protocol.encoding import MessageEncoder, VerbatimEncoder
+from popframe.protocol.encoding import MessageEncoder, VerbatimEncoder, encoder_for
 from popframe.protocol.listing import MessageInfo, MessageList
 from popframe.protocol.normalize import normalize_password, normalize_user
 from popframe.protocol.replies import Reply, error_reply, numbered_body, scan_listing
@@ -104,6 +104,13 @@ class SessionConfig:
     # Some users may have a delay of their own: before login, CAPA says
     # "LOGIN-DELAY n USER" (RFC 2449 section 6.5).
     login_delay_per_user: bool = False
+    # RFC 2449 EXPIRE: days a retrieved message stays (0: deleted at QUIT);
+    # None: NEVER.  With a value, QUIT's Commit names what RETR sent.
+    expire: int | None = None
+    # Some users may have their own: before login, CAPA says "EXPIRE n USER".
+    expire_per_user: bool = False
+    # Client workarounds (encoding.WORKAROUNDS) for RETR and TOP.
+    workarounds: frozenset[str] = frozenset()
     channel_binding: Callable[[str], bytes | None] = field(default=lambda kind: None)
     # Whether the TLS client showed a certificate (asked when EXTERNAL is
     # configured; the handshake may finish after the session starts).
@@ -173,8 +180,13 @@ class Retrieve:
     number: int
     message: MessageInfo
     body_lines: int | None = None  # TOP's line count; None for RETR
+    # Client workarounds on (encoding.WORKAROUNDS); usually none.
+    workarounds: frozenset[str] = frozenset()
 
     def encoder(self) -> MessageEncoder:
+        if self.workarounds:
+            return encoder_for(self.body_lines, self.stored_size() is not None,
+                               self.workarounds)
         if self.stored_size() is not None:
             return VerbatimEncoder()
         return MessageEncoder(self.body_lines)
@@ -194,6 +206,10 @@ class Commit:
     :meth:`Session.committed` or :meth:`Session.request_failed`."""
 
     deleted: tuple[str, ...]
+    # EXPIRE: the uids RETR sent in full and not deleted, for the store to
+    # date (empty when EXPIRE is NEVER).  With EXPIRE 0 they are in
+    # ``deleted`` instead.
+    retrieved: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +265,7 @@ class Session:
         self._failure: POP3Error | None = None
         self._messages = MessageList([], [], b"")
         self._deleted: set[int] = set()  # zero-based indexes
+        self._retrieved: set[int] = set()  # RETR sent in full (EXPIRE)
         self._octets = 0  # total size of the messages not marked deleted
 
     # -- input ---------------------------------------------------------------
@@ -373,16 +390,20 @@ class Session:
         self._pending = None
         return pending
 
-    def logged_in(self, messages: Sequence[MessageInfo], login_delay: int | None = None) -> Reply:
+    def logged_in(self, messages: Sequence[MessageInfo], login_delay: int | None = None,
+                  expire: int | None = None) -> Reply:
         """The login succeeded and its maildrop holds ``messages``.
-        ``login_delay``: the user's own LOGIN-DELAY, which CAPA shows from
-        now on (RFC 2449 section 6.5)."""
+        ``login_delay`` and ``expire``: the user's own LOGIN-DELAY and
+        EXPIRE, which CAPA shows from now on (RFC 2449 section 6.5, 6.7)."""
         self._finish(Authenticate)
         self._finished = None
         if login_delay is not None:
             self.config = replace(self.config, login_delay=login_delay)
+        if expire is not None:
+            self.config = replace(self.config, expire=expire)
         self._messages = MessageList.of(messages)
         self._deleted = set()
+        self._retrieved = set()
         self._octets = self._messages.total
         self.state = SessionState.TRANSACTION
         count, octets = self._totals()
@@ -398,7 +419,10 @@ class Session:
         return Reply(True, self._text("{size} octets", size=pending.message.size))
 
     def request_done(self) -> None:
-        self._finish(Retrieve)
+        retrieve = self._finish(Retrieve)
+        assert isinstance(retrieve, Retrieve)
+        if retrieve.body_lines is None and self.config.expire is not None:
+            self._retrieved.add(retrieve.number - 1)
 
     def forwarded(self) -> Reply:
         """The adapter took the address a :class:`Forward` named; a login
@@ -492,7 +516,10 @@ class Session:
         mechanisms = self.sasl_mechanisms()
         if mechanisms:
             caps.append(b"SASL " + " ".join(mechanisms).encode("ascii"))
-        caps += [b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE", b"EXPIRE NEVER"]
+        caps += [b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE"]
+        expire = self.config.expire
+        caps.append(b"EXPIRE " + (b"NEVER" if expire is None else b"%d" % expire)
+                    + (b" USER" if authorization and self.config.expire_per_user else b""))
         if self.config.login_delay is not None:
             per_user = b" USER" if authorization and self.config.login_delay_per_user else b""
             caps.append(b"LOGIN-DELAY %d%s" % (self.config.login_delay, per_user))
@@ -730,12 +757,13 @@ class Session:
 
     def _retr(self, command: c.Command) -> Event:
         assert isinstance(command, c.Retr)
-        return Retrieve(command.number, self._message(command.number))
+        return Retrieve(command.number, self._message(command.number),
+                        workarounds=self.config.workarounds)
 
     def _top(self, command: c.Command) -> Event:
         assert isinstance(command, c.Top)
         message = self._message(command.number)
-        return Retrieve(command.number, message, command.lines)
+        return Retrieve(command.number, message, command.lines, self.config.workarounds)
 
     def _dele(self, command: c.Command) -> Reply:
         assert isinstance(command, c.Dele)
@@ -762,8 +790,11 @@ class Session:
     def _quit_transaction(self, command: c.Command) -> Event:
         self.state = SessionState.UPDATE
         uids = self._messages.uids
+        retrieved = self._retrieved.difference(self._deleted)
+        if self.config.expire == 0:  # EXPIRE 0: retrieved mail goes at QUIT
+            return Commit(tuple(uids[i] for i in sorted(self._deleted | retrieved)))
         deleted = tuple(uids[i] for i in sorted(self._deleted))
-        return Commit(deleted)
+        return Commit(deleted, tuple(uids[i] for i in sorted(retrieved)))
 
 
 _HANDLERS: dict[SessionState, dict[type[c.Command], _Handler]] = {

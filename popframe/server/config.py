@@ -40,6 +40,11 @@ class ServerConfig:
     throttle: Throttle | None = None
     # RFC 2449 LOGIN-DELAY (popframe.logindelay); None: not enforced.
     login_delay: LoginDelay | None = None
+    # Client workarounds (popframe.protocol.encoding.WORKAROUNDS); none by default.
+    workarounds: frozenset[str] = frozenset()
+    # RFC 2449 EXPIRE: days retrieved mail stays (0: deleted at QUIT); None:
+    # NEVER.  A checker's UserSettings.expire overrides it per user.
+    expire: int | None = None
     # Connections at once to the whole server (all workers); 0: no limit.
     max_connections: int = 0
     # Sessions at once of one user, in this process; 0: no limit.

@@ -29,7 +29,7 @@ only from here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from twisted.cred.portal import Portal
@@ -46,6 +46,7 @@ from popframe.auth.credentials import (
     settings_sources,
     user_settings,
 )
+from popframe.auth.restrictions import check_restrictions
 from popframe.errors import (
     AuthenticationFailed,
     LoginDelayed,
@@ -98,6 +99,7 @@ class LoggedIn:
     logout: Callable[[], None]
     login_delay: int | None
     user: str = ""
+    expire: int | None = None  # the user's own EXPIRE, if any
 
 
 class Logins:
@@ -115,6 +117,11 @@ class Logins:
     def login_delay_per_user(self) -> bool:
         """Whether a checker may give a user a LOGIN-DELAY of their own."""
         return self.config.login_delay is not None and bool(self.settings_sources)
+
+    @property
+    def expire_per_user(self) -> bool:
+        """Whether a checker may give a user an EXPIRE of their own."""
+        return bool(self.settings_sources)
 
     def for_connection(self, transport: Any, record: SessionRecord | None = None,
                        observer: ISessionObserver | None = None,
@@ -214,11 +221,15 @@ class ConnectionLogins:
             user_settings(sources, user) if sources else succeed(None))
 
         def open_maildrop(found: UserSettings | None) -> Deferred[LoggedIn]:
+            check_restrictions(found, self.peer())
             self._role = BackendRole.STORE
             avatar = logins.portal.realm.requestAvatar(user.encode("utf-8"), found, IMaildrop)
             # IRealm may answer at once or with a Deferred.
             d = avatar if isinstance(avatar, Deferred) else succeed(avatar)
-            return d.addCallback(self._check_login_delay, user, found)
+            logged_in: Deferred[LoggedIn] = d.addCallback(self._check_login_delay, user, found)
+            if found is not None and found.expire is not None:
+                logged_in.addCallback(replace, expire=found.expire)
+            return logged_in
 
         return settings.addCallback(open_maildrop)
 

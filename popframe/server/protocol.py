@@ -38,7 +38,7 @@ from zope.interface import implementer
 
 from popframe.auth.credentials import lookup_secret
 from popframe.errors import POP3Error, TemporaryFailure
-from popframe.interfaces import IMaildrop, IMessageBody
+from popframe.interfaces import IExpiringMaildrop, IMaildrop, IMessageBody
 from popframe.interfaces.observers import BackendRole, EndReason, LimitKind, SessionRecord
 from popframe.protocol import (
     NEED_DATA,
@@ -121,6 +121,8 @@ class POP3ServerProtocol(Protocol):
         self._write_paused = False  # the transport's buffer is full
         self._read_paused = False  # we stopped reading: too much pipelined
         self._pumping = False
+        # list-progress: what is left of a long reply, sent a chunk per turn.
+        self._rest: memoryview | None = None
         self._closed = False
         self._timeout: Any = None  # the idle timer
         self._active_at = 0.0  # when the client last did something
@@ -150,6 +152,7 @@ class POP3ServerProtocol(Protocol):
         self.session = Session(
             SessionConfig(
                 implementation=self.config.implementation,
+                workarounds=self.config.workarounds,
                 stls_available=self.config.tls is not None,
                 tls_active=tls_active,
                 plaintext_auth_allowed=self.config.allow_plaintext_auth
@@ -164,6 +167,8 @@ class POP3ServerProtocol(Protocol):
                 hostname=self.config.hostname,
                 login_delay=login_delay.default if login_delay is not None else None,
                 login_delay_per_user=factory.logins.login_delay_per_user,
+                expire=self.config.expire,
+                expire_per_user=factory.logins.expire_per_user,
                 limits=self.config.limits,
                 xclient=self.config.trusted_networks.contains(peer),
             )
@@ -302,6 +307,8 @@ class POP3ServerProtocol(Protocol):
             while not (self._closed or self._write_paused or self._waiting):
                 if self._message is not None:
                     self._stream_chunk()
+                elif self._rest is not None:
+                    self._send_rest()
                 elif not self._handle_next_event():
                     break
         finally:
@@ -338,7 +345,14 @@ class POP3ServerProtocol(Protocol):
             self._forward(event)
 
     def _send(self, reply: Reply) -> None:
-        self._write([reply.encode()])
+        data = reply.encode()
+        size = self.config.chunk_size
+        if len(data) > size and "list-progress" in self.config.workarounds:
+            # A long LIST or UIDL as the client reads it: a chunk per turn
+            # of the pump, which stops while the transport is paused.
+            self._rest = memoryview(data)[size:]
+            data = data[:size]
+        self._write([data])
         if reply.close:
             record = self.record
             if record is not None and record.end is None:
@@ -425,7 +439,8 @@ class POP3ServerProtocol(Protocol):
         record.mechanism = mechanism
         if record.tls is not None:  # the handshake is over: its version is known
             record.tls = self._tls_version() or record.tls
-        self._send(self.session.logged_in(result.maildrop.listing(), result.login_delay))
+        self._send(self.session.logged_in(result.maildrop.listing(), result.login_delay,
+                                          result.expire))
 
     def _login_refused(self, request: LoginRefused) -> None:
         assert self._logins is not None and self.session is not None
@@ -494,6 +509,13 @@ class POP3ServerProtocol(Protocol):
         self._sent = 0
         self._await(self._maildrop.open_message(request.message.uid),
                     lambda opened: self._start_message(opened, request))
+
+    def _send_rest(self) -> None:
+        assert self._rest is not None
+        size = self.config.chunk_size
+        piece, rest = self._rest[:size], self._rest[size:]
+        self._rest = rest if rest else None
+        self._write([bytes(piece)])
 
     def _start_message(self, opened: IO[bytes] | IMessageBody, request: Retrieve) -> None:
         assert self.session is not None
@@ -596,7 +618,16 @@ class POP3ServerProtocol(Protocol):
 
     def _commit(self, request: Commit) -> None:
         assert self._maildrop is not None and self.session is not None
-        d = self._maildrop.commit(list(request.deleted))
+        maildrop = self._maildrop
+        deleted = list(request.deleted)
+        if request.retrieved and IExpiringMaildrop.providedBy(maildrop):
+            # EXPIRE: date what RETR sent, then commit; a failure to date
+            # is logged and deletes nothing less.
+            dated = maildrop.record_retrieved(list(request.retrieved), self.clock.seconds())
+            dated.addErrback(lambda failure: log.failure("dating retrievals failed", failure))
+            d = dated.addCallback(lambda _: maildrop.commit(deleted))
+        else:
+            d = maildrop.commit(deleted)
         self._await(d, lambda _: self._committed(len(request.deleted)))
 
     def _committed(self, deleted: int) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 from popframe.config import ConfigurationError
 
-__all__ = ["choice", "parse_store_options", "positive_seconds"]
+__all__ = ["DELE_DEFAULT", "DELE_OPTION", "choice", "parse_store_options", "positive_seconds",
+           "split_options"]
 
 #: Turns an option's text into its value; raises ``ValueError`` saying
 #: what was expected.
@@ -57,3 +58,23 @@ def positive_seconds(text: str) -> float:
     if not seconds > 0 or seconds == float("inf"):
         raise ValueError("expected a positive number of seconds")
     return seconds
+
+
+#: ``dele=unlink|hide``, every store's: what QUIT does with DELE'd messages
+#: (hide: keep them, no longer listed by POP3; leave-on-server archives).
+DELE_OPTION: dict[str, OptionParser] = {"dele": choice("unlink", "hide")}
+DELE_DEFAULT: dict[str, Any] = {"dele": "unlink"}
+
+
+def split_options(argstring: str, known: Iterable[str]) -> tuple[str, list[str]]:
+    """``argstring`` without the trailing ``:key=value`` options whose key
+    is in ``known``, and those options: for a store whose own argument may
+    hold colons (``sql:dsn=postgresql://h:5432/db:dele=hide``)."""
+    keys = set(known)
+    options: list[str] = []
+    while True:
+        head, colon, tail = argstring.rpartition(":")
+        if not colon or tail.partition("=")[0] not in keys or "=" not in tail:
+            return argstring, options[::-1]
+        options.append(tail)
+        argstring = head

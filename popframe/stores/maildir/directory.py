@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 import time
 from bisect import bisect_left
 from operator import itemgetter
@@ -27,7 +28,13 @@ from popframe.stores.maildir.files import (
     regular_files,
     remove_quietly,
 )
-from popframe.stores.maildir.journal import JOURNAL_NAME, delete_all, finish_interrupted
+from popframe.stores.maildir.hiding import flag_letter, is_hidden
+from popframe.stores.maildir.journal import (
+    JOURNAL_NAME,
+    delete_all,
+    finish_interrupted,
+    hide_all,
+)
 from popframe.stores.maildir.listing import (
     LISTING_NAME,
     Snapshot,
@@ -57,8 +64,11 @@ from popframe.stores.maildir.sizes import SIZES_NAME, Form, format_sizes, parse_
 log = Logger(namespace="popframe.stores.maildir")
 
 LOCK_NAME = "popframe.lock"
+#: EXPIRE: when each uid was retrieved (popframe.stores.uidstate).
+RETRIEVED_NAME = "popframe.retrieved"
 #: Temporary files of a write_file_atomically a crash interrupted.
-_TEMPORARY_PREFIXES = tuple(f".{name}." for name in (JOURNAL_NAME, SIZES_NAME, LISTING_NAME))
+_TEMPORARY_PREFIXES = tuple(
+    f".{name}." for name in (JOURNAL_NAME, SIZES_NAME, LISTING_NAME, RETRIEVED_NAME))
 
 _SETTLED_NS = 1_000_000_000
 #: Shorter listings are not stored: making one again costs about what
@@ -70,6 +80,10 @@ _STORE_MIN = 256
 _UPDATE_MIN = 16
 _UPDATE_FRACTION = 10
 
+#: Messages moved from ``new/`` to ``cur/`` per open, at most (see
+#: Maildir._move_new): the rest of a huge ``new/`` waits for later opens.
+MOVE_BATCH = 2000
+
 #: A message being listed: (sort key, base, relative path, entry, size, ready).
 _Row = tuple[str, str, str, str, int, bool]
 
@@ -80,9 +94,14 @@ class Maildir:
     calls when nothing needs doing.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, hide: bool = False) -> None:
         self.path = path
         self.lock_path = os.path.join(path, LOCK_NAME)
+        # dele=hide: deletions flag the files, which listings leave out.
+        self.hide = hide
+        # What the last load left in new/ beyond MOVE_BATCH, oldest first:
+        # a session moves them meanwhile (move_rest).
+        self.unmoved: list[str] = []
 
     def _at(self, *parts: str) -> str:
         return os.path.join(self.path, *parts)
@@ -157,7 +176,7 @@ class Maildir:
         hidden = finish_interrupted(self.path)
         leftover = self._move_new()
         if hidden or leftover:  # rare: list from scratch, remember nothing
-            found = [(name, "cur/" + name) for name in regular_files(self._at("cur"))]
+            found = [(name, "cur/" + name) for name in self._cur_names()]
             found += [(name, "new/" + name) for name in leftover]
             return self._snapshot(found, hidden)
         key = self._directories_key()
@@ -171,7 +190,7 @@ class Maildir:
                 LISTINGS.remember(self.path, Known(snapshot, None, key))
                 return snapshot
             stored = None  # not intact (logged)
-        names = list(regular_files(self._at("cur")))
+        names = self._cur_names()
         if known is not None and same_names(names, known.cur_names()):
             snapshot, made = known.snapshot, "remembered"
         elif stored is not None and (snapshot := self._parse_listing(stored, names)) is not None:
@@ -293,9 +312,18 @@ class Maildir:
         the next open, in any process, needs no readdir.
         """
         key = self._directories_key()
-        if key is None or not same_names(list(regular_files(self._at("cur"))), names):
+        if key is None or not same_names(self._cur_names(), names):
             return None
         return key if key == self._directories_key() else None
+
+    def _cur_names(self) -> list[str]:
+        """The names in ``cur/`` POP3 lists: with ``hide``, not those
+        carrying the ``$POP3Deleted`` flag letter."""
+        names = list(regular_files(self._at("cur")))
+        letter = flag_letter(self.path) if self.hide else None
+        if letter is None:
+            return names
+        return [name for name in names if not is_hidden(name, letter)]
 
     def _directories_key(self) -> tuple[int, ...] | None:
         """What changes when ``cur/`` or ``new/`` does; None while either
@@ -326,19 +354,55 @@ class Maildir:
         """Move ``new/`` to ``cur/``; return the names that stayed behind
         (read-only maildir, or a name already taken in ``cur/``).
         """
-        stayed = []
-        for name in regular_files(self._at("new")):
+        stayed: list[str] = []
+        fresh = list(regular_files(self._at("new")))
+        if not fresh:
+            return stayed
+        if len(fresh) > MOVE_BATCH:
+            # A big first open (a migrated or long-unread maildrop): a
+            # rename is as dear as sizing a message, so at most MOVE_BATCH
+            # move per open; the rest are listed where they are, sized
+            # once into popframe.sizes, and moved by later opens.
+            fresh.sort(key=delivery_order)
+            stayed, fresh = fresh[MOVE_BATCH:], fresh[:MOVE_BATCH]
+            self.unmoved = list(stayed)
+        # One readdir of cur/ rather than an lstat per message (a first open
+        # of 100,000 Postfix-delivered messages spent a tenth of its time
+        # there), and paths made by concatenation rather than os.path.join.
+        taken = set(regular_files(self._at("cur"))) if len(fresh) > 16 else None
+        new, cur = self._at("new"), self._at("cur")
+        for name in fresh:
             target = name if ":" in name else name + ":2,"
             try:
-                if os.path.lexists(self._at("cur", target)):
+                if target in taken if taken is not None else os.path.lexists(f"{cur}/{target}"):
                     raise FileExistsError(errno.EEXIST, "name taken", target)
-                os.rename(self._at("new", name), self._at("cur", target))
+                os.rename(f"{new}/{name}", f"{cur}/{target}")
             except FileNotFoundError:
                 pass  # another agent moved or deleted it: cur/ shows it
             except OSError as e:
-                log.warn("cannot move {name} to cur/: {error}", name=self._at("new", name), error=e)
+                log.warn("cannot move {name} to cur/: {error}", name=f"{new}/{name}", error=e)
                 stayed.append(name)
         return stayed
+
+    def move_rest(self, names: list[str], stop: threading.Event,
+                  moved: dict[str, str]) -> None:
+        """Blocking, while a session holds the lock: move ``names`` (a big
+        ``new/`` that :meth:`load` left) to ``cur/`` one by one until
+        ``stop`` is set, noting each in ``moved`` (uid → its ``cur/`` path)
+        so the session finds it without a search."""
+        taken = set(regular_files(self._at("cur")))
+        new, cur = self._at("new"), self._at("cur")
+        for name in names:
+            if stop.is_set():
+                return
+            target = name + ":2,"
+            if target in taken:
+                continue
+            try:
+                os.rename(f"{new}/{name}", f"{cur}/{target}")
+            except OSError:
+                continue  # moved or removed by another agent; listed as it was
+            moved[uid_for(name)] = "cur/" + target
 
     def _snapshot(self, found: list[tuple[str, str]], hidden: set[str]) -> Snapshot:
         """List ``found`` (name, relative path) oldest first.  Runs once
@@ -386,7 +450,7 @@ class Maildir:
                 cached.append(base)
             else:
                 try:
-                    found_form = file_wire_form(self._at(relative))
+                    found_form = file_wire_form(f"{self.path}/{relative}")
                 except FileNotFoundError:
                     continue  # deleted by another agent meanwhile
                 form = computed[base] = (found_form.size, found_form.ready)
@@ -474,8 +538,12 @@ class Maildir:
     # -- commit -------------------------------------------------------------------
 
     def delete(self, relatives: list[str]) -> None:
-        """Delete all or none (see :mod:`~popframe.stores.maildir.journal`)."""
-        delete_all(self.path, relatives)
+        """Delete (or with ``hide``, flag) all or none (see
+        :mod:`~popframe.stores.maildir.journal`)."""
+        if self.hide:
+            hide_all(self.path, relatives, flag_letter(self.path, create=True) or "")
+        else:
+            delete_all(self.path, relatives)
 
 
 def _positions(entries: list[str], names: set[str]) -> list[int] | None:

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from popframe.files import fsync_directory, write_file_atomically
 from popframe.stores.maildir.files import open_regular, regular_files, remove_quietly
+from popframe.stores.maildir.hiding import with_flag
 from popframe.stores.maildir.names import base_name
 
 #: The store's one log namespace, whichever of its files logs.
@@ -23,6 +24,10 @@ log = Logger(namespace="popframe.stores.maildir")
 
 JOURNAL_NAME = "popframe.journal"
 _JOURNAL_VERSION = 1
+#: A journal of messages to hide (dele=hide): renamed with the flag letter
+#: rather than unlinked.  A popframe that only knows version 1 discards it
+#: and keeps the mail.
+_HIDE_VERSION = 2
 
 
 def delete_all(maildir: str, relatives: list[str]) -> None:
@@ -39,6 +44,18 @@ def delete_all(maildir: str, relatives: list[str]) -> None:
     os.unlink(journal)
 
 
+def hide_all(maildir: str, relatives: list[str], letter: str) -> None:
+    """:func:`delete_all` for ``dele=hide``: add the flag ``letter`` to
+    each message's name instead of unlinking it, all or none the same way."""
+    if not relatives:
+        return
+    journal = os.path.join(maildir, JOURNAL_NAME)
+    data = json.dumps({"version": _HIDE_VERSION, "delete": relatives, "flag": letter})
+    write_file_atomically(journal, data.encode(), durable=True)
+    _apply(maildir, relatives, letter)
+    os.unlink(journal)
+
+
 def finish_interrupted(maildir: str) -> set[str]:
     """Finish a commit a crash interrupted.  Returns the base names it
     could not delete yet, which the listing hides: the commit happened.
@@ -48,7 +65,10 @@ def finish_interrupted(maildir: str) -> set[str]:
         with open_regular(journal_path) as f:  # not a planted FIFO
             journal = json.load(f)
         relatives = journal["delete"]
-        if journal["version"] != _JOURNAL_VERSION or not all(map(_is_message_path, relatives)):
+        letter = journal.get("flag") if journal["version"] == _HIDE_VERSION else None
+        if journal["version"] not in (_JOURNAL_VERSION, _HIDE_VERSION) or not all(
+                map(_is_message_path, relatives)) or (
+                journal["version"] == _HIDE_VERSION and not _is_letter(letter)):
             raise ValueError("not a journal this version wrote")
     except FileNotFoundError:
         return set()
@@ -58,7 +78,7 @@ def finish_interrupted(maildir: str) -> set[str]:
         remove_quietly(journal_path)
         return set()
     try:
-        _apply(maildir, relatives)
+        _apply(maildir, relatives, letter)
         os.unlink(journal_path)
     except OSError as e:
         log.error("cannot finish journal {path}: {error}", path=journal_path, error=e)
@@ -67,15 +87,21 @@ def finish_interrupted(maildir: str) -> set[str]:
     return set()
 
 
-def _apply(maildir: str, relatives: list[str]) -> None:
-    """Unlink each file, or whatever it was renamed to in ``cur/``; a
-    file already gone is fine.  Then make the unlinks durable.
+def _apply(maildir: str, relatives: list[str], letter: str | None = None) -> None:
+    """Unlink each file (or, with ``letter``, rename it to carry that
+    flag), or whatever it was renamed to in ``cur/``; a file already gone
+    is fine.  Then make the changes durable.
     """
     touched = {r.partition("/")[0] for r in relatives}
+    if letter is not None:
+        touched.add("cur")
     current: dict[str, list[str]] | None = None  # base -> cur/ names
     for relative in relatives:
         try:
-            os.unlink(os.path.join(maildir, relative))
+            if letter is None:
+                os.unlink(os.path.join(maildir, relative))
+            else:
+                _hide(maildir, relative, letter)
             continue
         except FileNotFoundError:
             pass
@@ -84,11 +110,30 @@ def _apply(maildir: str, relatives: list[str]) -> None:
             for name in regular_files(os.path.join(maildir, "cur")):
                 current.setdefault(base_name(name), []).append(name)
         candidates = current.pop(base_name(relative.partition("/")[2]), [])
-        if len(candidates) == 1:  # two files with one base: keep both
+        if len(candidates) == 1 and letter is not None:
+            try:
+                _hide(maildir, "cur/" + candidates[0], letter)
+            except FileNotFoundError:
+                pass
+        elif len(candidates) == 1:  # two files with one base: keep both
             remove_quietly(os.path.join(maildir, "cur", candidates[0]), strict=True)
             touched.add("cur")
     for sub in sorted(touched):
         fsync_directory(os.path.join(maildir, sub))
+
+
+def _hide(maildir: str, relative: str, letter: str) -> None:
+    """Rename the file at ``relative`` into ``cur/`` with the flag
+    ``letter`` (no-op when it has it already)."""
+    name = relative.partition("/")[2]
+    target = with_flag(name, letter)
+    if relative == "cur/" + target:
+        return
+    os.rename(os.path.join(maildir, relative), os.path.join(maildir, "cur", target))
+
+
+def _is_letter(letter: object) -> bool:
+    return isinstance(letter, str) and len(letter) == 1 and "a" <= letter <= "z"
 
 
 def _is_message_path(relative: object) -> bool:

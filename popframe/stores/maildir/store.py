@@ -7,6 +7,9 @@ one session, and :class:`MaildirStoreFactory` is the
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Sequence
 from typing import BinaryIO
 
 from twisted.internet import defer
@@ -19,6 +22,8 @@ from popframe.config import ConfigurationError
 from popframe.errors import NoSuchMessage, TemporaryFailure
 from popframe.interfaces import (
     IDeliverableStore,
+    IExpiringMaildrop,
+    IListableStore,
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
@@ -30,12 +35,19 @@ from popframe.interfaces import (
 )
 from popframe.stores import RunBlocking
 from popframe.stores.base import LockedMaildrop
+from popframe.stores.location import (
+    WrongMaildrop,
+    check_owner,
+    maildrop_path,
+    template_users,
+)
 from popframe.stores.locking import FileLocker
 from popframe.stores.maildir.delivery import MaildirMissing, deliver_message
-from popframe.stores.maildir.directory import Maildir
+from popframe.stores.maildir.directory import RETRIEVED_NAME, Maildir
 from popframe.stores.maildir.listing import Snapshot, relative_path
-from popframe.stores.options import choice, parse_store_options
+from popframe.stores.options import DELE_DEFAULT, DELE_OPTION, choice, parse_store_options
 from popframe.stores.template import PathTemplate, UnsafeUserName
+from popframe.stores.uidstate import date_retrievals, retrieved_before
 
 #: The store's one log namespace, whichever of its files logs.
 log = Logger(namespace="popframe.stores.maildir")
@@ -56,7 +68,7 @@ class MessageVanished(TemporaryFailure):
     default_message = "message was removed by another client, please reconnect"
 
 
-@implementer(IMaildrop)
+@implementer(IExpiringMaildrop)
 class MaildirMaildrop(LockedMaildrop):
     """One session's locked snapshot of a maildir."""
 
@@ -72,6 +84,27 @@ class MaildirMaildrop(LockedMaildrop):
         self._snapshot = snapshot
         self._moved: dict[str, str] = {}  # uid -> relative path, found again (shared snapshot)
         self._run = run_blocking
+        # A big new/ that the open left: moved to cur/ during the session
+        # (Maildir.move_rest, which fills _moved), stopped when it ends.
+        self._stop = threading.Event()
+        self._mover: defer.Deferred[None] | None = None
+        if maildir is not None and maildir.unmoved:
+            unmoved, maildir.unmoved = maildir.unmoved, []
+            self._mover = run_blocking(maildir.move_rest, unmoved, self._stop, self._moved)
+            self._mover.addErrback(lambda failure: log.failure("moving new/ failed", failure))
+
+    def _stop_mover(self) -> defer.Deferred[None]:
+        """Stop moving new/ (after the rename under way) and fire then."""
+        mover, self._mover = self._mover, None
+        if mover is None:
+            return defer.succeed(None)
+        self._stop.set()
+        return mover
+
+    def _release(self) -> defer.Deferred[None]:
+        if self._mover is None:
+            return super()._release()
+        return self._stop_mover().addBoth(lambda _: LockedMaildrop._release(self))
 
     def listing(self) -> MessageList:
         return self._snapshot.listing
@@ -137,8 +170,23 @@ class MaildirMaildrop(LockedMaildrop):
         except OSError as e:
             raise _temporary(e, "open a message") from e
 
+    def record_retrieved(self, uids: Sequence[str], when: float) -> defer.Deferred[None]:
+        """EXPIRE: dates in ``popframe.retrieved`` (a uid map in the root)."""
+        if self._maildir is None or not uids:
+            return defer.succeed(None)
+        path = os.path.join(self._maildir.path, RETRIEVED_NAME)
+        listed = set(self._snapshot.listing.uids)
+        return self._run(date_retrievals, path, listed, list(uids), when)
+
+    def retrieved_before(self, cutoff: float) -> defer.Deferred[list[str]]:
+        if self._maildir is None:
+            return defer.succeed([])
+        path = os.path.join(self._maildir.path, RETRIEVED_NAME)
+        return self._run(retrieved_before, path, list(self._snapshot.listing.uids), cutoff)
+
     async def apply_deletions(self, deleted: list[str]) -> None:
         assert self._maildir is not None  # an empty snapshot has no uids
+        await self._stop_mover()  # no rename under the unlinks
         relatives = []
         for uid in deleted:
             relative = await self._relative(uid)
@@ -155,7 +203,7 @@ def _temporary(error: OSError, doing: str) -> TemporaryFailure:
     return TemporaryFailure()
 
 
-@implementer(IDeliverableStore)
+@implementer(IDeliverableStore, IListableStore)
 class MaildirStore:
     """Maildirs at a path template, e.g. ``/var/mail/%d/%n/Maildir``.
 
@@ -175,11 +223,14 @@ class MaildirStore:
         locker: IMaildropLocker | None = None,
         *,
         create: bool = True,
+        dele: str = "unlink",
         run_blocking: RunBlocking = deferToThread,
     ) -> None:
         self.template = template if isinstance(template, PathTemplate) else PathTemplate(template)
         self.locker = locker if locker is not None else FileLocker()
         self.create = create
+        # "hide": DELE flags the file $POP3Deleted (popframe.stores.maildir.hiding).
+        self.dele = dele
         self._run = run_blocking
 
     def open(self, user: str, settings: UserSettings | None = None) -> defer.Deferred[IMaildrop]:
@@ -187,7 +238,9 @@ class MaildirStore:
         still right) fires before it returns, with no coroutine and no
         thread; anything else continues in :meth:`_open_locked`."""
         try:
-            maildir = self._prepare(user)
+            maildir = self._prepare(user, settings)
+        except WrongMaildrop:
+            return defer.fail()
         except UnsafeUserName as e:
             log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
             return defer.fail()
@@ -234,7 +287,9 @@ class MaildirStore:
         session holds the maildrop; a missing maildir is created unless
         ``create`` is off, when delivery is deferred."""
         try:
-            path = self.template.resolve(user)
+            path = maildrop_path(self.template, user, settings, "maildir")
+        except WrongMaildrop:
+            return defer.fail()
         except UnsafeUserName as e:
             log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
             return defer.fail()
@@ -252,21 +307,33 @@ class MaildirStore:
         d: defer.Deferred[str] = self._run(deliver_message, path, message, self.create)
         return d.addCallbacks(lambda name: None, failed)
 
-    def _prepare(self, user: str) -> Maildir | None:
-        maildir = Maildir(self.template.resolve(user))
-        return maildir if maildir.prepare(self.create) else None
+    def users(self) -> defer.Deferred[list[str]]:
+        """:class:`~popframe.interfaces.IListableStore`: the users whose
+        maildirs exist at the template's paths."""
+        return self._run(template_users, self.template)
+
+    def _prepare(self, user: str, settings: UserSettings | None = None) -> Maildir | None:
+        path = maildrop_path(self.template, user, settings, "maildir")
+        maildir = Maildir(path, hide=self.dele == "hide")
+        if not maildir.prepare(self.create):
+            return None
+        check_owner(path, settings, user)
+        return maildir
 
 
 @implementer(IMaildropStoreFactory)
 class MaildirStoreFactory:
     storeName = "maildir"
-    argStringFormat = "maildir:/var/mail/%u/Maildir[:create=no]"
+    argStringFormat = "maildir:/var/mail/%u/Maildir[:create=no][:dele=hide]"
     storeHelp = """\
 Maildirs as Postfix, Dovecot and Courier write them, at a path template:
 %u the user name, %n its local part (before @), %d its domain, %% a
 literal %; %Lu, %Ln, %Ld lower-case.  A missing maildir is created (0700)
 at first login unless create=no.  Sessions lock each other out with flock
-on popframe.lock in the maildir, which serves one host.
+on popframe.lock in the maildir, which serves one host.  dele=hide: DELE
+keeps the file and hides it from POP3 with the keyword $POP3Deleted (a
+flag letter, as Dovecot's pop3_deleted_flag); dele=unlink (the default)
+removes it.
 """
 
     def storeFromString(self, argstring: str) -> IMaildropStore:
@@ -276,5 +343,6 @@ on popframe.lock in the maildir, which serves one host.
                 "--store", f"maildir needs a path template, e.g. {self.argStringFormat}"
             )
         values = parse_store_options(
-            "maildir", options, {"create": choice("yes", "no")}, {"create": "yes"})
-        return MaildirStore(template, create=values["create"] == "yes")
+            "maildir", options, {"create": choice("yes", "no"), **DELE_OPTION},
+            {"create": "yes", **DELE_DEFAULT})
+        return MaildirStore(template, create=values["create"] == "yes", dele=values["dele"])

@@ -18,6 +18,8 @@ LOCK = "lock"  # the POP3 session lock (flock), never removed
 INDEX = "index"  # offsets, sizes and uids of the messages: a cache
 JOURNAL = "journal"  # the append in progress, if any
 REWRITE = "rewrite"  # the new file a commit is writing
+HIDDEN = "hidden"  # dele=hide: the uids DELE hid (popframe.stores.uidstate)
+RETRIEVED = "retrieved"  # EXPIRE: when each uid was retrieved
 
 
 def side_path(path: str, job: str) -> str:

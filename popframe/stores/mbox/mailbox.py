@@ -19,6 +19,7 @@ import errno
 import os
 import re
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -26,13 +27,14 @@ from twisted.logger import Logger
 
 from popframe.files import fsync_directory
 from popframe.interfaces import MessageList
-from popframe.stores.mbox.files import REWRITE, open_mbox, side_path
+from popframe.stores.mbox.files import HIDDEN, REWRITE, open_mbox, side_path
 from popframe.stores.mbox.format import Quoter, from_line
 from popframe.stores.mbox.index import Index, current_index, file_key, remember, write_index
 from popframe.stores.mbox.journal import AppendJournal, PendingAppend
 from popframe.stores.mbox.locks import MboxLocks
 from popframe.stores.mbox.reader import MessageReader
 from popframe.stores.mbox.scan import Entry, header_value
+from popframe.stores.uidstate import read_uid_map, write_uid_map
 
 __all__ = ["Mbox", "MboxChanged", "Snapshot"]
 
@@ -57,10 +59,17 @@ class Snapshot:
     listing: MessageList
 
     @classmethod
-    def of(cls, index: Index | None) -> Snapshot:
+    def of(cls, index: Index | None, hidden: Collection[str] = ()) -> Snapshot:
+        """The snapshot of ``index`` less the ``hidden`` uids (dele=hide)."""
         if index is None:
             return cls(None, (), MessageList([], [], b""))
-        return cls(index.key[:2], index.entries, index.listing())
+        if not hidden or hidden.isdisjoint(index.uids):  # type: ignore[attr-defined]
+            return cls(index.key[:2], index.entries, index.listing())
+        kept = [i for i, uid in enumerate(index.uids) if uid not in hidden]
+        entries = tuple(index.entries[i] for i in kept)
+        return cls(index.key[:2], entries, MessageList(
+            [index.uids[i] for i in kept], [e.size for e in entries],
+            bytes(e.ready for e in entries)))
 
     def position(self, uid: str) -> int | None:
         try:
@@ -73,11 +82,15 @@ class Mbox:
     """The mbox at ``path``; ``lock_timeout`` and ``stale_lock`` as for
     :class:`~popframe.stores.mbox.locks.MboxLocks`."""
 
-    def __init__(self, path: str, lock_timeout: float = 30.0, stale_lock: float = 500.0) -> None:
+    def __init__(self, path: str, lock_timeout: float = 30.0, stale_lock: float = 500.0,
+                 hide: bool = False) -> None:
         self.path = path
         self.lock_timeout = lock_timeout
         self.stale_lock = stale_lock
         self.journal = AppendJournal(path)
+        # dele=hide: deletions are uids added to .NAME.popframe-hidden,
+        # which snapshots leave out; the mbox itself is not rewritten.
+        self.hide = hide
 
     def _locked(self, create: bool = False) -> tuple[int, MboxLocks] | None:
         """The mbox open for writing and locked (checked to still be the
@@ -108,7 +121,8 @@ class Mbox:
         try:
             self.journal.recover(fd)
             _remove_quietly(side_path(self.path, REWRITE))  # a commit's, if one was killed
-            return Snapshot.of(current_index(fd, self.path))
+            hidden = read_uid_map(side_path(self.path, HIDDEN)) if self.hide else {}
+            return Snapshot.of(current_index(fd, self.path), hidden.keys())
         finally:
             _release(fd, locks)
 
@@ -188,11 +202,22 @@ class Mbox:
             index = current_index(fd, self.path)
             wanted = set(uids)
             doomed = {i for i, uid in enumerate(index.uids) if uid in wanted}
-            if doomed:
+            if doomed and self.hide:
+                self._hide(index, doomed)
+            elif doomed:
                 self._rewrite(fd, index, doomed)
             return len(doomed)
         finally:
             _release(fd, locks)
+
+    def _hide(self, index: Index, doomed: set[int]) -> None:
+        """dele=hide: add the uids to the hidden map in one durable write
+        (all or none), forgetting those no longer in the mbox."""
+        path = side_path(self.path, HIDDEN)
+        present = set(index.uids)
+        hidden = {uid: 1.0 for uid in read_uid_map(path) if uid in present}
+        hidden.update((index.uids[i], 1.0) for i in doomed)
+        write_uid_map(path, hidden)
 
     def _rewrite(self, fd: int, index: Index, doomed: set[int]) -> None:
         st = os.fstat(fd)

@@ -17,6 +17,7 @@ Two kinds of lock, for two lengths of time:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import BinaryIO
 
 from twisted.internet import defer
@@ -29,6 +30,8 @@ from popframe.config import ConfigurationError
 from popframe.errors import NoSuchMessage, TemporaryFailure
 from popframe.interfaces import (
     IDeliverableStore,
+    IExpiringMaildrop,
+    IListableStore,
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
@@ -39,13 +42,25 @@ from popframe.interfaces import (
 )
 from popframe.stores import RunBlocking
 from popframe.stores.base import LockedMaildrop
+from popframe.stores.location import (
+    WrongMaildrop,
+    check_owner,
+    maildrop_path,
+    template_users,
+)
 from popframe.stores.locking import FileLocker
-from popframe.stores.mbox.files import LOCK, side_path
+from popframe.stores.mbox.files import LOCK, RETRIEVED, side_path
 from popframe.stores.mbox.locks import LockTimeout
 from popframe.stores.mbox.mailbox import Mbox, MboxChanged, Snapshot
 from popframe.stores.mbox.reader import MessageReader
-from popframe.stores.options import parse_store_options, positive_seconds
+from popframe.stores.options import (
+    DELE_DEFAULT,
+    DELE_OPTION,
+    parse_store_options,
+    positive_seconds,
+)
 from popframe.stores.template import PathTemplate, UnsafeUserName
+from popframe.stores.uidstate import date_retrievals, retrieved_before
 
 __all__ = ["MboxMaildrop", "MboxStore", "MboxStoreFactory", "MessageMoved"]
 
@@ -72,7 +87,7 @@ def _temporary(failure: Failure, doing: str, path: str) -> Failure:
     return failure
 
 
-@implementer(IMaildrop)
+@implementer(IExpiringMaildrop)
 class MboxMaildrop(LockedMaildrop):
     """One session's locked snapshot of an mbox."""
 
@@ -99,13 +114,25 @@ class MboxMaildrop(LockedMaildrop):
             return defer.fail(_temporary(Failure(), "open a message", self._mbox.path))
         return defer.succeed(reader)  # type: ignore[arg-type]
 
+    def record_retrieved(self, uids: Sequence[str], when: float) -> defer.Deferred[None]:
+        """EXPIRE: dates in ``.NAME.popframe-retrieved`` beside the mbox."""
+        if not uids:
+            return defer.succeed(None)
+        listed = set(self._snapshot.listing.uids)
+        return self._run(date_retrievals, side_path(self._mbox.path, RETRIEVED), listed,
+                         list(uids), when)
+
+    def retrieved_before(self, cutoff: float) -> defer.Deferred[list[str]]:
+        return self._run(retrieved_before, side_path(self._mbox.path, RETRIEVED),
+                         list(self._snapshot.listing.uids), cutoff)
+
     def apply_deletions(self, uids: list[str]) -> defer.Deferred[None]:
         d = self._run(self._mbox.delete, uids)
         return d.addCallbacks(lambda _: None, _temporary,
                               errbackArgs=("commit deletions", self._mbox.path))
 
 
-@implementer(IDeliverableStore)
+@implementer(IDeliverableStore, IListableStore)
 class MboxStore:
     """mbox files at a path template, e.g. ``/var/mail/%u``.  The directory
     must exist and be writable (for the dotlock, popframe's files beside
@@ -113,26 +140,34 @@ class MboxStore:
     at the first delivery."""
 
     def __init__(self, template: str | PathTemplate, locker: IMaildropLocker | None = None, *,
-                 lock_timeout: float = 30.0, stale_lock: float = 500.0,
+                 lock_timeout: float = 30.0, stale_lock: float = 500.0, dele: str = "unlink",
                  run_blocking: RunBlocking = deferToThread) -> None:
         self.template = template if isinstance(template, PathTemplate) else PathTemplate(template)
         self.locker = locker if locker is not None else FileLocker()
         self.lock_timeout = lock_timeout
         self.stale_lock = stale_lock
+        self.dele = dele
         self._run = run_blocking
 
-    def _mbox(self, user: str) -> Mbox:
-        path = self.template.resolve(user)
+    def _mbox(self, user: str, settings: UserSettings | None = None) -> Mbox:
+        path = maildrop_path(self.template, user, settings, "mbox")
         if path.endswith(".lock"):  # user "alice.lock" would be alice's dotlock
             raise UnsafeUserName("the mbox would be another mbox's dotlock")
-        return Mbox(path, self.lock_timeout, self.stale_lock)
+        return Mbox(path, self.lock_timeout, self.stale_lock, hide=self.dele == "hide")
 
     def open(self, user: str, settings: UserSettings | None = None) -> defer.Deferred[IMaildrop]:
-        return defer.Deferred.fromCoroutine(self._open(user))
+        return defer.Deferred.fromCoroutine(self._open(user, settings))
 
-    async def _open(self, user: str) -> IMaildrop:
+    def users(self) -> defer.Deferred[list[str]]:
+        """:class:`~popframe.interfaces.IListableStore`: the users whose
+        mbox files exist at the template's paths."""
+        return self._run(lambda: [u for u in template_users(self.template)
+                                  if not u.startswith(".") and not u.endswith(".lock")])
+
+    async def _open(self, user: str, settings: UserSettings | None = None) -> IMaildrop:
         try:
-            mbox = self._mbox(user)
+            mbox = self._mbox(user, settings)
+            check_owner(mbox.path, settings, user)
         except UnsafeUserName as e:
             log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
             raise
@@ -150,7 +185,9 @@ class MboxStore:
         """:class:`~popframe.interfaces.IDeliverableStore`: appended under
         the mbox locks, whether or not a session holds the maildrop."""
         try:
-            mbox = self._mbox(user)
+            mbox = self._mbox(user, settings)
+        except WrongMaildrop:
+            return defer.fail()
         except UnsafeUserName as e:
             log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
             return defer.fail()
@@ -161,7 +198,8 @@ class MboxStore:
 @implementer(IMaildropStoreFactory)
 class MboxStoreFactory:
     storeName = "mbox"
-    argStringFormat = "mbox:/var/mail/%u[:lock_timeout=SECONDS][:stale_lock=SECONDS]"
+    argStringFormat = ("mbox:/var/mail/%u[:lock_timeout=SECONDS][:stale_lock=SECONDS]"
+                       "[:dele=hide]")
     storeHelp = """\
 Traditional Unix mbox files at a path template (%u, %n, %d, %% as for
 maildir).  Locks as Postfix, procmail and mutt do (fcntl, then the
@@ -169,7 +207,9 @@ NAME.lock dotlock), held briefly: Postfix can deliver during a session.
 mboxrd From-quoting; QUIT's deletions rewrite the file crash-safely.
 lock_timeout (30): seconds to wait for the mbox locks; stale_lock (500):
 age at which another program's dotlock is broken.  Files of popframe's
-own sit beside each mbox as .NAME.popframe-*.
+own sit beside each mbox as .NAME.popframe-*.  dele=hide: DELE keeps the
+message in the mbox and hides it from POP3 (its UIDL noted in
+.NAME.popframe-hidden; no rewrite); dele=unlink (the default) removes it.
 """
 
     def storeFromString(self, argstring: str) -> MboxStore:
@@ -178,7 +218,8 @@ own sit beside each mbox as .NAME.popframe-*.
             raise ConfigurationError(
                 "--store", f"mbox needs a path template, e.g. {self.argStringFormat}")
         settings = parse_store_options(
-            "mbox", options, {"lock_timeout": positive_seconds, "stale_lock": positive_seconds},
-            {"lock_timeout": 30.0, "stale_lock": 500.0})
+            "mbox", options, {"lock_timeout": positive_seconds, "stale_lock": positive_seconds,
+                              **DELE_OPTION},
+            {"lock_timeout": 30.0, "stale_lock": 500.0, **DELE_DEFAULT})
         return MboxStore(template, lock_timeout=settings["lock_timeout"],
-                         stale_lock=settings["stale_lock"])
+                         stale_lock=settings["stale_lock"], dele=settings["dele"])

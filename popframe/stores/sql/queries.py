@@ -13,7 +13,8 @@ from popframe.db.migrations import PART_SIZE
 from popframe.interfaces import MessageList
 from popframe.protocol.encoding import wire_form
 
-__all__ = ["Listing", "delete_messages", "list_maildrop", "read_first_parts", "read_part",
+__all__ = ["Listing", "delete_messages", "hide_messages", "list_maildrop", "maildrop_names",
+           "read_first_parts", "read_part", "record_retrieved", "retrieved_before",
            "store_message"]
 
 #: Ids per DELETE statement (well under every engine's parameter limit).
@@ -33,8 +34,8 @@ class Listing:
 def list_maildrop(session: Session, maildrop: str) -> Listing:
     """From the covering index ``popframe_messages_listing``: no body read."""
     rows = session.query(
-        "SELECT id, uid, size, ready, parts FROM popframe_messages WHERE maildrop = ? ORDER BY id",
-        (maildrop,))
+        "SELECT id, uid, size, ready, parts FROM popframe_messages "
+        "WHERE maildrop = ? AND hidden = ? ORDER BY id", (maildrop, False))
     return Listing(
         MessageList([row[1] for row in rows], [int(row[2]) for row in rows],
                     bytes(1 if row[3] else 0 for row in rows)),
@@ -73,6 +74,50 @@ def delete_messages(session: Session, maildrop: str, ids: list[int],
             session.execute(
                 f"DELETE FROM popframe_messages WHERE maildrop = ? AND id IN ({marks})",
                 [maildrop, *batch])
+
+
+def hide_messages(session: Session, maildrop: str, ids: list[int],
+                  verify: Callable[[Session], None] | None) -> None:
+    """QUIT's deletions with ``dele=hide``: the rows stay, POP3 no longer
+    lists them; one transaction, like :func:`delete_messages`."""
+    with session.transaction():
+        if verify is not None:
+            verify(session)
+        for batch in _batches(ids):
+            marks = ", ".join("?" * len(batch))
+            session.execute(
+                f"UPDATE popframe_messages SET hidden = ? WHERE maildrop = ? AND id IN ({marks})",
+                [True, maildrop, *batch])
+
+
+def record_retrieved(session: Session, maildrop: str, ids: list[int], when: int) -> None:
+    """EXPIRE: these messages were retrieved at ``when`` (Unix seconds);
+    a time already recorded is kept (expiry counts from the first)."""
+    with session.transaction():
+        for batch in _batches(ids):
+            marks = ", ".join("?" * len(batch))
+            session.execute(
+                f"UPDATE popframe_messages SET retrieved_at = ? WHERE maildrop = ? AND "
+                f"retrieved_at IS NULL AND id IN ({marks})", [when, maildrop, *batch])
+
+
+def retrieved_before(session: Session, maildrop: str, cutoff: int) -> list[str]:
+    """The uids of listed messages retrieved before ``cutoff``."""
+    rows = session.query(
+        "SELECT uid FROM popframe_messages WHERE maildrop = ? AND hidden = ? AND "
+        "retrieved_at < ? ORDER BY id", (maildrop, False, cutoff))
+    return [str(row[0]) for row in rows]
+
+
+def maildrop_names(session: Session) -> list[str]:
+    """Every maildrop that holds a message."""
+    return [str(row[0]) for row in session.query(
+        "SELECT DISTINCT maildrop FROM popframe_messages ORDER BY maildrop")]
+
+
+def _batches(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), _BATCH):
+        yield ids[start:start + _BATCH]
 
 
 def store_message(session: Session, maildrop: str, uid: str, message: BinaryIO,

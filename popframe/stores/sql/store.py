@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from collections.abc import Sequence
 from typing import BinaryIO
 
 from twisted.internet import defer
@@ -41,6 +42,8 @@ from popframe.db.locks import DatabaseLocker, SQLiteLocker, locker_for
 from popframe.errors import NoSuchMessage, PermanentFailure
 from popframe.interfaces import (
     IDeliverableStore,
+    IExpiringMaildrop,
+    IListableStore,
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
@@ -52,12 +55,17 @@ from popframe.interfaces import (
 )
 from popframe.stores.base import LockedMaildrop
 from popframe.stores.maildir import MessageVanished
+from popframe.stores.options import DELE_DEFAULT, DELE_OPTION, parse_store_options, split_options
 from popframe.stores.sql.queries import (
     Listing,
     delete_messages,
+    hide_messages,
     list_maildrop,
+    maildrop_names,
     read_first_parts,
     read_part,
+    record_retrieved,
+    retrieved_before,
     store_message,
 )
 
@@ -116,7 +124,7 @@ class SQLMessageBody:
         self._next = self._parts
 
 
-@implementer(IMaildrop)
+@implementer(IExpiringMaildrop)
 class SQLMaildrop(LockedMaildrop):
     """One session's snapshot of a maildrop, taken under its lock."""
 
@@ -175,20 +183,36 @@ class SQLMaildrop(LockedMaildrop):
             total += sizes[i]
         return batch
 
+    def record_retrieved(self, uids: Sequence[str], when: float) -> defer.Deferred[None]:
+        """EXPIRE: ``popframe_messages.retrieved_at``."""
+        ids = [self._listing.ids[self._rows[uid]] for uid in uids if uid in self._rows]
+        if not ids:
+            return defer.succeed(None)
+        return self._store.database.run(record_retrieved, self._name, ids, int(when),
+                                        write=True)
+
+    def retrieved_before(self, cutoff: float) -> defer.Deferred[list[str]]:
+        d = self._store.database.run(retrieved_before, self._name, int(cutoff))
+        return d.addCallback(lambda uids: [uid for uid in uids if uid in self._rows])
+
     def apply_deletions(self, uids: list[str]) -> defer.Deferred[None]:
         ids = [self._listing.ids[self._rows[uid]] for uid in uids]
         verify = getattr(self._lock, "verify", None)
-        return self._store.database.run(delete_messages, self._name, ids, verify, write=True)
+        remove = hide_messages if self._store.dele == "hide" else delete_messages
+        return self._store.database.run(remove, self._name, ids, verify, write=True)
 
 
-@implementer(IDeliverableStore)
+@implementer(IDeliverableStore, IListableStore)
 class SQLStore:
     """Maildrops in ``database``, locked with ``locker`` (default: the one
     that suits the engine, :func:`popframe.db.locks.locker_for`)."""
 
-    def __init__(self, database: Database, locker: IMaildropLocker | None = None) -> None:
+    def __init__(self, database: Database, locker: IMaildropLocker | None = None, *,
+                 dele: str = "unlink") -> None:
         self.database = database
         self.locker = locker if locker is not None else locker_for(database)
+        # "hide": DELE sets popframe_messages.hidden instead of deleting rows.
+        self.dele = dele
 
     def open(self, user: str, settings: UserSettings | None = None) -> defer.Deferred[IMaildrop]:
         try:
@@ -202,6 +226,11 @@ class SQLStore:
             return self.database.run(_lock_and_list, self.locker, name, write=True).addCallback(
                 lambda locked: SQLMaildrop(self, name, locked[1], locked[0]))
         return self.locker.acquire(name).addCallback(self._list, name)
+
+    def users(self) -> defer.Deferred[list[str]]:
+        """:class:`~popframe.interfaces.IListableStore`: every maildrop name
+        with mail (a maildrop is opened by its name)."""
+        return self.database.run(maildrop_names)
 
     def _list(self, lock: IMaildropLock, name: str) -> defer.Deferred[IMaildrop]:
         def opened(listing: Listing) -> IMaildrop:
@@ -244,7 +273,10 @@ def _lock_and_list(session: Session, locker: DatabaseLocker | SQLiteLocker, name
 
 
 def maildrop_name(user: str, settings: UserSettings | None) -> str:
-    name = settings.maildrop if settings is not None and settings.maildrop else user
+    # A location of a file store's kind (a passwd-file's userdb_mail) names
+    # no SQL maildrop: the user's own is used.
+    given = settings.maildrop if settings is not None and settings.maildrop_kind is None else None
+    name = given or user
     if not name or len(name) > MAX_MAILDROP:
         log.warn("refusing maildrop name of {length} characters for {user!r}",
                  length=len(name), user=user)
@@ -255,7 +287,8 @@ def maildrop_name(user: str, settings: UserSettings | None) -> str:
 @implementer(IMaildropStoreFactory)
 class SQLStoreFactory:
     storeName = "sql"
-    argStringFormat = "sql:dsn=postgresql://USER@HOST:PORT/DB (or mysql://..., sqlite:////path.db)"
+    argStringFormat = ("sql:dsn=postgresql://USER@HOST:PORT/DB[:dele=hide] "
+                       "(or mysql://..., sqlite:////path.db)")
     storeHelp = """\
 Maildrops and messages in a database: PostgreSQL, MariaDB/MySQL or SQLite.
 dsn= is a URL: postgresql://USER@HOST:PORT/DB, mysql://USER@HOST:PORT/DB,
@@ -263,8 +296,11 @@ sqlite:////absolute/path.db; a password in the URL, in ?password_file=PATH,
 or in the driver's environment (PGPASSWORD, MYSQL_PWD).  Create the tables
 with 'popframe db upgrade --dsn URL'.  Maildrop locks hold across hosts on
 PostgreSQL (advisory locks) and MariaDB (GET_LOCK), across processes on
-SQLite (flock).  See docs/sql.md.
+SQLite (flock).  dele=hide: DELE keeps the row, marked hidden (no longer
+listed by POP3); dele=unlink (the default) deletes it.  See docs/sql.md.
 """
 
     def storeFromString(self, argstring: str) -> SQLStore:
-        return SQLStore(configured_database(argstring, "--store", "sql"))
+        dsn, options = split_options(argstring, DELE_OPTION)
+        values = parse_store_options("sql", options, DELE_OPTION, DELE_DEFAULT)
+        return SQLStore(configured_database(dsn, "--store", "sql"), dele=values["dele"])
