@@ -34,6 +34,7 @@ from popframe.stores.locking import FileLocker
 from popframe.stores.maildir.delivery import MaildirMissing, deliver_message
 from popframe.stores.maildir.directory import Maildir
 from popframe.stores.maildir.listing import Snapshot, relative_path
+from popframe.stores.maildir.uidls import UidlFormat, parse_uidl_format
 from popframe.stores.options import choice, parse_store_options
 from popframe.stores.template import PathTemplate, UnsafeUserName
 
@@ -161,7 +162,9 @@ class MaildirStore:
 
     ``create``: make a missing maildir (0700) at first login, as Dovecot
     does, instead of showing an empty maildrop without creating anything.
-    The directories belong to the user popframe runs as.
+    The directories belong to the user popframe runs as.  ``uidl``: whose
+    UIDLs to serve (:mod:`~popframe.stores.maildir.uidls`; the default,
+    ``popframe``, maps nothing).
 
     An open does its few stat calls on the reactor thread and hands work to
     ``run_blocking`` only when there is some (a journal to finish, mail to
@@ -175,11 +178,13 @@ class MaildirStore:
         locker: IMaildropLocker | None = None,
         *,
         create: bool = True,
+        uidl: str = "popframe",
         run_blocking: RunBlocking = deferToThread,
     ) -> None:
         self.template = template if isinstance(template, PathTemplate) else PathTemplate(template)
         self.locker = locker if locker is not None else FileLocker()
         self.create = create
+        self.uidl = None if uidl == "popframe" else UidlFormat(uidl)
         self._run = run_blocking
 
     def open(self, user: str, settings: UserSettings | None = None) -> defer.Deferred[IMaildrop]:
@@ -208,6 +213,8 @@ class MaildirStore:
         locked.addCallback(grant)  # runs now if the lock was granted at once
         if granted:
             snapshot = maildir.load_unchanged()
+            if snapshot is not None and self.uidl is not None:
+                snapshot = self.uidl.remembered(maildir.path, snapshot)
             if snapshot is not None:
                 return defer.succeed(MaildirMaildrop(maildir, snapshot, granted[0], self._run))
         return defer.Deferred.fromCoroutine(self._open_locked(maildir, locked))
@@ -220,6 +227,8 @@ class MaildirStore:
             snapshot = maildir.load_unchanged()
             if snapshot is None:
                 snapshot = await self._run(maildir.load)
+            if self.uidl is not None:
+                snapshot = await self._run(self.uidl.apply, maildir.path, snapshot)
         except BaseException as e:
             await lock.release()
             if isinstance(e, OSError):
@@ -260,13 +269,17 @@ class MaildirStore:
 @implementer(IMaildropStoreFactory)
 class MaildirStoreFactory:
     storeName = "maildir"
-    argStringFormat = "maildir:/var/mail/%u/Maildir[:create=no]"
+    argStringFormat = "maildir:/var/mail/%u/Maildir[:create=no][:uidl=FORMAT]"
     storeHelp = """\
 Maildirs as Postfix, Dovecot and Courier write them, at a path template:
 %u the user name, %n its local part (before @), %d its domain, %% a
 literal %; %Lu, %Ln, %Ld lower-case.  A missing maildir is created (0700)
 at first login unless create=no.  Sessions lock each other out with flock
-on popframe.lock in the maildir, which serves one host.
+on popframe.lock in the maildir, which serves one host.  uidl= serves
+the UIDLs another server gave (docs/migration.md): popframe (default),
+dovecot (dovecot-uidlist, else pop3_uidl_format %08Xu%08Xv;
+dovecot:TEMPLATE for another), courier (courierpop3dsizelist), maildir
+(the name up to ':', as qmail and tpop3d), x-uidl (an X-UIDL header).
 """
 
     def storeFromString(self, argstring: str) -> IMaildropStore:
@@ -276,5 +289,19 @@ on popframe.lock in the maildir, which serves one host.
                 "--store", f"maildir needs a path template, e.g. {self.argStringFormat}"
             )
         values = parse_store_options(
-            "maildir", options, {"create": choice("yes", "no")}, {"create": "yes"})
-        return MaildirStore(template, create=values["create"] == "yes")
+            "maildir", _joined_values(options),
+            {"create": choice("yes", "no"), "uidl": parse_uidl_format},
+            {"create": "yes", "uidl": "popframe"})
+        return MaildirStore(template, create=values["create"] == "yes", uidl=values["uidl"])
+
+
+def _joined_values(options: list[str]) -> list[str]:
+    """The options with ``uidl=dovecot:TEMPLATE`` whole again (the
+    argument string was split at every ``:``)."""
+    joined: list[str] = []
+    for option in options:
+        if joined and joined[-1].startswith("uidl=") and "=" not in option:
+            joined[-1] += ":" + option
+        else:
+            joined.append(option)
+    return joined
