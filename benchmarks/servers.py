@@ -356,9 +356,12 @@ class Popframe(Server):
 
 
 def dovecot_config(base: Path, port: int, maildirs: Path, passwd: Path, log: Path,
-                   user: str = DOVECOT_USER, hash_in_workers: bool = False) -> str:
+                   user: str = DOVECOT_USER, hash_in_workers: bool = False, *,
+                   group: str | None = None, uidl_format: str = "%f", extra: str = "") -> str:
     """Dovecot 2.3 settings, tuned as a sysadmin would for a 2-core POP3-only
-    box; each choice is explained in benchmarks/README.md."""
+    box; each choice is explained in benchmarks/README.md.  ``group``,
+    ``uidl_format`` and ``extra`` (settings appended) serve the tests that
+    run Dovecot as the server popframe takes over (tests/dovecot_support.py)."""
     return f"""\
 # Written by benchmarks/servers.py; see benchmarks/README.md for each choice.
 protocols = pop3
@@ -381,7 +384,7 @@ passdb {{
 }}
 userdb {{
   driver = static
-  args = uid={user} gid={user} home={maildirs}/%u
+  args = uid={user} gid={group or user} home={maildirs}/%u
 }}
 auth_cache_size = 10M
 auth_cache_ttl = 1 hour
@@ -395,7 +398,7 @@ first_valid_uid = 1
 maildir_very_dirty_syncs = yes
 mail_fsync = optimized
 
-pop3_uidl_format = %f
+pop3_uidl_format = {uidl_format}
 pop3_no_flag_updates = yes
 pop3_lock_session = yes
 
@@ -424,7 +427,7 @@ service imap-login {{
     port = 0
   }}
 }}
-"""
+{extra}"""
 
 
 class Dovecot(Server):

@@ -20,7 +20,8 @@ cd "$(dirname "$0")/.."
 # packaged server is not started.
 DEBIAN_PACKAGES=(python3-venv curl openssl fetchmail mpop getmail6 redis-server postfix
                  libmariadb-dev pkg-config slapd ldap-utils samba-ad-dc samba-ad-provision
-                 prometheus)
+                 prometheus
+                 dovecot-core dovecot-pop3d)  # the server popframe takes over (tests/dovecot_support.py)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
