@@ -36,7 +36,8 @@ LDA = "/usr/lib/dovecot/dovecot-lda"
 USER = "alice"
 PASSWORD = "secret"
 
-__all__ = ["MESSAGES", "DovecotServer", "dovecot_server", "pop3_listing", "popframe_serving"]
+__all__ = ["MESSAGES", "DovecotServer", "dovecot_server", "pop3_listing", "popframe_serving",
+           "require_dovecot", "searchable_directory"]
 
 #: Mail as MTAs hand it to an LDA: LF line ends, a line starting with a
 #: dot, a bare CR, no final newline, an X-UIDL header of an older server.
@@ -126,6 +127,17 @@ class DovecotServer:
         subprocess.run([LDA, "-c", str(self.conf), "-d", USER], input=message, check=True,
                        capture_output=True, timeout=60)
 
+    def write_new(self, messages: list[bytes]) -> None:
+        """Put mail in ``new/`` as an MTA writing the maildir itself does
+        (Postfix's ``home_mailbox = Maildir/``); Dovecot gives it uids when
+        it next looks.  After one :meth:`deliver`, which made the maildir."""
+        new = self.maildir / "new"
+        for i, message in enumerate(messages):
+            path = new / f"{1700000000 + i}.V801I{i:x}M{i}.mx"
+            path.write_bytes(message)
+            if os.getuid() == 0:
+                os.chown(path, pwd.getpwnam(self.user).pw_uid, grp.getgrnam(self.group).gr_gid)
+
     def start(self) -> None:
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(self.conf)], cwd=self.root,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -152,21 +164,27 @@ class DovecotServer:
             self.proc.wait(timeout=10)
 
 
-def _available() -> bool:
-    return os.path.exists(DOVECOT) and os.path.exists(LDA) and os.path.exists(
-        "/usr/lib/dovecot/pop3")
+def require_dovecot() -> None:
+    """Skip without Dovecot; fail when CI=true."""
+    if not all(os.path.exists(p) for p in (DOVECOT, LDA, "/usr/lib/dovecot/pop3")):
+        if os.environ.get("CI") == "true":
+            pytest.fail("Dovecot (dovecot-core, dovecot-pop3d) is not installed")
+        pytest.skip("Dovecot is not installed")
+
+
+def searchable_directory() -> Path:
+    """A new directory under /tmp that Dovecot's processes can reach."""
+    root = Path(tempfile.mkdtemp(prefix="popframe-dovecot-"))
+    root.chmod(0o755)
+    return root
 
 
 @pytest.fixture
 def dovecot_server() -> Iterator[type[DovecotServer]]:
     """A factory of :class:`DovecotServer` in a fresh directory under /tmp
     (removed afterwards, every instance stopped)."""
-    if not _available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Dovecot (dovecot-core, dovecot-pop3d) is not installed")
-        pytest.skip("Dovecot is not installed")
-    root = Path(tempfile.mkdtemp(prefix="popframe-dovecot-"))
-    root.chmod(0o755)
+    require_dovecot()
+    root = searchable_directory()
     made: list[DovecotServer] = []
 
     class Made(DovecotServer):

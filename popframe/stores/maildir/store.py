@@ -19,6 +19,7 @@ from popframe.config import ConfigurationError
 from popframe.errors import NoSuchMessage, TemporaryFailure
 from popframe.interfaces import (
     IDeliverableStore,
+    IImportingStore,
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
@@ -34,6 +35,7 @@ from popframe.stores.locking import FileLocker
 from popframe.stores.maildir.delivery import MaildirMissing, deliver_message
 from popframe.stores.maildir.directory import Maildir
 from popframe.stores.maildir.listing import Snapshot, relative_path
+from popframe.stores.maildir.names import maildir_name_keeps
 from popframe.stores.maildir.uidls import UidlFormat, parse_uidl_format
 from popframe.stores.options import choice, parse_store_options
 from popframe.stores.template import PathTemplate, UnsafeUserName
@@ -156,7 +158,7 @@ def _temporary(error: OSError, doing: str) -> TemporaryFailure:
     return TemporaryFailure()
 
 
-@implementer(IDeliverableStore)
+@implementer(IDeliverableStore, IImportingStore)
 class MaildirStore:
     """Maildirs at a path template, e.g. ``/var/mail/%d/%n/Maildir``.
 
@@ -260,6 +262,28 @@ class MaildirStore:
 
         d: defer.Deferred[str] = self._run(deliver_message, path, message, self.create)
         return d.addCallbacks(lambda name: None, failed)
+
+    def add_message(self, user: str, message: BinaryIO, uid: str) -> defer.Deferred[None]:
+        """:class:`~popframe.interfaces.IImportingStore`: delivered under the
+        name ``uid``, which the listing gives as its UIDL.  ValueError for a
+        uid that cannot be a maildir name and its own UIDL (a ``/`` or
+        ``:``, a leading dot, a digest's form), or when ``uidl=`` serves
+        other UIDLs than the names."""
+        if self.uidl is not None and self.uidl.name != "maildir":
+            return defer.fail(ValueError(f"a maildir store with uidl={self.uidl.spec} serves "
+                                         "other UIDLs than its file names"))
+        if not maildir_name_keeps(uid):
+            return defer.fail(ValueError(f"{uid!r} cannot be a maildir file name and its UIDL"))
+        try:
+            path = self.template.resolve(user)
+        except UnsafeUserName as e:
+            log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
+            return defer.fail()
+        d: defer.Deferred[str] = self._run(deliver_message, path, message, self.create, uid)
+        return d.addCallback(lambda name: None)
+
+    def stored_size(self, uid: str, size: int) -> int:
+        return size
 
     def _prepare(self, user: str) -> Maildir | None:
         maildir = Maildir(self.template.resolve(user))

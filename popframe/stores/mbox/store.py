@@ -17,6 +17,7 @@ Two kinds of lock, for two lengths of time:
 
 from __future__ import annotations
 
+import io
 from typing import BinaryIO
 
 from twisted.internet import defer
@@ -29,6 +30,7 @@ from popframe.config import ConfigurationError
 from popframe.errors import NoSuchMessage, TemporaryFailure
 from popframe.interfaces import (
     IDeliverableStore,
+    IImportingStore,
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
@@ -37,10 +39,12 @@ from popframe.interfaces import (
     MessageList,
     UserSettings,
 )
+from popframe.protocol.listing import valid_uid
 from popframe.stores import RunBlocking
 from popframe.stores.base import LockedMaildrop
 from popframe.stores.locking import FileLocker
 from popframe.stores.mbox.files import LOCK, side_path
+from popframe.stores.mbox.index import is_digest_form
 from popframe.stores.mbox.locks import LockTimeout
 from popframe.stores.mbox.mailbox import Mbox, MboxChanged, Snapshot
 from popframe.stores.mbox.reader import MessageReader
@@ -105,7 +109,7 @@ class MboxMaildrop(LockedMaildrop):
                               errbackArgs=("commit deletions", self._mbox.path))
 
 
-@implementer(IDeliverableStore)
+@implementer(IDeliverableStore, IImportingStore)
 class MboxStore:
     """mbox files at a path template, e.g. ``/var/mail/%u``.  The directory
     must exist and be writable (for the dotlock, popframe's files beside
@@ -156,6 +160,22 @@ class MboxStore:
             return defer.fail()
         d = self._run(mbox.append, message)
         return d.addCallbacks(lambda _: None, _temporary, errbackArgs=("deliver", mbox.path))
+
+
+    def add_message(self, user: str, message: BinaryIO, uid: str) -> defer.Deferred[None]:
+        """:class:`~popframe.interfaces.IImportingStore`: appended with an
+        ``X-UIDL: uid`` header first, which the index takes as its UIDL
+        (:mod:`~popframe.stores.mbox.index`), so the UIDL survives any
+        rewrite and a lost index."""
+        if not valid_uid(uid) or is_digest_form(uid):
+            return defer.fail(ValueError(f"{uid!r} cannot be an mbox UIDL"))
+        octets = message.read()
+        ending = b"\r\n" if octets.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
+        header = b"X-UIDL: " + uid.encode("ascii") + ending
+        return self.deliver(user, io.BytesIO(header + octets))
+
+    def stored_size(self, uid: str, size: int) -> int:
+        return size + len("X-UIDL: \r\n") + len(uid)
 
 
 @implementer(IMaildropStoreFactory)

@@ -41,6 +41,7 @@ from popframe.db.locks import DatabaseLocker, SQLiteLocker, locker_for
 from popframe.errors import NoSuchMessage, PermanentFailure
 from popframe.interfaces import (
     IDeliverableStore,
+    IImportingStore,
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
@@ -181,7 +182,7 @@ class SQLMaildrop(LockedMaildrop):
         return self._store.database.run(delete_messages, self._name, ids, verify, write=True)
 
 
-@implementer(IDeliverableStore)
+@implementer(IDeliverableStore, IImportingStore)
 class SQLStore:
     """Maildrops in ``database``, locked with ``locker`` (default: the one
     that suits the engine, :func:`popframe.db.locks.locker_for`)."""
@@ -230,6 +231,10 @@ class SQLStore:
         elif not valid_uid(uid):
             return defer.fail(ValueError(f"{uid!r} is not a valid UIDL"))
         return self.database.run(store_message, name, uid, message, write=True)
+
+    def stored_size(self, uid: str, size: int) -> int:
+        """:class:`~popframe.interfaces.IImportingStore`: the uid is a column."""
+        return size
 
 
 def _lock_and_list(session: Session, locker: DatabaseLocker | SQLiteLocker, name: str
