@@ -229,7 +229,7 @@ def test_uidl_a_maildir_cannot_keep_is_refused_by_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "problem"), [
-    (["--from", "imap", "SRC"], "expected dovecot[:TEMPLATE], courier, maildir or mbox"),
+    (["--from", "imap", "SRC"], "expected dovecot[:TEMPLATE], courier, maildir, mbox or x-uidl"),
     (["--from", "dovecot", "NOWHERE"], "No such file or directory"),
     (["--from", "mbox", "DIR"], "--from mbox needs an mbox file"),
     (["--from", "dovecot", "FILE"], "--from dovecot needs a maildir"),

@@ -41,6 +41,7 @@ from popframe.cli._transfer import (
 )
 from popframe.cli.errors import CLIError
 from popframe.protocol.encoding import wire_size
+from popframe.stores.template import PathTemplate
 
 __all__ = ["compare", "differences", "source_store"]
 
@@ -53,13 +54,27 @@ _SOURCE_USER = "source"
 _SHOWN = 20
 
 
+class FixedPath(PathTemplate):
+    """One path, whoever the user: the source of a migration."""
+
+    def __init__(self, path: str) -> None:
+        self.template = self.prefix = path
+
+    def expand(self, user: str) -> str:
+        return self.template
+
+    def resolve(self, user: str) -> str:
+        return self.template
+
+
 def _source_format(text: str) -> str:
     from popframe.stores.maildir.uidls import parse_uidl_format
 
     if text == "mbox":
         return text
-    if text.partition(":")[0] not in ("dovecot", "courier", "maildir"):
-        raise argparse.ArgumentTypeError("expected dovecot[:TEMPLATE], courier, maildir or mbox")
+    if text.partition(":")[0] not in ("dovecot", "courier", "maildir", "x-uidl"):
+        raise argparse.ArgumentTypeError(
+            "expected dovecot[:TEMPLATE], courier, maildir, mbox or x-uidl")
     try:
         return parse_uidl_format(text)
     except ValueError as error:
@@ -72,7 +87,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="whose UIDLs SOURCE holds: dovecot (dovecot-uidlist, else "
                              "pop3_uidl_format %%08Xu%%08Xv; dovecot:TEMPLATE for another "
                              "format), courier (courierpop3dsizelist), maildir (the file "
-                             "names, as qmail and tpop3d), mbox (X-UIDL headers)")
+                             "names, as qmail and tpop3d), mbox (X-UIDL headers; x-uidl: "
+                             "of a maildir's messages)")
     parser.add_argument("source", metavar="SOURCE", type=Path,
                         help="the user's maildir (a directory with cur/ and new/) or mbox file")
     parser.add_argument("--store", required=True,
@@ -97,7 +113,7 @@ def source_store(source_format: str, source: Path) -> Any:
         mode = source.stat().st_mode
     except OSError as error:
         raise CLIError(f"{source}: {error.strerror}") from None
-    template = _FixedPath(str(source.resolve()))
+    template = FixedPath(str(source.resolve()))
     if source_format == "mbox":
         if not stat.S_ISREG(mode):
             raise CLIError(f"{source}: --from mbox needs an mbox file")
@@ -105,28 +121,6 @@ def source_store(source_format: str, source: Path) -> Any:
     if not (stat.S_ISDIR(mode) and ((source / "cur").is_dir() or (source / "new").is_dir())):
         raise CLIError(f"{source}: --from {source_format} needs a maildir (cur/ and new/)")
     return MaildirStore(template, create=False, uidl=source_format)
-
-
-def _fixed_path() -> type:
-    from popframe.stores.template import PathTemplate
-
-    class FixedPath(PathTemplate):
-        """One path, whoever the user: the source of a migration."""
-
-        def __init__(self, path: str) -> None:
-            self.template = self.prefix = path
-
-        def expand(self, user: str) -> str:
-            return self.template
-
-        def resolve(self, user: str) -> str:
-            return self.template
-
-    return FixedPath
-
-
-def _FixedPath(path: str) -> Any:  # noqa: N802 (a class made at first use)
-    return _fixed_path()(path)
 
 
 def target_store(description: str) -> Any:
@@ -240,8 +234,7 @@ async def migrate(source: Any, target: Any, user: str, stop: StopRequest,
 
 def _refused(failure: Any, uid: str) -> None:
     if failure.check(ValueError):
-        raise CLIError(f"the target cannot keep UIDL {uid!r}: {failure.value}; choose another "
-                       "--store (sql: and mbox: keep any UIDL)")
+        raise CLIError(f"the target cannot keep UIDL {uid!r}: {failure.value}")
     failure.raiseException()
 
 

@@ -273,14 +273,24 @@ class MaildirStore:
             return defer.fail(ValueError(f"a maildir store with uidl={self.uidl.spec} serves "
                                          "other UIDLs than its file names"))
         if not maildir_name_keeps(uid):
-            return defer.fail(ValueError(f"{uid!r} cannot be a maildir file name and its UIDL"))
+            return defer.fail(ValueError(f"{uid!r} cannot be a maildir file name and its UIDL "
+                                         "(sql: and mbox: stores keep any UIDL)"))
         try:
             path = self.template.resolve(user)
         except UnsafeUserName as e:
             log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
             return defer.fail()
+        def failed(failure: Failure) -> Failure:
+            if failure.check(FileExistsError):
+                return Failure(ValueError(f"{uid!r}: the maildir has a file of that name"))
+            if failure.check(MaildirMissing):
+                return Failure(ValueError(f"no maildir {path} (create=no)"))
+            if isinstance(failure.value, OSError):
+                return Failure(_temporary(failure.value, "add a message"))
+            return failure
+
         d: defer.Deferred[str] = self._run(deliver_message, path, message, self.create, uid)
-        return d.addCallback(lambda name: None)
+        return d.addCallbacks(lambda name: None, failed)
 
     def stored_size(self, uid: str, size: int) -> int:
         return size
