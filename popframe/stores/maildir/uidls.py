@@ -34,7 +34,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from twisted.logger import Logger
 
@@ -88,13 +88,19 @@ def parse_uidl_format(text: str) -> str:
 # -- the sources -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class DovecotRecord:
+class DovecotRecord(NamedTuple):
     """One message of ``dovecot-uidlist``."""
 
     uid: int
     pop3_uidl: str | None  # the P field
     guid: str | None  # the G field
+
+
+def _base(name: str) -> str:
+    """:func:`~.names.base_name`, without its regular expression for the
+    usual name (one with ``:``, or no info at all)."""
+    base, colon, _ = name.rpartition("/")[2].partition(":")
+    return base if colon or "2," not in base else base_name(base)
 
 
 def read_dovecot_uidlist(data: bytes) -> tuple[int, dict[str, DovecotRecord]]:
@@ -120,11 +126,17 @@ def read_dovecot_uidlist(data: bytes) -> tuple[int, dict[str, DovecotRecord]]:
         head, colon, name = line.partition(" :")
         if not colon:  # version 1: "UID NAME"
             head, _, name = line.partition(" ")
-        number, *extensions = head.split(" ")
+        number, space, extensions = head.partition(" ")
         if not number.isdigit() or not name:
             raise ValueError(f"bad line {line[:80]!r}")
-        ext = {e[:1]: e[1:] for e in extensions if e}
-        records[base_name(name)] = DovecotRecord(int(number), ext.get("P"), ext.get("G"))
+        pop3_uidl = guid = None
+        if space:  # extension fields: only P and G matter here
+            for field in extensions.split(" "):
+                if field[:1] == "P":
+                    pop3_uidl = field[1:]
+                elif field[:1] == "G":
+                    guid = field[1:]
+        records[_base(name)] = DovecotRecord(int(number), pop3_uidl, guid)
     return int(uidvalidity), records
 
 
@@ -138,7 +150,7 @@ def read_courier_sizelist(data: bytes) -> dict[str, tuple[int, str]]:
         words = line.split(" ")
         if len(words) < 2:
             continue
-        name, uidl = base_name(words[0]), base_name(words[0])
+        name = uidl = _base(words[0])
         order = (1 << 62) + position
         n, colon, uidv = words[2].partition(":") if len(words) > 2 else ("", "", "")
         if colon and n.isdigit() and uidv.isdigit() and int(n):
@@ -147,22 +159,39 @@ def read_courier_sizelist(data: bytes) -> dict[str, tuple[int, str]]:
     return found
 
 
-def _expand(template: str, uid: int, uidvalidity: int, guid: str, name: str) -> str:
-    values = {"u": uid, "v": uidvalidity, "g": guid, "f": name}
-
-    def one(match: re.Match[str]) -> str:
+def compile_template(template: str) -> Callable[[int, int, str, str], str]:
+    """``pop3_uidl_format`` as a function of (uid, uidvalidity, guid, base
+    name): one ``str.format`` call per message, not a regular expression."""
+    pieces: list[str] = []
+    cased: list[tuple[int, str]] = []  # (index of the field, L or U): done after
+    at = 0
+    for match in _VARIABLE.finditer(template):
+        pieces.append(template[at : match.start()].replace("{", "{{").replace("}", "}}"))
+        at = match.end()
         zero, width, modifiers, letter = match.groups()
         if letter == "%":
-            return "%"
-        value = values[letter]
-        text = f"{value:x}" if "X" in modifiers and isinstance(value, int) else str(value)
-        if "L" in modifiers:
-            text = text.lower()
-        if "U" in modifiers:
-            text = text.upper()
-        return text.rjust(int(width), "0" if zero else " ") if width else text
+            pieces.append("%")
+            continue
+        hexadecimal = "X" in modifiers and letter in "uv"
+        spec = f"{zero}{width}" if letter in "uv" else (f"{'0' if zero else ' '}>{width}"
+                                                        if width else "")
+        pieces.append("{%s:%s%s}" % (letter, spec, "x" if hexadecimal else ""))
+        if "L" in modifiers or "U" in modifiers:
+            cased.append((len(pieces) - 1, "U" if "U" in modifiers else "L"))
+    pieces.append(template[at:].replace("{", "{{").replace("}", "}}"))
+    if not cased:
+        text = "".join(pieces)
+        return lambda u, v, g, f: text.format(u=u, v=v, g=g, f=f)
+    parts = [(piece, dict(cased).get(i)) for i, piece in enumerate(pieces)]
 
-    return _VARIABLE.sub(one, template)
+    def expand(u: int, v: int, g: str, f: str) -> str:
+        out = []
+        for piece, case in parts:
+            value = piece.format(u=u, v=v, g=g, f=f)
+            out.append(value.upper() if case == "U" else value.lower() if case == "L" else value)
+        return "".join(out)
+
+    return expand
 
 
 def read_headers(path: str) -> bytes:
@@ -189,6 +218,7 @@ class UidlFormat:
         name, _, template = spec.partition(":")
         self.name = name
         self.template = template or DOVECOT_DEFAULT
+        self._expand = compile_template(self.template)
         self.source = {"dovecot": DOVECOT_UIDLIST, "courier": COURIER_SIZELIST}.get(name)
         self._mappers: dict[str, Callable[[str, list[str]], Mapped]] = {
             "dovecot": self._dovecot, "courier": self._courier,
@@ -243,16 +273,17 @@ class UidlFormat:
             return [None] * len(entries), None
         uids: list[str | None] = []
         order: list[int] = []
+        expand = self._expand
         for entry in entries:
-            base = base_name(relative_path(entry).partition("/")[2])
+            base = _base(entry)
             record = records.get(base)
             if record is None:
                 uids.append(None)
                 order.append(1 << 62)
                 continue
             order.append(record.uid)
-            uids.append(record.pop3_uidl or _expand(
-                self.template, record.uid, uidvalidity, record.guid or base, base))
+            uids.append(record.pop3_uidl or expand(record.uid, uidvalidity,
+                                                   record.guid or base, base))
         return uids, order
 
     def _courier(self, path: str, entries: list[str]) -> Mapped:
@@ -267,13 +298,13 @@ class UidlFormat:
         uids: list[str | None] = []
         order: list[int] = []
         for entry in entries:
-            found = known.get(base_name(relative_path(entry).partition("/")[2]))
+            found = known.get(_base(entry))
             uids.append(None if found is None else found[1])
             order.append(1 << 63 if found is None else found[0])
         return uids, order
 
     def _maildir(self, path: str, entries: list[str]) -> Mapped:
-        return [relative_path(e).partition("/")[2].partition(":")[0] for e in entries], None
+        return [e.rpartition("/")[2].partition(":")[0] for e in entries], None
 
     def _x_uidl(self, path: str, entries: list[str]) -> Mapped:
         cache_path = os.path.join(path, X_UIDL_CACHE)
@@ -282,7 +313,7 @@ class UidlFormat:
         found: dict[str, str] = {}
         for entry in entries:
             relative = relative_path(entry)
-            base = base_name(relative.partition("/")[2])
+            base = _base(entry)
             value = cache.get(base)
             if value is None:
                 try:
@@ -333,11 +364,12 @@ def _checked(path: str, spec: str, snapshot: Snapshot, uids: Sequence[str | None
         positions.sort(key=order.__getitem__)
     chosen: list[str | None] = [None] * len(entries)
     taken: set[str] = set()
+    all_valid = _all_valid(uids)
     for i in positions:
         uid = uids[i]
         if uid is None:
             continue
-        if not valid_uid(uid):
+        if not all_valid and not valid_uid(uid):
             _report(path, entries[i], f"{spec} UIDL {uid[:80]!r} breaks RFC 1939 section 7")
         elif uid in taken:
             _report(path, entries[i], f"{spec} UIDL {uid!r} is another message's")
@@ -355,6 +387,20 @@ def _checked(path: str, spec: str, snapshot: Snapshot, uids: Sequence[str | None
     sizes = [listing.sizes[i] for i in positions]
     ready = bytes(listing.ready[i] for i in positions)
     return Snapshot(MessageList(final, sizes, ready), [entries[i] for i in positions])
+
+
+#: The octets a UIDL may hold (RFC 1939 section 7), and LF between them.
+_UID_OCTETS = bytes(range(0x21, 0x7F)) + b"\n"
+
+
+def _all_valid(uids: Sequence[str | None]) -> bool:
+    """Whether every UIDL given is valid, in a few C-level passes (the
+    usual answer: yes); False sends each through ``valid_uid``."""
+    given = [uid for uid in uids if uid is not None]
+    if not given or "" in given or max(map(len, given)) > 70:
+        return not given
+    joined = "\n".join(given)
+    return joined.isascii() and not joined.encode("ascii").translate(None, _UID_OCTETS)
 
 
 #: Problems already logged, by (maildir, message, problem): each once.
