@@ -225,7 +225,8 @@ def test_uidl_a_maildir_cannot_keep_is_refused_by_name(tmp_path: Path) -> None:
     result = popframe("migrate", "--from", "mbox", str(source), "--store",
                       f"maildir:{tmp_path}/t/%u", "alice")
     assert result.returncode == 1
-    assert "cannot keep UIDL 'a/b'" in result.stderr and "Traceback" not in result.stderr
+    assert "cannot keep 1 of the source's UIDLs, so nothing was copied: 'a/b' cannot be a " \
+        "maildir file name" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(("args", "problem"), [
@@ -256,3 +257,18 @@ def test_differences_name_each_kind() -> None:
                      "the UIDL kept",
                      "missing: UIDL c (30 octets) is not in the target",
                      "extra: UIDL z (5 octets) is only in the target"]
+
+
+def test_target_in_use_is_named_and_the_command_ends(tmp_path: Path) -> None:
+    from popframe.stores import store_from_description
+    from popframe.testing import wait_for
+
+    source = maildir_at(tmp_path / "Maildir", ["1000.1.host"])
+    store = f"maildir:{tmp_path}/t/%u"
+    session = wait_for(store_from_description(store).open("alice"))  # a POP3 session's lock
+    try:
+        result = popframe("migrate", "--from", "maildir", str(source), "--store", store, "alice")
+    finally:
+        wait_for(session.abandon())
+    assert result.returncode == 1
+    assert "alice: the maildrop is in use" in result.stderr and "Traceback" not in result.stderr

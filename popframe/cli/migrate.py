@@ -160,8 +160,14 @@ def run(args: argparse.Namespace) -> int:
         from twisted.internet import reactor
 
         reactor.addSystemEventTrigger("before", "shutdown", stop.request)
-        return defer.Deferred.fromCoroutine(
+        d = defer.Deferred.fromCoroutine(
             migrate(source, target, args.user, stop, progress, quiet=args.quiet))
+
+        def ended(result: Any) -> Any:
+            stop.finished()  # also when it failed before the copy began
+            return result
+
+        return d.addBoth(ended)
 
     try:
         done = run_reactor(work)
@@ -209,6 +215,7 @@ async def migrate(source: Any, target: Any, user: str, stop: StopRequest,
     maildrop = await _opened(source, _SOURCE_USER)
     try:
         listing = list(maildrop.listing())
+        _check_uids(target, [info.uid for info in listing if info.uid not in present])
         progress = Progress(sys.stderr if sys.stderr.isatty() and not quiet else None,
                             sum(info.size for info in listing))
         holder.append(progress)
@@ -230,6 +237,20 @@ async def migrate(source: Any, target: Any, user: str, stop: StopRequest,
         return result
     finally:
         await maildrop.abandon()
+
+
+def _check_uids(target: Any, uids: list[str]) -> None:
+    """Refuse, before copying anything, UIDLs the target cannot keep."""
+    refused = []
+    for uid in uids:
+        try:
+            target.check_uid(uid)
+        except ValueError as error:
+            refused.append(str(error))
+    if refused:
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        raise CLIError(f"the target cannot keep {len(refused)} of the source's UIDLs, so "
+                       f"nothing was copied: {refused[0]}{more}")
 
 
 def _refused(failure: Any, uid: str) -> None:

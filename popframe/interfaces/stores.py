@@ -160,6 +160,10 @@ class IImportingStore(IMaildropStore):
         before it fires.  Fail with ``ValueError`` for a uid this store
         cannot keep."""
 
+    def check_uid(uid: str) -> None:
+        """Raise ``ValueError``, saying why, if this store cannot keep the
+        UIDL ``uid`` (so a migration can refuse before copying anything)."""
+
     def stored_size(uid: str, size: int) -> int:
         """The RETR size a message of RETR size ``size`` has once added
         under ``uid``: ``size``, unless the store adds octets to keep the

@@ -269,12 +269,10 @@ class MaildirStore:
         uid that cannot be a maildir name and its own UIDL (a ``/`` or
         ``:``, a leading dot, a digest's form), or when ``uidl=`` serves
         other UIDLs than the names."""
-        if self.uidl is not None and self.uidl.name != "maildir":
-            return defer.fail(ValueError(f"a maildir store with uidl={self.uidl.spec} serves "
-                                         "other UIDLs than its file names"))
-        if not maildir_name_keeps(uid):
-            return defer.fail(ValueError(f"{uid!r} cannot be a maildir file name and its UIDL "
-                                         "(sql: and mbox: stores keep any UIDL)"))
+        try:
+            self.check_uid(uid)
+        except ValueError:
+            return defer.fail()
         try:
             path = self.template.resolve(user)
         except UnsafeUserName as e:
@@ -291,6 +289,14 @@ class MaildirStore:
 
         d: defer.Deferred[str] = self._run(deliver_message, path, message, self.create, uid)
         return d.addCallbacks(lambda name: None, failed)
+
+    def check_uid(self, uid: str) -> None:
+        if self.uidl is not None and self.uidl.name != "maildir":
+            raise ValueError(f"a maildir store with uidl={self.uidl.spec} serves other UIDLs "
+                             "than its file names")
+        if not maildir_name_keeps(uid):
+            raise ValueError(f"{uid!r} cannot be a maildir file name and its UIDL "
+                             "(sql: and mbox: stores keep any UIDL)")
 
     def stored_size(self, uid: str, size: int) -> int:
         return size

@@ -167,12 +167,19 @@ class MboxStore:
         ``X-UIDL: uid`` header first, which the index takes as its UIDL
         (:mod:`~popframe.stores.mbox.index`), so the UIDL survives any
         rewrite and a lost index."""
-        if not valid_uid(uid) or is_digest_form(uid):
-            return defer.fail(ValueError(f"{uid!r} cannot be an mbox UIDL"))
+        try:
+            self.check_uid(uid)
+        except ValueError:
+            return defer.fail()
         octets = message.read()
         ending = b"\r\n" if octets.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
         header = b"X-UIDL: " + uid.encode("ascii") + ending
         return self.deliver(user, io.BytesIO(header + octets))
+
+    def check_uid(self, uid: str) -> None:
+        if not valid_uid(uid) or is_digest_form(uid):
+            raise ValueError(f"{uid!r} cannot be an mbox UIDL (an X-UIDL of a digest's form "
+                             "is not taken)")
 
     def stored_size(self, uid: str, size: int) -> int:
         return size + len("X-UIDL: \r\n") + len(uid)

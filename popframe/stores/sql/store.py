@@ -232,6 +232,11 @@ class SQLStore:
             return defer.fail(ValueError(f"{uid!r} is not a valid UIDL"))
         return self.database.run(store_message, name, uid, message, write=True)
 
+    def check_uid(self, uid: str) -> None:
+        """:class:`~popframe.interfaces.IImportingStore`: any valid UIDL."""
+        if not valid_uid(uid):
+            raise ValueError(f"{uid!r} is not a valid UIDL")
+
     def stored_size(self, uid: str, size: int) -> int:
         """:class:`~popframe.interfaces.IImportingStore`: the uid is a column."""
         return size
