@@ -379,9 +379,12 @@ class Popframe(Server):
 
 
 def dovecot_config(base: Path, port: int, maildirs: Path, passwd: Path, log: Path,
-                   user: str = DOVECOT_USER, hash_in_workers: bool = False, tls_port: int = 0) -> str:
+                   user: str = DOVECOT_USER, hash_in_workers: bool = False, tls_port: int = 0, *,
+                   group: str | None = None, uidl_format: str = "%f", extra: str = "") -> str:
     """Dovecot 2.3 settings, tuned as a sysadmin would for a 2-core POP3-only
-    box; each choice is explained in benchmarks/README.md."""
+    box; each choice is explained in benchmarks/README.md.  ``group``,
+    ``uidl_format`` and ``extra`` (settings appended) serve the tests that
+    run Dovecot as the server popframe takes over (tests/dovecot_support.py)."""
     return f"""\
 # Written by benchmarks/servers.py; see benchmarks/README.md for each choice.
 protocols = pop3
@@ -405,7 +408,7 @@ passdb {{
 }}
 userdb {{
   driver = static
-  args = uid={user} gid={user} home={maildirs}/%u
+  args = uid={user} gid={group or user} home={maildirs}/%u
 }}
 auth_cache_size = 10M
 auth_cache_ttl = 1 hour
@@ -419,7 +422,7 @@ first_valid_uid = 1
 maildir_very_dirty_syncs = yes
 mail_fsync = optimized
 
-pop3_uidl_format = %f
+pop3_uidl_format = {uidl_format}
 pop3_no_flag_updates = yes
 pop3_lock_session = yes
 
@@ -449,7 +452,7 @@ service imap-login {{
     port = 0
   }}
 }}
-"""
+{extra}"""
 
 
 class Dovecot(Server):

@@ -23,7 +23,8 @@ DEBIAN_PACKAGES=(python3-venv curl openssl fetchmail mpop getmail6 redis-server 
                  prometheus
                  # tests/test_clients_more.py: s-nail, Net::POP3 with TLS, Jakarta Mail.
                  s-nail libio-socket-ssl-perl libjakarta-mail-java default-jre-headless
-                 default-jdk-headless)
+                 default-jdk-headless
+                 dovecot-core dovecot-pop3d)  # the server popframe takes over (tests/dovecot_support.py)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do

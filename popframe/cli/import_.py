@@ -27,14 +27,19 @@ import json
 import os
 import stat as stat_module
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from twisted.internet import defer
 
+from popframe.cli._transfer import (
+    Message,
+    Progress,
+    StopRequest,
+    copy_messages,
+    rate,
+)
 from popframe.cli.errors import CLIError
 
 __all__ = ["Journal", "Message", "Progress", "import_messages", "read_source"]
@@ -99,43 +104,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class StopRequest:
-    """A signal asked the import to stop: it finishes the message under
-    way (and notes it in the journal) first; :meth:`request` is the
-    reactor's before-shutdown trigger, and its Deferred holds the
-    shutdown until then."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._stopped: list[defer.Deferred[None]] = []
-        self.done = False
-
-    def request(self) -> defer.Deferred[None] | None:
-        if self.done:  # the reactor stops because the import ended
-            return None
-        self.requested = True
-        d: defer.Deferred[None] = defer.Deferred()
-        self._stopped.append(d)
-        return d
-
-    def finished(self) -> None:
-        self.done = True
-        waiting, self._stopped = self._stopped, []
-        for d in waiting:
-            d.callback(None)
-
-
 # -- the sources -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Message:
-    """One message of the source: its journal key and its octets."""
-
-    key: str
-    octets: bytes
-    #: The octets of the source it stood for (its share of the file, for progress).
-    source_octets: int
 
 
 def source_kind(source: Path) -> str:
@@ -305,104 +274,22 @@ class Journal:
             self._file = None
 
 
-# -- progress and the summary -------------------------------------------------------------
-
-
-class Progress:
-    """A progress bar on ``stream`` (None: silent), by octets of the source."""
-
-    WIDTH = 30
-
-    def __init__(self, stream: IO[str] | None, total: int, clock: Any = time.monotonic) -> None:
-        self.stream = stream
-        self.total = max(total, 1)
-        self.clock = clock
-        self.started = clock()
-        self.octets = 0  # of the source, imported or skipped
-        self.messages = 0  # imported
-        self.imported_octets = 0
-        self.skipped = 0
-        self._shown = 0.0
-        self._drawn = False
-
-    def advance(self, message: Message, imported: bool) -> None:
-        self.octets += message.source_octets
-        if imported:
-            self.messages += 1
-            self.imported_octets += len(message.octets)
-        else:
-            self.skipped += 1
-        now = self.clock()
-        if self.stream is not None and now - self._shown >= 0.1:
-            self._shown = now
-            self.draw(now)
-
-    def line(self, now: float) -> str:
-        fraction = min(self.octets / self.total, 1.0)
-        filled = int(fraction * self.WIDTH)
-        elapsed = max(now - self.started, 1e-9)
-        rate = self.messages / elapsed
-        octet_rate = self.octets / elapsed
-        left = (self.total - self.octets) / octet_rate if octet_rate > 0 else None
-        eta = _clock_time(left) if left is not None else "--:--"
-        return (f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {fraction * 100:5.1f}% "
-                f"{self.messages} messages, {rate:.0f}/s, {eta} left")
-
-    def draw(self, now: float) -> None:
-        assert self.stream is not None
-        self.stream.write("\r" + self.line(now) + "\033[K")
-        self.stream.flush()
-        self._drawn = True
-
-    def end(self) -> None:
-        if self.stream is not None and self._drawn:
-            self.draw(self.clock())
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
-
-
-def _clock_time(seconds: float) -> str:
-    seconds = int(seconds + 0.5)
-    hours, rest = divmod(seconds, 3600)
-    return (f"{hours}:" if hours else "") + f"{rest // 60:02d}:{rest % 60:02d}"
+# -- the summary -------------------------------------------------------------
 
 
 def summary(progress: Progress, user: str, journal: Path) -> str:
-    elapsed = max(progress.clock() - progress.started, 1e-9)
     return (f"imported {progress.messages} messages ({progress.imported_octets} octets) for "
-            f"{user} in {elapsed:.1f} s ({progress.messages / elapsed:.0f} messages/s); "
-            f"{progress.skipped} already imported; journal {journal}")
+            f"{user} {rate(progress)}; {progress.skipped} already imported; journal {journal}")
 
 
 # -- the import --------------------------------------------------------------------------
 
 
-@defer.inlineCallbacks
 def import_messages(store: Any, user: str, messages: Iterator[Message], journal: Journal,
-                    progress: Progress, stop: StopRequest | None = None) -> Any:
+                    progress: Progress, stop: StopRequest | None = None) -> defer.Deferred[Any]:
     """Deliver each message the journal does not list, in order, noting
-    each in the journal once the store has it durably.  Fires with
-    ``progress``; a store's refusal stops the import (CLIError), and so
-    does ``stop`` (between two messages)."""
-    from popframe.errors import POP3Error
-
-    stop = stop if stop is not None else StopRequest()
-    try:
-        for message in messages:
-            if stop.requested:
-                break
-            if message.key in journal.done:
-                progress.advance(message, imported=False)
-                continue
-            try:
-                yield store.deliver(user, io.BytesIO(message.octets))
-            except POP3Error as error:
-                raise CLIError(f"{user}: the store refused message {progress.messages + 1} "
-                               f"({error.message}); {progress.messages} were imported, run "
-                               "the same command again to go on") from None
-            journal.add(message.key)
-            progress.advance(message, imported=True)
-    finally:
-        stop.finished()
-    return progress
+    each in the journal once the store has it durably (see
+    :func:`~popframe.cli._transfer.copy_messages`)."""
+    return copy_messages(messages, journal.done,
+                         lambda message: store.deliver(user, io.BytesIO(message.octets)),
+                         journal.add, progress, stop, user=user)

@@ -3,7 +3,7 @@ author implements, in one place.
 
 - Stores (:mod:`popframe.interfaces.stores`): :class:`IMaildropStore`,
   :class:`IMaildrop`, :class:`IMessageBody`, :class:`IDeliverableStore`,
-  :class:`IMaildropLocker`,
+  :class:`IImportingStore`, :class:`IMaildropLocker`,
   :class:`IMaildropLock`, :class:`IMaildropStoreFactory` (the plugin), and
   the listing types :class:`MessageInfo` and :class:`MessageList`.
   ``popframe.stores.LockedMaildrop`` is the base class of a maildrop.
@@ -38,6 +38,7 @@ from popframe.interfaces.auth import (
 from popframe.interfaces.stores import (
     IDeliverableStore,
     IExpiringMaildrop,
+    IImportingStore,
     IListableStore,
     IMaildrop,
     IMaildropLock,
@@ -56,6 +57,7 @@ __all__ = [
     "IClientCertificate",
     "IDeliverableStore",
     "IExpiringMaildrop",
+    "IImportingStore",
     "IListableStore",
     "IMaildrop",
     "IMaildropLock",

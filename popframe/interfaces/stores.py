@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IDeliverableStore",
     "IExpiringMaildrop",
+    "IImportingStore",
     "IListableStore",
     "IMaildrop",
     "IMaildropLock",
@@ -172,6 +173,27 @@ class IDeliverableStore(IMaildropStore):
         retries), ``PermanentFailure`` when it never will.  A maildrop
         locked by a POP3 session still takes new mail (it shows at the
         next open)."""
+
+
+class IImportingStore(IMaildropStore):
+    """A store that takes a message with the UIDL it had on another server,
+    so a migration (``popframe migrate``) changes no UIDL a client knows."""
+
+    def add_message(user: str, message: BinaryIO, uid: str) -> Deferred[None]:
+        """Add ``message`` (its octets kept, as ``deliver`` does) to
+        ``user``'s maildrop so that its listing gives it the UIDL ``uid``
+        (valid by RFC 1939 section 7, not yet in the maildrop).  Durable
+        before it fires.  Fail with ``ValueError`` for a uid this store
+        cannot keep."""
+
+    def check_uid(uid: str) -> None:
+        """Raise ``ValueError``, saying why, if this store cannot keep the
+        UIDL ``uid`` (so a migration can refuse before copying anything)."""
+
+    def stored_size(uid: str, size: int) -> int:
+        """The RETR size a message of RETR size ``size`` has once added
+        under ``uid``: ``size``, unless the store adds octets to keep the
+        UIDL (an mbox adds an ``X-UIDL:`` header)."""
 
 
 class IProcessLocalStore(IMaildropStore):

@@ -55,10 +55,13 @@ def unique_base(now: float | None = None) -> str:
     return head + _host()[: max(1, UID_MAX - _SIZES_ROOM - len(head))]
 
 
-def deliver_message(path: str, message: BinaryIO, create: bool = True) -> str:
+def deliver_message(path: str, message: BinaryIO, create: bool = True,
+                    name: str | None = None) -> str:
     """Deliver ``message`` (read to its end) into the maildir at ``path``;
     return its name in ``new/`` once it and the directory are on disk.
-    Blocking: run it in a thread."""
+    ``name``: that name instead of a new one with the sizes (a migration
+    keeping a UIDL; FileExistsError if taken).  Blocking: run it in a
+    thread."""
     maildir = Maildir(path)
     if not maildir.prepare(create):
         raise MaildirMissing(path)
@@ -79,7 +82,8 @@ def deliver_message(path: str, message: BinaryIO, create: bool = True) -> str:
             os.fsync(fd)
         finally:
             os.close(fd)
-        name = f"{base},S={size},W={form.size}"
+        if name is None:
+            name = f"{base},S={size},W={form.size}"
         final = os.path.join(path, "new", name)
         try:
             os.link(temporary, final)

@@ -59,6 +59,7 @@ from popframe.stores.maildir.names import (
 )
 from popframe.stores.maildir.remembered import LISTINGS, Known
 from popframe.stores.maildir.sizes import SIZES_NAME, Form, format_sizes, parse_sizes
+from popframe.stores.maildir.uidls import X_UIDL_CACHE
 
 #: The store's one log namespace, whichever of its files logs.
 log = Logger(namespace="popframe.stores.maildir")
@@ -68,7 +69,7 @@ LOCK_NAME = "popframe.lock"
 RETRIEVED_NAME = "popframe.retrieved"
 #: Temporary files of a write_file_atomically a crash interrupted.
 _TEMPORARY_PREFIXES = tuple(
-    f".{name}." for name in (JOURNAL_NAME, SIZES_NAME, LISTING_NAME, RETRIEVED_NAME))
+    f".{name}." for name in (JOURNAL_NAME, SIZES_NAME, LISTING_NAME, RETRIEVED_NAME, X_UIDL_CACHE))
 
 _SETTLED_NS = 1_000_000_000
 #: Shorter listings are not stored: making one again costs about what

@@ -41,6 +41,12 @@ def uid_for(base: str) -> str:
     return digest_uid(base)
 
 
+def maildir_name_keeps(uid: str) -> bool:
+    """Whether a file named ``uid`` would be listed with the UIDL ``uid``."""
+    return (uid_for(uid) == uid and base_name(uid) == uid and not is_digest_uid(uid)
+            and "/" not in uid and not uid.startswith(".") and not uid.startswith("popframe."))
+
+
 def digest_uid(text: str) -> str:
     return "h" + hashlib.sha1(os.fsencode(text)).hexdigest()
 

@@ -23,6 +23,7 @@ from popframe.errors import NoSuchMessage, TemporaryFailure
 from popframe.interfaces import (
     IDeliverableStore,
     IExpiringMaildrop,
+    IImportingStore,
     IListableStore,
     IMaildrop,
     IMaildropLock,
@@ -45,6 +46,8 @@ from popframe.stores.locking import FileLocker
 from popframe.stores.maildir.delivery import MaildirMissing, deliver_message
 from popframe.stores.maildir.directory import RETRIEVED_NAME, Maildir
 from popframe.stores.maildir.listing import Snapshot, relative_path
+from popframe.stores.maildir.names import maildir_name_keeps
+from popframe.stores.maildir.uidls import UidlFormat, parse_uidl_format
 from popframe.stores.options import DELE_DEFAULT, DELE_OPTION, choice, parse_store_options
 from popframe.stores.template import PathTemplate, UnsafeUserName
 from popframe.stores.uidstate import date_retrievals, retrieved_before
@@ -203,13 +206,15 @@ def _temporary(error: OSError, doing: str) -> TemporaryFailure:
     return TemporaryFailure()
 
 
-@implementer(IDeliverableStore, IListableStore)
+@implementer(IDeliverableStore, IImportingStore, IListableStore)
 class MaildirStore:
     """Maildirs at a path template, e.g. ``/var/mail/%d/%n/Maildir``.
 
     ``create``: make a missing maildir (0700) at first login, as Dovecot
     does, instead of showing an empty maildrop without creating anything.
-    The directories belong to the user popframe runs as.
+    The directories belong to the user popframe runs as.  ``uidl``: whose
+    UIDLs to serve (:mod:`~popframe.stores.maildir.uidls`; the default,
+    ``popframe``, maps nothing).
 
     An open does its few stat calls on the reactor thread and hands work to
     ``run_blocking`` only when there is some (a journal to finish, mail to
@@ -224,6 +229,7 @@ class MaildirStore:
         *,
         create: bool = True,
         dele: str = "unlink",
+        uidl: str = "popframe",
         run_blocking: RunBlocking = deferToThread,
     ) -> None:
         self.template = template if isinstance(template, PathTemplate) else PathTemplate(template)
@@ -231,6 +237,7 @@ class MaildirStore:
         self.create = create
         # "hide": DELE flags the file $POP3Deleted (popframe.stores.maildir.hiding).
         self.dele = dele
+        self.uidl = None if uidl == "popframe" else UidlFormat(uidl)
         self._run = run_blocking
 
     def open(self, user: str, settings: UserSettings | None = None) -> defer.Deferred[IMaildrop]:
@@ -261,6 +268,8 @@ class MaildirStore:
         locked.addCallback(grant)  # runs now if the lock was granted at once
         if granted:
             snapshot = maildir.load_unchanged()
+            if snapshot is not None and self.uidl is not None:
+                snapshot = self.uidl.remembered(maildir.path, snapshot)
             if snapshot is not None:
                 return defer.succeed(MaildirMaildrop(maildir, snapshot, granted[0], self._run))
         return defer.Deferred.fromCoroutine(self._open_locked(maildir, locked))
@@ -273,6 +282,8 @@ class MaildirStore:
             snapshot = maildir.load_unchanged()
             if snapshot is None:
                 snapshot = await self._run(maildir.load)
+            if self.uidl is not None:
+                snapshot = await self._run(self.uidl.apply, maildir.path, snapshot)
         except BaseException as e:
             await lock.release()
             if isinstance(e, OSError):
@@ -312,6 +323,44 @@ class MaildirStore:
         maildirs exist at the template's paths."""
         return self._run(template_users, self.template)
 
+    def add_message(self, user: str, message: BinaryIO, uid: str) -> defer.Deferred[None]:
+        """:class:`~popframe.interfaces.IImportingStore`: delivered under the
+        name ``uid``, which the listing gives as its UIDL.  ValueError for a
+        uid that cannot be a maildir name and its own UIDL (a ``/`` or
+        ``:``, a leading dot, a digest's form), or when ``uidl=`` serves
+        other UIDLs than the names."""
+        try:
+            self.check_uid(uid)
+        except ValueError:
+            return defer.fail()
+        try:
+            path = self.template.resolve(user)
+        except UnsafeUserName as e:
+            log.warn("refusing user name {user!r}: {reason}", user=user, reason=e.reason)
+            return defer.fail()
+        def failed(failure: Failure) -> Failure:
+            if failure.check(FileExistsError):
+                return Failure(ValueError(f"{uid!r}: the maildir has a file of that name"))
+            if failure.check(MaildirMissing):
+                return Failure(ValueError(f"no maildir {path} (create=no)"))
+            if isinstance(failure.value, OSError):
+                return Failure(_temporary(failure.value, "add a message"))
+            return failure
+
+        d: defer.Deferred[str] = self._run(deliver_message, path, message, self.create, uid)
+        return d.addCallbacks(lambda name: None, failed)
+
+    def check_uid(self, uid: str) -> None:
+        if self.uidl is not None and self.uidl.name != "maildir":
+            raise ValueError(f"a maildir store with uidl={self.uidl.spec} serves other UIDLs "
+                             "than its file names")
+        if not maildir_name_keeps(uid):
+            raise ValueError(f"{uid!r} cannot be a maildir file name and its UIDL "
+                             "(sql: and mbox: stores keep any UIDL)")
+
+    def stored_size(self, uid: str, size: int) -> int:
+        return size
+
     def _prepare(self, user: str, settings: UserSettings | None = None) -> Maildir | None:
         path = maildrop_path(self.template, user, settings, "maildir")
         maildir = Maildir(path, hide=self.dele == "hide")
@@ -324,7 +373,7 @@ class MaildirStore:
 @implementer(IMaildropStoreFactory)
 class MaildirStoreFactory:
     storeName = "maildir"
-    argStringFormat = "maildir:/var/mail/%u/Maildir[:create=no][:dele=hide]"
+    argStringFormat = "maildir:/var/mail/%u/Maildir[:create=no][:dele=hide][:uidl=FORMAT]"
     storeHelp = """\
 Maildirs as Postfix, Dovecot and Courier write them, at a path template:
 %u the user name, %n its local part (before @), %d its domain, %% a
@@ -333,7 +382,11 @@ at first login unless create=no.  Sessions lock each other out with flock
 on popframe.lock in the maildir, which serves one host.  dele=hide: DELE
 keeps the file and hides it from POP3 with the keyword $POP3Deleted (a
 flag letter, as Dovecot's pop3_deleted_flag); dele=unlink (the default)
-removes it.
+removes it.  uidl= serves
+the UIDLs another server gave (docs/migration.md): popframe (default),
+dovecot (dovecot-uidlist, else pop3_uidl_format %08Xu%08Xv;
+dovecot:TEMPLATE for another), courier (courierpop3dsizelist), maildir
+(the name up to ':', as qmail and tpop3d), x-uidl (an X-UIDL header).
 """
 
     def storeFromString(self, argstring: str) -> IMaildropStore:
@@ -343,6 +396,20 @@ removes it.
                 "--store", f"maildir needs a path template, e.g. {self.argStringFormat}"
             )
         values = parse_store_options(
-            "maildir", options, {"create": choice("yes", "no"), **DELE_OPTION},
-            {"create": "yes", **DELE_DEFAULT})
-        return MaildirStore(template, create=values["create"] == "yes", dele=values["dele"])
+            "maildir", _joined_values(options),
+            {"create": choice("yes", "no"), "uidl": parse_uidl_format, **DELE_OPTION},
+            {"create": "yes", "uidl": "popframe", **DELE_DEFAULT})
+        return MaildirStore(template, create=values["create"] == "yes", dele=values["dele"],
+                            uidl=values["uidl"])
+
+
+def _joined_values(options: list[str]) -> list[str]:
+    """The options with ``uidl=dovecot:TEMPLATE`` whole again (the
+    argument string was split at every ``:``)."""
+    joined: list[str] = []
+    for option in options:
+        if joined and joined[-1].startswith("uidl=") and "=" not in option:
+            joined[-1] += ":" + option
+        else:
+            joined.append(option)
+    return joined

@@ -43,7 +43,7 @@ from popframe.protocol.listing import valid_uid
 from popframe.stores.mbox.files import INDEX, side_path
 from popframe.stores.mbox.scan import Entry, scan
 
-__all__ = ["Index", "assign_uids", "current_index"]
+__all__ = ["Index", "assign_uids", "current_index", "is_digest_form"]
 
 log = Logger(namespace="popframe.stores.mbox")
 
@@ -99,9 +99,14 @@ def assign_uids(entries: Sequence[Entry], previous: Index | None = None,
     return tuple(uids)  # type: ignore[arg-type]
 
 
+def is_digest_form(uid: str) -> bool:
+    """Whether ``uid`` looks like a digest uid, which an X-UIDL cannot give."""
+    return _DIGEST_FORM.fullmatch(uid) is not None
+
+
 def _new_uid(entry: Entry, taken: set[str]) -> str:
     uid = entry.x_uidl
-    if uid is not None and valid_uid(uid) and uid not in taken and not _DIGEST_FORM.fullmatch(uid):
+    if uid is not None and valid_uid(uid) and uid not in taken and not is_digest_form(uid):
         return uid
     uid, copy = entry.digest, 1
     while uid in taken:

@@ -17,6 +17,7 @@ Two kinds of lock, for two lengths of time:
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import BinaryIO
 
@@ -31,6 +32,7 @@ from popframe.errors import NoSuchMessage, TemporaryFailure
 from popframe.interfaces import (
     IDeliverableStore,
     IExpiringMaildrop,
+    IImportingStore,
     IListableStore,
     IMaildrop,
     IMaildropLock,
@@ -40,6 +42,7 @@ from popframe.interfaces import (
     MessageList,
     UserSettings,
 )
+from popframe.protocol.listing import valid_uid
 from popframe.stores import RunBlocking
 from popframe.stores.base import LockedMaildrop
 from popframe.stores.location import (
@@ -50,6 +53,7 @@ from popframe.stores.location import (
 )
 from popframe.stores.locking import FileLocker
 from popframe.stores.mbox.files import LOCK, RETRIEVED, side_path
+from popframe.stores.mbox.index import is_digest_form
 from popframe.stores.mbox.locks import LockTimeout
 from popframe.stores.mbox.mailbox import Mbox, MboxChanged, Snapshot
 from popframe.stores.mbox.reader import MessageReader
@@ -132,7 +136,7 @@ class MboxMaildrop(LockedMaildrop):
                               errbackArgs=("commit deletions", self._mbox.path))
 
 
-@implementer(IDeliverableStore, IListableStore)
+@implementer(IDeliverableStore, IImportingStore, IListableStore)
 class MboxStore:
     """mbox files at a path template, e.g. ``/var/mail/%u``.  The directory
     must exist and be writable (for the dotlock, popframe's files beside
@@ -193,6 +197,29 @@ class MboxStore:
             return defer.fail()
         d = self._run(mbox.append, message)
         return d.addCallbacks(lambda _: None, _temporary, errbackArgs=("deliver", mbox.path))
+
+
+    def add_message(self, user: str, message: BinaryIO, uid: str) -> defer.Deferred[None]:
+        """:class:`~popframe.interfaces.IImportingStore`: appended with an
+        ``X-UIDL: uid`` header first, which the index takes as its UIDL
+        (:mod:`~popframe.stores.mbox.index`), so the UIDL survives any
+        rewrite and a lost index."""
+        try:
+            self.check_uid(uid)
+        except ValueError:
+            return defer.fail()
+        octets = message.read()
+        ending = b"\r\n" if octets.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
+        header = b"X-UIDL: " + uid.encode("ascii") + ending
+        return self.deliver(user, io.BytesIO(header + octets))
+
+    def check_uid(self, uid: str) -> None:
+        if not valid_uid(uid) or is_digest_form(uid):
+            raise ValueError(f"{uid!r} cannot be an mbox UIDL (an X-UIDL of a digest's form "
+                             "is not taken)")
+
+    def stored_size(self, uid: str, size: int) -> int:
+        return size + len("X-UIDL: \r\n") + len(uid)
 
 
 @implementer(IMaildropStoreFactory)

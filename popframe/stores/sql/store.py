@@ -43,6 +43,7 @@ from popframe.errors import NoSuchMessage, PermanentFailure
 from popframe.interfaces import (
     IDeliverableStore,
     IExpiringMaildrop,
+    IImportingStore,
     IListableStore,
     IMaildrop,
     IMaildropLock,
@@ -202,7 +203,7 @@ class SQLMaildrop(LockedMaildrop):
         return self._store.database.run(remove, self._name, ids, verify, write=True)
 
 
-@implementer(IDeliverableStore, IListableStore)
+@implementer(IDeliverableStore, IImportingStore, IListableStore)
 class SQLStore:
     """Maildrops in ``database``, locked with ``locker`` (default: the one
     that suits the engine, :func:`popframe.db.locks.locker_for`)."""
@@ -259,6 +260,15 @@ class SQLStore:
         elif not valid_uid(uid):
             return defer.fail(ValueError(f"{uid!r} is not a valid UIDL"))
         return self.database.run(store_message, name, uid, message, write=True)
+
+    def check_uid(self, uid: str) -> None:
+        """:class:`~popframe.interfaces.IImportingStore`: any valid UIDL."""
+        if not valid_uid(uid):
+            raise ValueError(f"{uid!r} is not a valid UIDL")
+
+    def stored_size(self, uid: str, size: int) -> int:
+        """:class:`~popframe.interfaces.IImportingStore`: the uid is a column."""
+        return size
 
 
 def _lock_and_list(session: Session, locker: DatabaseLocker | SQLiteLocker, name: str
