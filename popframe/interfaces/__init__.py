@@ -37,6 +37,7 @@ from popframe.interfaces.auth import (
 )
 from popframe.interfaces.stores import (
     IDeliverableStore,
+    IFencedLock,
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
@@ -53,6 +54,7 @@ __all__ = [
     "CramMD5Secret",
     "IClientCertificate",
     "IDeliverableStore",
+    "IFencedLock",
     "IMaildrop",
     "IMaildropLock",
     "IMaildropLocker",

@@ -11,6 +11,7 @@ import os
 import stat
 import time
 from bisect import bisect_left
+from collections.abc import Callable
 from operator import itemgetter
 from typing import BinaryIO
 
@@ -473,9 +474,10 @@ class Maildir:
 
     # -- commit -------------------------------------------------------------------
 
-    def delete(self, relatives: list[str]) -> None:
-        """Delete all or none (see :mod:`~popframe.stores.maildir.journal`)."""
-        delete_all(self.path, relatives)
+    def delete(self, relatives: list[str], fence: Callable[[], None] | None = None) -> None:
+        """Delete all or none (see :mod:`~popframe.stores.maildir.journal`),
+        checking a lease's ``fence`` first."""
+        delete_all(self.path, relatives, fence)
 
 
 def _positions(entries: list[str], names: set[str]) -> list[int] | None:

@@ -19,6 +19,7 @@ from popframe.config import ConfigurationError
 from popframe.errors import NoSuchMessage, TemporaryFailure
 from popframe.interfaces import (
     IDeliverableStore,
+    IFencedLock,
     IMaildrop,
     IMaildropLock,
     IMaildropLocker,
@@ -30,6 +31,7 @@ from popframe.interfaces import (
 )
 from popframe.stores import RunBlocking
 from popframe.stores.base import LockedMaildrop
+from popframe.stores.leases import LOCK_DEFAULTS, LOCK_OPTIONS, locker_from_options, split_lock_url
 from popframe.stores.locking import FileLocker
 from popframe.stores.maildir.delivery import MaildirMissing, deliver_message
 from popframe.stores.maildir.directory import Maildir
@@ -144,8 +146,10 @@ class MaildirMaildrop(LockedMaildrop):
             relative = await self._relative(uid)
             assert relative is not None  # commit() checked the uids
             relatives.append(relative)
+        # A lease (shared storage) is checked right before deleting.
+        fence = self._lock.fence if IFencedLock.providedBy(self._lock) else None
         try:
-            await self._run(self._maildir.delete, relatives)
+            await self._run(self._maildir.delete, relatives, fence)
         except OSError as e:
             raise _temporary(e, "commit deletions") from e
 
@@ -260,21 +264,28 @@ class MaildirStore:
 @implementer(IMaildropStoreFactory)
 class MaildirStoreFactory:
     storeName = "maildir"
-    argStringFormat = "maildir:/var/mail/%u/Maildir[:create=no]"
+    argStringFormat = ("maildir:/var/mail/%u/Maildir[:create=no]"
+                       "[:lock=redis|postgresql[:lock_ttl=S]:lock_url=URL]")
     storeHelp = """\
 Maildirs as Postfix, Dovecot and Courier write them, at a path template:
 %u the user name, %n its local part (before @), %d its domain, %% a
 literal %; %Lu, %Ln, %Ld lower-case.  A missing maildir is created (0700)
 at first login unless create=no.  Sessions lock each other out with flock
-on popframe.lock in the maildir, which serves one host.
+on popframe.lock in the maildir, which serves one host; for maildirs that
+several hosts share (NFS), lock=redis or lock=postgresql takes a lease
+with fencing there instead (lock_ttl=30 seconds; lock_prefix= for Redis
+keys), at lock_url=URL, which must come last (docs/scaling.md).
 """
 
     def storeFromString(self, argstring: str) -> IMaildropStore:
+        argstring, lock_url = split_lock_url(argstring)
         template, *options = argstring.split(":")
         if not template:
             raise ConfigurationError(
                 "--store", f"maildir needs a path template, e.g. {self.argStringFormat}"
             )
         values = parse_store_options(
-            "maildir", options, {"create": choice("yes", "no")}, {"create": "yes"})
-        return MaildirStore(template, create=values["create"] == "yes")
+            "maildir", options, {"create": choice("yes", "no"), **LOCK_OPTIONS},
+            {"create": "yes", **LOCK_DEFAULTS})
+        return MaildirStore(template, locker_from_options(values, lock_url),
+                            create=values["create"] == "yes")
