@@ -21,6 +21,7 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(python3-venv curl openssl fetchmail mpop getmail6 redis-server postfix
                  libmariadb-dev pkg-config slapd ldap-utils samba-ad-dc samba-ad-provision
                  prometheus)
+DEBIAN_PACKAGES+=(haproxy)  # examples/cluster, tests/test_proxy.py, tests/test_cluster.py
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do

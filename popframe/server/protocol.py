@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -238,6 +239,10 @@ class POP3ServerProtocol(Protocol):
         assert self.record is not None
         peer = self.transport.getPeer()
         self.record.peer = _address_text(peer)
+        session = self.session
+        if session is not None and is_loopback(peer) and not session.config.plaintext_auth_allowed:
+            # The loopback rule, for the client the header named.
+            session.config = replace(session.config, plaintext_auth_allowed=True)
         return self._admit_address(peer, self.record)
 
     def dataReceived(self, data: bytes) -> None:
