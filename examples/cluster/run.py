@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import signal
 import socket
@@ -60,6 +61,17 @@ STEP = 60.0
 
 
 def free_port() -> int:
+    """A port free now, below the kernel's ephemeral range (32768 and up
+    by default), so no outgoing connection takes it before the server
+    that is handed it binds it."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -128,11 +140,13 @@ class Cluster:
     """HAProxy, ``nodes`` popframe nodes, a database and a Redis prefix.
 
     ``node_dsn(index, dsn)`` may give a node another URL for the same
-    database (tests put a TCP proxy they can cut in between)."""
+    database (tests put a TCP proxy they can cut in between);
+    ``extra_config``: TOML lines added to every node's configuration."""
 
     def __init__(self, directory: Path, *, nodes: int = 2, workers: int = 2,
                  postgresql: str = POSTGRESQL, redis: str = REDIS,
-                 node_dsn: Callable[[int, str], str] | None = None) -> None:
+                 node_dsn: Callable[[int, str], str] | None = None,
+                 extra_config: str = "") -> None:
         self.directory = directory
         self.workers = workers
         self.postgresql = postgresql
@@ -140,6 +154,7 @@ class Cluster:
         self.prefix = f"popframe-cluster:{uuid.uuid4().hex[:12]}:"
         self.database_name = f"popframe_cluster_{uuid.uuid4().hex[:12]}"
         self.node_dsn = node_dsn or (lambda index, dsn: dsn)
+        self.extra_config = extra_config
         self.nodes = [Node(f"node{i}", directory / f"node{i}", free_port(), free_port(),
                            free_port()) for i in range(1, nodes + 1)]
         self.pop3_port = free_port()
@@ -156,6 +171,7 @@ class Cluster:
     def start(self) -> None:
         """Everything, in order; on any failure, stop what started."""
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)
             self._make_database()
             from popframe.tls import make_self_signed
 
@@ -250,7 +266,7 @@ class Cluster:
             pop3_port=node.pop3_port, pop3s_port=node.pop3s_port,
             metrics_port=node.metrics_port, workers=self.workers, cert=self.cert,
             key=self.key, dsn=self.node_dsn(index, self.dsn), redis=self.redis,
-            prefix=self.prefix)
+            prefix=self.prefix) + self.extra_config
 
     def start_node(self, index: int) -> Node:
         """Start (or start again) node ``index`` (1-based); do not wait."""

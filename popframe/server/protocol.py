@@ -442,10 +442,14 @@ class POP3ServerProtocol(Protocol):
     def _tls_connection(self) -> SSL.Connection | None:
         """The pyOpenSSL connection under a TLS transport: what its
         ``getHandle()`` (``ISystemHandle``'s, which ``ISSLTransport`` does
-        not extend) gives; None without TLS."""
-        if not ISSLTransport.providedBy(self.transport):
-            return None
+        not extend) gives; None without TLS.  After STLS behind
+        ``haproxy:`` the TCP transport under the PROXY wrapper is the one
+        that started TLS (the wrapper copied its interfaces before)."""
         system: Any = self.transport
+        if not ISSLTransport.providedBy(system):
+            system = getattr(system, "transport", None) if behind_proxy(system) else None
+            if system is None or not ISSLTransport.providedBy(system):
+                return None
         connection: SSL.Connection = system.getHandle()
         return connection
 
