@@ -450,7 +450,8 @@ class POP3ServerProtocol(Protocol):
             system = getattr(system, "transport", None) if behind_proxy(system) else None
             if system is None or not ISSLTransport.providedBy(system):
                 return None
-        connection: SSL.Connection = system.getHandle()
+        handle: Any = system  # ISystemHandle's getHandle(), which ISSLTransport lacks
+        connection: SSL.Connection = handle.getHandle()
         return connection
 
     def _tls_version(self) -> str | None:
