@@ -109,6 +109,7 @@ class Node:
     pop3s_port: int
     metrics_port: int
     process: subprocess.Popen[bytes] | None = None
+    log_offset: int = 0  # where this start's lines begin in the log
 
     @property
     def log(self) -> Path:
@@ -274,6 +275,7 @@ class Cluster:
         node.directory.mkdir(parents=True, exist_ok=True)
         config = node.directory / "popframe.toml"
         config.write_text(self.config_text(index))
+        node.log_offset = node.log.stat().st_size if node.log.exists() else 0
         with open(node.log, "ab") as log:
             node.process = subprocess.Popen(
                 [*TWISTD, "-n", "--pidfile=", "pop3", "--config", str(config)],
@@ -282,12 +284,17 @@ class Cluster:
         return node
 
     def wait_serving(self, node: Node) -> None:
-        """Until ``/health`` says 200 and the POP3 ports accept."""
+        """Until every worker said it is ready, ``/health`` says 200 and
+        the POP3 ports accept (the parent binds them before its workers
+        start: a connection would wait in the backlog)."""
         def up() -> bool:
             assert node.process is not None
             if node.process.poll() is not None:
                 raise RuntimeError(f"{node.name} exited: {node.log.read_text()[-3000:]}")
-            return node.health() == 200 and all(
+            with open(node.log, "rb") as log:
+                log.seek(node.log_offset)
+                ready = log.read().count(b"] ready (pid")
+            return (ready >= self.workers or self.workers == 1) and node.health() == 200 and all(
                 _accepts(port) for port in (node.pop3_port, node.pop3s_port))
 
         wait_until(up, STEP, f"{node.name} serving")
@@ -355,6 +362,14 @@ class Cluster:
                        for backend in ("pop3_nodes", "pop3s_nodes"))}
 
 
+    def servers_down(self) -> set[str]:
+        """The nodes HAProxy has marked down in both backends."""
+        states = self.server_states()
+        return {n.name for n in self.nodes
+                if all(states.get((backend, n.name), "").startswith("DOWN")
+                       for backend in ("pop3_nodes", "pop3s_nodes"))}
+
+
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2):
@@ -402,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"popframe cluster up in {directory}", flush=True)
             print(f"  pop3  (STLS)         127.0.0.1:{cluster.pop3_port}", flush=True)
             print(f"  pop3s (implicit TLS) 127.0.0.1:{cluster.pop3s_port}", flush=True)
+            assert cluster.haproxy is not None
+            print(f"  haproxy: pid {cluster.haproxy.pid}; database {cluster.database_name}; "
+                  f"Redis keys {cluster.prefix}*", flush=True)
             for node in cluster.nodes:
                 print(f"  {node.name}: pid {node.pid}, health and metrics at "
                       f"http://127.0.0.1:{node.metrics_port}/health", flush=True)
