@@ -2,25 +2,31 @@
 """One node vs two nodes behind HAProxy (examples/cluster/run.py), and the
 maildrop-lock handover after a node is SIGKILLed.
 
-    python benchmarks/cluster.py [--duration 8] [--concurrency 16] [--json OUT]
+    python benchmarks/cluster.py [--duration 8] [--concurrency 16] [--rounds 2] [--json OUT]
 
-For each of 1 and 2 nodes (each ``--workers 2``), it starts the example
-cluster (its own PostgreSQL database and Redis prefix), loads ``--users``
-users with ``--messages`` messages of about 4 KB each (CRLF, no dots, so
-the wire form is the stored one), and runs benchmarks/loadgen.py through
-HAProxy's pop3 port, after an uncounted 2-second warm-up: ``check`` (USER/PASS, STAT, UIDL, QUIT) and
-``drain`` (also LIST and every RETR), ``--duration`` seconds each.
-Passwords are SHA512-CRYPT with 1000 rounds, so logins cost what a real
-site's would, not more.  The load generator runs on the same machine.
+It starts the example cluster (two nodes, each ``--workers 2``, its own
+PostgreSQL database and Redis prefix), loads ``--users`` users with
+``--messages`` messages of about 4 KB each (CRLF, no dots, so the wire
+form is the stored one), and after an uncounted 2-second warm-up runs
+benchmarks/loadgen.py through HAProxy's pop3 port, alternating, for
+``--rounds`` rounds: one node (node2 disabled in HAProxy through its
+stats socket) then two nodes, each with ``check`` (USER/PASS, STAT,
+UIDL, QUIT) and ``drain`` (also LIST and every RETR), ``--duration``
+seconds each.  Alternating on one cluster (same processes, same
+database) keeps the background load of a shared machine from favouring
+one side; each round's ratio is two nodes over the one-node phase just
+before it.  Passwords are SHA512-CRYPT with 1000 rounds, so logins cost
+what a real site's would, not more.  The load generator runs on the
+same machine.
 
-Then, on the two-node cluster, ``--handovers`` times: a session holds a
-maildrop on node1, node1 is SIGKILLed (the parent and its workers), and
-node2 is asked for the maildrop every 5 ms until it grants it: the time
-from the kill to the grant is the handover (PostgreSQL drops a dead
-connection's advisory locks when the kernel closes its socket).  node1 is
-started again between rounds.
+Then, ``--handovers`` times: a session holds a maildrop on node1, node1
+is SIGKILLed (the parent and its workers), and node2 is asked for the
+maildrop every 5 ms with a full login until it grants it: the time from
+the kill to the ``+OK`` is the handover (PostgreSQL drops a dead
+connection's advisory locks when the kernel closes its socket).  node1
+is started again between rounds.
 
-Bounded: every step has a timeout and the clusters are stopped in
+Bounded: every step has a timeout and the cluster is stopped in
 ``finally``.  The machine is shared: compare the ratios of one run, not
 absolute numbers across runs.
 """
@@ -145,38 +151,44 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--users", type=int, default=32)
     p.add_argument("--messages", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--handovers", type=int, default=3)
     p.add_argument("--json", help="write the result here too")
     args = p.parse_args(argv)
     example = load_example()
-    results: dict[str, Any] = {"cpus": os.cpu_count(), "load_before": os.getloadavg()}
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "load_before": os.getloadavg(),
+                               "rounds": []}
     with tempfile.TemporaryDirectory(prefix="popframe-bench-cluster-") as tmp:
-        for nodes in (1, 2):
-            cluster = example.Cluster(Path(tmp) / f"nodes{nodes}", nodes=nodes, workers=2)
-            try:
-                cluster.start()
-                users = load_users(cluster, args.users, args.messages)
-                # Not counted: a fresh cluster's first sessions take seconds
-                # (each worker's first connections to PostgreSQL and Redis).
-                asyncio.run(loadgen.run_load("127.0.0.1", cluster.pop3_port, users, "check",
-                                             args.concurrency, 2.0, 1_000_000, 60.0, False))
-                run = {scenario: load(cluster, users, scenario, args)
-                       for scenario in ("check", "drain")}
-                if nodes == 2:
-                    user = next(iter(users))
-                    run["handover_ms"] = [
-                        round(handover(example, cluster, user, users[user]["password"]) * 1000)
-                        for _ in range(args.handovers)]
-                results[f"{nodes}_node"] = run
-                print(f"{nodes} node(s): {json.dumps(run)}", flush=True)
-            finally:
-                cluster.stop()
-    for scenario in ("check", "drain"):
-        one, two = results["1_node"][scenario], results["2_node"][scenario]
-        results[f"ratio_{scenario}_sessions"] = round(
-            two["sessions_per_s"] / max(one["sessions_per_s"], 1e-9), 2)
-        results[f"ratio_{scenario}_messages"] = round(
-            two["messages_per_s"] / max(one["messages_per_s"], 1e-9), 2)
+        cluster = example.Cluster(Path(tmp), nodes=2, workers=2)
+        try:
+            cluster.start()
+            users = load_users(cluster, args.users, args.messages)
+            # Not counted: each worker's first connections to PostgreSQL and Redis.
+            asyncio.run(loadgen.run_load("127.0.0.1", cluster.pop3_port, users, "check",
+                                         args.concurrency, 2.0, 1_000_000, 60.0, False))
+            for _ in range(args.rounds):
+                measured = {}
+                for nodes, command in ((1, "disable"), (2, "enable")):
+                    for backend in ("pop3_nodes", "pop3s_nodes"):
+                        cluster.haproxy_command(f"{command} server {backend}/node2")
+                    measured[f"{nodes}_node"] = {
+                        scenario: load(cluster, users, scenario, args)
+                        for scenario in ("check", "drain")}
+                for scenario in ("check", "drain"):
+                    for what in ("sessions", "messages"):
+                        if scenario == "check" and what == "messages":
+                            continue
+                        one = measured["1_node"][scenario][f"{what}_per_s"]
+                        two = measured["2_node"][scenario][f"{what}_per_s"]
+                        measured[f"ratio_{scenario}_{what}"] = round(two / max(one, 1e-9), 2)
+                results["rounds"].append(measured)
+                print(json.dumps(measured), flush=True)
+            user = next(iter(users))
+            results["handover_ms"] = [
+                round(handover(example, cluster, user, users[user]["password"]) * 1000)
+                for _ in range(args.handovers)]
+        finally:
+            cluster.stop()
     results["load_after"] = os.getloadavg()
     text = json.dumps(results, indent=1)
     print(text)

@@ -327,23 +327,28 @@ class Cluster:
         wait_until(lambda: self.servers_up() == {n.name for n in self.nodes}, STEP,
                    "HAProxy seeing every node up")
 
-    def server_states(self) -> dict[tuple[str, str], str]:
-        """``(backend, server) -> status`` (UP, DOWN, ...) from HAProxy's
-        stats socket; empty while it does not answer."""
+    def haproxy_command(self, command: str) -> str:
+        """One command on HAProxy's stats socket (level admin), its answer:
+        ``show stat``, ``disable server pop3_nodes/node2``..."""
         if self.haproxy is not None and self.haproxy.poll() is not None:
             raise RuntimeError("haproxy exited: "
                                + (self.directory / "haproxy.log").read_text()[-3000:])
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(str(self.stats_socket))
+            s.sendall(command.encode() + b"\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return data.decode()
+
+    def server_states(self) -> dict[tuple[str, str], str]:
+        """``(backend, server) -> status`` (UP, DOWN, ...) from HAProxy's
+        stats socket; empty while it does not answer."""
         try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(5)
-                s.connect(str(self.stats_socket))
-                s.sendall(b"show stat\n")
-                data = b""
-                while chunk := s.recv(65536):
-                    data += chunk
+            lines = self.haproxy_command("show stat").splitlines()
         except OSError:
             return {}
-        lines = data.decode().splitlines()
         if not lines or not lines[0].startswith("# "):
             return {}
         columns = lines[0][2:].split(",")
