@@ -205,3 +205,38 @@ def test_paused_node_cannot_apply_a_stale_commit(
     finally:
         a.stop()
         b.stop()
+
+
+def test_killed_node_frees_its_lease_within_ttl(
+    mail_home: MailHome, lease_url: tuple[str, str, str]
+) -> None:
+    """SIGKILL releases nothing: the lease lapses after ``lock_ttl``, then
+    the other node grants the maildrop, nothing deleted."""
+    kind, url, extra = lease_url
+    mail_home.add_user("alice", "alice password")
+    for i in range(3):
+        mail_home.deliver("alice", b"Subject: %d\r\n\r\nbody\r\n" % i)
+    options = ":".join(filter(None, [f"lock={kind}", "lock_ttl=1.5", extra, f"lock_url={url}"]))
+    store = f"maildir:{mail_home.template}:{options}"
+    a, b = node(mail_home, "a", store), node(mail_home, "b", store)
+    try:
+        holder = login(a.port)
+        holder.dele(1)
+        os.kill(a.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        a.process.wait(10)
+        fresh = None
+        while fresh is None:  # bounded
+            try:
+                fresh = login(b.port)
+            except poplib.error_proto as error:
+                assert b"[IN-USE]" in error.args[0]
+                assert time.monotonic() - killed < 15, "the lease never lapsed"
+                time.sleep(0.02)
+        lapsed = time.monotonic() - killed
+        print(f"{kind} lease free {lapsed:.2f} s after SIGKILL (lock_ttl=1.5)")
+        assert fresh.stat()[0] == 3
+        fresh.quit()
+    finally:
+        a.stop()
+        b.stop()
