@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 from cluster_support import RedisProcess, TCPRelay, haproxy, load_example, unavailable
-from sql_support import admin_connection
+from redis_support import REDIS_URL
+from sql_support import ADMIN_URLS, admin_connection
 from test_sasl_scram import LineClient, scramp_final, socket_login
 from test_sasl_scram import client as scram_client
 
@@ -62,7 +63,9 @@ def redis_or_skip(url: str) -> None:
 def start_cluster(directory: Path, **kwargs: Any) -> Any:
     haproxy()
     admin_connection("postgresql").close()  # skips (fails in CI) without PostgreSQL
-    redis_or_skip(kwargs.get("redis", load_example().REDIS))
+    kwargs.setdefault("redis", REDIS_URL)  # the servers the other tests use
+    kwargs.setdefault("postgresql", ADMIN_URLS["postgresql"])
+    redis_or_skip(kwargs["redis"])
     cluster = load_example().Cluster(directory, extra_config=THROTTLE, **kwargs)
     cluster.start()
     return cluster
@@ -429,9 +432,10 @@ def test_the_script_prints_its_ports_and_stops_everything(tmp_path: Path) -> Non
     from cluster_support import EXAMPLE
 
     haproxy()
-    redis_or_skip(load_example().REDIS)
+    redis_or_skip(REDIS_URL)
     admin_connection("postgresql").close()
-    script = subprocess.Popen([sys.executable, str(EXAMPLE), "--dir", str(tmp_path)],
+    script = subprocess.Popen([sys.executable, str(EXAMPLE), "--dir", str(tmp_path),
+                               "--redis", REDIS_URL, "--postgresql", ADMIN_URLS["postgresql"]],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert script.stdout is not None
     output = []
