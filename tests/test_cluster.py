@@ -354,8 +354,7 @@ def test_database_outage(fault_cluster: tuple[Any, list[TCPRelay], RedisProcess]
                 text = text.decode() if isinstance(text, bytes) else str(text)
                 code = re.match(r"-ERR (\[[A-Z/-]+\])", text)
                 # poplib's STLS says "CAPA not supported" when the connection
-                # closed before CAPA's reply (HAProxy shutting a downed node's
-                # sessions).
+                # closed before CAPA's reply (no node up: HAProxy closes).
                 kind = code.group(1) if code else (
                     "closed" if "CAPA not supported" in text else text)
             except (OSError, EOFError):
