@@ -14,6 +14,7 @@ __all__ = [
     "BadArguments",
     "ClientError",
     "LineTooLong",
+    "LockLost",
     "LoginDelayed",
     "MaildropInUse",
     "MessageDeleted",
@@ -129,6 +130,14 @@ class TemporaryFailure(POP3Error):
 
     code = ResponseCode.SYS_TEMP
     default_message = "temporary system failure, try again later"
+
+
+class LockLost(TemporaryFailure):
+    """The maildrop lock lapsed during the session (a lease expired while
+    the process was paused, a lock connection broke and someone else took
+    the name): its deletions are refused."""
+
+    default_message = "maildrop lock lost, please reconnect"
 
 
 class PermanentFailure(POP3Error):

@@ -127,16 +127,19 @@ def make_listeners(settings: Settings, reactor: Any) -> ServingService:
 
 def add_metrics_service(service: MultiService, settings: Settings, reactor: Any,
                         source: Any) -> None:
-    """``--metrics``: the Prometheus page of ``source``, on its endpoint."""
+    """``--metrics``: the Prometheus page of ``source`` and ``/health``, on its
+    endpoint."""
     from popframe.ops.certificates import CertificateExpiry, certificate_paths
     from popframe.ops.exposition import metrics_service
+    from popframe.ops.health import HealthPage, databases_of
 
     assert settings.metrics is not None
     certificates = CertificateExpiry(
         lambda: certificate_paths(settings.tls_cert, settings.listen))
+    health = HealthPage(databases_of([settings.store, *settings.checkers]), reactor)
     try:
         page = metrics_service(settings.metrics, reactor, source, certificates,
-                               raise_listen_errors_synchronously)
+                               raise_listen_errors_synchronously, health)
     except (ValueError, KeyError, TypeError, OSError) as error:
         raise ConfigurationError("--metrics", f"{settings.metrics!r}: {error}") from None
     page.setServiceParent(service)

@@ -205,7 +205,12 @@ def behind_haproxy(transport: Any) -> bool:
     """Whether ``transport`` is a ``haproxy:`` endpoint's wrapper, whose
     ``getPeer()`` names the proxy until the PROXY header is read (after
     ``connectionMade``).  Relies on the private class
-    ``twisted.protocols.haproxy._wrapper.HAProxyProtocolWrapper``."""
+    ``twisted.protocols.haproxy._wrapper.HAProxyProtocolWrapper``.  Also
+    through TLS on top of one (``implicit-tls:haproxy:tcp:...``: the PROXY
+    header comes before the handshake, so the wrapper is under TLS)."""
     from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
+    from twisted.protocols.tls import TLSMemoryBIOProtocol
 
+    while isinstance(transport, TLSMemoryBIOProtocol):
+        transport = transport.transport
     return isinstance(transport, HAProxyProtocolWrapper)

@@ -25,6 +25,7 @@ DEBIAN_PACKAGES=(python3-venv curl openssl fetchmail mpop getmail6 redis-server 
                  s-nail libio-socket-ssl-perl libjakarta-mail-java default-jre-headless
                  default-jdk-headless
                  dovecot-core dovecot-pop3d)  # the server popframe takes over (tests/dovecot_support.py)
+DEBIAN_PACKAGES+=(haproxy)  # examples/cluster, tests/test_proxy.py, tests/test_cluster.py
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do

@@ -730,7 +730,7 @@ def test_store_from_description(tmp_path: Path) -> None:
         ("maildir:/var/mail/%q", "'%q'"),
         ("maildir:/var/mail/shared", "%u or %n"),
         ("maildir:/var/mail/%u:create=maybe", "create='maybe': expected yes|no"),
-        ("maildir:/var/mail/%u:lock=redis", "unknown option"),
+        ("maildir:/var/mail/%u:lock=redis", "needs lock_url=URL"),
     ],
 )
 def test_bad_store_descriptions(description: str, problem: str) -> None:

@@ -39,7 +39,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from popframe.db.pool import Database, DatabaseError, Session
-from popframe.errors import MaildropInUse, TemporaryFailure
+from popframe.errors import LockLost, MaildropInUse, TemporaryFailure
 from popframe.interfaces import IMaildropLock, IMaildropLocker
 from popframe.stores.locking import FileLock, FileLocker
 
@@ -49,13 +49,6 @@ log = Logger(namespace="popframe.db")
 
 #: Seconds between pings of the lock connection.
 PING_INTERVAL = 20.0
-
-
-class LockLost(TemporaryFailure):
-    """The maildrop lock lapsed during the session (the lock connection
-    broke and someone else took the name): its deletions are refused."""
-
-    default_message = "maildrop lock lost, please reconnect"
 
 
 @implementer(IMaildropLock)

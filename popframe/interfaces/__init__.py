@@ -38,6 +38,7 @@ from popframe.interfaces.auth import (
 from popframe.interfaces.stores import (
     IDeliverableStore,
     IExpiringMaildrop,
+    IFencedLock,
     IImportingStore,
     IListableStore,
     IMaildrop,
@@ -57,6 +58,7 @@ __all__ = [
     "IClientCertificate",
     "IDeliverableStore",
     "IExpiringMaildrop",
+    "IFencedLock",
     "IImportingStore",
     "IListableStore",
     "IMaildrop",

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IDeliverableStore",
     "IExpiringMaildrop",
+    "IFencedLock",
     "IImportingStore",
     "IListableStore",
     "IMaildrop",
@@ -215,6 +216,22 @@ class IMaildropLocker(Interface):
 class IMaildropLock(Interface):
     def release() -> Deferred[None]:
         """Release the lock.  Idempotent."""
+
+
+class IFencedLock(IMaildropLock):
+    """A lease on a maildrop (Redis, PostgreSQL) for stores whose files
+    are shared by several hosts: it lapses unless renewed, and each grant
+    carries a fencing token larger than every earlier grant's.  A store
+    that deletes files itself calls :meth:`fence` right before deleting,
+    so a node that was paused past its lease (SIGSTOP, a VM migration, a
+    long GC) cannot apply a stale commit over a newer holder's session."""
+
+    token = Attribute("This grant's fencing token (an int, increasing per grant).")
+
+    def fence() -> None:
+        """Blocking (call it in a thread): renew the lease if this grant
+        is still the current one, else raise ``LockLost``; raise
+        ``TemporaryFailure`` when the lease server cannot answer."""
 
 
 class IMaildropStoreFactory(IPlugin):

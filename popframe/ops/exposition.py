@@ -175,11 +175,15 @@ class QuietSite(Site):
 
 def metrics_service(description: str, reactor: Any, source: MetricsSource,
                     certificates: CertificateExpiry,
-                    raise_errors: Callable[[Any], None] | None = None
-                    ) -> StreamServerEndpointService:
-    """The service serving ``/metrics`` on the ``--metrics`` endpoint."""
+                    raise_errors: Callable[[Any], None] | None = None,
+                    health: Resource | None = None) -> StreamServerEndpointService:
+    """The service serving ``/metrics`` (and ``health``, a
+    :class:`~popframe.ops.health.HealthPage`, at ``/health``) on the
+    ``--metrics`` endpoint."""
     root = _Index()
     root.putChild(b"metrics", MetricsPage(source, certificates))
+    if health is not None:
+        root.putChild(b"health", health)
     site = QuietSite(root, "popframe metrics")
     site.noisy = False
     service = StreamServerEndpointService(serverFromString(reactor, description), site)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -248,6 +249,10 @@ class POP3ServerProtocol(Protocol):
         assert self.record is not None
         peer = self.transport.getPeer()
         self.record.peer = _address_text(peer)
+        session = self.session
+        if session is not None and is_loopback(peer) and not session.config.plaintext_auth_allowed:
+            # The loopback rule, for the client the header named.
+            session.config = replace(session.config, plaintext_auth_allowed=True)
         return self._admit_address(peer, self.record)
 
     def dataReceived(self, data: bytes) -> None:
@@ -457,11 +462,16 @@ class POP3ServerProtocol(Protocol):
     def _tls_connection(self) -> SSL.Connection | None:
         """The pyOpenSSL connection under a TLS transport: what its
         ``getHandle()`` (``ISystemHandle``'s, which ``ISSLTransport`` does
-        not extend) gives; None without TLS."""
-        if not ISSLTransport.providedBy(self.transport):
-            return None
+        not extend) gives; None without TLS.  After STLS behind
+        ``haproxy:`` the TCP transport under the PROXY wrapper is the one
+        that started TLS (the wrapper copied its interfaces before)."""
         system: Any = self.transport
-        connection: SSL.Connection = system.getHandle()
+        if not ISSLTransport.providedBy(system):
+            system = getattr(system, "transport", None) if behind_proxy(system) else None
+            if system is None or not ISSLTransport.providedBy(system):
+                return None
+        handle: Any = system  # ISystemHandle's getHandle(), which ISSLTransport lacks
+        connection: SSL.Connection = handle.getHandle()
         return connection
 
     def _tls_version(self) -> str | None:

@@ -20,7 +20,7 @@ __all__ = ["TWISTD", "ServerProcess", "start_server"]
 
 #: twistd from the interpreter running this code (whatever PATH says).
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-_LISTENING = re.compile(rb"POP3Factory(?: \(TLS\))? starting on (\d+)")
+_LISTENING = re.compile(rb"POP3Factory(?: \(TLS\))?(?: \(PROXY\))? starting on (\d+)")
 #: The longest log line read for a port; longer ones are not scanned whole.
 _MAX_LINE = 65536
 

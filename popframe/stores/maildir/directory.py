@@ -12,6 +12,7 @@ import stat
 import threading
 import time
 from bisect import bisect_left
+from collections.abc import Callable
 from operator import itemgetter
 from typing import BinaryIO
 
@@ -538,13 +539,14 @@ class Maildir:
 
     # -- commit -------------------------------------------------------------------
 
-    def delete(self, relatives: list[str]) -> None:
+    def delete(self, relatives: list[str], fence: Callable[[], None] | None = None) -> None:
         """Delete (or with ``hide``, flag) all or none (see
-        :mod:`~popframe.stores.maildir.journal`)."""
+        :mod:`~popframe.stores.maildir.journal`), checking a lease's
+        ``fence`` first."""
         if self.hide:
-            hide_all(self.path, relatives, flag_letter(self.path, create=True) or "")
+            hide_all(self.path, relatives, flag_letter(self.path, create=True) or "", fence)
         else:
-            delete_all(self.path, relatives)
+            delete_all(self.path, relatives, fence)
 
 
 def _positions(entries: list[str], names: set[str]) -> list[int] | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
+from collections.abc import Callable
 
 from twisted.logger import Logger
 
@@ -30,30 +32,58 @@ _JOURNAL_VERSION = 1
 _HIDE_VERSION = 2
 
 
-def delete_all(maildir: str, relatives: list[str]) -> None:
+def delete_all(maildir: str, relatives: list[str],
+               fence: Callable[[], None] | None = None) -> None:
     """Delete the messages at ``relatives`` (``cur/NAME``, ``new/NAME``) in
     ``maildir``, all or none: the journal is durable before the first
     unlink, so after a crash :func:`finish_interrupted` does the rest.
+
+    ``fence`` (a lease's :meth:`~popframe.interfaces.IFencedLock.fence`)
+    runs before the journal is written and again before the first unlink;
+    if it raises, nothing is deleted, and a journal this call wrote is
+    removed again (unless another holder's replaced it), so no later open
+    finishes a commit the lease no longer allowed.
     """
-    if not relatives:
-        return
-    journal = os.path.join(maildir, JOURNAL_NAME)
-    data = json.dumps({"version": _JOURNAL_VERSION, "delete": relatives})
-    write_file_atomically(journal, data.encode(), durable=True)
-    _apply(maildir, relatives)
-    os.unlink(journal)
+    _journalled(maildir, relatives, fence, {"version": _JOURNAL_VERSION}, None)
 
 
-def hide_all(maildir: str, relatives: list[str], letter: str) -> None:
-    """:func:`delete_all` for ``dele=hide``: add the flag ``letter`` to
-    each message's name instead of unlinking it, all or none the same way."""
+def _journalled(maildir: str, relatives: list[str], fence: Callable[[], None] | None,
+                header: dict[str, object], letter: str | None) -> None:
+    """Write the journal (``header`` + the names), apply it, remove it;
+    ``fence`` before the journal and again before the first change."""
     if not relatives:
         return
+    if fence is not None:
+        fence()
     journal = os.path.join(maildir, JOURNAL_NAME)
-    data = json.dumps({"version": _HIDE_VERSION, "delete": relatives, "flag": letter})
-    write_file_atomically(journal, data.encode(), durable=True)
+    data = json.dumps({**header, "delete": relatives, "commit": uuid.uuid4().hex}).encode()
+    write_file_atomically(journal, data, durable=True)
+    if fence is not None:
+        try:
+            fence()
+        except BaseException:
+            _withdraw(journal, data)
+            raise
     _apply(maildir, relatives, letter)
     os.unlink(journal)
+
+def hide_all(maildir: str, relatives: list[str], letter: str,
+             fence: Callable[[], None] | None = None) -> None:
+    """:func:`delete_all` for ``dele=hide``: add the flag ``letter`` to
+    each message's name instead of unlinking it, all or none (and fenced)
+    the same way."""
+    _journalled(maildir, relatives, fence, {"version": _HIDE_VERSION, "flag": letter}, letter)
+
+
+def _withdraw(journal: str, data: bytes) -> None:
+    """Remove the journal if it is still the one written as ``data``."""
+    try:
+        with open_regular(journal) as f:
+            if f.read() != data:
+                return
+    except OSError:
+        return
+    remove_quietly(journal)
 
 
 def finish_interrupted(maildir: str) -> set[str]:

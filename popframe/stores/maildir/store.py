@@ -23,6 +23,7 @@ from popframe.errors import NoSuchMessage, TemporaryFailure
 from popframe.interfaces import (
     IDeliverableStore,
     IExpiringMaildrop,
+    IFencedLock,
     IImportingStore,
     IListableStore,
     IMaildrop,
@@ -36,6 +37,7 @@ from popframe.interfaces import (
 )
 from popframe.stores import RunBlocking
 from popframe.stores.base import LockedMaildrop
+from popframe.stores.leases import LOCK_DEFAULTS, LOCK_OPTIONS, locker_from_options, split_lock_url
 from popframe.stores.location import (
     WrongMaildrop,
     check_owner,
@@ -195,8 +197,10 @@ class MaildirMaildrop(LockedMaildrop):
             relative = await self._relative(uid)
             assert relative is not None  # commit() checked the uids
             relatives.append(relative)
+        # A lease (shared storage) is checked right before deleting.
+        fence = self._lock.fence if IFencedLock.providedBy(self._lock) else None
         try:
-            await self._run(self._maildir.delete, relatives)
+            await self._run(self._maildir.delete, relatives, fence)
         except OSError as e:
             raise _temporary(e, "commit deletions") from e
 
@@ -373,23 +377,28 @@ class MaildirStore:
 @implementer(IMaildropStoreFactory)
 class MaildirStoreFactory:
     storeName = "maildir"
-    argStringFormat = "maildir:/var/mail/%u/Maildir[:create=no][:dele=hide][:uidl=FORMAT]"
+    argStringFormat = ("maildir:/var/mail/%u/Maildir[:create=no][:dele=hide][:uidl=FORMAT]"
+                       "[:lock=redis|postgresql[:lock_ttl=S]:lock_url=URL]")
     storeHelp = """\
 Maildirs as Postfix, Dovecot and Courier write them, at a path template:
 %u the user name, %n its local part (before @), %d its domain, %% a
 literal %; %Lu, %Ln, %Ld lower-case.  A missing maildir is created (0700)
 at first login unless create=no.  Sessions lock each other out with flock
-on popframe.lock in the maildir, which serves one host.  dele=hide: DELE
-keeps the file and hides it from POP3 with the keyword $POP3Deleted (a
-flag letter, as Dovecot's pop3_deleted_flag); dele=unlink (the default)
-removes it.  uidl= serves
-the UIDLs another server gave (docs/migration.md): popframe (default),
-dovecot (dovecot-uidlist, else pop3_uidl_format %08Xu%08Xv;
-dovecot:TEMPLATE for another), courier (courierpop3dsizelist), maildir
-(the name up to ':', as qmail and tpop3d), x-uidl (an X-UIDL header).
+on popframe.lock in the maildir, which serves one host; for maildirs that
+several hosts share (NFS), lock=redis or lock=postgresql takes a lease
+with fencing there instead (lock_ttl=30 seconds; lock_prefix= for Redis
+keys), at lock_url=URL, which must come last (docs/scaling.md).
+dele=hide: DELE keeps the file and hides it from POP3 with the keyword
+$POP3Deleted (a flag letter, as Dovecot's pop3_deleted_flag); dele=unlink
+(the default) removes it.  uidl= serves the UIDLs another server gave
+(docs/migration.md): popframe (default), dovecot (dovecot-uidlist, else
+pop3_uidl_format %08Xu%08Xv; dovecot:TEMPLATE for another), courier
+(courierpop3dsizelist), maildir (the name up to ':', as qmail and
+tpop3d), x-uidl (an X-UIDL header).
 """
 
     def storeFromString(self, argstring: str) -> IMaildropStore:
+        argstring, lock_url = split_lock_url(argstring)
         template, *options = argstring.split(":")
         if not template:
             raise ConfigurationError(
@@ -397,9 +406,11 @@ dovecot:TEMPLATE for another), courier (courierpop3dsizelist), maildir
             )
         values = parse_store_options(
             "maildir", _joined_values(options),
-            {"create": choice("yes", "no"), "uidl": parse_uidl_format, **DELE_OPTION},
-            {"create": "yes", "uidl": "popframe", **DELE_DEFAULT})
-        return MaildirStore(template, create=values["create"] == "yes", dele=values["dele"],
+            {"create": choice("yes", "no"), "uidl": parse_uidl_format, **DELE_OPTION,
+             **LOCK_OPTIONS},
+            {"create": "yes", "uidl": "popframe", **DELE_DEFAULT, **LOCK_DEFAULTS})
+        return MaildirStore(template, locker_from_options(values, lock_url),
+                            create=values["create"] == "yes", dele=values["dele"],
                             uidl=values["uidl"])
 
 
