@@ -67,15 +67,19 @@ def _mail_user() -> tuple[str, str]:
     return "nobody", grp.getgrgid(nobody.pw_gid).gr_name
 
 
-def pop3_listing(port: int, user: str = USER, password: str = PASSWORD
-                 ) -> list[tuple[int, str, int]]:
-    """(number, UIDL, size) of every message, as a real client sees them."""
+def pop3_listing(port: int, user: str = USER, password: str = PASSWORD,
+                 retrieve: bool = False) -> list[tuple[int, str, int]]:
+    """(number, UIDL, size) of every message, as a real client sees them;
+    ``retrieve``: RETR each too (leaving it on the server)."""
     client = poplib.POP3("127.0.0.1", port, timeout=30)
     try:
         client.user(user)
         client.pass_(password)
         uidls = [line.decode().split(" ", 1) for line in client.uidl()[1]]
         sizes = dict(line.decode().split(" ", 1) for line in client.list()[1])
+        if retrieve:
+            for number, _ in uidls:
+                client.retr(int(number))
         client.quit()
     finally:
         client.close()
@@ -150,8 +154,8 @@ class DovecotServer:
             self.stop()
             raise RuntimeError(f"Dovecot did not start: {text[-2000:]}") from error
 
-    def listing(self) -> list[tuple[int, str, int]]:
-        return pop3_listing(self.port)
+    def listing(self, retrieve: bool = False) -> list[tuple[int, str, int]]:
+        return pop3_listing(self.port, retrieve=retrieve)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

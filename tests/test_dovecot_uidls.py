@@ -5,6 +5,7 @@ records), then stops; popframe serves the same maildir and a real client
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,20 @@ def test_dovecot_still_agrees_after_popframe_served_the_maildir(
         assert pop3_listing(port) == seen
     dovecot.start()
     assert dovecot.listing() == seen
+
+
+def test_messages_dovecot_marked_seen_keep_their_uidls(
+        dovecot_server: type[DovecotServer], tmp_path: Path) -> None:
+    """Dovecot's default ``pop3_no_flag_updates = no``: a RETR marks the
+    message seen, moving it to ``cur/NAME:2,S``; its uid stays."""
+    dovecot = dovecot_server("%08Xu%08Xv", "pop3_no_flag_updates = no\n")
+    dovecot.start()
+    for message in MESSAGES[:4]:  # (poplib refuses the fifth's 20,000-octet line)
+        dovecot.deliver(message)
+    seen = dovecot.listing(retrieve=True)
+    dovecot.stop()
+    assert all(name.endswith(":2,S") for name in os.listdir(dovecot.maildir / "cur"))
+    assert len(os.listdir(dovecot.maildir / "cur")) == 4
+    store = f"maildir:{dovecot.maildirs}/%u/Maildir:uidl=dovecot"
+    with popframe_serving(store, dovecot.passwd, tmp_path) as port:
+        assert pop3_listing(port) == seen

@@ -9,10 +9,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.logger import LogLevel, globalLogPublisher
 
 from popframe.config import ConfigurationError
-from popframe.interfaces import IMaildrop
+from popframe.interfaces import IMaildrop, MessageList
 from popframe.stores import run_synchronously, store_from_description
 from popframe.stores.maildir import MaildirStore
 from popframe.stores.maildir.remembered import LISTINGS
@@ -208,3 +210,22 @@ def test_bad_option_values_are_named(bad: str) -> None:
         parse_uidl_format(bad)
     with pytest.raises(ConfigurationError, match="uidl="):
         store_from_description(f"maildir:/tmp/%u:uidl={bad}")
+
+
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "", "x" * 71, "sp ace", "é"]),
+                          st.text(min_size=1, max_size=80)), min_size=1, max_size=30))
+def test_every_mapped_uidl_is_valid_and_unique(candidates: list[str | None]) -> None:
+    """Whatever a source says, the listing obeys RFC 1939 section 7, and a
+    valid UIDL given first is kept."""
+    from popframe.protocol.listing import valid_uid
+    from popframe.stores.maildir.listing import Snapshot
+    from popframe.stores.maildir.uidls import _checked
+
+    n = len(candidates)
+    names = [f"17000000{i:02d}.M{i}.host" for i in range(n)]
+    snapshot = Snapshot(MessageList(names, [10] * n, bytes(n)), [f"{m}:2," for m in names])
+    mapped = _checked("/nowhere", "x-uidl", snapshot, candidates, None).listing.uids
+    assert all(valid_uid(uid) for uid in mapped) and len(set(mapped)) == n
+    first = [c for i, c in enumerate(candidates)
+             if c is not None and valid_uid(c) and c not in candidates[:i]]
+    assert all(uid in mapped for uid in first)

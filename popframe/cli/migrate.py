@@ -150,8 +150,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"popframe migrate: {len(found)} differences between {args.source} and "
                   f"{args.user}'s maildrop", file=sys.stderr)
             return 1
-        print(f"verified: {args.user}'s maildrop has every UIDL of {args.source}, "
-              "with the same sizes")
+        print(f"verified: {args.user}'s maildrop has every UIDL of {args.source} and no "
+              "other, each with the size expected")
         return 0
     stop = StopRequest()
     progress: list[Progress] = []
@@ -189,30 +189,31 @@ def run(args: argparse.Namespace) -> int:
 
 async def _listing(store: Any, user: str) -> list[tuple[str, int]]:
     """(UIDL, size) of ``user``'s maildrop, opened (locked) and abandoned."""
-    maildrop = await _opened(store, user)
+    maildrop = await _opened(store, user, user)
     try:
         return [(info.uid, info.size) for info in maildrop.listing()]
     finally:
         await maildrop.abandon()
 
 
-async def _opened(store: Any, user: str) -> Any:
+async def _opened(store: Any, user: str, name: str) -> Any:
+    """``user``'s maildrop in ``store``, opened; ``name`` in any error."""
     from popframe.errors import MaildropInUse, POP3Error
 
     try:
         return await store.open(user)
     except MaildropInUse:
-        raise CLIError(f"{user}: the maildrop is in use (a POP3 session holds it); "
+        raise CLIError(f"{name}: the maildrop is in use (a POP3 session holds it); "
                        "try again") from None
     except POP3Error as error:
-        raise CLIError(f"{user}: cannot open the maildrop ({error.message})") from None
+        raise CLIError(f"{name}: cannot open the maildrop ({error.message})") from None
 
 
 async def migrate(source: Any, target: Any, user: str, stop: StopRequest,
                   holder: list[Progress], quiet: bool = False) -> Progress:
     """Copy every message of ``source`` whose UIDL ``target`` lacks."""
     present = {uid for uid, _ in await _listing(target, user)}
-    maildrop = await _opened(source, _SOURCE_USER)
+    maildrop = await _opened(source, _SOURCE_USER, "the source")
     try:
         listing = list(maildrop.listing())
         _check_uids(target, [info.uid for info in listing if info.uid not in present])
@@ -281,7 +282,7 @@ async def compare(source: Any, target: Any, user: str) -> list[str]:
     """Each difference between the source's and the target's UIDLs and
     sizes, as a line naming it (none: they agree)."""
     have = dict(await _listing(target, user))
-    maildrop = await _opened(source, _SOURCE_USER)
+    maildrop = await _opened(source, _SOURCE_USER, "the source")
     try:
         wanted = [(info.uid, info.size) for info in maildrop.listing()]
         # A size taken from a name (Dovecot's ,W=) leaves out the line end
