@@ -36,9 +36,11 @@ from popframe.interfaces import (
 from popframe.stores import RunBlocking
 from popframe.stores.base import LockedMaildrop
 from popframe.stores.location import (
+    HomeTemplate,
     WrongMaildrop,
     check_owner,
     maildrop_path,
+    store_template,
     template_users,
 )
 from popframe.stores.locking import FileLocker
@@ -219,14 +221,14 @@ class MaildirStore:
 
     def __init__(
         self,
-        template: str | PathTemplate,
+        template: str | PathTemplate | HomeTemplate,
         locker: IMaildropLocker | None = None,
         *,
         create: bool = True,
         dele: str = "unlink",
         run_blocking: RunBlocking = deferToThread,
     ) -> None:
-        self.template = template if isinstance(template, PathTemplate) else PathTemplate(template)
+        self.template = store_template(template)
         self.locker = locker if locker is not None else FileLocker()
         self.create = create
         # "hide": DELE flags the file $POP3Deleted (popframe.stores.maildir.hiding).
@@ -328,7 +330,9 @@ class MaildirStoreFactory:
     storeHelp = """\
 Maildirs as Postfix, Dovecot and Courier write them, at a path template:
 %u the user name, %n its local part (before @), %d its domain, %% a
-literal %; %Lu, %Ln, %Ld lower-case.  A missing maildir is created (0700)
+literal %; %Lu, %Ln, %Ld lower-case; or ~/PATH under each user's home
+(the passwd-file's home column or userdb_home, as Dovecot's
+mail_location = maildir:~/Maildir).  A missing maildir is created (0700)
 at first login unless create=no.  Sessions lock each other out with flock
 on popframe.lock in the maildir, which serves one host.  dele=hide: DELE
 keeps the file and hides it from POP3 with the keyword $POP3Deleted (a
