@@ -74,6 +74,7 @@ def test_dovecot_lines_become_settings() -> None:
     got = settings(line)
     assert got == UserSettings(login_delay=60, expire=30, maildrop="/home/alice/Maildir",
                                maildrop_kind="maildir", uid=1000, gid=1000,
+                               home="/home/alice",
                                login_refused="Account\\x20moved",
                                allowed_networks=("192.0.2.0/24", "::1/128"))
 
@@ -86,6 +87,7 @@ def test_userdb_home_and_mbox_location() -> None:
                                                                    5000, 5001)
     absolute = settings("carol:{PLAIN}pw::::::mail=maildir:/var/vmail/carol:INDEX=/tmp/x")
     assert absolute is not None and absolute.maildrop == "/var/vmail/carol"
+    assert settings("dan:{PLAIN}pw:::::/bin/sh:") == UserSettings()
 
 
 @pytest.mark.parametrize(("extra", "field"), [
@@ -209,3 +211,30 @@ def test_real_server_honours_the_fields(mail_home: MailHome) -> None:
             _login(server.port, "local", before=b"XCLIENT ADDR=198.51.100.1 PORT=4000")
     finally:
         server.stop()
+
+
+def test_a_home_template_opens_the_maildrop_under_the_users_home(
+        mail_home: MailHome, tmp_path: Path) -> None:
+    """Dovecot's mail_location = maildir:~/Maildir with the home column of
+    an unchanged passwd-file: --store maildir:~/Maildir."""
+    home = tmp_path / "homes" / "frank"
+    for sub in ("cur", "new", "tmp"):
+        (home / "Maildir" / sub).mkdir(parents=True)
+    (home / "Maildir" / "new" / "1.M1.host").write_bytes(b"Subject: hi\n\nhome\n")
+    hashed = make_hash("SHA512-CRYPT", b"pw")
+    _add(mail_home, f"frank:{hashed}:::Frank:{home}:/bin/sh:")
+    _add(mail_home, f"homeless:{hashed}::::::")
+    args = server_args(mail_home)
+    args[args.index("--store") + 1] = "maildir:~/Maildir"
+    server = start_server(args, mail_home.root, listeners=2)
+    try:
+        client = _login(server.port, "frank")
+        assert client.stat()[0] == 1
+        client.quit()
+        with pytest.raises(poplib.error_proto) as refused:
+            _login(server.port, "homeless")
+        assert refused.value.args[0].startswith(b"-ERR [SYS/PERM]")
+    finally:
+        server.stop()
+    with pytest.raises(ConfigurationError, match="after ~/ only a fixed path"):
+        MaildirStore("~/%u/Maildir")

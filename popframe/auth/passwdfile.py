@@ -329,6 +329,7 @@ def settings_of(record: PasswdRecord) -> UserSettings:
         expire=int(extra["expire"]) if "expire" in extra else None,
         maildrop=location[1] if location else None,
         maildrop_kind=location[0] if location else None,
+        home=_field(record, "home") or record.home,
         uid=_parse_id(uid_text, _uid_of, "uid") if uid_text else record.uid,
         gid=_parse_id(gid_text, _gid_of, "gid") if gid_text else record.gid,
         login_refused=extra.get("reason", "") if "nologin" in extra else None,

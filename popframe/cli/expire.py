@@ -62,8 +62,11 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--auth {description}: {error}") from None
         if IUserSettings.providedBy(checker):
             sources.append(checker)
-    report = run_reactor(lambda: defer.Deferred.fromCoroutine(expire_maildrops(
-        store, args.users or None, args.days, time.time(), sources)))
+    try:
+        report = run_reactor(lambda: defer.Deferred.fromCoroutine(expire_maildrops(
+            store, args.users or None, args.days, time.time(), sources)))
+    except TypeError as error:  # a store that cannot list its users after all
+        raise CLIError(f"{args.store}: {error}") from None
     for user, count in sorted(report.removed.items()):
         if count:
             print(f"{user}: {count} messages removed")

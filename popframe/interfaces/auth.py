@@ -90,6 +90,9 @@ class UserSettings:
     # file, a maildrop name in SQL), from a directory attribute or a userdb
     # field; None: the store's template decides.
     maildrop: str | None = None
+    # The user's home directory (Dovecot's userdb home): a store template
+    # written ``~/Maildir`` opens the maildrop there.
+    home: str | None = None
     # The kind ``maildrop`` was given as (Dovecot's ``maildir:``/``mbox:``
     # mail location), so a store of another kind refuses it; None: any.
     maildrop_kind: str | None = None

@@ -46,7 +46,7 @@ __all__ = ["RESTART_ONLY", "Serving", "SwitchableTLS", "install_signal_handlers"
 log = Logger(namespace="popframe.ops")
 
 #: Settings a reload cannot change (the sockets and processes stay).
-RESTART_ONLY = ("listen", "lmtp", "workers", "metrics")
+RESTART_ONLY = ("listen", "lmtp", "workers", "metrics", "expire-sweep")
 
 
 @implementer(IOpenSSLServerConnectionCreator, IOpenSSLContextFactory)

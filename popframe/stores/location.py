@@ -14,11 +14,13 @@ import re
 
 from twisted.logger import Logger
 
+from popframe.config import ConfigurationError
 from popframe.errors import PermanentFailure
 from popframe.interfaces import UserSettings
 from popframe.stores.template import PathTemplate
 
-__all__ = ["WrongMaildrop", "check_owner", "maildrop_path", "template_users"]
+__all__ = ["HomeTemplate", "WrongMaildrop", "check_owner", "maildrop_path", "store_template",
+           "template_users"]
 
 log = Logger(namespace="popframe.stores")
 
@@ -30,12 +32,49 @@ class WrongMaildrop(PermanentFailure):
     default_message = "maildrop not available for this user"
 
 
-def maildrop_path(template: PathTemplate, user: str, settings: UserSettings | None,
-                  kind: str) -> str:
+class HomeTemplate:
+    """A store path written ``~/Maildir`` (Dovecot's ``mail_location =
+    maildir:~/Maildir``): the maildrop is that path under the home a
+    checker gives (:class:`~popframe.interfaces.UserSettings` ``home``:
+    the passwd-file's home column or ``userdb_home``).  A user without a
+    home has no maildrop (``[SYS/PERM]``, logged)."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        self.rest = template[2:].strip("/")
+        if "%" in self.rest or ".." in self.rest.split("/"):
+            raise ConfigurationError("--store", f"{template!r}: after ~/ only a fixed path "
+                                     "(no % variables, no ..)")
+
+    def __repr__(self) -> str:
+        return f"HomeTemplate({self.template!r})"
+
+    def resolve(self, user: str) -> str:
+        raise WrongMaildrop()  # no home given (maildrop_path passes it)
+
+
+def store_template(template: str | PathTemplate | HomeTemplate) -> PathTemplate | HomeTemplate:
+    """A store's path template: ``~/...`` under each user's home, else a
+    :class:`~popframe.stores.template.PathTemplate`."""
+    if isinstance(template, (PathTemplate, HomeTemplate)):
+        return template
+    return HomeTemplate(template) if template.startswith("~/") else PathTemplate(template)
+
+
+def maildrop_path(template: PathTemplate | HomeTemplate, user: str,
+                  settings: UserSettings | None, kind: str) -> str:
     """The path of ``user``'s maildrop in a store of ``kind``: the
-    checker's absolute location when it gave one, else the template's.
-    Raises ``UnsafeUserName`` (template) or :class:`WrongMaildrop`."""
+    checker's absolute location when it gave one, else the template's
+    (under the user's home for a ``~/`` template).  Raises
+    ``UnsafeUserName`` (template) or :class:`WrongMaildrop`."""
     if settings is None or not settings.maildrop:
+        if isinstance(template, HomeTemplate):
+            home = settings.home if settings is not None else None
+            if not home or not os.path.isabs(home):
+                log.warn("user {user!r}: the store's {template!r} needs a home, and the "
+                         "userdb gives none", user=user, template=template.template)
+                raise WrongMaildrop()
+            return os.path.join(os.path.normpath(home), template.rest)
         return template.resolve(user)
     if settings.maildrop_kind not in (None, kind):
         log.warn("user {user!r}: the userdb gives a {given} maildrop, this store serves {kind}",
@@ -65,10 +104,13 @@ def check_owner(path: str, settings: UserSettings | None, user: str) -> None:
         raise WrongMaildrop()
 
 
-def template_users(template: PathTemplate) -> list[str]:
+def template_users(template: PathTemplate | HomeTemplate) -> list[str]:
     """The users whose maildrops exist at ``template``'s paths (``popframe
     expire --all``): each ``%u``, ``%n``, ``%d`` matched as one or more
-    whole-path-component wildcards.  Blocking (a glob)."""
+    whole-path-component wildcards.  Blocking (a glob).  A ``~/`` template
+    names no users (they live in the userdb): a ``TypeError``."""
+    if isinstance(template, HomeTemplate):
+        raise TypeError("a ~/ store template cannot list its users: name them")
     found: set[str] = set()
     variants = [template.template]
     without_domain = re.sub(r"/%L?d(?=/)", "", template.template)

@@ -39,9 +39,11 @@ from popframe.stores import RunBlocking
 from popframe.stores.base import LockedMaildrop
 from popframe.stores.leases import LOCK_DEFAULTS, LOCK_OPTIONS, locker_from_options, split_lock_url
 from popframe.stores.location import (
+    HomeTemplate,
     WrongMaildrop,
     check_owner,
     maildrop_path,
+    store_template,
     template_users,
 )
 from popframe.stores.locking import FileLocker
@@ -228,7 +230,7 @@ class MaildirStore:
 
     def __init__(
         self,
-        template: str | PathTemplate,
+        template: str | PathTemplate | HomeTemplate,
         locker: IMaildropLocker | None = None,
         *,
         create: bool = True,
@@ -236,7 +238,7 @@ class MaildirStore:
         uidl: str = "popframe",
         run_blocking: RunBlocking = deferToThread,
     ) -> None:
-        self.template = template if isinstance(template, PathTemplate) else PathTemplate(template)
+        self.template = store_template(template)
         self.locker = locker if locker is not None else FileLocker()
         self.create = create
         # "hide": DELE flags the file $POP3Deleted (popframe.stores.maildir.hiding).
@@ -382,7 +384,9 @@ class MaildirStoreFactory:
     storeHelp = """\
 Maildirs as Postfix, Dovecot and Courier write them, at a path template:
 %u the user name, %n its local part (before @), %d its domain, %% a
-literal %; %Lu, %Ln, %Ld lower-case.  A missing maildir is created (0700)
+literal %; %Lu, %Ln, %Ld lower-case; or ~/PATH under each user's home
+(the passwd-file's home column or userdb_home, as Dovecot's
+mail_location = maildir:~/Maildir).  A missing maildir is created (0700)
 at first login unless create=no.  Sessions lock each other out with flock
 on popframe.lock in the maildir, which serves one host; for maildirs that
 several hosts share (NFS), lock=redis or lock=postgresql takes a lease

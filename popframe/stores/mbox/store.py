@@ -46,9 +46,11 @@ from popframe.protocol.listing import valid_uid
 from popframe.stores import RunBlocking
 from popframe.stores.base import LockedMaildrop
 from popframe.stores.location import (
+    HomeTemplate,
     WrongMaildrop,
     check_owner,
     maildrop_path,
+    store_template,
     template_users,
 )
 from popframe.stores.locking import FileLocker
@@ -143,10 +145,11 @@ class MboxStore:
     the mbox, and rewrites); a missing mbox is an empty maildrop, created
     at the first delivery."""
 
-    def __init__(self, template: str | PathTemplate, locker: IMaildropLocker | None = None, *,
+    def __init__(self, template: str | PathTemplate | HomeTemplate,
+                 locker: IMaildropLocker | None = None, *,
                  lock_timeout: float = 30.0, stale_lock: float = 500.0, dele: str = "unlink",
                  run_blocking: RunBlocking = deferToThread) -> None:
-        self.template = template if isinstance(template, PathTemplate) else PathTemplate(template)
+        self.template = store_template(template)
         self.locker = locker if locker is not None else FileLocker()
         self.lock_timeout = lock_timeout
         self.stale_lock = stale_lock
