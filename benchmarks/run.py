@@ -194,7 +194,7 @@ METRICS = {
         ("server_cpu_per_1k_msgs", "server CPU s / 1k msgs", "{:.2f}", False),
         ("server_cpu_ms_per_session", "server CPU ms / session", "{:.1f}", False),
         ("server_cpu_share", "server CPU (cores busy)", "{:.2f}", None),
-        ("db_cpu_share", "database server CPU (cores busy; SQL store)", "{:.2f}", None),
+        ("db_cpu_share", "database server CPU (cores busy; SQL store, LDAP slapd)", "{:.2f}", None),
         ("server_db_cpu_per_1k_msgs", "server + database CPU s / 1k msgs", "{:.2f}", False),
         ("server_db_cpu_ms_per_session", "server + database CPU ms / session", "{:.1f}", False),
         ("peak_rss_mb", "peak RSS MB (tree sum)", "{:.0f}", False),
