@@ -32,8 +32,9 @@ open (PASS sent -> STAT answered) and per-RETR latency, and the load
 generator's own CPU seconds (getrusage), as JSON.
 
 ``--tls``: implicit TLS 1.3 (asyncio's TLS transport); ``--tls-resume``:
-the same, each user's session resuming its previous TLS session
-(:class:`ResumingTLS`), counting the handshakes that did.
+the same, each of the c concurrent clients resuming the TLS session of its
+previous connection (:class:`ResumingTLS`), counting the handshakes that
+did.
 
 asyncio with uvloop when it is installed (``--loop asyncio`` to compare); a
 hand-written asyncio.Protocol parser (one ``bytearray``, ``find`` for the
@@ -310,15 +311,16 @@ def tls_context() -> ssl.SSLContext:
 async def run_session(loop, host: str, port: int, user: str, info: dict, scenario: str,
                       stats: Stats, crc: bool, stage: list[str],
                       tls: ssl.SSLContext | None = None,
-                      tls_sessions: dict[str, ssl.SSLSession] | None = None) -> None:
+                      tls_sessions: dict[int, ssl.SSLSession] | None = None, slot: int = 0) -> None:
     """``stage[0]`` says what the session is waiting for (for timeouts).
-    ``tls_sessions``: resume each user's last TLS session (--tls-resume)."""
+    ``tls_sessions``: resume the last TLS session of this ``slot`` (one of
+    the c concurrent clients; --tls-resume)."""
     t0 = perf()
     stage[0] = "connect"
     resuming: ResumingTLS | None = None
     if tls is not None and tls_sessions is not None:
         _, resuming = await loop.create_connection(
-            lambda: ResumingTLS(Pop3Client(loop), tls, tls_sessions.get(user)), host, port)
+            lambda: ResumingTLS(Pop3Client(loop), tls, tls_sessions.get(slot)), host, port)
         client = resuming.inner
     else:
         _, client = await loop.create_connection(lambda: Pop3Client(loop), host, port, ssl=tls,
@@ -398,7 +400,7 @@ async def run_session(loop, host: str, port: int, user: str, info: dict, scenari
                 stats.tls_full += not resuming.reused
                 session = resuming.session
                 if session is not None and tls_sessions is not None:
-                    tls_sessions[user] = session
+                    tls_sessions[slot] = session
             resuming.close()
         elif client.transport is not None:
             client.transport.close()
@@ -432,9 +434,9 @@ async def run_load(host: str, port: int, users: dict[str, dict], scenario: str, 
     deadline = t0 + duration
     last_end = [t0]
     context = tls_context() if tls or tls_resume else None
-    tls_sessions: dict[str, ssl.SSLSession] | None = {} if tls_resume else None
+    tls_sessions: dict[int, ssl.SSLSession] | None = {} if tls_resume else None
 
-    async def worker() -> None:
+    async def worker(slot: int) -> None:
         while stats.sessions_started < max_sessions and perf() < deadline and queue:
             user = queue.popleft()
             stats.sessions_started += 1
@@ -442,7 +444,7 @@ async def run_load(host: str, port: int, users: dict[str, dict], scenario: str, 
             try:
                 async with asyncio.timeout(session_timeout):
                     await run_session(loop, host, port, user, users[user], scenario, stats, crc, stage,
-                                      context, tls_sessions)
+                                      context, tls_sessions, slot)
                 last_end[0] = perf()
             except Pop3Error as e:
                 stats.sessions_failed += 1
@@ -459,7 +461,7 @@ async def run_load(host: str, port: int, users: dict[str, dict], scenario: str, 
             if not once:
                 queue.append(user)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(slot) for slot in range(concurrency)))
     # Rates are over the time to the last *completed* session: a session
     # that hangs until --session-timeout is an error, not idle time to
     # divide the work by.
@@ -518,8 +520,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", help="write the result here (default: stdout)")
     p.add_argument("--tls", action="store_true", help="implicit TLS (TLS 1.3) to --port")
     p.add_argument("--tls-resume", action="store_true",
-                   help="implicit TLS, each user resuming its previous TLS session (session ticket) "
-                        "as a polling client does; counts the handshakes that resumed")
+                   help="implicit TLS, each of the c clients resuming the TLS session (ticket) of its "
+                        "previous connection, as a polling client does; counts the handshakes that resumed")
     a = p.parse_args(argv)
     check_target(a.host)
     users = load_users(a.manifest, a.users.split(",") if a.users else None)

@@ -356,8 +356,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="every session over implicit TLS (TLS 1.3, one self-signed ECDSA P-256 "
                         "certificate for all servers) instead of plain TCP")
     p.add_argument("--tls-resume", action="store_true",
-                   help="with --tls: each user's sessions resume its previous TLS session (ticket), "
-                        "as a polling client does; the report counts the handshakes that resumed")
+                   help="with --tls: each of the c concurrent clients resumes the TLS session (ticket) "
+                        "of its previous connection, as a polling client does; the report counts the "
+                        "handshakes that resumed")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/popbench"))
     p.add_argument("--popframe-rev", help="benchmark this commit (git archive) instead of the working tree; "
                    "'worktree': a copy of the working tree taken at start")
@@ -473,7 +474,7 @@ def main(argv: list[str] | None = None) -> None:
         f"big: {big_mb} MB; huge: {huge} messages",
         f"- each cell: median of {a.reps} runs ({a.duration:g} s of new sessions each; drain+dele: "
         f"max(c, {a.dele_users}) users once each; huge-maildrop {a.huge_reps} runs), servers interleaved; "
-        + ("implicit TLS 1.3 (ECDSA P-256, each user resuming its previous TLS session) on 127.0.0.1"
+        + ("implicit TLS 1.3 (ECDSA P-256, each client resuming its previous connection's TLS session) on 127.0.0.1"
            if a.tls_resume else
            "implicit TLS 1.3 (ECDSA P-256, no session resumption) on 127.0.0.1" if a.tls
          else "plain TCP (no TLS) on 127.0.0.1"),
