@@ -301,7 +301,7 @@ def summary(results: list[dict], server_names: list[str], reference: str = "dove
     return "\n".join(lines)
 
 
-def machine_notes() -> str:
+def machine_notes(load_at_start: float) -> str:
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -319,7 +319,7 @@ def machine_notes() -> str:
         tw = "?"
     return (f"{os.cpu_count()} CPUs ({cpu}), {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB, "
             f"{platform.platform()}, Python {platform.python_version()}, Twisted {tw}, Dovecot {dovecot}, "
-            f"load average at start {os.getloadavg()[0]:.2f}")
+            f"load average at start {load_at_start:.2f}, at the end {os.getloadavg()[0]:.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     if max(a.conc) > a.users:
         p.error(f"c={max(a.conc)} needs at least that many users (--users {a.users}): "
                 "a user is never in two sessions at once")
-    started = time.monotonic()
+    started, load_at_start = time.monotonic(), os.getloadavg()[0]
     # Stop the servers (the finally below) on SIGTERM too, and on SIGINT
     # even when started in the background (where SIGINT is ignored).
     def interrupted(signum, frame):
@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
         f"servers: {', '.join(names)}"
         + (f"; popframe listens with backlog={a.popframe_backlog}" if a.popframe_backlog else
            "; popframe listens with its default backlog (1024, or Twisted's 50 before it had one)"),
-        f"- machine: {machine_notes()}",
+        f"- machine: {machine_notes(load_at_start)}",
         f"- corpus: seed {a.seed}, {corpus_mod.summary(manifest)}; {a.lf_fraction:.0%} stored with "
         f"bare LF, the rest CRLF; passwords {a.scheme}; "
         f"big: {big_mb} MB; huge: {huge} messages",
