@@ -31,6 +31,11 @@ kind, never raised.  Reports sessions/s, messages/s, MB/s, p50/p99 session,
 open (PASS sent -> STAT answered) and per-RETR latency, and the load
 generator's own CPU seconds (getrusage), as JSON.
 
+``--tls``: implicit TLS 1.3 (asyncio's TLS transport); ``--tls-resume``:
+the same, each of the c concurrent clients resuming the TLS session of its
+previous connection (:class:`ResumingTLS`), counting the handshakes that
+did.
+
 asyncio with uvloop when it is installed (``--loop asyncio`` to compare); a
 hand-written asyncio.Protocol parser (one ``bytearray``, ``find`` for the
 terminator from where the last search stopped, and for a RETR not before
@@ -180,6 +185,8 @@ class Stats:
     retr_lat: list = field(default_factory=list)
     open_series: list = field(default_factory=list)  # (user, stat ms, uidl ms) in session order
     no_pipelining: int = 0
+    tls_resumed: int = 0  # --tls-resume: handshakes that resumed a session
+    tls_full: int = 0  # ... and those that did not
 
     def error(self, kind: str, detail: str = "") -> None:
         self.errors[kind] += 1
@@ -213,6 +220,84 @@ class Session:
         st.octets += got
 
 
+class ResumingTLS(asyncio.Protocol):
+    """TLS over memory BIOs in front of a :class:`Pop3Client`, for
+    ``--tls-resume``: asyncio's ``create_connection(ssl=...)`` cannot offer
+    a saved session, ``SSLContext.wrap_bio(session=...)`` can.  To the POP3
+    client it is the transport (``write``, ``close``); ``session`` and
+    ``reused`` are read when the session ends."""
+
+    def __init__(self, inner: Pop3Client, context: ssl.SSLContext, session: ssl.SSLSession | None) -> None:
+        self.inner = inner
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost",
+                                    session=session)
+        self.transport: asyncio.Transport | None = None
+        self.handshaken = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._step()
+
+    def _flush(self) -> None:
+        data = self.outgoing.read()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    def _step(self) -> None:
+        """Handshake while it lasts, then decrypt whatever has arrived."""
+        try:
+            if not self.handshaken:
+                try:
+                    self.tls.do_handshake()
+                except ssl.SSLWantReadError:
+                    return
+                finally:
+                    self._flush()
+                self.handshaken = True
+                self.inner.connection_made(self)  # type: ignore[arg-type]
+            chunks = []
+            while True:
+                try:
+                    chunk = self.tls.read(1 << 18)
+                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            self._flush()  # reading can answer (a key update)
+        except ssl.SSLError as error:
+            self.inner.connection_lost(error)
+            self.close()
+            return
+        if chunks:
+            self.inner.data_received(b"".join(chunks))
+
+    def data_received(self, data: bytes) -> None:
+        self.incoming.write(data)
+        self._step()
+
+    def write(self, data: bytes) -> None:
+        self.tls.write(data)
+        self._flush()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.inner.lost is None:
+            self.inner.connection_lost(exc)
+
+    @property
+    def reused(self) -> bool:
+        return self.handshaken and self.tls.session_reused
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        return self.tls.session if self.handshaken else None
+
+
 def tls_context() -> ssl.SSLContext:
     """Implicit TLS (port 995 style) as a current client speaks it: TLS 1.3
     only.  The benchmark's certificate is self-signed: not verified."""
@@ -225,12 +310,21 @@ def tls_context() -> ssl.SSLContext:
 
 async def run_session(loop, host: str, port: int, user: str, info: dict, scenario: str,
                       stats: Stats, crc: bool, stage: list[str],
-                      tls: ssl.SSLContext | None = None) -> None:
-    """``stage[0]`` says what the session is waiting for (for timeouts)."""
+                      tls: ssl.SSLContext | None = None,
+                      tls_sessions: dict[int, ssl.SSLSession] | None = None, slot: int = 0) -> None:
+    """``stage[0]`` says what the session is waiting for (for timeouts).
+    ``tls_sessions``: resume the last TLS session of this ``slot`` (one of
+    the c concurrent clients; --tls-resume)."""
     t0 = perf()
     stage[0] = "connect"
-    _, client = await loop.create_connection(lambda: Pop3Client(loop), host, port, ssl=tls,
-                                             server_hostname="localhost" if tls else None)
+    resuming: ResumingTLS | None = None
+    if tls is not None and tls_sessions is not None:
+        _, resuming = await loop.create_connection(
+            lambda: ResumingTLS(Pop3Client(loop), tls, tls_sessions.get(slot)), host, port)
+        client = resuming.inner
+    else:
+        _, client = await loop.create_connection(lambda: Pop3Client(loop), host, port, ssl=tls,
+                                                 server_hostname="localhost" if tls else None)
     s = Session(client, stats, crc, stage)
     try:
         stage[0] = "greeting"
@@ -300,7 +394,15 @@ async def run_session(loop, host: str, port: int, user: str, info: dict, scenari
         stats.sessions_ok += 1
         stats.session_lat.append(perf() - t0)
     finally:
-        if client.transport is not None:
+        if resuming is not None:
+            if resuming.handshaken:
+                stats.tls_resumed += resuming.reused
+                stats.tls_full += not resuming.reused
+                session = resuming.session
+                if session is not None and tls_sessions is not None:
+                    tls_sessions[slot] = session
+            resuming.close()
+        elif client.transport is not None:
             client.transport.close()
 
 
@@ -320,7 +422,7 @@ def check_target(host: str) -> None:
 
 async def run_load(host: str, port: int, users: dict[str, dict], scenario: str, concurrency: int,
                    duration: float, max_sessions: int, session_timeout: float, crc: bool,
-                   tls: bool = False) -> dict:
+                   tls: bool = False, tls_resume: bool = False) -> dict:
     loop = asyncio.get_running_loop()
     stats = Stats()
     once = scenario == "drain+dele"
@@ -331,9 +433,10 @@ async def run_load(host: str, port: int, users: dict[str, dict], scenario: str, 
     ru0, t0 = resource.getrusage(resource.RUSAGE_SELF), perf()
     deadline = t0 + duration
     last_end = [t0]
-    context = tls_context() if tls else None
+    context = tls_context() if tls or tls_resume else None
+    tls_sessions: dict[int, ssl.SSLSession] | None = {} if tls_resume else None
 
-    async def worker() -> None:
+    async def worker(slot: int) -> None:
         while stats.sessions_started < max_sessions and perf() < deadline and queue:
             user = queue.popleft()
             stats.sessions_started += 1
@@ -341,7 +444,7 @@ async def run_load(host: str, port: int, users: dict[str, dict], scenario: str, 
             try:
                 async with asyncio.timeout(session_timeout):
                     await run_session(loop, host, port, user, users[user], scenario, stats, crc, stage,
-                                      context)
+                                      context, tls_sessions, slot)
                 last_end[0] = perf()
             except Pop3Error as e:
                 stats.sessions_failed += 1
@@ -358,7 +461,7 @@ async def run_load(host: str, port: int, users: dict[str, dict], scenario: str, 
             if not once:
                 queue.append(user)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(slot) for slot in range(concurrency)))
     # Rates are over the time to the last *completed* session: a session
     # that hangs until --session-timeout is an error, not idle time to
     # divide the work by.
@@ -380,7 +483,10 @@ async def run_load(host: str, port: int, users: dict[str, dict], scenario: str, 
         "errors": dict(stats.errors), "error_samples": stats.error_samples,
         "no_pipelining_sessions": stats.no_pipelining,
         "open_series": stats.open_series if len(stats.open_series) <= 50 else [],
-        "loop": type(loop).__module__.split(".")[0], "tls": tls,
+        "loop": type(loop).__module__.split(".")[0], "tls": tls or tls_resume,
+        "tls_resume": tls_resume, "tls_resumed": stats.tls_resumed, "tls_full_handshakes": stats.tls_full,
+        "tls_resumed_share": (stats.tls_resumed / (stats.tls_resumed + stats.tls_full)
+                              if tls_resume and stats.tls_resumed + stats.tls_full else None),
     }
 
 
@@ -413,6 +519,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     p.add_argument("--json", help="write the result here (default: stdout)")
     p.add_argument("--tls", action="store_true", help="implicit TLS (TLS 1.3) to --port")
+    p.add_argument("--tls-resume", action="store_true",
+                   help="implicit TLS, each of the c clients resuming the TLS session (ticket) of its "
+                        "previous connection, as a polling client does; counts the handshakes that resumed")
     a = p.parse_args(argv)
     check_target(a.host)
     users = load_users(a.manifest, a.users.split(",") if a.users else None)
@@ -426,7 +535,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         runner = asyncio.run
     result = runner(run_load(a.host, a.port, users, a.scenario, a.concurrency, a.duration,
-                             a.max_sessions, a.session_timeout, not a.no_crc, a.tls))
+                             a.max_sessions, a.session_timeout, not a.no_crc, a.tls, a.tls_resume))
     text = json.dumps(result)
     if a.json and a.json != "-":
         with open(a.json, "w") as f:

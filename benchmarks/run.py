@@ -84,7 +84,7 @@ class Bench:
         if self.a.no_crc:
             cmd.append("--no-crc")
         if self.a.tls:
-            cmd.append("--tls")
+            cmd.append("--tls-resume" if self.a.tls_resume else "--tls")
         rss0 = srv.tree_rss(server.pid)
         cpu0, busy0, own0 = srv.tree_cpu(server.pid), machine_busy(), own_cpu()
         db0 = server.database_cpu()
@@ -194,11 +194,12 @@ METRICS = {
         ("server_cpu_per_1k_msgs", "server CPU s / 1k msgs", "{:.2f}", False),
         ("server_cpu_ms_per_session", "server CPU ms / session", "{:.1f}", False),
         ("server_cpu_share", "server CPU (cores busy)", "{:.2f}", None),
-        ("db_cpu_share", "database server CPU (cores busy; SQL store)", "{:.2f}", None),
+        ("db_cpu_share", "database server CPU (cores busy; SQL store, LDAP slapd)", "{:.2f}", None),
         ("server_db_cpu_per_1k_msgs", "server + database CPU s / 1k msgs", "{:.2f}", False),
         ("server_db_cpu_ms_per_session", "server + database CPU ms / session", "{:.1f}", False),
         ("peak_rss_mb", "peak RSS MB (tree sum)", "{:.0f}", False),
         ("peak_pss_mb", "peak PSS MB (tree sum)", "{:.0f}", False),
+        ("tls_resumed_share", "TLS handshakes resumed (--tls-resume)", "{:.0%}", None),
         ("loadgen_cpu_share", "loadgen CPU (cores busy)", "{:.2f}", None),
         ("other_cpu_share", "other load (cores busy)", "{:.2f}", None),
     ],
@@ -221,6 +222,7 @@ METRICS = {
         ("other_cpu_share", "other load (cores busy)", "{:.2f}", None),
     ],
 }
+NO_RATIO = {"tls_resumed_share"}  # a share: dividing two of them says nothing
 CHECK_SKIP = {"messages_per_s", "mb_per_s", "retr_p50_ms", "retr_p99_ms", "server_cpu_per_1k_msgs",
               "server_db_cpu_per_1k_msgs"}
 
@@ -263,7 +265,8 @@ def report(results: list[dict], server_names: list[str], reference: str = "dovec
                 if has_ref:
                     for n in others:
                         ref = meds[reference]
-                        row.append("–" if meds[n] is None or not ref else f"{meds[n] / ref:.2f}")
+                        row.append("–" if meds[n] is None or not ref or key in NO_RATIO
+                                   else f"{meds[n] / ref:.2f}")
                 out.append("| " + " | ".join(row) + " |")
             errs = {n: sum(r["errors_total"] for r in by.get((scen, c, n), [])) for n in server_names}
             runs = {n: len(by.get((scen, c, n), [])) for n in server_names}
@@ -298,7 +301,7 @@ def summary(results: list[dict], server_names: list[str], reference: str = "dove
     return "\n".join(lines)
 
 
-def machine_notes() -> str:
+def machine_notes(load_at_start: float) -> str:
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -316,7 +319,7 @@ def machine_notes() -> str:
         tw = "?"
     return (f"{os.cpu_count()} CPUs ({cpu}), {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB, "
             f"{platform.platform()}, Python {platform.python_version()}, Twisted {tw}, Dovecot {dovecot}, "
-            f"load average at start {os.getloadavg()[0]:.2f}")
+            f"load average at start {load_at_start:.2f}, at the end {os.getloadavg()[0]:.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -352,6 +355,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tls", action="store_true",
                    help="every session over implicit TLS (TLS 1.3, one self-signed ECDSA P-256 "
                         "certificate for all servers) instead of plain TCP")
+    p.add_argument("--tls-resume", action="store_true",
+                   help="with --tls: each of the c concurrent clients resumes the TLS session (ticket) "
+                        "of its previous connection, as a polling client does; the report counts the "
+                        "handshakes that resumed")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/popbench"))
     p.add_argument("--popframe-rev", help="benchmark this commit (git archive) instead of the working tree; "
                    "'worktree': a copy of the working tree taken at start")
@@ -368,10 +375,12 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(a.scenarios) - set(ALL_SCENARIOS)
     if unknown:
         p.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(ALL_SCENARIOS)}")
+    if a.tls_resume and not a.tls:
+        p.error("--tls-resume needs --tls")
     if max(a.conc) > a.users:
         p.error(f"c={max(a.conc)} needs at least that many users (--users {a.users}): "
                 "a user is never in two sessions at once")
-    started = time.monotonic()
+    started, load_at_start = time.monotonic(), os.getloadavg()[0]
     # Stop the servers (the finally below) on SIGTERM too, and on SIGINT
     # even when started in the background (where SIGINT is ignored).
     def interrupted(signum, frame):
@@ -459,13 +468,15 @@ def main(argv: list[str] | None = None) -> None:
         f"servers: {', '.join(names)}"
         + (f"; popframe listens with backlog={a.popframe_backlog}" if a.popframe_backlog else
            "; popframe listens with its default backlog (1024, or Twisted's 50 before it had one)"),
-        f"- machine: {machine_notes()}",
+        f"- machine: {machine_notes(load_at_start)}",
         f"- corpus: seed {a.seed}, {corpus_mod.summary(manifest)}; {a.lf_fraction:.0%} stored with "
         f"bare LF, the rest CRLF; passwords {a.scheme}; "
         f"big: {big_mb} MB; huge: {huge} messages",
         f"- each cell: median of {a.reps} runs ({a.duration:g} s of new sessions each; drain+dele: "
         f"max(c, {a.dele_users}) users once each; huge-maildrop {a.huge_reps} runs), servers interleaved; "
-        + ("implicit TLS 1.3 (ECDSA P-256, no session resumption) on 127.0.0.1" if a.tls
+        + ("implicit TLS 1.3 (ECDSA P-256, each client resuming its previous connection's TLS session) on 127.0.0.1"
+           if a.tls_resume else
+           "implicit TLS 1.3 (ECDSA P-256, no session resumption) on 127.0.0.1" if a.tls
          else "plain TCP (no TLS) on 127.0.0.1"),
     ]
     if twisted_mail:

@@ -525,7 +525,8 @@ def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REP
     """``dovecot``, ``popframe``, ``popframe-wN`` (--workers N); a popframe
     name may end in ``+cache`` (--auth-cache-ttl 3600) and ``+uvloop``, ``+asyncio``,
     ``+poll`` (``twistd -r``); ``ceiling`` (the
-    minimal C server, two processes).  A popframe name may end in ``@REV``:
+    minimal C server, two processes); ``sql-*`` (sql_servers.py) and
+    ``ldap-wN[+ldapcache]`` (ldap_servers.py).  A popframe name may end in ``@REV``:
     that commit (``git archive``), so two revisions run side by side in one
     run (``popframe-w2@0f59750,popframe-w2,dovecot``: before and after)."""
     kind, at, rev = kind.partition("@")
@@ -537,6 +538,10 @@ def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REP
         from sql_servers import make_sql_server
 
         return make_sql_server(kind, workdir, corpus, popframe_src)
+    if kind.startswith("ldap"):  # popframe with LDAP users: benchmarks/ldap_servers.py
+        from ldap_servers import make_ldap_server
+
+        return make_ldap_server(kind, workdir, corpus, popframe_src)
     if kind in ("dovecot", "dovecot+workers"):
         return Dovecot(workdir, corpus, hash_in_workers=kind == "dovecot+workers")
     base, *options = kind.split("+")

@@ -47,6 +47,16 @@ __all__ = [
 #: ``raiseMinimumTo``: TLS 1.2 now, or Twisted's default if that ever rises.
 MINIMUM_TLS_VERSION = TLSVersion.TLSv1_2
 
+#: Session tickets, so a client polling every few minutes resumes instead
+#: of repeating the full handshake (Twisted turns them off by default).
+#: The ticket key is OpenSSL's own: random, made when the context is, so
+#: one per process: with ``--workers N`` a ticket resumes only on the
+#: worker that issued it (another one makes a full handshake and a new
+#: ticket); it lives as long as the process.  TLS 1.3 resumption still
+#: runs an (EC)DHE exchange (OpenSSL's psk_dhe_ke), so forward secrecy
+#: does not depend on the key.
+SESSION_TICKETS = True
+
 #: TLS 1.2 suites with an ephemeral key exchange only (forward secrecy;
 #: every TLS 1.3 suite has it), AEAD or AES-CBC, nothing NULL, EXPORT,
 #: RC4, DES/3DES, anonymous or MD5.  Twisted's default list also accepts
@@ -192,6 +202,7 @@ def certificate_options(
         raiseMinimumTo=MINIMUM_TLS_VERSION,
         acceptableCiphers=acceptable_ciphers(),
         contextForServerName=context_for_server_name,
+        enableSessionTickets=SESSION_TICKETS,
         **_client_verification(client_cas),
     )
     try:
@@ -417,6 +428,7 @@ def harden_endpoint(endpoint: object) -> object:
             dhParameters=options.dhParameters,
             raiseMinimumTo=MINIMUM_TLS_VERSION,
             acceptableCiphers=acceptable_ciphers(),
+            enableSessionTickets=SESSION_TICKETS,
         )
         hardened.getContext()  # OpenSSL's objections at start-up, not at a client
         replace_tls_options(endpoint, hardened)

@@ -123,6 +123,17 @@ def numbered_users(count: int) -> list[User]:
     return [User(f"user{n}", f"password-{n}") for n in range(count)]
 
 
+def user_ldif(user: User, user_password: str) -> str:
+    """One user's entry; ``user_password`` as stored (``{SSHA}...``)."""
+    text = _ldif_value("dn", user.dn)
+    text += "objectClass: inetOrgPerson\nobjectClass: popframeMailUser\n"
+    text += _ldif_value("uid", user.uid) + _ldif_value("cn", user.uid) + "sn: test\n"
+    text += _ldif_value("userPassword", user_password)
+    for name, value in user.extra:
+        text += _ldif_value(name, value)
+    return text
+
+
 def seed_ldif(extra_users: int = 0) -> str:
     parts = [
         f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n",
@@ -134,14 +145,7 @@ def seed_ldif(extra_users: int = 0) -> str:
         f"dn: {SERVICE_DN}\nobjectClass: person\nobjectClass: simpleSecurityObject\n"
         f"cn: popframe\nsn: service\nuserPassword: {ssha(SERVICE_PASSWORD)}\n",
     ]
-    for user in USERS + numbered_users(extra_users):
-        text = _ldif_value("dn", user.dn)
-        text += "objectClass: inetOrgPerson\nobjectClass: popframeMailUser\n"
-        text += _ldif_value("uid", user.uid) + _ldif_value("cn", user.uid) + "sn: test\n"
-        text += _ldif_value("userPassword", ssha(user.password))
-        for name, value in user.extra:
-            text += _ldif_value(name, value)
-        parts.append(text)
+    parts += [user_ldif(user, ssha(user.password)) for user in USERS + numbered_users(extra_users)]
     for sam, upn, password, control in AD_ACCOUNTS:
         parts.append(
             f"dn: cn={sam},{AD_USERS}\nobjectClass: user\ncn: {sam}\nsn: test\n"
@@ -173,6 +177,10 @@ class Slapd:
     tls_port: int = field(default_factory=_free_port)
     process: subprocess.Popen[bytes] | None = None
     extra_users: int = 0
+    #: More entries for the seed (LDIF), and modules to load (``pw-sha2``
+    #: for ``{SSHA512}`` passwords): the benchmark's corpus users.
+    extra_ldif: str = ""
+    modules: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -205,7 +213,7 @@ pidfile {self.root}/slapd.pid
 argsfile {self.root}/slapd.args
 modulepath /usr/lib/ldap
 moduleload back_mdb
-TLSCertificateFile {self.root}/cert.pem
+{"".join(f"moduleload {module}{chr(10)}" for module in self.modules)}TLSCertificateFile {self.root}/cert.pem
 TLSCertificateKeyFile {self.root}/key.pem
 database mdb
 maxsize 10485760
@@ -216,7 +224,8 @@ directory {self.root}/db
 access to attrs=userPassword by anonymous auth by self write by * none
 access to * by users read by * none
 """)
-        (self.root / "seed.ldif").write_text(seed_ldif(self.extra_users))
+        (self.root / "seed.ldif").write_text("\n".join(filter(None, [seed_ldif(self.extra_users),
+                                                                     self.extra_ldif])))
         subprocess.run(["slapadd", "-q", "-f", str(self.config), "-l", str(self.root / "seed.ldif")],
                        check=True, capture_output=True)
 

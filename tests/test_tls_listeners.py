@@ -524,3 +524,24 @@ def test_with_workers(mail_home: MailHome, certs: Certificates) -> None:
         assert "+OK maildrop has 0 messages" in result.stdout, result.stdout + result.stderr
     finally:
         pool.stop()
+
+
+@pytest.mark.parametrize("kind", ["stls", "implicit", "tls_directory", "ssl"])
+@pytest.mark.parametrize("sni", [None, "mail.example.net"])
+def test_tls13_session_tickets_resume(listeners: Listeners, kind: str, sni: str | None,
+                                      tmp_path: Path) -> None:
+    """A polling client that reconnects skips the full handshake: every
+    listener issues TLS 1.3 session tickets and accepts them back (with
+    and without SNI switching the certificate)."""
+    port = getattr(listeners, kind)
+    name = ["-servername", sni] if sni else ["-noservername"]
+    session = tmp_path / "session.pem"
+    first = s_client(port, "-tls1_3", *name, "-ign_eof", "-sess_out", str(session),
+                     starttls=kind == "stls")
+    assert handshake_ok(first), first.stdout + first.stderr
+    assert "New, TLSv1.3" in first.stdout
+    assert session.exists(), first.stdout
+    again = s_client(port, "-tls1_3", *name, "-ign_eof", "-sess_in", str(session),
+                     starttls=kind == "stls")
+    assert handshake_ok(again), again.stdout + again.stderr
+    assert "Reused, TLSv1.3" in again.stdout, again.stdout
