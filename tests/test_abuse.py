@@ -32,6 +32,8 @@ from twisted.internet.testing import StringTransport
 from popframe.server import POP3Factory, ServerConfig
 from popframe.testing import BufferedTransport, MemoryChecker, MemoryStore, make_portal
 
+pytestmark = pytest.mark.adapter
+
 # -- in memory: the pre-authentication timeout --------------------------------
 
 ALICE = {"alice": "secret"}
@@ -189,6 +191,7 @@ def test_limit_not_applied_to_the_proxy_behind_haproxy() -> None:
         assert transport.value().startswith(b"+OK")
 
 
+@pytest.mark.core
 def test_options_flow_into_server_config(tmp_path: Path) -> None:
     from popframe.assembly import make_factory as factory_from_settings
     from popframe.settings import Settings
@@ -297,6 +300,7 @@ def login(client: Client) -> None:
     assert client.command(b"PASS alice password").startswith(b"+OK maildrop has")
 
 
+@pytest.mark.process
 def test_megabyte_lines_are_refused_and_memory_stays_flat(server: ServerProcess) -> None:
     pid = server.process.pid
     megabyte = b"X" * (1 << 20)
@@ -334,6 +338,7 @@ def test_megabyte_lines_are_refused_and_memory_stays_flat(server: ServerProcess)
     client.close()
 
 
+@pytest.mark.process
 def test_nul_bytes_and_invalid_utf8_get_err(server: ServerProcess) -> None:
     b64 = lambda data: base64.b64encode(data)  # noqa: E731
     cases = [
@@ -371,6 +376,7 @@ def test_nul_bytes_and_invalid_utf8_get_err(server: ServerProcess) -> None:
     client.close()
 
 
+@pytest.mark.process
 def test_thousands_of_pipelined_commands_answered_in_order(server: ServerProcess) -> None:
     client = Client(server.port)
     login(client)
@@ -397,6 +403,7 @@ def test_thousands_of_pipelined_commands_answered_in_order(server: ServerProcess
     client.close()
 
 
+@pytest.mark.process
 def test_client_that_never_reads_does_not_grow_the_server(abuse_home: MailHome) -> None:
     abuse_home.deliver("alice", b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 8000)  # 8 MB
     server = run_server(abuse_home)
@@ -434,6 +441,7 @@ def test_client_that_never_reads_does_not_grow_the_server(abuse_home: MailHome) 
     assert_clean_log(server)
 
 
+@pytest.mark.process
 def test_silent_and_trickling_clients_are_dropped_after_the_preauth_timeout(
         abuse_home: MailHome) -> None:
     server = run_server(abuse_home, "--preauth-timeout", "1")
@@ -465,6 +473,7 @@ def test_silent_and_trickling_clients_are_dropped_after_the_preauth_timeout(
     assert_clean_log(server)
 
 
+@pytest.mark.process
 def test_connections_per_address_limit_on_a_real_server(abuse_home: MailHome) -> None:
     # Loopback is trusted (exempt) by default: trust nobody here.
     server = run_server(abuse_home, "--max-connections-per-ip", "3", "--trusted-networks", "none")
@@ -578,6 +587,7 @@ def measure_idle_connections(home: MailHome, count: int) -> dict[str, float]:
         assert_clean_log(server)
 
 
+@pytest.mark.process
 def test_memory_per_idle_connection(mail_home: MailHome) -> None:
     result = measure_idle_connections(mail_home, SUITE_IDLE_CONNECTIONS)
     print(f"\nidle connections: {result}")
@@ -598,6 +608,7 @@ def tree(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
+@pytest.mark.process
 def test_hostile_user_names_stay_inside_the_store_and_out_of_the_logs(mail_home: MailHome) -> None:
     mail_home.add_user("alice", "alice password")
     with open(mail_home.passwd_file, "ab") as f:  # as an administrator's typo would

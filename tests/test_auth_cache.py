@@ -18,6 +18,8 @@ from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.auth.schemes import make_hash
 from popframe.tap import Options
 
+pytestmark = pytest.mark.core
+
 T = TypeVar("T")
 
 

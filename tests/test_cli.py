@@ -10,6 +10,8 @@ from conftest import TWISTD, start_server
 
 from popframe.tap import Options
 
+pytestmark = pytest.mark.process
+
 
 def twistd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*TWISTD, *args], capture_output=True, text=True, timeout=60, cwd=cwd)
@@ -84,6 +86,7 @@ def test_twisteds_memory_checker_logs_users_in(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.core
 def test_demo_listens_on_the_documented_ports(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     options = Options()
@@ -111,6 +114,7 @@ def test_demo_serves_mail(tmp_path: Path) -> None:
     assert password in server.log.read_text()  # the instructions were printed
 
 
+@pytest.mark.core
 def test_checked_options_become_frozen_settings(tmp_path: Path) -> None:
     import dataclasses
 
@@ -140,6 +144,7 @@ def test_checked_options_become_frozen_settings(tmp_path: Path) -> None:
         settings.workers = 1  # type: ignore[misc]
 
 
+@pytest.mark.core
 def test_settings_need_checked_options() -> None:
     from popframe.settings import Settings
 

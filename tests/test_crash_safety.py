@@ -70,6 +70,8 @@ from popframe.stores import run_synchronously
 from popframe.stores.maildir import MaildirStore
 from popframe.testing import failure_of, result_of
 
+pytestmark = pytest.mark.process
+
 IN_CI = os.environ.get("CI") == "true"
 BATCHES = int(os.environ.get("POPFRAME_CRASH_BATCHES", "4"))
 LANES = 2  # trees killed side by side in one batch
@@ -710,6 +712,7 @@ def test_sigkill_at_seeded_points(batch: int, zygote: Zygote, tally: Tally, tmp_
     tally.batches += 1
 
 
+@pytest.mark.core
 def test_kill_points_reached_the_commit(tally: Tally, record_property: Any) -> None:
     """Runs after the batches: hundreds of kill points, some inside the
     commit window (not only before or after it)."""
@@ -952,6 +955,7 @@ def test_fault_at_an_exact_point_of_the_commit(small_disk: SmallDisk, point: str
     _no_traceback(server)
 
 
+@pytest.mark.core
 @pytest.mark.parametrize(
     ("call", "code"),
     [("write", errno.ENOSPC), ("fsync", errno.ENOSPC), ("fsync", errno.EIO),

@@ -24,6 +24,8 @@ from popframe.stores import run_synchronously
 from popframe.stores.maildir import MaildirStore
 from popframe.stores.mbox import MboxStore
 
+pytestmark = pytest.mark.core
+
 _sync = SynchronousTestCase()
 IN_MODIFY = 0x2
 
@@ -139,6 +141,7 @@ def test_deliver_stores_the_octets_exactly_with_sizes_in_the_name(tmp_path: Path
     assert not list((tmp_path / "alice" / "Maildir" / "tmp").iterdir())
 
 
+@pytest.mark.process
 def test_deliver_exit_statuses(tmp_path: Path) -> None:
     users = Users(tmp_path / "users")
     users.add("alice")
@@ -167,6 +170,7 @@ def test_deliver_without_a_checker_accepts_anyone(tmp_path: Path) -> None:
     assert (tmp_path / "Someone@example.org").exists()
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("kind", ["maildir", "mbox"])
 def test_odd_messages_are_stored_and_served_without_damage(tmp_path: Path, kind: str) -> None:
     users = Users(tmp_path / "users")
@@ -211,6 +215,7 @@ def _open(store: MaildirStore | MboxStore, user: str) -> list[bytes]:
         _sync.successResultOf(maildrop.abandon())
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("kind", ["maildir", "mbox"])
 def test_sigkill_half_way_leaves_the_message_whole_or_absent(tmp_path: Path, kind: str) -> None:
     """A 20 MB delivery killed at seeded points as the store's file grows

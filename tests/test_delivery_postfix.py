@@ -21,6 +21,8 @@ from postfix_support import Postfix, postfix_available, python_for
 
 from popframe.stores.mbox.locks import dotlock_path
 
+pytestmark = pytest.mark.external
+
 WAIT_SECONDS = 60
 MESSAGE = (b"From: Sender <sender@example.net>\r\nTo: alice@example.test\r\nSubject: via Postfix\r\n"
            b"Message-ID: <1@example.net>\r\nDate: Thu, 04 Jan 2024 10:00:00 +0000\r\n"

@@ -25,6 +25,8 @@ from popframe.server import ServerConfig
 from popframe.testing import MemoryStore, connect_in_memory
 from popframe.throttle import MemoryThrottleStore, Throttle
 
+pytestmark = pytest.mark.adapter
+
 FAILED = b"-ERR [AUTH] authentication failed\r\n"
 
 

@@ -20,6 +20,8 @@ from popframe import __version__
 from popframe.options import Options
 from popframe.tls import make_self_signed
 
+pytestmark = pytest.mark.process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -136,6 +138,7 @@ def test_the_readme_commands_work_with_a_stock_python3(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[-1].startswith(f"popframe {__version__} (Twisted")
 
 
+@pytest.mark.core
 def test_a_passwd_file_line_without_a_scheme_is_warned_about(tmp_path: Path, logged) -> None:
     from popframe.auth.passwdfile import PasswdFile
 

@@ -43,6 +43,8 @@ from popframe.protocol.session import (
 )
 from popframe.throttle import TooManyFailures
 
+pytestmark = pytest.mark.core
+
 EXAMPLES = int(os.environ.get("POPFRAME_FUZZ_EXAMPLES", "0")) or None
 EXAMPLES_RUN: Counter[str] = Counter()
 

@@ -11,6 +11,8 @@ import pytest
 
 from popframe.protocol.encoding import wire_size
 
+pytestmark = pytest.mark.process
+
 MESSAGES = [
     b"From: a@example.org\nTo: alice@example.org\nSubject: one\n\nHello\n.leading dot\n..two\n",
     b"From: b@example.org\r\nSubject: two\r\n\r\nCRLF stored\r\n",

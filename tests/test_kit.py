@@ -32,6 +32,8 @@ from popframe.protocol import LoginRefused, Session, SessionConfig
 from popframe.server import ServerConfig
 from popframe.testing import MemoryChecker, MemoryStore, connect_in_memory
 
+pytestmark = pytest.mark.core
+
 CORE_IMPORT = """
 import importlib, pkgutil, sys
 
@@ -50,6 +52,7 @@ print(sorted(m for m in sys.modules if m.startswith("popframe")))
 """
 
 
+@pytest.mark.process
 def test_the_core_imports_without_twisted_or_zope() -> None:
     root = Path(popframe.__file__).parent.parent
     result = subprocess.run([sys.executable, "-c", CORE_IMPORT], capture_output=True,
@@ -89,6 +92,7 @@ class SloppySecrets(MemoryChecker):
         return succeed(b"secret")
 
 
+@pytest.mark.adapter
 def test_a_secret_of_another_type_than_declared_is_a_logged_temporary_failure() -> None:
     failures: list[BaseException] = []
 
@@ -116,6 +120,7 @@ class DirectoryChecker(MemoryChecker):
         return succeed(UserSettings(maildrop=f"/srv/mail/{user}") if user in self.users else None)
 
 
+@pytest.mark.adapter
 def test_user_settings_reach_the_store() -> None:
     store = RemoteStore()
     conn = connect_in_memory(store, DirectoryChecker({"alice": "secret"}))  # type: ignore[arg-type]

@@ -29,6 +29,8 @@ from popframe.auth.ldap.cache import Expiring, RecentFailures  # noqa: E402
 from popframe.auth.ldap.settings import settings_from_mapping  # noqa: E402
 from popframe.config import ConfigurationError  # noqa: E402
 
+pytestmark = pytest.mark.core
+
 # -- escaping -----------------------------------------------------------------------
 
 
@@ -290,6 +292,7 @@ def test_recent_failures_are_per_password() -> None:
 # -- the plugin ------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_plugin_is_found_and_loads_no_reactor() -> None:
     code = (
         "import sys\n"
@@ -302,6 +305,7 @@ def test_plugin_is_found_and_loads_no_reactor() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.process
 def test_twistd_names_a_wrong_key(tmp_path: Path) -> None:
     from popframe.testing import TWISTD
 
@@ -351,6 +355,7 @@ def _connection():  # type: ignore[no-untyped-def]
     return client, transport, Connection(client, url, 5, ReactorClock())
 
 
+@pytest.mark.adapter
 def test_starttls_drops_what_came_in_plaintext_after_the_answer() -> None:
     """Behind StartTLS's answer, a man in the middle sends (in plaintext)
     the start of a bind "success" whose last field the real answer, sent
@@ -377,6 +382,7 @@ def test_starttls_drops_what_came_in_plaintext_after_the_answer() -> None:
     assert isinstance(getattr(result, "value", None), BindRefused)
 
 
+@pytest.mark.adapter
 def test_garbage_from_the_server_drops_the_connection() -> None:
     client, transport, connection = _connection()
     d = connection.bind("uid=alice,dc=example,dc=org", b"pw")
@@ -387,6 +393,7 @@ def test_garbage_from_the_server_drops_the_connection() -> None:
     d.addErrback(lambda _: None)
 
 
+@pytest.mark.adapter
 def test_a_bind_never_sends_an_empty_password() -> None:
     _, transport, connection = _connection()
     with pytest.raises(ValueError):

@@ -24,6 +24,8 @@ from cryptography import x509
 from popframe.ops import sdnotify
 from popframe.tls import make_self_signed
 
+pytestmark = pytest.mark.process
+
 WAIT = 60.0
 MESSAGE = b"Subject: hello\r\n\r\nbody\r\n"
 
@@ -257,6 +259,7 @@ def test_systemd_hears_ready_reloading_and_stopping(home: MailHome, workers: int
             server.stop()
 
 
+@pytest.mark.core
 def test_a_reload_keeps_the_failure_counts_and_takes_new_limits(mail_home: MailHome) -> None:
     """The throttle store (and its counts) stays while --throttle-store and
     --throttle-prefix do; the limits are the new ones."""
@@ -287,6 +290,7 @@ LIVE_STATE = {"POP3Factory": {"clock", "connections_from", "connection_count", "
               "LMTPFactory": {"clock"}}
 
 
+@pytest.mark.core
 def test_every_factory_attribute_is_configuration_or_live_state(mail_home: MailHome) -> None:
     """A reload replaces CONFIGURED_ATTRIBUTES on the running factories and
     keeps the rest: a new attribute must be one or the other (add it to

@@ -27,6 +27,8 @@ from popframe.testing import BufferedTransport, MemoryChecker, MemoryStore, make
 from popframe.testing.deferreds import result_of
 from popframe.throttle import LOOPBACK, MemoryThrottleStore, Throttle, TrustedNetworks
 
+pytestmark = pytest.mark.adapter
+
 USERS = {"alice": "secret"}
 LOGIN = b"USER alice\r\nPASS secret\r\n"
 REMOTE = IPv4Address("TCP", "192.0.2.1", 4000)
@@ -76,6 +78,7 @@ def test_trusted_peers_count_towards_max_connections() -> None:
     assert connect(factory, LOCAL)[1].value() == SERVER_FULL
 
 
+@pytest.mark.core
 def test_shared_count_is_one_limit_for_all_workers() -> None:
     fd = shared_count_segment(3)
     try:
@@ -115,6 +118,7 @@ def test_no_trusted_networks_limits_loopback_too() -> None:
     assert connect(factory, LOCAL)[1].value() == TOO_MANY_HERE
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("text, inside, outside", [
     (LOOPBACK, ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"], ["192.0.2.1", "::2"]),
     ("10.0.0.0/8, 2001:db8::/32", ["10.1.2.3", "2001:db8:1::5"], ["11.0.0.1", "2001:db9::1"]),
@@ -133,11 +137,13 @@ def test_trusted_networks_parse(text: str, inside: list[str], outside: list[str]
     assert trusted.contains(UNIXAddress(None)) == trusted.contains(LOCAL)
 
 
+@pytest.mark.core
 def test_trusted_networks_reject_a_bad_entry() -> None:
     with pytest.raises(ValueError, match="'10.0.0.300' is not an address or network"):
         TrustedNetworks.parse("127.0.0.0/8,10.0.0.300")
 
 
+@pytest.mark.core
 def test_trusted_peers_are_never_blocked_but_their_users_failures_count() -> None:
     clock = Clock()
     throttle = Throttle(MemoryThrottleStore(clock), base=1, max_delay=30, max_auth_failures=0,
@@ -274,6 +280,7 @@ def scrape(server_log: Any) -> str:
         return str(page.read().decode())
 
 
+@pytest.mark.process
 def test_loopback_is_trusted_by_default_on_a_real_server(mail_home: MailHome) -> None:
     """The issue's first contact: a 21st connection from 127.0.0.1 (a
     webmail on the same host, a local proxy) is no longer refused."""
@@ -291,6 +298,7 @@ def test_loopback_is_trusted_by_default_on_a_real_server(mail_home: MailHome) ->
         server.stop()
 
 
+@pytest.mark.process
 def test_max_connections_is_one_limit_across_workers(mail_home: MailHome) -> None:
     mail_home.add_user("alice", "alice pw")
     args = server_args(mail_home, "--max-connections", "4", "--metrics", "tcp:0:interface=127.0.0.1")

@@ -14,6 +14,8 @@ from delivery_support import LMTPClient, Users, fetch_all, start_popframe, wire
 
 from popframe.delivery.lmtp import DataDecoder
 
+pytestmark = pytest.mark.process
+
 
 def _reference(stream: bytes) -> tuple[bytes, bytes | None]:
     """The DATA phase line by line, as RFC 5321 describes it."""
@@ -29,6 +31,7 @@ def _reference(stream: bytes) -> tuple[bytes, bytes | None]:
     return b"".join(out), None
 
 
+@pytest.mark.core
 def test_data_decoder_matches_the_line_by_line_reading() -> None:
     rng = random.Random(2033)
     pieces = [b".", b"\r\n", b"\n", b"\r", b"a", b"..", b"\r\n.\r\n", b".\r\n", b"\n.\r\n"]
@@ -48,6 +51,7 @@ def test_data_decoder_matches_the_line_by_line_reading() -> None:
             assert (b"".join(out), rest + stream[i:]) == expected
 
 
+@pytest.mark.core
 def test_a_dot_after_a_bare_lf_does_not_end_the_message() -> None:
     data, rest = DataDecoder().feed(b"a\n.\r\nb\r\n.\r\nQUIT\r\n")
     assert (data, rest) == (b"a\n\r\nb\r\n", b"QUIT\r\n")

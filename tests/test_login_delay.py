@@ -22,6 +22,8 @@ from popframe.server import ServerConfig
 from popframe.testing import MemoryChecker, MemoryStore, connect_in_memory
 from popframe.throttle import MemoryThrottleStore
 
+pytestmark = pytest.mark.adapter
+
 USERS = {"alice": "secret", "bob": "hunter2", "carol": "pw", "admin": "root"}
 DELAYED = b"-ERR [LOGIN-DELAY] login delay not yet expired\r\n"
 FAILED = b"-ERR [AUTH] authentication failed\r\n"
@@ -230,6 +232,7 @@ def pop3_login(port: int) -> poplib.POP3:
     return client
 
 
+@pytest.mark.process
 def test_real_server_enforces_login_delay(home: MailHome) -> None:
     server = start_server(server_args(home, "--login-delay", "600"), home.root, listeners=2)
     try:
@@ -249,6 +252,7 @@ def test_real_server_enforces_login_delay(home: MailHome) -> None:
     assert "reason=LoginDelayed" in server.log.read_text()
 
 
+@pytest.mark.external
 def test_two_servers_share_last_logins_in_redis(home: MailHome, redis_server: RedisServer) -> None:
     shared = ("--throttle-store", redis_server.url, "--throttle-prefix", redis_server.prefix,
               "--login-delay", "600")

@@ -43,6 +43,8 @@ from popframe.stores.maildir.remembered import LISTINGS
 from popframe.stores.template import UnsafeUserName
 from popframe.testing import failure_of, result_of
 
+pytestmark = pytest.mark.core
+
 POSTFIX = b"Return-Path: <a@example.org>\nSubject: hi\n\nhello\n.\n..two dots\n"
 DOVECOT = b"Subject: crlf\r\n\r\nline\r\n.dot\r\n"
 NO_FINAL_NEWLINE = b"Subject: cut\n\nno newline at the end"
@@ -402,6 +404,7 @@ def test_lock_is_released_after_commit(home: Home) -> None:
     result_of(open_(store).abandon())
 
 
+@pytest.mark.process
 def test_open_is_in_use_while_another_process_holds_the_lock(home: Home) -> None:
     lock_path = home.make() / LOCK_NAME
     holder = subprocess.Popen(
@@ -671,6 +674,7 @@ def _chattr(flag: str, *paths: Path) -> bool:
     return done.returncode == 0
 
 
+@pytest.mark.process
 def test_immutable_maildir(home: Home) -> None:
     """A real refusal from the filesystem: ``chattr +i`` stops even root
     (needs root and a filesystem with the flag, such as ext4)."""

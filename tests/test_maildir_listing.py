@@ -54,6 +54,8 @@ from popframe.stores.maildir.files import regular_files
 from popframe.stores.maildir.listing import key_text
 from popframe.testing import result_of
 
+pytestmark = pytest.mark.core
+
 READY = b"Subject: ready\r\n\r\nCRLF only, no dot lines\r\n"
 DOT_LINE = b"Subject: dots\r\n\r\n.leading dot\r\n"
 UNFINISHED = b"Subject: cut\r\n\r\nno final line end"

@@ -26,6 +26,8 @@ from popframe.stores.mbox import index as index_module
 from popframe.stores.mbox.format import Quoter, Unquoter, from_line
 from popframe.stores.mbox.locks import LockTimeout, MboxLocks, dotlock_path
 
+pytestmark = pytest.mark.core
+
 _sync = SynchronousTestCase()
 TESTS = os.path.dirname(os.path.abspath(__file__))
 _IMPORT = f"import sys; sys.path.insert(0, {TESTS!r}); import mbox_support; "
@@ -222,6 +224,7 @@ def test_a_rewrite_by_another_program_during_a_session(tmp_path: Path) -> None:
 # -- locks ---------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_waits_for_an_fcntl_lock_then_gives_up(tmp_path: Path) -> None:
     path = tmp_path / "alice"
     holder = subprocess.Popen([sys.executable, "-c", _IMPORT + "mbox_support.hold_fcntl_main(sys.argv[1:])",
@@ -238,6 +241,7 @@ def test_waits_for_an_fcntl_lock_then_gives_up(tmp_path: Path) -> None:
     _deliver(_store(tmp_path), "alice", b"Subject: after\n\nx\n")
 
 
+@pytest.mark.process
 def test_dotlocks(tmp_path: Path) -> None:
     path = str(tmp_path / "alice")
     lock = Path(dotlock_path(path))
@@ -292,6 +296,7 @@ def test_store_options() -> None:
 # -- concurrency and crashes, with a real server -------------------------------------------------
 
 
+@pytest.mark.process
 def test_concurrent_delivery_while_sessions_delete(tmp_path: Path) -> None:
     """A process appends 150 messages while POP3 sessions delete what they
     see: afterwards every message is either deleted by a committed
@@ -322,6 +327,7 @@ def test_concurrent_delivery_while_sessions_delete(tmp_path: Path) -> None:
     assert len(subjects) == 150 == len(set(subjects))
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("point", ["after DELE", "after QUIT", "rewrite created",
                                    "rewrite renamed"])
 def test_sigkill_around_quit(tmp_path: Path, point: str) -> None:

@@ -40,6 +40,8 @@ from popframe.interfaces import PlaintextSecret
 from popframe.protocol.sasl.scram import ScramRecord
 from popframe.testing import result_of
 
+pytestmark = pytest.mark.core
+
 T = TypeVar("T")
 
 ALICE_PASSWORD = b"alice's secret"
@@ -505,6 +507,7 @@ def test_a_directory_is_a_configuration_error(tmp_path: Path) -> None:
         strcred.makeChecker(f"passwd-file:{tmp_path}")
 
 
+@pytest.mark.process
 def test_plugin_module_does_not_install_a_reactor() -> None:
     """twistd imports plugins before it picks the reactor."""
     code = (

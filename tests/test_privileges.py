@@ -30,7 +30,7 @@ from popframe.tls import make_self_signed
 USER, GROUP = "nobody", "nogroup"
 MESSAGE = b"Subject: privileged\r\n\r\nread as nobody\r\n"
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = [pytest.mark.process, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ from test_session import replies
 from popframe.errors import AuthenticationFailed
 from popframe.protocol import Authenticate, Limits, Session, SessionConfig, sasl
 
+pytestmark = pytest.mark.core
+
 
 def b64(data: bytes) -> bytes:
     return base64.b64encode(data)

@@ -38,6 +38,8 @@ from popframe.server import ServerConfig
 from popframe.testing import MemoryStore, connect_in_memory
 from popframe.tls import make_self_signed
 
+pytestmark = pytest.mark.core
+
 PASSWORD = b"correct horse"
 # doveadm pw -s CRAM-MD5 -p 'correct horse'
 DOVECOT_CONTEXT = "38b57fd1a0c4b46c814aa05f20318edd71c455380655f2c0ac35c5b359528d29"
@@ -256,6 +258,7 @@ def passwd_checker(tmp_path: Path) -> PasswdFileChecker:
     return PasswdFileChecker(path, run_blocking=run_now)
 
 
+@pytest.mark.adapter
 @pytest.mark.parametrize(
     ("user", "password", "ok"),
     [("carol", PASSWORD, True), ("paul", PASSWORD, True), ("carol", b"wrong", False),
@@ -270,6 +273,7 @@ def test_cram_md5_through_the_adapter(passwd_checker: PasswdFileChecker, user: s
     assert reply.startswith(b"+OK maildrop has") if ok else reply == FAILED
 
 
+@pytest.mark.adapter
 @needs_apop_timestamp
 @pytest.mark.parametrize(
     ("user", "ok"), [("paul", True), ("carol", False), ("sam", False), ("nobody", False)]
@@ -300,6 +304,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mail
     server.stop()
 
 
+@pytest.mark.process
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by tests/run.sh")
 @pytest.mark.parametrize(
     ("user", "password", "ok"),
@@ -323,6 +328,7 @@ def test_curl_cram_md5(auth_server: tuple[MailHome, ServerProcess], user: str, p
         assert b"< -ERR [AUTH] authentication failed" in result.stderr
 
 
+@pytest.mark.process
 @needs_mpop
 @pytest.mark.parametrize(
     ("user", "password", "auth", "ok"),
@@ -344,6 +350,7 @@ def test_mpop(auth_server: tuple[MailHome, ServerProcess], user: str, password: 
         assert code == 77 and "<-- -ERR [AUTH] authentication failed" in dialogue, dialogue
 
 
+@pytest.mark.process
 @needs_apop_timestamp
 def test_poplib_apop(auth_server: tuple[MailHome, ServerProcess]) -> None:
     _, server = auth_server
@@ -362,6 +369,7 @@ def test_poplib_apop(auth_server: tuple[MailHome, ServerProcess]) -> None:
             client.quit()
 
 
+@pytest.mark.process
 def test_greeting_has_a_timestamp_only_with_apop(auth_server: tuple[MailHome, ServerProcess]) -> None:
     _, server = auth_server
     client = poplib.POP3("127.0.0.1", server.port, timeout=10)

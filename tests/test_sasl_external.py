@@ -39,6 +39,8 @@ from popframe.tap import Options
 from popframe.testing import MemoryStore, RecordingClient, make_portal
 from popframe.tls import load_client_cas, load_tls_options
 
+pytestmark = pytest.mark.core
+
 ALICE = "alice@example.org"
 FAILED = b"-ERR [AUTH] authentication failed\r\n"
 
@@ -310,6 +312,7 @@ def connect_tls(certificate: x509.Certificate | None, mapping: str = "email", **
     return send
 
 
+@pytest.mark.adapter
 def test_in_memory_login_with_a_certificate(ca: CA) -> None:
     certificate, _ = ca.issue()
     send = connect_tls(certificate)
@@ -321,6 +324,7 @@ def test_in_memory_login_with_a_certificate(ca: CA) -> None:
     assert send(b"AUTH EXTERNAL =\r\n") == b"+OK maildrop has 0 messages (0 octets)\r\n"
 
 
+@pytest.mark.adapter
 def test_in_memory_refusals(ca: CA) -> None:
     certificate, _ = ca.issue()
     send = connect_tls(certificate)
@@ -331,6 +335,7 @@ def test_in_memory_refusals(ca: CA) -> None:
     assert send(b"AUTH EXTERNAL =\r\n") == b"-ERR unsupported SASL mechanism\r\n"
 
 
+@pytest.mark.adapter
 def test_master_users_cannot_widen_a_certificate(ca: CA) -> None:
     certificate, _ = ca.issue()
     send = connect_tls(certificate, master_users=frozenset({ALICE}))
@@ -373,6 +378,7 @@ def curl_external(mail_home, port: int, cert: tuple[Path, Path] | None, *extra: 
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by tests/run.sh")
 
 
+@pytest.mark.process
 @needs_curl
 @pytest.mark.parametrize("user", [None, ALICE])
 def test_curl_external_over_stls(mail_home, external_server, alice_cert, user: str | None) -> None:
@@ -384,6 +390,7 @@ def test_curl_external_over_stls(mail_home, external_server, alice_cert, user: s
     assert b"> AUTH EXTERNAL" in result.stderr
 
 
+@pytest.mark.process
 @needs_curl
 def test_curl_external_as_someone_else_is_denied(mail_home, external_server, alice_cert) -> None:
     result = curl_external(mail_home, external_server.port, alice_cert, "--user", "bob:")
@@ -400,6 +407,7 @@ def pop3_stls(mail_home, port: int, cert: tuple[Path, Path] | None) -> poplib.PO
     return client
 
 
+@pytest.mark.process
 def test_python_ssl_external(mail_home, external_server, alice_cert) -> None:
     client = pop3_stls(mail_home, external_server.port, alice_cert)
     assert "EXTERNAL" in client.capa()["SASL"]
@@ -408,6 +416,7 @@ def test_python_ssl_external(mail_home, external_server, alice_cert) -> None:
     client.quit()
 
 
+@pytest.mark.process
 def test_without_a_certificate_other_logins_still_work(mail_home, external_server) -> None:
     client = pop3_stls(mail_home, external_server.port, None)
     assert "EXTERNAL" not in client.capa().get("SASL", [])
@@ -418,6 +427,7 @@ def test_without_a_certificate_other_logins_still_work(mail_home, external_serve
     client.quit()
 
 
+@pytest.mark.process
 def test_not_offered_on_an_implicit_tls_listener(mail_home, external_server, alice_cert) -> None:
     """Twisted's ssl: endpoint asks for no client certificate, so EXTERNAL
     could never succeed there: it is not offered, even to a client that
@@ -431,6 +441,7 @@ def test_not_offered_on_an_implicit_tls_listener(mail_home, external_server, ali
         client.quit()
 
 
+@pytest.mark.process
 def test_a_certificate_from_another_ca_fails_the_handshake(mail_home, external_server, tmp_path: Path) -> None:
     stranger = write_pair(tmp_path, "stranger", *CA("some other CA").issue())
     context = ssl.create_default_context(cafile=str(mail_home.cert))

@@ -46,6 +46,8 @@ from popframe.protocol.sasl.oauth import (
 from popframe.server import ServerConfig
 from popframe.testing import MemoryStore, connect_in_memory
 
+pytestmark = pytest.mark.core
+
 ISSUER = "https://idp.example.org/realms/mail"
 AUDIENCE = "pop3"
 ALICE = "alice@example.org"
@@ -479,6 +481,7 @@ def connect(keys: Keys, **config: object):
     return connect_in_memory(store, checker, ServerConfig(**config))  # type: ignore[arg-type]
 
 
+@pytest.mark.adapter
 def test_in_memory_capa_and_login(keys: Keys) -> None:
     conn = connect(keys)
     assert b"SASL OAUTHBEARER XOAUTH2\r\n" in conn.send(b"CAPA\r\n")
@@ -490,6 +493,7 @@ def test_in_memory_capa_and_login(keys: Keys) -> None:
     assert conn.send(b64(xoauth2(keys.token(keys.ed, "EdDSA"))) + b"\r\n").startswith(b"+OK maildrop")
 
 
+@pytest.mark.adapter
 @pytest.mark.parametrize(
     "make",
     [
@@ -516,6 +520,7 @@ def test_in_memory_refusals_send_the_error_json(keys: Keys, make) -> None:
     assert conn.send(b"AUTH OAUTHBEARER " + b64(bearer(keys.token())) + b"\r\n").startswith(b"+OK")
 
 
+@pytest.mark.adapter
 def test_a_refused_token_is_counted_and_delayed_once(keys: Keys) -> None:
     """With throttling, the failure round is one failed login: delayed
     before the error JSON, not again before the final -ERR."""
@@ -539,6 +544,7 @@ def test_a_refused_token_is_counted_and_delayed_once(keys: Keys) -> None:
     assert bytes(conn.client.received).rsplit(b"\r\n", 2)[-2].startswith(b"+ eyJ")
 
 
+@pytest.mark.adapter
 def test_in_memory_unavailable_keys_are_a_temporary_failure(keys: Keys) -> None:
     conn = connect(keys)
     keys.path.unlink()
@@ -546,6 +552,7 @@ def test_in_memory_unavailable_keys_are_a_temporary_failure(keys: Keys) -> None:
     assert reply.startswith(b"-ERR [SYS/TEMP]")
 
 
+@pytest.mark.adapter
 def test_not_offered_without_a_token_checker() -> None:
     from popframe.testing import MemoryChecker
 
@@ -590,6 +597,7 @@ def curl_token(mail_home, port: int, mechanism: str, token: str, *extra: str):
     )
 
 
+@pytest.mark.process
 @needs_curl
 @pytest.mark.parametrize("oauth_server", ["OAUTHBEARER", "XOAUTH2"], indirect=True)
 @pytest.mark.parametrize("initial_response", [False, True])
@@ -603,6 +611,7 @@ def test_curl_logs_in_with_a_token(mail_home, oauth_server, initial_response: bo
     assert f"AUTH {mechanism}".encode() in result.stderr
 
 
+@pytest.mark.process
 @needs_curl
 @pytest.mark.parametrize("oauth_server", ["OAUTHBEARER", "XOAUTH2"], indirect=True)
 def test_curl_with_a_bad_token_is_denied(mail_home, oauth_server) -> None:

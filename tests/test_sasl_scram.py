@@ -39,6 +39,8 @@ from popframe.protocol.sasl.scram import ScramRecord
 from popframe.server import ServerConfig
 from popframe.testing import MemoryStore, connect_in_memory
 
+pytestmark = pytest.mark.core
+
 PASSWORD = "correct horse"
 # doveadm pw -s SCRAM-SHA-256 -p 'correct horse'
 DOVECOT_RECORD = (
@@ -493,6 +495,7 @@ def passwd_checker(tmp_path: Path) -> PasswdFileChecker:
     return PasswdFileChecker(path, run_blocking=run_now)
 
 
+@pytest.mark.adapter
 def test_scram_login_through_the_adapter(passwd_checker: PasswdFileChecker) -> None:
     store = MemoryStore({"alice": [b"Subject: hi\n\nhello\n"]})
     conn = connect_in_memory(store, passwd_checker, ServerConfig(mechanisms=("SCRAM-SHA-256", "PLAIN")))
@@ -508,6 +511,7 @@ def test_scram_login_through_the_adapter(passwd_checker: PasswdFileChecker) -> N
     assert again.send(b"AUTH PLAIN " + b64(b"\0alice\0correct horse") + b"\r\n").startswith(b"+OK maildrop")
 
 
+@pytest.mark.adapter
 @pytest.mark.parametrize(("user", "password"), [("alice", "wrong"), ("bob", "bob password"), ("carol", "x")])
 def test_scram_failures_through_the_adapter(passwd_checker: PasswdFileChecker, user: str, password: str) -> None:
     conn = connect_in_memory(MemoryStore({}), passwd_checker, ServerConfig(mechanisms=("SCRAM-SHA-256",)))
@@ -588,6 +592,7 @@ def scramp_final(c: scramp.ScramClient) -> Callable[[str], bytes]:
     return final
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("password", "expected"), [("sarah's pw", b"+OK maildrop has 1 messages"), ("wrong", FAILED[:-2])]
 )
@@ -620,6 +625,7 @@ def mpop(home: MailHome, port: int, user: str, password: str, auth: str, tls: bo
 needs_mpop = pytest.mark.skipif(shutil.which("mpop") is None, reason="mpop is installed by tests/run.sh")
 
 
+@pytest.mark.process
 @needs_mpop
 @pytest.mark.parametrize(("password", "tls", "ok"), [("sarah's pw", False, True), ("sarah's pw", True, True),
                                                      ("wrong", False, False)])
@@ -642,6 +648,7 @@ def tls_client_context(maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
     return context
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("kind", "maximum"),
     [("tls-server-end-point", None), ("tls-unique", ssl.TLSVersion.TLSv1_2)],
@@ -664,6 +671,7 @@ def test_scram_plus_over_tls_with_scramp(
         c.set_server_final(conn.signature)  # type: ignore[attr-defined]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("right_connection", [True, False])
 def test_scram_plus_over_tls_13_with_tls_exporter(
     auth_server: tuple[MailHome, ServerProcess], right_connection: bool

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.address import IPv4Address
@@ -22,6 +23,8 @@ from popframe.testing import (
     connect_in_memory,
     make_portal,
 )
+
+pytestmark = pytest.mark.adapter
 
 ALICE = {"alice": "secret"}
 MESSAGES = [
@@ -202,6 +205,7 @@ def test_idle_timeout_disconnects() -> None:
     assert transport.aborted  # a client that does not read it is cut off
 
 
+@pytest.mark.core
 def test_loopback_detection() -> None:
     assert is_loopback(IPv4Address("TCP", "127.0.0.1", 1))
     assert is_loopback(IPv4Address("TCP", "127.8.9.1", 1))
@@ -250,6 +254,7 @@ def test_loopback_haproxy_does_not_make_remote_clients_local() -> None:
     )
 
 
+@pytest.mark.core
 def test_what_is_left_after_a_partial_send() -> None:
     from popframe.server.protocol import _after
 

@@ -26,6 +26,8 @@ from popframe.protocol import (
 )
 from popframe.protocol.encoding import VerbatimEncoder
 
+pytestmark = pytest.mark.core
+
 MESSAGES = [MessageInfo("uid-a", 120), MessageInfo("uid-b", 200), MessageInfo("uid-c", 5)]
 
 

@@ -39,6 +39,8 @@ from popframe.stores.memory import MemoryMaildrop
 from popframe.testing import BufferedTransport, MemoryChecker, MemoryStore, make_portal
 from popframe.throttle import MemoryThrottleStore, Throttle
 
+pytestmark = pytest.mark.adapter
+
 PASSWORD = "s3cret-Pa55word"
 USERS = {"alice": PASSWORD, "bob": "bob pw"}
 MESSAGES = [b"Subject: one\n\nfirst\n", b"Subject: two\r\n\r\nsecond message\r\n"]
@@ -393,6 +395,7 @@ def test_a_raising_observer_is_logged_and_the_others_still_hear(events: list[dic
     assert any("observer bug" in str(e.get("log_failure")) for e in events)
 
 
+@pytest.mark.core
 def test_observers_hear_only_what_they_override() -> None:
     observers = SessionObservers([LogoutLine(), MetricsRecorder()])
     assert len(observers._calls["session_closed"]) == 2
@@ -414,12 +417,14 @@ def test_default_observer_costs_nothing_and_records_still_fill() -> None:
     assert protocol.record.retrieved == 1 and protocol.record.listener == "-"
 
 
+@pytest.mark.core
 def test_session_observer_for_the_factory() -> None:
     observer = session_observer(MetricsRecorder())
     assert isinstance(observer, SessionObservers)
     assert [type(o) for o in observer.observers] == [LogoutLine, MetricsRecorder]
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("description, name", [
     ("tcp:110:interface=127.0.0.1:backlog=1024", "tcp:110"),
     ("ssl:995:privateKey=/etc/k\\:ey.pem:certKey=/etc/c.pem", "ssl:995"),

@@ -21,6 +21,8 @@ from popframe.db import Database, parse_url
 from popframe.stores.sql import SQLStore
 from popframe.testing import ServerProcess, start_server, wait_for
 
+pytestmark = pytest.mark.external
+
 PASSWORD = "alice's password"
 
 

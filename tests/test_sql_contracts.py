@@ -16,6 +16,8 @@ from popframe.cli.user import add_user
 from popframe.db import Database, Session, parse_url
 from popframe.stores.sql import SQLStore, queries
 
+pytestmark = pytest.mark.external
+
 contracts = pytest.importorskip("popframe.testing.contracts")
 
 #: A scheme per contract user, so every kind of secret is served by someone.
@@ -75,6 +77,7 @@ class _CheckerContract(_OnEngine, contracts.CheckerContract):
                                               "?connect_timeout=1"))
 
 
+@pytest.mark.core
 class TestSQLiteStore(_StoreContract):
     engine = "sqlite"
 
@@ -87,6 +90,7 @@ class TestMariaDBStore(_StoreContract):
     engine = "mysql"
 
 
+@pytest.mark.core
 class TestSQLiteChecker(_CheckerContract):
     engine = "sqlite"
 

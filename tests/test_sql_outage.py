@@ -21,6 +21,8 @@ from popframe.cli.user import add_user
 from popframe.db import Database, parse_url
 from popframe.testing import start_server
 
+pytestmark = pytest.mark.external
+
 PASSWORD = "outage test"
 #: How long a login may take to be refused while the database is down.
 PROMPT = 5.0

@@ -29,6 +29,8 @@ from popframe.testing import (
     wait_for,
 )
 
+pytestmark = pytest.mark.core
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _reactor_stopped_after_the_session() -> Iterator[None]:
@@ -51,6 +53,7 @@ def stand_in(script: str) -> list[str]:
     return ["sh", "-c", script, "twistd"]
 
 
+@pytest.mark.process
 def test_start_server_gives_up_at_its_deadline_when_the_server_prints_nothing(
     tmp_path: Path,
 ) -> None:
@@ -64,6 +67,7 @@ def test_start_server_gives_up_at_its_deadline_when_the_server_prints_nothing(
         assert not Path(f"/proc/{pid.read_text().strip()}").exists()
 
 
+@pytest.mark.process
 def test_start_server_fails_at_once_with_the_log_when_the_server_exits(tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(RuntimeError, match=r"(?s)status 3.*no such option: --bogus"):
@@ -72,6 +76,7 @@ def test_start_server_fails_at_once_with_the_log_when_the_server_exits(tmp_path:
     assert time.monotonic() - started < 60  # the exit ended the wait, not the deadline
 
 
+@pytest.mark.process
 def test_start_server_reads_the_ports_from_the_log(tmp_path: Path) -> None:
     script = (  # a line in two writes; a third listener in the same write as the second
         "echo starting up; printf 'POP3Factory starting on 4'; sleep 0.1; echo '242'; "
@@ -207,6 +212,7 @@ class Producer:
         pass
 
 
+@pytest.mark.adapter
 def test_buffered_transport_pauses_its_producer_when_full() -> None:
     transport = BufferedTransport(limit=10)
     producer = Producer()
@@ -219,6 +225,7 @@ def test_buffered_transport_pauses_its_producer_when_full() -> None:
     assert not producer.paused and transport.value() == b""
 
 
+@pytest.mark.adapter
 def test_buffered_transport_without_a_limit_never_pushes_back() -> None:
     transport = BufferedTransport()
     producer = Producer()
@@ -228,6 +235,7 @@ def test_buffered_transport_without_a_limit_never_pushes_back() -> None:
     assert transport.getPeer().host == "127.0.0.1"
 
 
+@pytest.mark.adapter
 def test_buffered_transport_records_tls_and_aborts() -> None:
     transport = BufferedTransport()
     options = object()
@@ -237,5 +245,6 @@ def test_buffered_transport_records_tls_and_aborts() -> None:
     assert transport.aborted and transport.disconnecting
 
 
+@pytest.mark.process
 def test_the_python_running_the_tests_runs_twistd() -> None:
     assert popframe.testing.TWISTD[0] == sys.executable

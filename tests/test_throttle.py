@@ -37,6 +37,8 @@ from popframe.throttle import (
     throttle_store_from_description,
 )
 
+pytestmark = pytest.mark.adapter
+
 USERS = {"alice": "secret", "bob": "hunter2"}
 MESSAGE = b"Subject: hi\n\nhello\n"
 WELCOME = b"+OK maildrop has 1 messages (%d octets)\r\n" % wire_size(MESSAGE)
@@ -98,6 +100,7 @@ def good_login(conn: Any, user: str = "alice") -> tuple[float, bytes]:
 # -- the policy ----------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_delay_doubles_up_to_the_maximum() -> None:
     throttle = make_throttle(base=1, max_delay=30)
     assert [throttle.delay(n) for n in range(8)] == [0, 1, 2, 4, 8, 16, 30, 30]
@@ -105,6 +108,7 @@ def test_delay_doubles_up_to_the_maximum() -> None:
     assert make_throttle(base=0).delay(5) == 0
 
 
+@pytest.mark.core
 def test_address_keys() -> None:
     assert address_key(IPv4Address("TCP", "192.0.2.7", 1)) == "192.0.2.7"
     # One IPv6 host usually has a whole /64.
@@ -115,6 +119,7 @@ def test_address_keys() -> None:
     assert address_key(UNIXAddress(b"/run/pop3.sock")) == "unix"
 
 
+@pytest.mark.core
 def test_memory_store_counts_expire_after_the_window() -> None:
     clock = Clock()
     store = MemoryThrottleStore(clock)
@@ -129,6 +134,7 @@ def test_memory_store_counts_expire_after_the_window() -> None:
     assert store.counts(["a"]).result == [0]
 
 
+@pytest.mark.core
 def test_memory_store_claims() -> None:
     clock = Clock()
     store = MemoryThrottleStore(clock)
@@ -138,6 +144,7 @@ def test_memory_store_claims() -> None:
     assert store.claim("k", 5).result is True
 
 
+@pytest.mark.core
 def test_memory_store_is_bounded_and_keeps_active_keys() -> None:
     clock = Clock()
     store = MemoryThrottleStore(clock, max_entries=100)
@@ -395,6 +402,7 @@ def parse(tmp_path, *extra: str) -> Options:
     return options
 
 
+@pytest.mark.core
 def test_option_defaults(tmp_path) -> None:
     options = parse(tmp_path)
     throttle = options.throttle
@@ -405,6 +413,7 @@ def test_option_defaults(tmp_path) -> None:
     assert options.login_delay_policy.default is None
 
 
+@pytest.mark.core
 def test_options_build_the_factory_config(tmp_path) -> None:
     from popframe.assembly import make_factory
     from popframe.settings import Settings
@@ -423,6 +432,7 @@ def test_options_build_the_factory_config(tmp_path) -> None:
     assert config.login_delay.store is throttle.store
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("extra, message", [
     (["--throttle-base", "-1"], "--throttle-base: must not be negative"),
     (["--throttle-base", "10", "--throttle-max", "5"], "--throttle-max: must not be less"),
@@ -436,6 +446,7 @@ def test_bad_options(tmp_path, extra: list[str], message: str) -> None:
         parse(tmp_path, *extra)
 
 
+@pytest.mark.core
 def test_redis_url_password_is_not_logged() -> None:
     store = throttle_store_from_description("redis://:topsecret@127.0.0.1:6379/0")
     assert "topsecret" not in repr(store)
@@ -450,6 +461,7 @@ def redis_store(server: RedisServer, **kwargs: Any) -> RedisThrottleStore:
                               run_blocking=lambda call: maybeDeferred(call), **kwargs)
 
 
+@pytest.mark.external
 def test_redis_store_counts_atomically_with_expiry(redis_server: RedisServer) -> None:
     store = redis_store(redis_server)
     client = redis_server.client
@@ -468,6 +480,7 @@ def test_redis_store_counts_atomically_with_expiry(redis_server: RedisServer) ->
     store.close()
 
 
+@pytest.mark.external
 def test_redis_store_window_is_fixed(redis_server: RedisServer) -> None:
     store = redis_store(redis_server)
     key = redis_server.prefix + "k"
@@ -478,6 +491,7 @@ def test_redis_store_window_is_fixed(redis_server: RedisServer) -> None:
     store.close()
 
 
+@pytest.mark.external
 def test_redis_store_claims(redis_server: RedisServer) -> None:
     store = redis_store(redis_server)
     assert store.claim("login:alice", 60).result is True
@@ -486,6 +500,7 @@ def test_redis_store_claims(redis_server: RedisServer) -> None:
     store.close()
 
 
+@pytest.mark.external
 def test_redis_store_keys_have_the_prefix(redis_server: RedisServer) -> None:
     store = redis_store(redis_server)
     store.increment(["fail:user:alice"], 60)
@@ -494,6 +509,7 @@ def test_redis_store_keys_have_the_prefix(redis_server: RedisServer) -> None:
     store.close()
 
 
+@pytest.mark.process
 def test_redis_outage_fails_open_and_fast(logged) -> None:
     # Nothing listens on this port: connections are refused at once.
     with socket.socket() as probe:
@@ -551,6 +567,7 @@ def home(mail_home: MailHome) -> MailHome:
     return mail_home
 
 
+@pytest.mark.process
 def test_many_failures_from_one_address_while_another_logs_in(home: MailHome) -> None:
     # 127.0.0.1 and 127.0.0.2 stand for two remote clients: trust neither
     # (loopback is a trusted network by default, exempt from address counts).
@@ -609,6 +626,7 @@ def test_many_failures_from_one_address_while_another_logs_in(home: MailHome) ->
     assert "guess" not in log and "alice password" not in log
 
 
+@pytest.mark.external
 def test_two_servers_share_counts_in_redis(home: MailHome, redis_server: RedisServer) -> None:
     shared = ("--throttle-store", redis_server.url, "--throttle-prefix", redis_server.prefix,
               "--throttle-base", "0.2", "--throttle-max", "5", "--max-ip-failures", "4",

@@ -28,6 +28,8 @@ from test_workers import Pool, login, only, start_pool
 from popframe.protocol.encoding import wire_size
 from popframe.testing import TWISTD
 
+pytestmark = pytest.mark.process
+
 MESSAGES = [b"Subject: one\r\n\r\nhello\r\n", b"Subject: two\n\nsecond\n.dot\n"]
 WAIT = 30.0
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -110,6 +112,7 @@ def tls_client(port: int) -> poplib.POP3_SSL:
 # -- the metrics page, one process ----------------------------------------------------
 
 
+@pytest.mark.external
 def test_metrics_after_real_sessions(home: MailHome) -> None:
     server = start_server(server_args(home, "--metrics", "tcp:0:interface=127.0.0.1",
                                       "--throttle-base", "0"), home.root, listeners=2)
@@ -357,6 +360,7 @@ def test_metrics_endpoint_errors_are_one_line(home: MailHome) -> None:
     assert "Traceback" not in done.stdout + done.stderr
 
 
+@pytest.mark.core
 def test_options_check_the_new_values(home: MailHome) -> None:
     from twisted.python import usage
 

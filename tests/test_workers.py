@@ -32,8 +32,8 @@ from popframe.config import ConfigurationError
 from popframe.tap import Options
 from popframe.workers.pool import _Slot
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="reads /proc; relies on PR_SET_PDEATHSIG")
+pytestmark = [pytest.mark.process, pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="reads /proc; relies on PR_SET_PDEATHSIG")]
 
 WAIT_SECONDS = 60  # generous: workers start in parallel on a busy machine
 _LISTENING = re.compile(r"listening on (\S+) for (\d+) workers")
@@ -214,6 +214,7 @@ def only(pool: Pool, worker: int) -> Iterator[None]:
 # -- options ----------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_default_is_one_worker_per_core(tmp_path: Path) -> None:
     options = Options()
     options.parseOptions(["--listen", "tcp:0", "--store", f"maildir:{tmp_path}/%u",
@@ -251,6 +252,7 @@ def test_configuration_errors(tmp_path: Path, args: list[str], message: str) -> 
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.core
 def test_shareable_endpoint_types() -> None:
     for description in ["tcp:110", "tcp6:110", "ssl:995", "tls:/etc/certs", "unix:/run/p",
                         "systemd:domain=INET:index=0", "haproxy:tcp:110", "HAPROXY:SSL:995"]:
