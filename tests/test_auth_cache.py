@@ -17,6 +17,7 @@ from popframe.auth.cache import VerifiedPasswords
 from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.auth.schemes import make_hash
 from popframe.tap import Options
+from popframe.testing import result_of
 
 pytestmark = pytest.mark.core
 
@@ -71,12 +72,11 @@ class CountingRunner:
 
 
 def login(checker: PasswdFileChecker, user: bytes, password: bytes) -> bool:
-    results: list[Any] = []
-    checker.requestAvatarId(UsernamePassword(user, password)).addBoth(results.append)
-    if isinstance(results[0], bytes):
-        return True
-    results[0].trap(UnauthorizedLogin)
-    return False
+    try:
+        result_of(checker.requestAvatarId(UsernamePassword(user, password)))
+    except UnauthorizedLogin:
+        return False
+    return True
 
 
 @pytest.fixture
@@ -119,10 +119,8 @@ def test_without_the_cache_every_login_hashes(users: Path) -> None:
 def test_user_settings_of_a_current_file_need_no_thread(users: Path) -> None:
     runner = CountingRunner()
     checker = PasswdFileChecker(users, run_blocking=runner)
-    results: list[Any] = []
-    checker.user_settings("alice").addCallback(results.append)  # the file is not read yet
-    checker.user_settings("alice").addCallback(results.append)
-    assert [r.login_delay for r in results] == [5, 5]
+    first = result_of(checker.user_settings("alice"))  # the file is not read yet
+    assert (first.login_delay, result_of(checker.user_settings("alice")).login_delay) == (5, 5)
     assert runner.calls == ["find_user_settings"]
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from crash_support import IN_CREATE, Inotify
 from delivery_support import DELIVER, Users, deliver, fetch_all, start_popframe, wire
-from twisted.trial.unittest import SynchronousTestCase
 
 from popframe.config import ConfigurationError
 from popframe.delivery.errors import BadAddress
@@ -23,10 +22,10 @@ from popframe.delivery.spool import Spool
 from popframe.stores import run_synchronously
 from popframe.stores.maildir import MaildirStore
 from popframe.stores.mbox import MboxStore
+from popframe.testing import result_of
 
 pytestmark = pytest.mark.core
 
-_sync = SynchronousTestCase()
 IN_MODIFY = 0x2
 
 #: Inputs that are messages, however odd: each must be stored and served
@@ -203,16 +202,16 @@ def test_return_path_reaches_the_mbox_from_line(tmp_path: Path) -> None:
 
 def _open(store: MaildirStore | MboxStore, user: str) -> list[bytes]:
     """Every message the store lists, read whole through it."""
-    maildrop = _sync.successResultOf(store.open(user))
+    maildrop = result_of(store.open(user))
     try:
         out = []
         for uid in maildrop.listing().uids:
-            f = _sync.successResultOf(maildrop.open_message(uid))
+            f = result_of(maildrop.open_message(uid))
             out.append(f.read())
             f.close()
         return out
     finally:
-        _sync.successResultOf(maildrop.abandon())
+        result_of(maildrop.abandon())
 
 
 @pytest.mark.process

@@ -28,6 +28,7 @@ from popframe.auth.ldap import (  # noqa: E402
 from popframe.auth.ldap.cache import Expiring, RecentFailures  # noqa: E402
 from popframe.auth.ldap.settings import settings_from_mapping  # noqa: E402
 from popframe.config import ConfigurationError  # noqa: E402
+from popframe.testing import failure_of, result_of
 
 pytestmark = pytest.mark.core
 
@@ -452,8 +453,8 @@ def test_pool_reuses_and_retries_a_lost_connection_once() -> None:
     from popframe.auth.ldap.connection import DirectoryUnavailable
 
     pool, made, _ = _pool(["ldap://127.0.0.1"])
-    assert pool.run(lambda c: succeed("one")).result == "one"
-    assert pool.run(lambda c: succeed("two")).result == "two"
+    assert result_of(pool.run(lambda c: succeed("one"))) == "one"
+    assert result_of(pool.run(lambda c: succeed("two"))) == "two"
     assert len(made) == 1  # reused
 
     def lost_on_first(connection: StandIn):  # type: ignore[no-untyped-def]
@@ -462,7 +463,7 @@ def test_pool_reuses_and_retries_a_lost_connection_once() -> None:
             return fail(DirectoryUnavailable("lost"))
         return succeed("three")
 
-    assert pool.run(lost_on_first).result == "three"
+    assert result_of(pool.run(lost_on_first)) == "three"
     assert len(made) == 2 and made[0].closed
 
     def always_lost(connection: StandIn):  # type: ignore[no-untyped-def]
@@ -470,8 +471,7 @@ def test_pool_reuses_and_retries_a_lost_connection_once() -> None:
         return fail(DirectoryUnavailable("lost"))
 
     d = pool.run(always_lost)  # reused, lost, retried once on a new one: lost again
-    assert isinstance(d.result.value, DirectoryUnavailable)
-    d.addErrback(lambda _: None)
+    failure_of(d, DirectoryUnavailable)
     assert len(made) == 3
 
 
@@ -479,7 +479,7 @@ def test_pool_fails_over_and_tries_a_failed_url_last() -> None:
     from twisted.internet.defer import succeed
 
     pool, made, clock = _pool(["ldap://127.0.0.1:1", "ldap://127.0.0.1:2"], refuse={"ldap://127.0.0.1:1"})
-    assert pool.run(lambda c: succeed(c.url.port)).result == 2
+    assert result_of(pool.run(lambda c: succeed(c.url.port))) == 2
     assert [c.url.port for c in made] == [2]
 
 
@@ -494,12 +494,11 @@ def test_pool_waits_a_bounded_time_for_a_free_connection() -> None:
     second = pool.run(lambda c: succeed("second"))
     third = pool.run(lambda c: succeed("third"))
     busy.callback("first")
-    assert (first.result, second.result) == ("first", "second")
-    assert third.result == "third"
+    assert (result_of(first), result_of(second)) == ("first", "second")
+    assert result_of(third) == "third"
     blocker: Deferred[str] = Deferred()
     pool.run(lambda c: blocker)
     late = pool.run(lambda c: succeed("late"))
     clock.advance(2)
-    assert isinstance(late.result.value, DirectoryUnavailable)
-    late.addErrback(lambda _: None)
+    failure_of(late, DirectoryUnavailable)
     assert len(made) == 1

@@ -19,7 +19,7 @@ from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.interfaces import IThrottleStore, IUserSettings, StoreUnavailable, UserSettings
 from popframe.logindelay import LoginDelay
 from popframe.server import ServerConfig
-from popframe.testing import MemoryChecker, MemoryStore, connect_in_memory
+from popframe.testing import MemoryChecker, MemoryStore, connect_in_memory, result_of
 from popframe.throttle import MemoryThrottleStore
 
 pytestmark = pytest.mark.adapter
@@ -172,10 +172,10 @@ def test_passwd_file_login_delay_field(tmp_path) -> None:
     )
     checker = PasswdFileChecker(users, run_blocking=lambda f, *args: maybeDeferred(f, *args))
     assert IUserSettings.providedBy(checker)
-    assert checker.user_settings("alice").result == UserSettings(login_delay=120)
-    assert checker.user_settings("bob").result == UserSettings()
-    assert checker.user_settings("carol").result == UserSettings()  # logged, ignored
-    assert checker.user_settings("nobody").result is None
+    assert result_of(checker.user_settings("alice")) == UserSettings(login_delay=120)
+    assert result_of(checker.user_settings("bob")) == UserSettings()
+    assert result_of(checker.user_settings("carol")) == UserSettings()  # logged, ignored
+    assert result_of(checker.user_settings("nobody")) is None
 
     server = Server(None, checker)
     conn = server.connect()

@@ -36,7 +36,7 @@ from popframe.config import ConfigurationError
 from popframe.protocol import Authenticate, Session, SessionConfig, sasl
 from popframe.server import POP3Factory, ServerConfig
 from popframe.tap import Options
-from popframe.testing import MemoryStore, RecordingClient, make_portal
+from popframe.testing import MemoryStore, RecordingClient, failure_of, make_portal, result_of
 from popframe.tls import load_client_cas, load_tls_options
 
 pytestmark = pytest.mark.core
@@ -126,12 +126,6 @@ def ca() -> CA:
     return CA()
 
 
-def result(d) -> object:
-    outcome: list[object] = []
-    d.addBoth(outcome.append)
-    [value] = outcome
-    return value
-
 
 # -- the core -------------------------------------------------------------------------------
 
@@ -187,10 +181,10 @@ def test_identities(ca: CA) -> None:
 def test_checker_maps_the_certificate_to_a_user(ca: CA) -> None:
     certificate, _ = ca.issue(cn="alice", emails=(ALICE, "a@example.net"))
     email, cn = ClientCertificateChecker("email"), ClientCertificateChecker("cn")
-    assert result(email.requestAvatarId(ClientCertificate(certificate, None))) == ALICE.encode()
-    assert result(email.requestAvatarId(ClientCertificate(certificate, "a@example.net"))) == b"a@example.net"
-    assert result(cn.requestAvatarId(ClientCertificate(certificate, None))) == b"alice"
-    assert result(cn.requestAvatarId(ClientCertificate(certificate, "alice"))) == b"alice"
+    assert result_of(email.requestAvatarId(ClientCertificate(certificate, None))) == ALICE.encode()
+    assert result_of(email.requestAvatarId(ClientCertificate(certificate, "a@example.net"))) == b"a@example.net"
+    assert result_of(cn.requestAvatarId(ClientCertificate(certificate, None))) == b"alice"
+    assert result_of(cn.requestAvatarId(ClientCertificate(certificate, "alice"))) == b"alice"
 
 
 @pytest.mark.parametrize(
@@ -207,7 +201,7 @@ def test_checker_maps_the_certificate_to_a_user(ca: CA) -> None:
 )
 def test_checker_refusals(ca: CA, issue, mapping: str, authzid: str | None) -> None:
     certificate, _ = issue(ca)
-    failure = result(ClientCertificateChecker(mapping).requestAvatarId(ClientCertificate(certificate, authzid)))
+    failure = failure_of(ClientCertificateChecker(mapping).requestAvatarId(ClientCertificate(certificate, authzid)))
     from twisted.cred.error import UnauthorizedLogin
 
     assert failure.check(UnauthorizedLogin)  # type: ignore[attr-defined]
@@ -215,7 +209,7 @@ def test_checker_refusals(ca: CA, issue, mapping: str, authzid: str | None) -> N
 
 def test_certificates_without_extended_key_usage_are_accepted(ca: CA) -> None:
     certificate, _ = ca.issue(eku=None)
-    assert result(ClientCertificateChecker().requestAvatarId(ClientCertificate(certificate, None))) == ALICE.encode()
+    assert result_of(ClientCertificateChecker().requestAvatarId(ClientCertificate(certificate, None))) == ALICE.encode()
 
 
 def test_factory() -> None:

@@ -44,7 +44,7 @@ from popframe.protocol.sasl.oauth import (
     parse_xoauth2,
 )
 from popframe.server import ServerConfig
-from popframe.testing import MemoryStore, connect_in_memory
+from popframe.testing import MemoryStore, connect_in_memory, failure_of, result_of
 
 pytestmark = pytest.mark.core
 
@@ -277,35 +277,27 @@ def validator(keys: Keys, **options: object) -> JWTValidator:
     return JWTValidator(JWKSFile(keys.path), ISSUER, AUDIENCE, **options)  # type: ignore[arg-type]
 
 
-def result(d: Deferred) -> object:
-    outcome: list[object] = []
-    d.addBoth(outcome.append)
-    [value] = outcome
-    return value
-
 
 def refusal(d: Deferred) -> str:
-    failure = result(d)
-    assert failure.check(InvalidToken), failure  # type: ignore[attr-defined]
-    return str(failure.value)  # type: ignore[attr-defined]
+    return str(failure_of(d, InvalidToken).value)
 
 
 def test_valid_tokens_of_each_algorithm(keys: Keys) -> None:
     v = validator(keys)
-    assert result(v.validate(keys.token(keys.rsa, "RS256"))) == ALICE
-    assert result(v.validate(keys.token(keys.ec, "ES256"))) == ALICE
-    assert result(v.validate(keys.token(keys.ed, "EdDSA"))) == ALICE
-    assert result(v.validate(keys.token(keys.ed, "Ed25519"))) == ALICE
+    assert result_of(v.validate(keys.token(keys.rsa, "RS256"))) == ALICE
+    assert result_of(v.validate(keys.token(keys.ec, "ES256"))) == ALICE
+    assert result_of(v.validate(keys.token(keys.ed, "EdDSA"))) == ALICE
+    assert result_of(v.validate(keys.token(keys.ed, "Ed25519"))) == ALICE
 
 
 def test_audience_may_be_a_list(keys: Keys) -> None:
-    assert result(validator(keys).validate(keys.token(aud=["account", AUDIENCE]))) == ALICE
+    assert result_of(validator(keys).validate(keys.token(aud=["account", AUDIENCE]))) == ALICE
 
 
 @pytest.mark.parametrize("claim", ["sub", "preferred_username"])
 def test_the_user_claim_is_configurable(keys: Keys, claim: str) -> None:
     token = keys.token(preferred_username="alice")
-    assert result(validator(keys, claim=claim).validate(token)) == {
+    assert result_of(validator(keys, claim=claim).validate(token)) == {
         "sub": "4f1d-uuid", "preferred_username": "alice"}[claim]
 
 
@@ -314,12 +306,12 @@ def test_a_key_without_kid_is_found_by_type(keys: Keys) -> None:
     keys.publish(keys.rsa, key)
     token = jwt.encode({"alg": "ES256"}, {"iss": ISSUER, "aud": AUDIENCE,
                                           "exp": int(time.time()) + 60, "email": ALICE}, key)
-    assert result(validator(keys).validate(token)) == ALICE
+    assert result_of(validator(keys).validate(token)) == ALICE
 
 
 def test_leeway_on_expiry(keys: Keys) -> None:
     token = keys.token(exp=int(time.time()) - 30)
-    assert result(validator(keys).validate(token)) == ALICE
+    assert result_of(validator(keys).validate(token)) == ALICE
     assert "exp" in refusal(validator(keys, leeway=0).validate(token))
 
 
@@ -364,20 +356,20 @@ def test_hmac_with_the_public_key_is_refused(keys: Keys) -> None:
 def test_the_jwks_file_is_reread_when_it_changes(keys: Keys) -> None:
     v = validator(keys)
     old = keys.token()
-    assert result(v.validate(old)) == ALICE
+    assert result_of(v.validate(old)) == ALICE
     rotated = RSAKey.generate_key(2048, parameters={"kid": "rsa-2"})
     keys.publish(rotated)
     os.utime(keys.path, ns=(1, 1))  # a different mtime even on coarse clocks
-    assert result(v.validate(keys.token(rotated))) == ALICE
+    assert result_of(v.validate(keys.token(rotated))) == ALICE
     assert "no key" in refusal(v.validate(old))
 
 
 def test_a_missing_jwks_file_is_a_temporary_failure(keys: Keys) -> None:
     v = validator(keys)
     keys.path.unlink()
-    assert result(v.validate(keys.token())).check(TemporaryFailure)  # type: ignore[attr-defined]
+    failure_of(v.validate(keys.token()), TemporaryFailure)
     keys.publish(keys.rsa)
-    assert result(v.validate(keys.token())) == ALICE
+    assert result_of(v.validate(keys.token())) == ALICE
 
 
 @pytest.mark.parametrize(
@@ -408,13 +400,13 @@ def test_encryption_keys_are_skipped_and_private_parts_dropped(keys: Keys) -> No
 
 def test_checker_maps_the_token_to_its_user(keys: Keys) -> None:
     checker = OAuthBearerChecker(validator(keys))
-    assert result(checker.requestAvatarId(OAuthBearerToken(keys.token(), None))) == ALICE.encode()
-    assert result(checker.requestAvatarId(OAuthBearerToken(keys.token(), "Alice@Example.org"))) == ALICE.encode()
+    assert result_of(checker.requestAvatarId(OAuthBearerToken(keys.token(), None))) == ALICE.encode()
+    assert result_of(checker.requestAvatarId(OAuthBearerToken(keys.token(), "Alice@Example.org"))) == ALICE.encode()
 
 
 def test_checker_refuses_a_user_other_than_the_tokens(keys: Keys) -> None:
     checker = OAuthBearerChecker(validator(keys), scope="pop")
-    failure = result(checker.requestAvatarId(OAuthBearerToken(keys.token(), "bob@example.org")))
+    failure = failure_of(checker.requestAvatarId(OAuthBearerToken(keys.token(), "bob@example.org")))
     assert failure.check(OAuthTokenRefused)  # type: ignore[attr-defined]
     assert failure.value.scope == "pop"  # type: ignore[attr-defined]
 
@@ -422,7 +414,7 @@ def test_checker_refuses_a_user_other_than_the_tokens(keys: Keys) -> None:
 def test_checker_passes_temporary_failures_on(keys: Keys) -> None:
     checker = OAuthBearerChecker(validator(keys))
     keys.path.unlink()
-    assert result(checker.requestAvatarId(OAuthBearerToken(keys.token(), None))).check(TemporaryFailure)  # type: ignore[attr-defined]
+    failure_of(checker.requestAvatarId(OAuthBearerToken(keys.token(), None)), TemporaryFailure)
 
 
 # -- the plugin -------------------------------------------------------------------------
@@ -438,7 +430,7 @@ def test_factory_builds_a_checker(keys: Keys) -> None:
     assert (v.issuer, v.audience, v.claim, v.leeway, v.algorithms) == (ISSUER, AUDIENCE, "sub", 5, ("ES256", "RS256"))
     assert checker.scope == "https://mail.example.org/pop"
     assert checker.openid_configuration.endswith("/openid-configuration")
-    assert result(checker.requestAvatarId(OAuthBearerToken(keys.token(), None))) == b"4f1d-uuid"
+    assert result_of(checker.requestAvatarId(OAuthBearerToken(keys.token(), None))) == b"4f1d-uuid"
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from zope.interface import implementer
 from popframe.protocol.encoding import wire_size
 from popframe.server import ServerConfig
 from popframe.tap import Options
-from popframe.testing import MemoryChecker, MemoryStore, connect_in_memory
+from popframe.testing import MemoryChecker, MemoryStore, connect_in_memory, failure_of, result_of
 from popframe.throttle import (
     IThrottleStore,
     MemoryThrottleStore,
@@ -123,25 +123,25 @@ def test_address_keys() -> None:
 def test_memory_store_counts_expire_after_the_window() -> None:
     clock = Clock()
     store = MemoryThrottleStore(clock)
-    assert store.increment(["a", "b"], 10).result == [1, 1]
+    assert result_of(store.increment(["a", "b"], 10)) == [1, 1]
     clock.advance(6)
-    assert store.increment(["a"], 10).result == [2]
+    assert result_of(store.increment(["a"], 10)) == [2]
     # The window runs from the first failure, not the last.
     clock.advance(4)
-    assert store.counts(["a", "b", "c"]).result == [0, 0, 0]
-    assert store.increment(["a"], 10).result == [1]
+    assert result_of(store.counts(["a", "b", "c"])) == [0, 0, 0]
+    assert result_of(store.increment(["a"], 10)) == [1]
     store.reset("a")
-    assert store.counts(["a"]).result == [0]
+    assert result_of(store.counts(["a"])) == [0]
 
 
 @pytest.mark.core
 def test_memory_store_claims() -> None:
     clock = Clock()
     store = MemoryThrottleStore(clock)
-    assert store.claim("k", 5).result is True
-    assert store.claim("k", 5).result is False
+    assert result_of(store.claim("k", 5)) is True
+    assert result_of(store.claim("k", 5)) is False
     clock.advance(5)
-    assert store.claim("k", 5).result is True
+    assert result_of(store.claim("k", 5)) is True
 
 
 @pytest.mark.core
@@ -152,7 +152,7 @@ def test_memory_store_is_bounded_and_keeps_active_keys() -> None:
     for n in range(1000):  # a flood of made-up user names
         store.increment([f"fail:user:u{n}", "fail:ip:attacker"], 60)
     assert len(store) <= 100
-    assert store.counts(["fail:ip:attacker"]).result == [1001]
+    assert result_of(store.counts(["fail:ip:attacker"])) == [1001]
 
 
 # -- in memory: delays, pipelining, drops ----------------------------------------
@@ -465,18 +465,18 @@ def redis_store(server: RedisServer, **kwargs: Any) -> RedisThrottleStore:
 def test_redis_store_counts_atomically_with_expiry(redis_server: RedisServer) -> None:
     store = redis_store(redis_server)
     client = redis_server.client
-    assert store.increment(["fail:ip:a", "fail:user:x"], 60).result == [1, 1]
-    assert store.increment(["fail:ip:a"], 60).result == [2]
-    assert store.counts(["fail:ip:a", "fail:user:x", "fail:user:y"]).result == [2, 1, 0]
+    assert result_of(store.increment(["fail:ip:a", "fail:user:x"], 60)) == [1, 1]
+    assert result_of(store.increment(["fail:ip:a"], 60)) == [2]
+    assert result_of(store.counts(["fail:ip:a", "fail:user:x", "fail:user:y"])) == [2, 1, 0]
     ttl = client.pttl(redis_server.prefix + "fail:ip:a")
     assert 0 < ttl <= 60_000
     # A count whose expiry was lost (a crash between two commands of an old
     # client) gets one again.
     client.set(redis_server.prefix + "fail:ip:b", 5)
-    assert store.increment(["fail:ip:b"], 60).result == [6]
+    assert result_of(store.increment(["fail:ip:b"], 60)) == [6]
     assert 0 < client.pttl(redis_server.prefix + "fail:ip:b") <= 60_000
     store.reset("fail:ip:a")
-    assert store.counts(["fail:ip:a"]).result == [0]
+    assert result_of(store.counts(["fail:ip:a"])) == [0]
     store.close()
 
 
@@ -486,7 +486,7 @@ def test_redis_store_window_is_fixed(redis_server: RedisServer) -> None:
     key = redis_server.prefix + "k"
     store.increment(["k"], 60)
     redis_server.client.pexpire(key, 30_000)  # as if 30 s had passed
-    assert store.increment(["k"], 60).result == [2]
+    assert result_of(store.increment(["k"], 60)) == [2]
     assert 0 < redis_server.client.pttl(key) <= 30_000  # not extended
     store.close()
 
@@ -494,8 +494,8 @@ def test_redis_store_window_is_fixed(redis_server: RedisServer) -> None:
 @pytest.mark.external
 def test_redis_store_claims(redis_server: RedisServer) -> None:
     store = redis_store(redis_server)
-    assert store.claim("login:alice", 60).result is True
-    assert store.claim("login:alice", 60).result is False
+    assert result_of(store.claim("login:alice", 60)) is True
+    assert result_of(store.claim("login:alice", 60)) is False
     assert 0 < redis_server.client.pttl(redis_server.prefix + "login:alice") <= 60_000
     store.close()
 
@@ -524,8 +524,7 @@ def test_redis_outage_fails_open_and_fast(logged) -> None:
     assert len(errors) == 1  # once per outage, not once per login
     # Within retry_after the store is not even asked.
     d = store.counts(["x"])
-    assert d.called and isinstance(d.result.value, StoreUnavailable)
-    d.addErrback(lambda _: None)
+    failure_of(d, StoreUnavailable)
 
 
 # -- real servers on loopback ------------------------------------------------------------
