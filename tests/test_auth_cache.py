@@ -10,12 +10,13 @@ from typing import Any, TypeVar
 import pytest
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from popframe.auth.cache import VerifiedPasswords
 from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.auth.schemes import make_hash
+from popframe.stores import run_synchronously
 from popframe.tap import Options
 from popframe.testing import result_of
 
@@ -65,10 +66,7 @@ class CountingRunner:
 
     def __call__(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
         self.calls.append(function.__name__)
-        try:
-            return succeed(function(*args))
-        except Exception:
-            return fail()
+        return run_synchronously(function, *args)
 
 
 def login(checker: PasswdFileChecker, user: bytes, password: bytes) -> bool:

@@ -11,7 +11,7 @@ import pytest
 from conftest import MailHome, server_args, start_server
 from redis_support import RedisServer
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
@@ -19,6 +19,7 @@ from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.interfaces import IThrottleStore, IUserSettings, StoreUnavailable, UserSettings
 from popframe.logindelay import LoginDelay
 from popframe.server import ServerConfig
+from popframe.stores import run_synchronously
 from popframe.testing import MemoryChecker, MemoryStore, connect_in_memory, result_of
 from popframe.throttle import MemoryThrottleStore
 
@@ -170,7 +171,7 @@ def test_passwd_file_login_delay_field(tmp_path) -> None:
         "bob:{PLAIN}hunter2::::::userdb_quota_rule=*:storage=1G\n"
         "carol:{PLAIN}pw::::::login_delay=soon\n"
     )
-    checker = PasswdFileChecker(users, run_blocking=lambda f, *args: maybeDeferred(f, *args))
+    checker = PasswdFileChecker(users, run_blocking=run_synchronously)
     assert IUserSettings.providedBy(checker)
     assert result_of(checker.user_settings("alice")) == UserSettings(login_delay=120)
     assert result_of(checker.user_settings("bob")) == UserSettings()

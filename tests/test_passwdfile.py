@@ -19,7 +19,7 @@ from twisted.cred import strcred
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface.verify import verifyObject
 
@@ -38,6 +38,7 @@ from popframe.config import ConfigurationError
 from popframe.errors import TemporaryFailure
 from popframe.interfaces import PlaintextSecret
 from popframe.protocol.sasl.scram import ScramRecord
+from popframe.stores import run_synchronously
 from popframe.testing import result_of
 
 pytestmark = pytest.mark.core
@@ -46,14 +47,6 @@ T = TypeVar("T")
 
 ALICE_PASSWORD = b"alice's secret"
 BOB_PASSWORD = b"bob's secret"
-
-
-def run_now(function: Callable[..., T], *args: Any) -> Deferred[T]:
-    """A synchronous stand-in for the thread pool."""
-    try:
-        return succeed(function(*args))
-    except Exception:
-        return fail()
 
 
 
@@ -218,7 +211,7 @@ def test_unreadable_file_is_a_temporary_failure(tmp_path: Path) -> None:
 
 @pytest.fixture
 def checker(users: Path) -> PasswdFileChecker:
-    return PasswdFileChecker(users, run_blocking=run_now)
+    return PasswdFileChecker(users, run_blocking=run_synchronously)
 
 
 def test_checker_is_a_credentials_checker(checker: PasswdFileChecker) -> None:
@@ -275,7 +268,7 @@ def test_unknown_user_in_an_empty_file_costs_a_verification(
     path = tmp_path / "users"
     path.write_text("")
     with pytest.raises(UnauthorizedLogin):
-        login(PasswdFileChecker(path, run_blocking=run_now), b"mallory", b"guess")
+        login(PasswdFileChecker(path, run_blocking=run_synchronously), b"mallory", b"guess")
     assert verified == [stored.FALLBACK_DUMMY]
 
 
@@ -292,17 +285,17 @@ def test_unknown_scheme_refuses_and_is_logged(tmp_path: Path, logged: list[str])
     path = tmp_path / "users"
     path.write_text("alice:{NOPE}secret\n")
     with pytest.raises(UnauthorizedLogin):
-        login(PasswdFileChecker(path, run_blocking=run_now), b"alice", b"secret")
+        login(PasswdFileChecker(path, run_blocking=run_synchronously), b"alice", b"secret")
     assert any("alice" in message and "NOPE" in message for message in logged)
 
 
 def test_default_scheme(tmp_path: Path) -> None:
     path = tmp_path / "users"
     path.write_text("alice:secret\n")
-    plain = PasswdFileChecker(path, default_scheme="PLAIN", run_blocking=run_now)
+    plain = PasswdFileChecker(path, default_scheme="PLAIN", run_blocking=run_synchronously)
     assert login(plain, b"alice", b"secret") == b"alice"
     with pytest.raises(UnauthorizedLogin):
-        login(PasswdFileChecker(path, run_blocking=run_now), b"alice", b"secret")  # CRYPT
+        login(PasswdFileChecker(path, run_blocking=run_synchronously), b"alice", b"secret")  # CRYPT
     with pytest.raises(ValueError):
         PasswdFileChecker(path, default_scheme="NOPE")
 
@@ -384,7 +377,7 @@ CHALLENGE = b"<1896.697170952@postoffice.example.net>"
 def secrets_checker(users: Path) -> PasswdFileChecker:
     with open(users, "a") as f:
         f.write(f"sam:{SCRAM_FIELD}\ndave:{CRAM_MD5_FIELD}\nnope:{{NOPE}}x\n")
-    return PasswdFileChecker(users, run_blocking=run_now)
+    return PasswdFileChecker(users, run_blocking=run_synchronously)
 
 
 def lookup(checker: PasswdFileChecker, user: str, kind: str) -> Any:
@@ -529,7 +522,7 @@ def test_mechanisms_follow_the_secrets_the_file_can_give(tmp_path: Path) -> None
     path = tmp_path / "users"
     path.write_text(f"alice:{make_hash('SHA512-CRYPT', b'x', rounds=1000)}\n")
     offered = ("SCRAM-SHA-256", "CRAM-MD5", "APOP", "PLAIN")
-    checker = PasswdFileChecker(path, run_blocking=run_now)
+    checker = PasswdFileChecker(path, run_blocking=run_synchronously)
     assert serviceable(Portal(None, [checker]), offered) == ("PLAIN",)
     with open(path, "a") as f:
         f.write(f"bob:{make_hash('SCRAM-SHA-256', b'y')}\n")
