@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from popframe.auth.cache import VerifiedPasswords
 from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.auth.schemes import make_hash
-from popframe.stores import run_synchronously
 from popframe.tap import Options
-from popframe.testing import result_of
+from popframe.testing import RecordingRunner, result_of
 
 pytestmark = pytest.mark.core
 
@@ -58,16 +55,6 @@ def test_the_cache_keeps_no_password_and_is_bounded() -> None:
         VerifiedPasswords(0)
 
 
-class CountingRunner:
-    """A synchronous stand-in for the thread pool that counts its calls."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def __call__(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
-        self.calls.append(function.__name__)
-        return run_synchronously(function, *args)
-
 
 def login(checker: PasswdFileChecker, user: bytes, password: bytes) -> bool:
     try:
@@ -85,7 +72,7 @@ def users(tmp_path: Path) -> Path:
 
 
 def test_a_cached_login_runs_no_hash_and_no_thread(users: Path) -> None:
-    runner = CountingRunner()
+    runner = RecordingRunner()
     checker = PasswdFileChecker(users, run_blocking=runner,
                                 verified_passwords=VerifiedPasswords(60))
     assert login(checker, b"alice", b"secret")
@@ -98,7 +85,7 @@ def test_a_cached_login_runs_no_hash_and_no_thread(users: Path) -> None:
 
 
 def test_a_changed_password_in_the_file_stops_matching_at_once(users: Path) -> None:
-    checker = PasswdFileChecker(users, run_blocking=CountingRunner(),
+    checker = PasswdFileChecker(users, run_blocking=RecordingRunner(),
                                 verified_passwords=VerifiedPasswords(3600))
     assert login(checker, b"alice", b"secret")
     users.write_text(f"alice:{make_hash('SHA512-CRYPT', b'new', rounds=1000)}\n")
@@ -108,14 +95,14 @@ def test_a_changed_password_in_the_file_stops_matching_at_once(users: Path) -> N
 
 
 def test_without_the_cache_every_login_hashes(users: Path) -> None:
-    runner = CountingRunner()
+    runner = RecordingRunner()
     checker = PasswdFileChecker(users, run_blocking=runner)
     assert login(checker, b"alice", b"secret") and login(checker, b"alice", b"secret")
     assert runner.calls == ["verify", "verify"]
 
 
 def test_user_settings_of_a_current_file_need_no_thread(users: Path) -> None:
-    runner = CountingRunner()
+    runner = RecordingRunner()
     checker = PasswdFileChecker(users, run_blocking=runner)
     first = result_of(checker.user_settings("alice"))  # the file is not read yet
     assert (first.login_delay, result_of(checker.user_settings("alice")).login_delay) == (5, 5)

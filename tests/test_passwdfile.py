@@ -39,7 +39,7 @@ from popframe.errors import TemporaryFailure
 from popframe.interfaces import PlaintextSecret
 from popframe.protocol.sasl.scram import ScramRecord
 from popframe.stores import run_synchronously
-from popframe.testing import result_of
+from popframe.testing import HeldRunner, result_of
 
 pytestmark = pytest.mark.core
 
@@ -312,23 +312,14 @@ def test_str_credentials(checker: PasswdFileChecker) -> None:
 
 
 def test_concurrency_is_bounded(users: Path) -> None:
-    pending: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...]]] = []
-
-    def later(function: Callable[..., T], *args: Any) -> Deferred[T]:
-        d: Deferred[T] = Deferred()
-        pending.append((d, function, args))
-        return d
-
-    checker = PasswdFileChecker(users, concurrency=2, run_blocking=later)
+    pool = HeldRunner()
+    checker = PasswdFileChecker(users, concurrency=2, run_blocking=pool)
     attempts = [checker.requestAvatarId(UsernamePassword(b"carol", b"carol's secret")) for _ in range(5)]
-    assert len(pending) == 2
-    d, function, args = pending.pop(0)
-    d.callback(function(*args))
+    assert len(pool.pending) == 2
+    pool.run_next()
     assert result_of(attempts[0]) == b"carol"
-    assert len(pending) == 2  # the third one started
-    while pending:
-        d, function, args = pending.pop(0)
-        d.callback(function(*args))
+    assert len(pool.pending) == 2  # the third one started
+    pool.run_all()
     assert [result_of(attempt) for attempt in attempts[1:]] == [b"carol"] * 4
 
 
@@ -424,19 +415,11 @@ def test_secret_lookup_logs_no_secret(secrets_checker: PasswdFileChecker, logged
 
 
 def test_secret_lookup_runs_off_the_reactor_thread_with_bounded_concurrency(users: Path) -> None:
-    pending: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...]]] = []
-
-    def later(function: Callable[..., T], *args: Any) -> Deferred[T]:
-        d: Deferred[T] = Deferred()
-        pending.append((d, function, args))
-        return d
-
-    checker = PasswdFileChecker(users, concurrency=2, run_blocking=later)
+    pool = HeldRunner()
+    checker = PasswdFileChecker(users, concurrency=2, run_blocking=pool)
     lookups = [checker.lookup_secret("carol", "plaintext") for _ in range(3)]
-    assert len(pending) == 2
-    while pending:
-        d, function, args = pending.pop(0)
-        d.callback(function(*args))
+    assert len(pool.pending) == 2
+    pool.run_all()
     assert [result_of(d) for d in lookups] == [PlaintextSecret(b"carol's secret")] * 3
 
 

@@ -21,6 +21,8 @@ import popframe.testing
 from popframe.errors import NoSuchMessage
 from popframe.testing import (
     BufferedTransport,
+    HeldRunner,
+    RecordingRunner,
     WaitTimeout,
     failure_of,
     result_of,
@@ -193,6 +195,41 @@ def test_wait_for_a_cancelled_deferred_raises_cancelled() -> None:
     d.cancel()
     with pytest.raises(CancelledError):
         wait_for(d)
+
+
+# -- run_blocking stand-ins -------------------------------------------------------------
+
+def test_recording_runner_runs_at_once_and_names_the_work() -> None:
+    def load(n: int) -> int:
+        return n + 1
+
+    def broken() -> None:
+        raise NoSuchMessage("gone")
+
+    run = RecordingRunner()
+    assert result_of(run(load, 1)) == 2
+    failure_of(run(broken), NoSuchMessage)
+    assert run.calls == ["load", "broken"]
+
+
+def test_held_runner_holds_work_until_the_test_runs_it() -> None:
+    def load() -> str:
+        return "loaded"
+
+    def delete() -> None:
+        raise NoSuchMessage("gone")
+
+    run = HeldRunner(hold=lambda function: function is delete)
+    assert result_of(run(load)) == "loaded"  # not held
+    first, second = run(delete), run(delete)
+    assert not first.called and len(run.pending) == 2
+    run.run_next()
+    failure_of(first, NoSuchMessage)
+    assert not second.called
+    run.run_all()
+    failure_of(second, NoSuchMessage)
+    with pytest.raises(AssertionError, match="no call is held"):
+        run.run_next()
 
 
 # -- the back-pressure transport ------------------------------------------------------

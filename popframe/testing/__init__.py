@@ -28,7 +28,9 @@ The modules, one job each:
 - :mod:`.transports`: ``BufferedTransport``, a ``StringTransport`` that
   pushes back like a socket;
 - :mod:`.deferreds`: ``result_of`` / ``failure_of``, reading a fired Deferred;
-- :mod:`.reactor`: ``wait_for``, running the reactor until one fires.
+- :mod:`.reactor`: ``wait_for``, running the reactor until one fires;
+- :mod:`.runners`: ``RecordingRunner`` and ``HeldRunner``, stand-ins for a
+  backend's ``run_blocking`` that record its work or hold it.
 """
 
 from popframe.testing.connection import (
@@ -41,15 +43,18 @@ from popframe.testing.deferreds import failure_of, result_of
 from popframe.testing.memory import MemoryChecker, MemoryStore
 from popframe.testing.process import TWISTD, ServerProcess, start_server
 from popframe.testing.reactor import WaitTimeout, stop_reactor, wait_for
+from popframe.testing.runners import HeldRunner, RecordingRunner
 from popframe.testing.transports import BufferedTransport
 
 __all__ = [
     "TWISTD",
     "BufferedTransport",
+    "HeldRunner",
     "InMemoryConnection",
     "MemoryChecker",
     "MemoryStore",
     "RecordingClient",
+    "RecordingRunner",
     "ServerProcess",
     "WaitTimeout",
     "connect_in_memory",
