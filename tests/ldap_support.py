@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.ports import free_port
 
 from popframe.tls import make_self_signed
 
@@ -151,11 +152,6 @@ def seed_ldif(extra_users: int = 0) -> str:
     return "\n".join(parts)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def _missing(reason: str) -> None:
     """Skip locally; fail in CI (tests/run.sh installs what is missing)."""
@@ -169,8 +165,8 @@ class Slapd:
     """One slapd of the tests' own; see the module docstring."""
 
     root: Path
-    port: int = field(default_factory=_free_port)
-    tls_port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
+    tls_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     extra_users: int = 0
 

@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from support.ports import free_port
+
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 
 _MASTER = """\
@@ -42,11 +44,6 @@ def postfix_available() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Postfix:
     """One instance; ``root`` is a fresh directory every user can search
@@ -58,7 +55,7 @@ class Postfix:
         self.etc = self.root / "etc"
         self.etc.mkdir()
         (self.root / "queue").mkdir()
-        self.port = _free_port()
+        self.port = free_port()
         self.banner = f"popframe-test-{os.getpid()}-{self.port}"
         main = {
             "compatibility_level": "3.6",

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from conftest import MailHome, server_args, start_server
 from redis_support import RedisServer
+from support.ports import free_port
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.task import Clock
@@ -512,10 +513,7 @@ def test_redis_store_keys_have_the_prefix(redis_server: RedisServer) -> None:
 @pytest.mark.process
 def test_redis_outage_fails_open_and_fast(logged) -> None:
     # Nothing listens on this port: connections are refused at once.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    store = RedisThrottleStore(f"redis://127.0.0.1:{port}/0", run_blocking=lambda call: maybeDeferred(call))
+    store = RedisThrottleStore(f"redis://127.0.0.1:{free_port()}/0", run_blocking=lambda call: maybeDeferred(call))
     throttle = Throttle(store, base=1, max_auth_failures=0, max_ip_failures=10)
     conn = connect(throttle)
     assert fail_login(conn) == (1, FAILED)  # the store's count reads as 0
