@@ -19,13 +19,14 @@ from conftest import MailHome, server_args, start_server
 from redis_support import RedisServer
 from support.ports import free_port
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.python import usage
 from zope.interface import implementer
 
 from popframe.protocol.encoding import wire_size
 from popframe.server import ServerConfig
+from popframe.stores import run_synchronously
 from popframe.tap import Options
 from popframe.testing import MemoryChecker, MemoryStore, connect_in_memory, failure_of, result_of
 from popframe.throttle import (
@@ -298,7 +299,7 @@ def test_wrong_scram_proof_is_throttled_with_its_user_name(tmp_path, logged) -> 
 
     users = tmp_path / "users"
     users.write_text(f"alice:{make_hash('SCRAM-SHA-256', b'secret')}::::::\n")
-    checker = PasswdFileChecker(users, run_blocking=lambda f, *args: maybeDeferred(f, *args))
+    checker = PasswdFileChecker(users, run_blocking=run_synchronously)
     throttle = make_throttle(base=1)
     for attempt, user in enumerate(["alice", "nobody"], 1):
         conn = connect(throttle, checker=checker, mechanisms=("SCRAM-SHA-256",))
@@ -459,7 +460,7 @@ def test_redis_url_password_is_not_logged() -> None:
 def redis_store(server: RedisServer, **kwargs: Any) -> RedisThrottleStore:
     # Run redis-py at once in the test's thread instead of a thread pool.
     return RedisThrottleStore(server.url, server.prefix,
-                              run_blocking=lambda call: maybeDeferred(call), **kwargs)
+                              run_blocking=run_synchronously, **kwargs)
 
 
 @pytest.mark.external
@@ -513,7 +514,7 @@ def test_redis_store_keys_have_the_prefix(redis_server: RedisServer) -> None:
 @pytest.mark.process
 def test_redis_outage_fails_open_and_fast(logged) -> None:
     # Nothing listens on this port: connections are refused at once.
-    store = RedisThrottleStore(f"redis://127.0.0.1:{free_port()}/0", run_blocking=lambda call: maybeDeferred(call))
+    store = RedisThrottleStore(f"redis://127.0.0.1:{free_port()}/0", run_blocking=run_synchronously)
     throttle = Throttle(store, base=1, max_auth_failures=0, max_ip_failures=10)
     conn = connect(throttle)
     assert fail_login(conn) == (1, FAILED)  # the store's count reads as 0
