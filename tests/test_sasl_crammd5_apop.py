@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from conftest import MailHome, ServerProcess, start_server
-from test_passwdfile import run_now
 from test_sasl_scram import (
     FAILED,
     b64,
@@ -35,6 +34,7 @@ from popframe.protocol import Authenticate, LoginRefused, LookupSecret, Session,
 from popframe.protocol.sasl.apop import Apop
 from popframe.protocol.sasl.crammd5 import CramMD5
 from popframe.server import ServerConfig
+from popframe.stores import run_synchronously
 from popframe.testing import MemoryStore, connect_in_memory
 from popframe.tls import make_self_signed
 
@@ -255,7 +255,7 @@ def passwd_checker(tmp_path: Path) -> PasswdFileChecker:
         "paul:{PLAIN}correct horse\n"
         "sam:{SSHA512}DHTjtMfL0HROMb9XLn6aV9R4LUHJbmoJX1CdpbLGJChoK5iWuVhE21qYbe4EXAMEmPxMU96X/UYRECHpZiaCcR1Uups=\n"
     )
-    return PasswdFileChecker(path, run_blocking=run_now)
+    return PasswdFileChecker(path, run_blocking=run_synchronously)
 
 
 @pytest.mark.adapter

@@ -22,7 +22,6 @@ import pytest
 import scramp
 from conftest import MailHome, ServerProcess, server_args, start_server
 from OpenSSL import SSL
-from test_passwdfile import run_now
 from test_session import encoded, replies
 
 from popframe.auth.passwdfile import PasswdFileChecker
@@ -37,6 +36,7 @@ from popframe.protocol import (
 from popframe.protocol.sasl import scram
 from popframe.protocol.sasl.scram import ScramRecord
 from popframe.server import ServerConfig
+from popframe.stores import run_synchronously
 from popframe.testing import MemoryStore, connect_in_memory
 
 pytestmark = pytest.mark.core
@@ -492,7 +492,7 @@ def passwd_checker(tmp_path: Path) -> PasswdFileChecker:
         f"alice:{DOVECOT_RECORD}\n"
         f"bob:{make_hash('SHA512-CRYPT', b'bob password')}\n"
     )
-    return PasswdFileChecker(path, run_blocking=run_now)
+    return PasswdFileChecker(path, run_blocking=run_synchronously)
 
 
 @pytest.mark.adapter
