@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 from support.ports import free_port
 
+from popframe.testing import wait_until
 from popframe.tls import make_self_signed
 
 SUFFIX = "dc=example,dc=org"
@@ -282,20 +283,18 @@ def _wait_listening(process: subprocess.Popen[bytes], host: str, ports: list[int
                     seconds: float, log_path: Path) -> None:
     """Return once ``host`` accepts TCP on every port; kill the process and
     raise ``RuntimeError`` with its log if it exits or takes too long."""
-    deadline = time.monotonic() + seconds
-    for port in ports:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{process.args[0]} exited: {log_path.read_text()}")
-            try:
-                socket.create_connection((host, port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    _terminate(process)
-                    raise RuntimeError(f"{process.args[0]} did not listen on {host}:{port}: "
-                                       f"{log_path.read_text()}") from None
-                time.sleep(0.02)
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited: {log_path.read_text()}")
+        for port in ports:
+            socket.create_connection((host, port), timeout=1).close()
+        return True
+
+    try:
+        wait_until(listening, f"{process.args[0]} to listen", seconds, 0.02, retry_on=(OSError,))
+    except AssertionError as error:
+        _terminate(process)
+        raise RuntimeError(f"{error}: {log_path.read_text()}") from None
 
 
 def _terminate(process: subprocess.Popen[bytes]) -> None:

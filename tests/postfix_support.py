@@ -9,10 +9,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from support.ports import free_port
+
+from popframe.testing import wait_until
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 
@@ -86,17 +87,14 @@ class Postfix:
                                  text=True, timeout=timeout)
         if started.returncode != 0:
             raise RuntimeError(f"postfix start: {started.stdout}{started.stderr}{self.log()}")
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-                    if self.banner.encode() in s.recv(1024):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no Postfix banner on {self.port}:\n{self.log()}")
-            time.sleep(0.05)
+        def banner() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                return self.banner.encode() in s.recv(1024)
+
+        try:
+            wait_until(banner, f"the Postfix banner on {self.port}", timeout, retry_on=(OSError,))
+        except AssertionError as error:
+            raise RuntimeError(f"{error}:\n{self.log()}") from None
 
     def stop(self) -> None:
         subprocess.run([POSTFIX, "-c", str(self.etc), "stop"], capture_output=True, timeout=60)

@@ -18,6 +18,7 @@ from test_packaging import project_copy
 
 from popframe import __version__
 from popframe.options import Options
+from popframe.testing import POP3, run_twistd
 from popframe.tls import make_self_signed
 
 pytestmark = pytest.mark.process
@@ -26,8 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def twistd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TWISTD, "-n", "--pidfile=", "--logfile=-", "pop3", *args],
-                          capture_output=True, text=True, timeout=120, cwd=cwd)
+    return run_twistd(*POP3, *args, cwd=cwd)
 
 
 def base(home: MailHome) -> list[str]:

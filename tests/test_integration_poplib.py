@@ -5,11 +5,11 @@ from __future__ import annotations
 import poplib
 import socket
 import ssl
-import time
 
 import pytest
 
 from popframe.protocol.encoding import wire_size
+from popframe.testing import wait_until
 
 pytestmark = pytest.mark.process
 
@@ -50,17 +50,19 @@ def login(port: int, user: str = "alice", password: str = "alice password") -> p
     return client
 
 
-def login_when_unlocked(port: int, attempts: int = 50) -> poplib.POP3:
+def login_when_unlocked(port: int) -> poplib.POP3:
     """Log in, retrying while [IN-USE]: the server releases a dropped
     session's lock when it notices the close, a moment later."""
-    for _ in range(attempts):
+
+    def unlocked() -> poplib.POP3 | None:
         try:
             return login(port)
         except poplib.error_proto as error:
             if b"[IN-USE]" not in error.args[0]:
                 raise
-            time.sleep(0.1)
-    raise AssertionError("the maildrop stayed locked after the client left")
+            return None
+
+    return wait_until(unlocked, "the maildrop to be unlocked")
 
 
 def test_retrieve_everything_byte_for_byte(alice) -> None:

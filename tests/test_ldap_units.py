@@ -308,13 +308,12 @@ def test_plugin_is_found_and_loads_no_reactor() -> None:
 
 @pytest.mark.process
 def test_twistd_names_a_wrong_key(tmp_path: Path) -> None:
-    from popframe.testing import TWISTD
+    from popframe.testing import POP3, run_twistd
 
     path = tmp_path / "ldap.toml"
     path.write_text('url = "ldap://127.0.0.1"\nbase = "dc=x"\nfilter = "(uid=%u)"\ntimout = 3\n')
-    result = subprocess.run([*TWISTD, "-n", "pop3", "--listen", "tcp:0:interface=127.0.0.1",
-                             "--store", f"maildir:{tmp_path}/%u", "--auth", f"ldap:{path}"],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    result = run_twistd(*POP3, "--listen", "tcp:0:interface=127.0.0.1",
+                        "--store", f"maildir:{tmp_path}/%u", "--auth", f"ldap:{path}", cwd=tmp_path)
     assert result.returncode != 0
     assert f"--auth: ldap: {path}: key 'timout': unknown key (did you mean 'timeout'?)" in (
         result.stdout + result.stderr)

@@ -13,7 +13,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from conftest import TWISTD, MailHome, server_args
 from cryptography import x509
 
 from popframe.ops import sdnotify
+from popframe.testing import POP3, wait_for_log
 from popframe.tls import make_self_signed
 
 pytestmark = pytest.mark.process
@@ -44,7 +44,7 @@ class Running:
         command, fds = launcher or (TWISTD, ())
         with open(self.log, "wb") as sink:
             self.process = subprocess.Popen(
-                [*command, "-n", "--pidfile=", "--logfile=-", "pop3", *args,
+                [*command, *POP3, *args,
                  "--workers", str(workers)],
                 cwd=home.root, stdout=sink, stderr=subprocess.STDOUT, env=env, pass_fds=fds)
         if workers == 1:
@@ -58,16 +58,7 @@ class Running:
         return self.log.read_text(errors="replace")
 
     def wait_for(self, pattern: str, count: int = 1, timeout: float = WAIT) -> list[re.Match[str]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = list(re.finditer(pattern, self.text()))
-            if len(found) >= count:
-                return found[:count]
-            if self.process.poll() is not None and len(list(re.finditer(pattern, self.text()))) < count:
-                raise AssertionError(f"server exited; {count} x {pattern!r} not in:\n{self.text()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{count} x {pattern!r} not within {timeout}s:\n{self.text()}")
-            time.sleep(0.05)
+        return wait_for_log(self.process, self.log, pattern, count, timeout)
 
     def signal(self, number: int) -> None:
         self.process.send_signal(number)

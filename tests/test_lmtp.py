@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -200,9 +199,7 @@ def test_lmtp_with_workers(tmp_path: Path, users: Users) -> None:
             assert data[0][0] == 250
         fetched = fetch_all(server.port, "alice", users.passwords["alice"])
         assert sorted(fetched) == sorted(b"Subject: %d\r\n\r\nbody\r\n" % n for n in range(12))
-        deadline = time.monotonic() + 10
-        while "worker-" not in server.text() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        server.wait_for("worker-", timeout=10)
         assert "LMTP: delivered" in server.text()
         assert "listening on" in server.text() and "(--lmtp unix:" in server.text()
     finally:

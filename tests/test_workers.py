@@ -30,6 +30,7 @@ from conftest import TWISTD, MailHome, server_args, start_server
 from popframe import workers
 from popframe.config import ConfigurationError
 from popframe.tap import Options
+from popframe.testing import POP3, run_twistd, wait_for_log, wait_until
 from popframe.workers.pool import _Slot
 
 pytestmark = [pytest.mark.process, pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -54,21 +55,24 @@ class Pool:
 
     def wait(self, find, what: str, timeout: float = WAIT_SECONDS):
         """Poll the log until ``find(text)`` returns something true."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def found():  # type: ignore[no-untyped-def]
+            exited = self.process.poll() is not None
             text = self.text()
-            found = find(text)
-            if found:
-                return found
+            if (result := find(text)) or not exited:
+                return result
+            raise AssertionError(f"server exited; no {what} in:\n{text}")
+
+        try:
+            return wait_until(found, what, timeout)
+        except AssertionError as error:
             if self.process.poll() is not None:
-                raise AssertionError(f"server exited; no {what} in:\n{text}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} within {timeout}s in:\n{text}")
-            time.sleep(0.02)
+                raise
+            raise AssertionError(f"{error}, in:\n{self.text()}") from None
 
     def wait_for(self, pattern: str, timeout: float = WAIT_SECONDS) -> re.Match[str]:
         """The first match of ``pattern`` in the log, waiting for it."""
-        return self.wait(re.compile(pattern).search, repr(pattern), timeout)
+        return wait_for_log(self.process, self.log, pattern, 1, timeout)[0]
 
     def pids(self) -> dict[int, int]:
         """The current pid of each worker, by worker id."""
@@ -111,7 +115,7 @@ class Pool:
 def start_pool(args: list[str], cwd: Path, count: int, *, command: list[str] | None = None,
                env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()) -> Pool:
     log = cwd / "twistd.log"
-    command = command or [*TWISTD, "-n", "--pidfile=", "--logfile=-", "pop3"]
+    command = command or [*TWISTD, *POP3]
     with open(log, "wb") as sink:
         process = subprocess.Popen([*command, *args, "--workers", str(count)], cwd=cwd,
                                    stdout=sink, stderr=subprocess.STDOUT, env=env,
@@ -183,14 +187,6 @@ def process_state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
-def wait_until(condition, what: str, timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def gone(pid: int) -> bool:
     """Exited (reaped, or a zombie waiting for a reaper that is not ours)."""
     return process_state(pid) in (None, "Z", "X")
@@ -204,7 +200,7 @@ def only(pool: Pool, worker: int) -> Iterator[None]:
         os.kill(pid, signal.SIGSTOP)
     try:
         for pid in others:
-            wait_until(lambda pid=pid: process_state(pid) in ("T", "t"), f"pid {pid} to stop")
+            wait_until(lambda pid=pid: process_state(pid) in ("T", "t"), f"pid {pid} to stop", WAIT_SECONDS)
         yield
     finally:
         for pid in others:
@@ -224,8 +220,7 @@ def test_default_is_one_worker_per_core(tmp_path: Path) -> None:
 
 
 def test_help_says_which_endpoints_are_shared() -> None:
-    result = subprocess.run([*TWISTD, "pop3", "--help"], capture_output=True, text=True,
-                            timeout=60)
+    result = run_twistd("pop3", "--help")
     text = " ".join(result.stdout.split())
     assert "--workers=" in text
     assert "tcp:, tcp6:, ssl:, tls:, unix: and systemd:" in text
@@ -245,8 +240,7 @@ def test_configuration_errors(tmp_path: Path, args: list[str], message: str) -> 
     base = ["--store", f"maildir:{tmp_path}/%u", "--auth", "memory:a:b"]
     if "--listen" not in args:
         base += ["--listen", "tcp:0:interface=127.0.0.1"]
-    result = subprocess.run([*TWISTD, "-n", "--pidfile=", "pop3", *base, *args],
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    result = run_twistd(*POP3, *base, *args, cwd=tmp_path)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
@@ -406,7 +400,7 @@ def test_workers_do_not_outlive_a_killed_parent(pool: Pool, users: MailHome) -> 
     pool.process.kill()
     pool.process.wait()
     for pid in pids:
-        wait_until(lambda pid=pid: gone(pid), f"worker {pid} to exit")
+        wait_until(lambda pid=pid: gone(pid), f"worker {pid} to exit", WAIT_SECONDS)
     # And the port is free for the next server.
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", pool.port()), timeout=10).recv(1)

@@ -25,6 +25,10 @@ The modules, one job each:
 - :mod:`.connection`: ``connect_in_memory``, the server protocol against a
   ``RecordingClient`` through ``twisted.test.iosim``;
 - :mod:`.process`: ``start_server``, a real ``twistd pop3`` process;
+  ``wait_for_log``, waiting for lines in a process's log; ``run_twistd``,
+  twistd run to its end (what it says when it refuses to start);
+- :mod:`.polling`: ``wait_until``, asking again until a deadline (for what
+  is not a Deferred: a port, a lock another process holds);
 - :mod:`.transports`: ``BufferedTransport``, a ``StringTransport`` that
   pushes back like a socket;
 - :mod:`.deferreds`: ``result_of`` / ``failure_of``, reading a fired Deferred;
@@ -41,12 +45,21 @@ from popframe.testing.connection import (
 )
 from popframe.testing.deferreds import failure_of, result_of
 from popframe.testing.memory import MemoryChecker, MemoryStore
-from popframe.testing.process import TWISTD, ServerProcess, start_server
+from popframe.testing.polling import wait_until
+from popframe.testing.process import (
+    POP3,
+    TWISTD,
+    ServerProcess,
+    run_twistd,
+    start_server,
+    wait_for_log,
+)
 from popframe.testing.reactor import WaitTimeout, stop_reactor, wait_for
 from popframe.testing.runners import HeldRunner, RecordingRunner
 from popframe.testing.transports import BufferedTransport
 
 __all__ = [
+    "POP3",
     "TWISTD",
     "BufferedTransport",
     "HeldRunner",
@@ -61,7 +74,10 @@ __all__ = [
     "failure_of",
     "make_portal",
     "result_of",
+    "run_twistd",
     "start_server",
     "stop_reactor",
     "wait_for",
+    "wait_for_log",
+    "wait_until",
 ]
