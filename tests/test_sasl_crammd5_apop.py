@@ -18,13 +18,11 @@ import pytest
 from conftest import MailHome, ServerProcess, start_server
 from test_sasl_scram import (
     FAILED,
-    b64,
     challenge,
     mpop,
     needs_mpop,
     unthrottled_server_args,
 )
-from test_session import encoded, replies
 
 from popframe.auth import crammd5
 from popframe.auth.crammd5 import CramMD5Context
@@ -36,6 +34,7 @@ from popframe.protocol.sasl.crammd5 import CramMD5
 from popframe.server import ServerConfig
 from popframe.stores import run_synchronously
 from popframe.testing import MemoryStore, connect_in_memory
+from popframe.testing.session import b64, encoded, replies
 from popframe.tls import make_self_signed
 
 pytestmark = pytest.mark.core

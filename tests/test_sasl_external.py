@@ -5,7 +5,6 @@ real sockets."""
 
 from __future__ import annotations
 
-import base64
 import datetime
 import poplib
 import shutil
@@ -19,7 +18,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
-from test_session import replies
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
@@ -37,6 +35,7 @@ from popframe.protocol import Authenticate, Session, SessionConfig, sasl
 from popframe.server import POP3Factory, ServerConfig
 from popframe.tap import Options
 from popframe.testing import MemoryStore, RecordingClient, failure_of, make_portal, result_of
+from popframe.testing.session import b64, replies
 from popframe.tls import load_client_cas, load_tls_options
 
 pytestmark = pytest.mark.core
@@ -44,9 +43,6 @@ pytestmark = pytest.mark.core
 ALICE = "alice@example.org"
 FAILED = b"-ERR [AUTH] authentication failed\r\n"
 
-
-def b64(data: bytes) -> bytes:
-    return base64.b64encode(data)
 
 
 # -- certificates ---------------------------------------------------------------------

@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from joserfc import jwt
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OKPKey, RSAKey
-from test_session import replies
 from twisted.internet.defer import Deferred
 
 from popframe.auth.credentials import OAuthBearerToken
@@ -45,6 +44,7 @@ from popframe.protocol.sasl.oauth import (
 )
 from popframe.server import ServerConfig
 from popframe.testing import MemoryStore, connect_in_memory, failure_of, result_of
+from popframe.testing.session import b64, replies
 
 pytestmark = pytest.mark.core
 
@@ -53,9 +53,6 @@ AUDIENCE = "pop3"
 ALICE = "alice@example.org"
 FAILED = b"-ERR [AUTH] authentication failed\r\n"
 
-
-def b64(data: bytes) -> bytes:
-    return base64.b64encode(data)
 
 
 def bearer(token: str, user: str | None = ALICE) -> bytes:

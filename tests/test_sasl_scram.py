@@ -22,7 +22,6 @@ import pytest
 import scramp
 from conftest import MailHome, ServerProcess, server_args, start_server
 from OpenSSL import SSL
-from test_session import encoded, replies
 
 from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.auth.schemes import make_hash, scram_record
@@ -38,6 +37,7 @@ from popframe.protocol.sasl.scram import ScramRecord
 from popframe.server import ServerConfig
 from popframe.stores import run_synchronously
 from popframe.testing import MemoryStore, connect_in_memory
+from popframe.testing.session import b64, encoded, replies
 
 pytestmark = pytest.mark.core
 
@@ -55,9 +55,6 @@ BINDINGS = {
     "tls-server-end-point": b"cert-hash" * 3,
 }
 
-
-def b64(data: bytes) -> bytes:
-    return base64.b64encode(data)
 
 
 def challenge(reply: object) -> str:

@@ -22,6 +22,9 @@ The modules, one job each:
 - :mod:`.contracts`: ``StoreContract`` and ``CheckerContract`` (import them
   from there: they need pytest, the rest of the kit does not);
 - :mod:`.memory`: ``MemoryStore`` and ``MemoryChecker``;
+- :mod:`.session`: ``replies``, feeding bytes to the sans-IO core and
+  collecting its encoded replies and requests (``encoded``, ``answered``,
+  ``b64`` beside it);
 - :mod:`.connection`: ``connect_in_memory``, the server protocol against a
   ``RecordingClient`` through ``twisted.test.iosim``;
 - :mod:`.process`: ``start_server``, a real ``twistd pop3`` process;
@@ -56,6 +59,7 @@ from popframe.testing.process import (
 )
 from popframe.testing.reactor import WaitTimeout, stop_reactor, wait_for
 from popframe.testing.runners import HeldRunner, RecordingRunner
+from popframe.testing.session import answered, b64, encoded, replies
 from popframe.testing.transports import BufferedTransport
 
 __all__ = [
@@ -70,9 +74,13 @@ __all__ = [
     "RecordingRunner",
     "ServerProcess",
     "WaitTimeout",
+    "answered",
+    "b64",
     "connect_in_memory",
+    "encoded",
     "failure_of",
     "make_portal",
+    "replies",
     "result_of",
     "run_twistd",
     "start_server",
