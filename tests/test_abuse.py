@@ -1,6 +1,6 @@
 """Abuse: what hostile or broken clients do to a server (issue 5, "Abuse").
 
-The first half drives the adapter in memory (StringTransport, Clock): the
+The first half drives the adapter in memory (BufferedTransport, Clock): the
 pre-authentication timeout and the per-address connection limit.  The
 second half runs a real ``twistd pop3`` (tests/conftest.py) and attacks it
 over sockets: megabyte lines, NUL bytes, invalid UTF-8, thousands of
@@ -27,7 +27,6 @@ import pytest
 from conftest import MailHome, ServerProcess, server_args, start_server
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 
 from popframe.server import POP3Factory, ServerConfig
 from popframe.testing import BufferedTransport, MemoryChecker, MemoryStore, make_portal
@@ -186,7 +185,7 @@ def test_limit_not_applied_to_the_proxy_behind_haproxy() -> None:
     wrapping = HAProxyWrappingFactory(make_factory(Clock(), max_connections_per_ip=1))
     for n in range(3):
         wrapper = wrapping.buildProtocol(None)
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 4000 + n))
+        transport = BufferedTransport(peer=IPv4Address("TCP", "127.0.0.1", 4000 + n))
         wrapper.makeConnection(transport)
         assert transport.value().startswith(b"+OK")
 

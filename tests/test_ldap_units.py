@@ -28,7 +28,7 @@ from popframe.auth.ldap import (  # noqa: E402
 from popframe.auth.ldap.cache import Expiring, RecentFailures  # noqa: E402
 from popframe.auth.ldap.settings import settings_from_mapping  # noqa: E402
 from popframe.config import ConfigurationError  # noqa: E402
-from popframe.testing import failure_of, result_of
+from popframe.testing import BufferedTransport, failure_of, result_of
 
 pytestmark = pytest.mark.core
 
@@ -322,26 +322,6 @@ def test_twistd_names_a_wrong_key(tmp_path: Path) -> None:
 # -- the client protocol, on bytes ----------------------------------------------------------
 
 
-class TLSTransport:
-    """Just enough of a transport: what was written, whether TLS started."""
-
-    def __init__(self) -> None:
-        from twisted.internet.testing import StringTransport
-
-        self.inner = StringTransport()
-        self.tls_started = False
-        self.aborted = False
-
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-        return getattr(self.inner, name)
-
-    def startTLS(self, options: object) -> None:
-        self.tls_started = True
-
-    def abortConnection(self) -> None:
-        self.aborted = True
-
-
 def _connection():  # type: ignore[no-untyped-def]
     from twisted.internet.task import Clock as ReactorClock
 
@@ -349,7 +329,7 @@ def _connection():  # type: ignore[no-untyped-def]
     from popframe.auth.ldap.settings import DirectoryURL
 
     client = _Client()
-    transport = TLSTransport()
+    transport = BufferedTransport()
     client.makeConnection(transport)
     url = DirectoryURL("ldap://127.0.0.1", "127.0.0.1", 389, False)
     return client, transport, Connection(client, url, 5, ReactorClock())
@@ -372,14 +352,12 @@ def test_starttls_drops_what_came_in_plaintext_after_the_answer() -> None:
                                   id=2).toWire()
     assert forged.endswith(real)
     client.dataReceived(answer + forged[: -len(real)])
-    assert transport.tls_started and not up
+    assert transport.tls_options is not None and not up
     client.handshakeCompleted()
     assert up
-    outcome: list[object] = []
-    connection.bind("uid=alice,dc=example,dc=org", b"guess").addBoth(outcome.append)
+    bound = connection.bind("uid=alice,dc=example,dc=org", b"guess")
     client.dataReceived(real)  # decrypted from TLS
-    [result] = outcome
-    assert isinstance(getattr(result, "value", None), BindRefused)
+    failure_of(bound, BindRefused)
 
 
 @pytest.mark.adapter
@@ -390,7 +368,7 @@ def test_garbage_from_the_server_drops_the_connection() -> None:
     assert not transport.aborted
     client.dataReceived(b"\xff" * 10)
     assert transport.aborted
-    d.addErrback(lambda _: None)
+    d.addErrback(lambda _: None)  # no answer will come: the test ends here
 
 
 @pytest.mark.adapter
@@ -398,7 +376,7 @@ def test_a_bind_never_sends_an_empty_password() -> None:
     _, transport, connection = _connection()
     with pytest.raises(ValueError):
         connection.bind("uid=alice,dc=example,dc=org", b"")
-    assert transport.inner.value() == b""
+    assert transport.value() == b""
 
 
 # -- the pool, with stand-in connections -------------------------------------------------------

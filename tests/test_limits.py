@@ -17,7 +17,6 @@ import pytest
 from conftest import MailHome, server_args, start_server
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 
 from popframe.ops import MetricsRecorder, session_observer
@@ -166,10 +165,10 @@ def test_trusted_peers_are_never_blocked_but_their_users_failures_count() -> Non
 # -- a proxy that forwards the client's address ---------------------------------------------
 
 
-def proxied(wrapping: HAProxyWrappingFactory, client: str, port: int) -> tuple[Any, StringTransport]:
+def proxied(wrapping: HAProxyWrappingFactory, client: str, port: int) -> tuple[Any, BufferedTransport]:
     """A connection from a proxy on loopback, with a PROXY v1 header for ``client``."""
     wrapper = wrapping.buildProtocol(None)
-    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000 + port))
+    transport = BufferedTransport(peer=IPv4Address("TCP", "127.0.0.1", 40000 + port))
     wrapper.makeConnection(transport)
     wrapper.dataReceived(b"PROXY TCP4 %s 192.0.2.250 %d 110\r\n" % (client.encode(), port))
     return wrapper, transport

@@ -1,4 +1,4 @@
-"""The Twisted adapter, in memory: StringTransport, iosim and a fake clock."""
+"""The Twisted adapter, in memory: BufferedTransport (a StringTransport), iosim and a fake clock."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import fail
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from popframe.protocol import Limits
@@ -246,7 +245,7 @@ def test_loopback_haproxy_does_not_make_remote_clients_local() -> None:
     factory = POP3Factory(make_portal(make_store(), MemoryChecker(ALICE)),
                           ServerConfig(tls=object()), Clock())
     wrapper = HAProxyWrappingFactory(factory).buildProtocol(None)
-    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 4000))
+    transport = BufferedTransport(peer=IPv4Address("TCP", "127.0.0.1", 4000))
     wrapper.makeConnection(transport)
     wrapper.dataReceived(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 110\r\nUSER alice\r\n")
     assert transport.value().endswith(
