@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from conftest import MailHome, server_args, start_server
 from redis_support import RedisServer
+from support.clients import pop3_login
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
@@ -224,13 +225,6 @@ def test_settings_failure_is_a_temporary_failure() -> None:
 def home(mail_home: MailHome) -> MailHome:
     mail_home.add_user("alice", "alice password")
     return mail_home
-
-
-def pop3_login(port: int) -> poplib.POP3:
-    client = poplib.POP3("127.0.0.1", port, timeout=10)
-    client.user("alice")
-    client.pass_("alice password")
-    return client
 
 
 @pytest.mark.process

@@ -23,7 +23,8 @@ import pytest
 from conftest import MailHome, server_args, start_server
 from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
-from test_workers import Pool, login, only, start_pool
+from support.clients import pop3_login
+from test_workers import Pool, only, start_pool
 
 from popframe.protocol.encoding import wire_size
 from popframe.testing import POP3, TWISTD, run_twistd, wait_until
@@ -181,7 +182,7 @@ def test_one_view_across_workers(home: MailHome) -> None:
 
         def sessions(count: int) -> None:
             for _ in range(count):
-                client = login(pool.port(), "bob")
+                client = pop3_login(pool.port(), "bob")
                 client.stat()
                 client.quit()
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TWISTD, MailHome, server_args, start_server
+from support.clients import pop3_login
 
 from popframe import workers
 from popframe.config import ConfigurationError
@@ -149,16 +150,9 @@ def pool(users: MailHome) -> Iterator[Pool]:
     server.stop()
 
 
-def login(port: int, user: str = "alice") -> poplib.POP3:
-    client = poplib.POP3("127.0.0.1", port, timeout=10)
-    client.user(user)
-    client.pass_(f"{user} password")
-    return client
-
-
 def session(pool: Pool, user: str = "alice") -> int:
     """A whole session (login, STAT, QUIT); the worker that served it."""
-    client = login(pool.port(), user)
+    client = pop3_login(pool.port(), user)
     assert client.stat()[0] == 1
     worker = pool.served_by(client, user)
     client.quit()
@@ -263,7 +257,7 @@ def test_shareable_endpoint_types() -> None:
 def test_one_worker_is_one_process(users: MailHome) -> None:
     server = start_server(server_args(users, "--workers", "1"), users.root, listeners=2)
     try:
-        client = login(server.port)
+        client = pop3_login(server.port)
         assert client.stat()[0] == 1
         client.quit()
         assert server.children() == []
@@ -305,7 +299,7 @@ def test_implicit_tls_and_unix_listeners_are_shared(pool: Pool, users: MailHome)
 
 def test_the_lock_holds_across_workers(pool: Pool) -> None:
     with only(pool, 1):
-        holder = login(pool.port())
+        holder = pop3_login(pool.port())
     assert pool.served_by(holder) == 1
     # With worker 1 stopped, every attempt reaches worker 2: the lock holds
     # across processes.
@@ -324,7 +318,7 @@ def test_the_lock_holds_across_workers(pool: Pool) -> None:
 
 def test_a_killed_worker_is_replaced_and_its_lock_released(pool: Pool) -> None:
     with only(pool, 1):
-        holder = login(pool.port())
+        holder = pop3_login(pool.port())
     assert pool.served_by(holder) == 1
     victim = pool.pids()[1]
     os.kill(victim, signal.SIGKILL)
@@ -371,7 +365,7 @@ def test_sighup_reaches_every_worker(pool: Pool) -> None:
 
 def test_sigterm_stops_every_worker(pool: Pool, users: MailHome) -> None:
     pids = list(pool.pids().values())
-    holder = login(pool.port())
+    holder = pop3_login(pool.port())
     pool.process.send_signal(signal.SIGTERM)
     returncode = pool.process.wait(workers.STOP_TIMEOUT + 20)
     assert returncode == 0
@@ -553,7 +547,7 @@ def test_a_worker_stops_when_the_pipe_from_its_parent_closes(users: MailHome) ->
             for line in log:
                 if b"ready (pid" in line:
                     break
-            client = login(port)
+            client = pop3_login(port)
             assert client.stat()[0] == 1
             client.quit()
             assert worker.stdin is not None
