@@ -22,8 +22,14 @@ from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 from popframe.ops import MetricsRecorder, session_observer
 from popframe.server import POP3Factory, ServerConfig
 from popframe.server.limits import SharedConnectionCount, shared_count_segment
-from popframe.testing import BufferedTransport, MemoryChecker, MemoryStore, make_portal
-from popframe.testing.deferreds import result_of
+from popframe.testing import (
+    BufferedTransport,
+    MemoryChecker,
+    MemoryStore,
+    make_portal,
+    result_of,
+    wait_until,
+)
 from popframe.throttle import LOOPBACK, MemoryThrottleStore, Throttle, TrustedNetworks
 
 pytestmark = pytest.mark.adapter
@@ -268,13 +274,8 @@ def greeting(port: int) -> tuple[socket.socket, bytes]:
 
 
 def scrape(server_log: Any) -> str:
-    deadline = time.monotonic() + 20
-    while True:
-        found = re.search(r"popframe metrics starting on (\d+)", server_log.read_text())
-        if found or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert found, server_log.read_text()
+    found = wait_until(lambda: re.search(r"popframe metrics starting on (\d+)", server_log.read_text()),
+                       "the metrics port in the log", 20)
     with urllib.request.urlopen(f"http://127.0.0.1:{found.group(1)}/metrics", timeout=10) as page:
         return str(page.read().decode())
 
