@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.clocks import ManualClock
 from support.ports import free_port
 
 from popframe.testing import wait_until
@@ -410,14 +411,8 @@ def start_samba_dc() -> Iterator[SambaDC]:
         yield from _serving(SambaDC(Path(root)))
 
 
-class Clock:
-    """A clock the tests move by hand (for the caches' TTLs)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+#: The name the LDAP test modules import.
+Clock = ManualClock
 
 
 class Unresponsive:

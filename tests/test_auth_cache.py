@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from support.clocks import ManualClock
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.python import usage
@@ -22,16 +23,8 @@ pytestmark = pytest.mark.core
 T = TypeVar("T")
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_remembered_password_is_verified_until_the_ttl() -> None:
-    clock = FakeClock()
+    clock = ManualClock(100.0)
     cache = VerifiedPasswords(60, clock=clock)
     cache.remember("alice", "{X}stored", b"secret")
     assert cache.verified("alice", "{X}stored", b"secret")
