@@ -22,6 +22,7 @@ import pytest
 import scramp
 from conftest import MailHome, ServerProcess, server_args, start_server
 from OpenSSL import SSL
+from support.clients import LineClient
 
 from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.auth.schemes import make_hash, scram_record
@@ -549,27 +550,6 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mail
     server = start_server(args, home.root, listeners=2)
     yield home, server
     server.stop()
-
-
-class LineClient:
-    def __init__(self, sock: socket.socket | ssl.SSLSocket | SSL.Connection) -> None:
-        self.sock, self.buffer = sock, b""
-
-    def line(self) -> bytes:
-        while b"\r\n" not in self.buffer:
-            try:
-                data = self.sock.recv(4096)
-            except SSL.WantReadError:  # pyOpenSSL on a socket with a timeout
-                assert select.select([self.sock], [], [], 10)[0], "timed out"
-                continue
-            assert data, "connection closed"
-            self.buffer += data
-        line, self.buffer = self.buffer.split(b"\r\n", 1)
-        return line
-
-    def command(self, data: bytes) -> bytes:
-        self.sock.sendall(data + b"\r\n")
-        return self.line()
 
 
 def socket_login(conn: LineClient, mechanism: bytes, first: bytes, final: Callable[[str], bytes]) -> bytes:
