@@ -30,7 +30,13 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
 
 from popframe.server import POP3Factory, ServerConfig
-from popframe.testing import BufferedTransport, MemoryChecker, MemoryStore, make_portal
+from popframe.testing import (
+    BufferedTransport,
+    MemoryChecker,
+    MemoryStore,
+    connect_transport,
+    make_portal,
+)
 
 pytestmark = pytest.mark.adapter
 
@@ -53,10 +59,7 @@ def make_factory(clock: Clock, **config: Any) -> POP3Factory:
 def open_connection(
     factory: POP3Factory, transport: BufferedTransport | None = None
 ) -> tuple[Any, BufferedTransport]:
-    transport = transport or BufferedTransport(peer=REMOTE)
-    protocol = factory.buildProtocol(transport.getPeer())
-    protocol.makeConnection(transport)
-    return protocol, transport
+    return connect_transport(factory, transport, REMOTE)
 
 
 def test_silent_client_is_dropped_at_the_preauth_timeout() -> None:
@@ -185,9 +188,7 @@ def test_limit_not_applied_to_the_proxy_behind_haproxy() -> None:
 
     wrapping = HAProxyWrappingFactory(make_factory(Clock(), max_connections_per_ip=1))
     for n in range(3):
-        wrapper = wrapping.buildProtocol(None)
-        transport = BufferedTransport(peer=IPv4Address("TCP", "127.0.0.1", 4000 + n))
-        wrapper.makeConnection(transport)
+        _, transport = connect_transport(wrapping, peer=IPv4Address("TCP", "127.0.0.1", 4000 + n))
         assert transport.value().startswith(b"+OK")
 
 

@@ -26,6 +26,7 @@ from popframe.testing import (
     BufferedTransport,
     MemoryChecker,
     MemoryStore,
+    connect_transport,
     make_portal,
     result_of,
     wait_until,
@@ -53,10 +54,7 @@ def make_factory(**config: Any) -> tuple[POP3Factory, MetricsRecorder]:
 
 
 def connect(factory: POP3Factory, peer: Any = REMOTE) -> tuple[Any, BufferedTransport]:
-    transport = BufferedTransport(peer=peer)
-    protocol = factory.buildProtocol(peer)
-    protocol.makeConnection(transport)
-    return protocol, transport
+    return connect_transport(factory, peer=peer)
 
 
 # -- --max-connections ------------------------------------------------------------------
@@ -173,9 +171,7 @@ def test_trusted_peers_are_never_blocked_but_their_users_failures_count() -> Non
 
 def proxied(wrapping: HAProxyWrappingFactory, client: str, port: int) -> tuple[Any, BufferedTransport]:
     """A connection from a proxy on loopback, with a PROXY v1 header for ``client``."""
-    wrapper = wrapping.buildProtocol(None)
-    transport = BufferedTransport(peer=IPv4Address("TCP", "127.0.0.1", 40000 + port))
-    wrapper.makeConnection(transport)
+    wrapper, transport = connect_transport(wrapping, peer=IPv4Address("TCP", "127.0.0.1", 40000 + port))
     wrapper.dataReceived(b"PROXY TCP4 %s 192.0.2.250 %d 110\r\n" % (client.encode(), port))
     return wrapper, transport
 

@@ -20,6 +20,7 @@ from popframe.testing import (
     MemoryChecker,
     MemoryStore,
     connect_in_memory,
+    connect_transport,
     make_portal,
 )
 
@@ -133,8 +134,7 @@ def connect(transport: BufferedTransport, store: MemoryStore | None = None,
             clock: Clock | None = None, **config: Any) -> Any:
     factory = POP3Factory(make_portal(store or make_store(), MemoryChecker(ALICE)),
                           ServerConfig(**config), clock or Clock())
-    protocol = factory.buildProtocol(None)
-    protocol.makeConnection(transport)
+    protocol, _ = connect_transport(factory, transport)
     return protocol
 
 
@@ -244,9 +244,8 @@ def test_loopback_haproxy_does_not_make_remote_clients_local() -> None:
 
     factory = POP3Factory(make_portal(make_store(), MemoryChecker(ALICE)),
                           ServerConfig(tls=object()), Clock())
-    wrapper = HAProxyWrappingFactory(factory).buildProtocol(None)
-    transport = BufferedTransport(peer=IPv4Address("TCP", "127.0.0.1", 4000))
-    wrapper.makeConnection(transport)
+    wrapper, transport = connect_transport(HAProxyWrappingFactory(factory),
+                                           peer=IPv4Address("TCP", "127.0.0.1", 4000))
     wrapper.dataReceived(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 110\r\nUSER alice\r\n")
     assert transport.value().endswith(
         b"-ERR plaintext authentication is disabled, use STLS first\r\n"

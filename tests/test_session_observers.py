@@ -36,7 +36,13 @@ from popframe.server import POP3Factory, ServerConfig
 from popframe.server.factory import listener_name
 from popframe.server.observers import SessionObservers, combine_observers
 from popframe.stores.memory import MemoryMaildrop
-from popframe.testing import BufferedTransport, MemoryChecker, MemoryStore, make_portal
+from popframe.testing import (
+    BufferedTransport,
+    MemoryChecker,
+    MemoryStore,
+    connect_transport,
+    make_portal,
+)
 from popframe.throttle import MemoryThrottleStore, Throttle
 
 pytestmark = pytest.mark.adapter
@@ -101,10 +107,8 @@ class Server:
         self.factory.set_observer(SessionObservers([LogoutLine(), self.metrics, self.closed]))
 
     def connect(self, peer: Any = REMOTE, listener: str = "tcp:110") -> tuple[Any, BufferedTransport]:
-        transport = BufferedTransport(peer=peer)
-        protocol = TrackingFactory(self.factory, Connections(self.clock), listener).buildProtocol(peer)
-        protocol.makeConnection(transport)
-        return protocol, transport
+        return connect_transport(TrackingFactory(self.factory, Connections(self.clock), listener),
+                                 peer=peer)
 
     @property
     def record(self) -> SessionRecord:
@@ -410,9 +414,7 @@ def test_default_observer_costs_nothing_and_records_still_fill() -> None:
                                       MemoryChecker(USERS)),
                           ServerConfig(allow_plaintext_auth=True), clock)
     assert type(factory.observer) is SessionObserver
-    transport = BufferedTransport(peer=REMOTE)
-    protocol = factory.buildProtocol(REMOTE)
-    protocol.makeConnection(transport)
+    protocol, _ = connect_transport(factory, peer=REMOTE)
     protocol.dataReceived(LOGIN + b"RETR 1\r\n")
     assert protocol.record.retrieved == 1 and protocol.record.listener == "-"
 

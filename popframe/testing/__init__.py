@@ -33,7 +33,8 @@ The modules, one job each:
 - :mod:`.polling`: ``wait_until``, asking again until a deadline (for what
   is not a Deferred: a port, a lock another process holds);
 - :mod:`.transports`: ``BufferedTransport``, a ``StringTransport`` that
-  pushes back like a socket;
+  pushes back like a socket, and ``connect_transport``, a factory's
+  protocol connected to one;
 - :mod:`.deferreds`: ``result_of`` / ``failure_of``, reading a fired Deferred;
 - :mod:`.reactor`: ``wait_for``, running the reactor until one fires;
 - :mod:`.runners`: ``RecordingRunner`` and ``HeldRunner``, stand-ins for a
@@ -60,7 +61,7 @@ from popframe.testing.process import (
 from popframe.testing.reactor import WaitTimeout, stop_reactor, wait_for
 from popframe.testing.runners import HeldRunner, RecordingRunner
 from popframe.testing.session import answered, b64, encoded, replies
-from popframe.testing.transports import BufferedTransport
+from popframe.testing.transports import BufferedTransport, connect_transport
 
 __all__ = [
     "POP3",
@@ -77,6 +78,7 @@ __all__ = [
     "answered",
     "b64",
     "connect_in_memory",
+    "connect_transport",
     "encoded",
     "failure_of",
     "make_portal",
