@@ -19,10 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import ISSLTransport
-from twisted.internet.task import Clock
-from twisted.test import iosim
-from zope.interface import alsoProvides
 
 from popframe.auth.clientcert import (
     ClientCertificateChecker,
@@ -32,9 +28,9 @@ from popframe.auth.clientcert import (
 from popframe.auth.credentials import ClientCertificate
 from popframe.config import ConfigurationError
 from popframe.protocol import Authenticate, Session, SessionConfig, sasl
-from popframe.server import POP3Factory, ServerConfig
+from popframe.server import ServerConfig
 from popframe.tap import Options
-from popframe.testing import MemoryStore, RecordingClient, failure_of, make_portal, result_of
+from popframe.testing import MemoryStore, connect_in_memory, failure_of, result_of
 from popframe.testing.session import b64, replies
 from popframe.tls import load_client_cas, load_tls_options
 
@@ -281,25 +277,10 @@ class _Handle:
 
 
 def connect_tls(certificate: x509.Certificate | None, mapping: str = "email", **config: object):
-    clock = Clock()
     store = MemoryStore({ALICE: [b"Subject: hi\r\n\r\nhello\r\n"], "alice": []})
-    factory = POP3Factory(make_portal(store, ClientCertificateChecker(mapping)), ServerConfig(**config), clock)  # type: ignore[arg-type]
-    server = factory.buildProtocol(None)
-    client = RecordingClient()
-    peer, host = IPv4Address("TCP", "192.0.2.1", 50000), IPv4Address("TCP", "192.0.2.2", 110)
-    server_transport = iosim.FakeTransport(server, isServer=True, hostAddress=host, peerAddress=peer)
-    alsoProvides(server_transport, ISSLTransport)
-    server_transport.getHandle = lambda: _Handle(certificate)  # type: ignore[method-assign]
-    client_transport = iosim.FakeTransport(client, isServer=False, hostAddress=peer, peerAddress=host)
-    pump = iosim.connect(server, server_transport, client, client_transport, clock=clock)
-
-    def send(data: bytes) -> bytes:
-        start = len(client.received)
-        client_transport.write(data)
-        pump.flush()
-        return bytes(client.received[start:])
-
-    return send
+    return connect_in_memory(store, ClientCertificateChecker(mapping), ServerConfig(**config),  # type: ignore[arg-type]
+                             peer=IPv4Address("TCP", "192.0.2.1", 50000),
+                             tls_handle=_Handle(certificate)).send
 
 
 @pytest.mark.adapter
