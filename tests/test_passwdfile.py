@@ -43,6 +43,9 @@ from popframe.testing import HeldRunner, result_of
 
 pytestmark = pytest.mark.core
 
+#: The name other test modules import.
+run_now = run_synchronously
+
 T = TypeVar("T")
 
 ALICE_PASSWORD = b"alice's secret"

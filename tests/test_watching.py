@@ -31,6 +31,9 @@ from popframe.testing import POP3, TWISTD, run_twistd, wait_until
 
 pytestmark = pytest.mark.process
 
+#: The name other test modules import (tests/test_autoconfig.py, ...).
+wait_for = wait_until
+
 MESSAGES = [b"Subject: one\r\n\r\nhello\r\n", b"Subject: two\n\nsecond\n.dot\n"]
 WAIT = 30.0
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -34,8 +34,14 @@ from popframe.tap import Options
 from popframe.testing import POP3, run_twistd, wait_for_log, wait_until
 from popframe.workers.pool import _Slot
 
-pytestmark = [pytest.mark.process, pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="reads /proc; relies on PR_SET_PDEATHSIG")]
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(not sys.platform.startswith("linux"),
+                       reason="reads /proc; relies on PR_SET_PDEATHSIG"),
+]
+
+#: The name other test modules import.
+login = pop3_login
 
 WAIT_SECONDS = 60  # generous: workers start in parallel on a busy machine
 _LISTENING = re.compile(r"listening on (\S+) for (\d+) workers")
