@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+# The hook that fails the collection of a test of no kind (support/kinds.py).
+from support.kinds import pytest_collection_modifyitems  # noqa: F401
 from twisted.logger import formatEvent, globalLogPublisher
 
 from popframe.auth.schemes import make_hash

@@ -10,12 +10,11 @@ import re
 import smtplib
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from popframe.auth.schemes import make_hash
-from popframe.testing import TWISTD
+from popframe.testing import POP3, TWISTD, wait_for_log, wait_until
 
 IN_CI = os.environ.get("CI") == "true"
 poplib._MAXLINE = 1 << 20  # the overlong-line messages
@@ -52,17 +51,15 @@ class Popframe:
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_for(self, pattern: str, count: int = 1, timeout: float = START_SECONDS) -> list[str]:
-        """Poll the log until ``pattern`` matched ``count`` times."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = re.findall(pattern, self.text())
-            if len(found) >= count:
-                return found
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"no {pattern!r} x{count} in:\n{self.text()}")
-            time.sleep(0.02)
+    def wait_for(self, pattern: str, count: int = 1,
+                 timeout: float = START_SECONDS) -> list[re.Match[str]]:
+        """The first ``count`` matches of ``pattern`` in the log, waiting
+        for them; stops the server when they do not come."""
+        try:
+            return wait_for_log(self.process, self.log, pattern, count, timeout)
+        except AssertionError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -78,7 +75,7 @@ def start_popframe(root: Path, store: str, users: Users, *extra: str, workers: i
     """Start the server in ``root`` and wait until it serves."""
     log = root / "twistd.log"
     socket_path = root / "lmtp.sock"
-    args = [*TWISTD, "-n", "--pidfile=", "--logfile=-", "pop3",
+    args = [*TWISTD, *POP3,
             "--listen", "tcp:0:interface=127.0.0.1", "--lmtp", f"unix:{socket_path}",
             "--store", store, "--auth", f"passwd-file:{users.path}",
             "--workers", str(workers), *extra]
@@ -86,11 +83,13 @@ def start_popframe(root: Path, store: str, users: Users, *extra: str, workers: i
         process = subprocess.Popen(args, cwd=root, stdout=out, stderr=subprocess.STDOUT)
     server = Popframe(process, log, socket_path)
     match = server.wait_for(_POP3_PORT.pattern)[0]
-    server.port = int(match[0] or match[1])
+    server.port = int(match[1] or match[2])
     if workers > 1:
         server.wait_for(r"ready \(pid \d+\): serving", count=workers)
     else:
         server.wait_for(r"LMTPFactory starting on")
+    # Twisted logs a UNIX port's "starting on" before it binds the socket.
+    wait_until(socket_path.exists, f"{socket_path} to be bound")
     return server
 
 

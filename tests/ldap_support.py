@@ -34,7 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.clocks import ManualClock
+from support.ports import free_port
 
+from popframe.testing import wait_until
 from popframe.tls import make_self_signed
 
 SUFFIX = "dc=example,dc=org"
@@ -155,11 +158,6 @@ def seed_ldif(extra_users: int = 0) -> str:
     return "\n".join(parts)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def _missing(reason: str) -> None:
     """Skip locally; fail in CI (tests/run.sh installs what is missing)."""
@@ -173,8 +171,8 @@ class Slapd:
     """One slapd of the tests' own; see the module docstring."""
 
     root: Path
-    port: int = field(default_factory=_free_port)
-    tls_port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
+    tls_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     extra_users: int = 0
     #: More entries for the seed (LDIF), and modules to load (``pw-sha2``
@@ -295,20 +293,18 @@ def _wait_listening(process: subprocess.Popen[bytes], host: str, ports: list[int
                     seconds: float, log_path: Path) -> None:
     """Return once ``host`` accepts TCP on every port; kill the process and
     raise ``RuntimeError`` with its log if it exits or takes too long."""
-    deadline = time.monotonic() + seconds
-    for port in ports:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{process.args[0]} exited: {log_path.read_text()}")
-            try:
-                socket.create_connection((host, port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    _terminate(process)
-                    raise RuntimeError(f"{process.args[0]} did not listen on {host}:{port}: "
-                                       f"{log_path.read_text()}") from None
-                time.sleep(0.02)
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited: {log_path.read_text()}")
+        for port in ports:
+            socket.create_connection((host, port), timeout=1).close()
+        return True
+
+    try:
+        wait_until(listening, f"{process.args[0]} to listen", seconds, 0.02, retry_on=(OSError,))
+    except AssertionError as error:
+        _terminate(process)
+        raise RuntimeError(f"{error}: {log_path.read_text()}") from None
 
 
 def _terminate(process: subprocess.Popen[bytes]) -> None:
@@ -424,14 +420,8 @@ def start_samba_dc() -> Iterator[SambaDC]:
         yield from _serving(SambaDC(Path(root)))
 
 
-class Clock:
-    """A clock the tests move by hand (for the caches' TTLs)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+#: The name the LDAP test modules import.
+Clock = ManualClock
 
 
 class Unresponsive:

@@ -9,8 +9,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from support.ports import free_port
+
+from popframe.testing import wait_until
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 
@@ -42,11 +45,6 @@ def postfix_available() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Postfix:
     """One instance; ``root`` is a fresh directory every user can search
@@ -58,7 +56,7 @@ class Postfix:
         self.etc = self.root / "etc"
         self.etc.mkdir()
         (self.root / "queue").mkdir()
-        self.port = _free_port()
+        self.port = free_port()
         self.banner = f"popframe-test-{os.getpid()}-{self.port}"
         main = {
             "compatibility_level": "3.6",
@@ -89,17 +87,14 @@ class Postfix:
                                  text=True, timeout=timeout)
         if started.returncode != 0:
             raise RuntimeError(f"postfix start: {started.stdout}{started.stderr}{self.log()}")
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-                    if self.banner.encode() in s.recv(1024):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no Postfix banner on {self.port}:\n{self.log()}")
-            time.sleep(0.05)
+        def banner() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                return self.banner.encode() in s.recv(1024)
+
+        try:
+            wait_until(banner, f"the Postfix banner on {self.port}", timeout, retry_on=(OSError,))
+        except AssertionError as error:
+            raise RuntimeError(f"{error}:\n{self.log()}") from None
 
     def stop(self) -> None:
         subprocess.run([POSTFIX, "-c", str(self.etc), "stop"], capture_output=True, timeout=60)

@@ -1,6 +1,6 @@
 """Abuse: what hostile or broken clients do to a server (issue 5, "Abuse").
 
-The first half drives the adapter in memory (StringTransport, Clock): the
+The first half drives the adapter in memory (BufferedTransport, Clock): the
 pre-authentication timeout and the per-address connection limit.  The
 second half runs a real ``twistd pop3`` (tests/conftest.py) and attacks it
 over sockets: megabyte lines, NUL bytes, invalid UTF-8, thousands of
@@ -25,12 +25,20 @@ from typing import Any
 
 import pytest
 from conftest import MailHome, ServerProcess, server_args, start_server
+from support.clients import LineClient
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 
 from popframe.server import POP3Factory, ServerConfig
-from popframe.testing import BufferedTransport, MemoryChecker, MemoryStore, make_portal
+from popframe.testing import (
+    BufferedTransport,
+    MemoryChecker,
+    MemoryStore,
+    connect_transport,
+    make_portal,
+)
+
+pytestmark = pytest.mark.adapter
 
 # -- in memory: the pre-authentication timeout --------------------------------
 
@@ -51,10 +59,7 @@ def make_factory(clock: Clock, **config: Any) -> POP3Factory:
 def open_connection(
     factory: POP3Factory, transport: BufferedTransport | None = None
 ) -> tuple[Any, BufferedTransport]:
-    transport = transport or BufferedTransport(peer=REMOTE)
-    protocol = factory.buildProtocol(transport.getPeer())
-    protocol.makeConnection(transport)
-    return protocol, transport
+    return connect_transport(factory, transport, REMOTE)
 
 
 def test_silent_client_is_dropped_at_the_preauth_timeout() -> None:
@@ -183,12 +188,11 @@ def test_limit_not_applied_to_the_proxy_behind_haproxy() -> None:
 
     wrapping = HAProxyWrappingFactory(make_factory(Clock(), max_connections_per_ip=1))
     for n in range(3):
-        wrapper = wrapping.buildProtocol(None)
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 4000 + n))
-        wrapper.makeConnection(transport)
+        _, transport = connect_transport(wrapping, peer=IPv4Address("TCP", "127.0.0.1", 4000 + n))
         assert transport.value().startswith(b"+OK")
 
 
+@pytest.mark.core
 def test_options_flow_into_server_config(tmp_path: Path) -> None:
     from popframe.assembly import make_factory as factory_from_settings
     from popframe.settings import Settings
@@ -224,47 +228,6 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-class Client:
-    """A blocking line client with a bounded timeout on every read."""
-
-    def __init__(self, port: int, timeout: float = TIMEOUT) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buffer = b""
-
-    def line(self) -> bytes:
-        while b"\r\n" not in self.buffer:
-            data = self.sock.recv(65536)
-            if not data:
-                raise EOFError(self.buffer)
-            self.buffer += data
-        line, self.buffer = self.buffer.split(b"\r\n", 1)
-        return line
-
-    def multiline(self) -> list[bytes]:
-        lines = []
-        while (line := self.line()) != b".":
-            lines.append(line)
-        return lines
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def command(self, data: bytes) -> bytes:
-        self.send(data + b"\r\n")
-        return self.line()
-
-    def until_eof(self) -> bytes:
-        """Everything until the server closes (bounded by the timeout)."""
-        data = self.buffer
-        while chunk := self.sock.recv(65536):
-            data += chunk
-        self.buffer = b""
-        return data
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def assert_clean_log(server: ServerProcess) -> None:
     time.sleep(0.2)  # let the log drain
     text = server.log.read_text(errors="replace")
@@ -291,19 +254,20 @@ def server(abuse_home: MailHome) -> Iterator[ServerProcess]:
     assert_clean_log(server)
 
 
-def login(client: Client) -> None:
+def login(client: LineClient) -> None:
     assert client.line().startswith(b"+OK")
     assert client.command(b"USER alice").startswith(b"+OK")
     assert client.command(b"PASS alice password").startswith(b"+OK maildrop has")
 
 
+@pytest.mark.process
 def test_megabyte_lines_are_refused_and_memory_stays_flat(server: ServerProcess) -> None:
     pid = server.process.pid
     megabyte = b"X" * (1 << 20)
 
     def round_of_lines() -> None:
         for prefix in (b"", b"USER ", b"AUTH PLAIN ", b"PASS "):
-            client = Client(server.port)
+            client = LineClient.connect(server.port, TIMEOUT)
             assert client.line().startswith(b"+OK")
             for _ in range(3):
                 client.send(prefix + megabyte + b"\r\n")
@@ -319,7 +283,7 @@ def test_megabyte_lines_are_refused_and_memory_stays_flat(server: ServerProcess)
     after = rss_kib(pid)
     assert after - before < 8 * 1024, (before, after)
     # A megabyte line inside a session too.
-    client = Client(server.port)
+    client = LineClient.connect(server.port, TIMEOUT)
     login(client)
     client.send(megabyte + b"\r\nSTAT\r\n")
     assert client.line() == b"-ERR command line too long"
@@ -334,6 +298,7 @@ def test_megabyte_lines_are_refused_and_memory_stays_flat(server: ServerProcess)
     client.close()
 
 
+@pytest.mark.process
 def test_nul_bytes_and_invalid_utf8_get_err(server: ServerProcess) -> None:
     b64 = lambda data: base64.b64encode(data)  # noqa: E731
     cases = [
@@ -344,13 +309,13 @@ def test_nul_bytes_and_invalid_utf8_get_err(server: ServerProcess) -> None:
         b"AUTH PLAIN \0", b"AUTH LOGIN " + b64(b"\xff"), b"LIST \xd9\xa3",  # Arabic-Indic 3
         b"RETR \xef\xbc\x91",  # fullwidth 1
     ]
-    client = Client(server.port)
+    client = LineClient.connect(server.port, TIMEOUT)
     assert client.line().startswith(b"+OK")
     sent = 0
     for case in cases:
         if sent == 8:  # stay under the bad-command limit
             client.close()
-            client = Client(server.port)
+            client = LineClient.connect(server.port, TIMEOUT)
             assert client.line().startswith(b"+OK")
             sent = 0
         reply = client.command(case)
@@ -359,7 +324,7 @@ def test_nul_bytes_and_invalid_utf8_get_err(server: ServerProcess) -> None:
         assert reply.startswith(b"-ERR"), (case, reply)
         sent += 1
     # UTF8 mode: invalid UTF-8 and unnormalizable names are refused too.
-    client = Client(server.port)
+    client = LineClient.connect(server.port, TIMEOUT)
     assert client.line().startswith(b"+OK")
     assert client.command(b"UTF8").startswith(b"+OK")
     for case in (b"USER \xc3\x28", b"USER \xe2\x80\xae", b"USER a\xcc\x88\xe2\x80\x8b"):
@@ -371,8 +336,9 @@ def test_nul_bytes_and_invalid_utf8_get_err(server: ServerProcess) -> None:
     client.close()
 
 
+@pytest.mark.process
 def test_thousands_of_pipelined_commands_answered_in_order(server: ServerProcess) -> None:
-    client = Client(server.port)
+    client = LineClient.connect(server.port, TIMEOUT)
     login(client)
     commands, expected = [], []
     for n in range(5000):
@@ -397,12 +363,13 @@ def test_thousands_of_pipelined_commands_answered_in_order(server: ServerProcess
     client.close()
 
 
+@pytest.mark.process
 def test_client_that_never_reads_does_not_grow_the_server(abuse_home: MailHome) -> None:
     abuse_home.deliver("alice", b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 8000)  # 8 MB
     server = run_server(abuse_home)
     try:
         pid = server.process.pid
-        client = Client(server.port)
+        client = LineClient.connect(server.port, TIMEOUT)
         login(client)
         client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         before = rss_kib(pid)
@@ -424,7 +391,7 @@ def test_client_that_never_reads_does_not_grow_the_server(abuse_home: MailHome) 
         assert max(samples) - before < 16 * 1024, (before, samples)
         assert samples[-1] - samples[0] < 2 * 1024, samples
         # Another client is served meanwhile.
-        other = Client(server.port)
+        other = LineClient.connect(server.port, TIMEOUT)
         assert other.line().startswith(b"+OK")
         assert other.command(b"CAPA").startswith(b"+OK")
         other.close()
@@ -434,17 +401,18 @@ def test_client_that_never_reads_does_not_grow_the_server(abuse_home: MailHome) 
     assert_clean_log(server)
 
 
+@pytest.mark.process
 def test_silent_and_trickling_clients_are_dropped_after_the_preauth_timeout(
         abuse_home: MailHome) -> None:
     server = run_server(abuse_home, "--preauth-timeout", "1")
     try:
-        silent = Client(server.port, timeout=10)
+        silent = LineClient.connect(server.port, 10)
         start = time.monotonic()
         assert silent.line().startswith(b"+OK")
         assert silent.until_eof() == b"-ERR [SYS/TEMP] login timed out\r\n"
         assert 0.8 < time.monotonic() - start < 5
 
-        trickle = Client(server.port, timeout=10)
+        trickle = LineClient.connect(server.port, 10)
         start = time.monotonic()
         assert trickle.line().startswith(b"+OK")
         with pytest.raises(OSError):
@@ -455,7 +423,7 @@ def test_silent_and_trickling_clients_are_dropped_after_the_preauth_timeout(
         assert time.monotonic() - start < 4
 
         # A client that logged in is not cut by it.
-        client = Client(server.port, timeout=10)
+        client = LineClient.connect(server.port, 10)
         login(client)
         time.sleep(1.5)
         assert client.command(b"NOOP") == b"+OK"
@@ -465,19 +433,20 @@ def test_silent_and_trickling_clients_are_dropped_after_the_preauth_timeout(
     assert_clean_log(server)
 
 
+@pytest.mark.process
 def test_connections_per_address_limit_on_a_real_server(abuse_home: MailHome) -> None:
     # Loopback is trusted (exempt) by default: trust nobody here.
     server = run_server(abuse_home, "--max-connections-per-ip", "3", "--trusted-networks", "none")
     try:
-        clients = [Client(server.port) for _ in range(3)]
+        clients = [LineClient.connect(server.port, TIMEOUT) for _ in range(3)]
         for client in clients:
             assert client.line().startswith(b"+OK")
-        refused = Client(server.port)
+        refused = LineClient.connect(server.port, TIMEOUT)
         assert refused.until_eof() == b"-ERR [SYS/TEMP] too many connections from your address\r\n"
         clients.pop().close()
         deadline = time.monotonic() + 5
         while True:  # the server notices the close asynchronously
-            again = Client(server.port)
+            again = LineClient.connect(server.port, TIMEOUT)
             first = again.line()
             if first.startswith(b"+OK") or time.monotonic() > deadline:
                 break
@@ -578,6 +547,7 @@ def measure_idle_connections(home: MailHome, count: int) -> dict[str, float]:
         assert_clean_log(server)
 
 
+@pytest.mark.process
 def test_memory_per_idle_connection(mail_home: MailHome) -> None:
     result = measure_idle_connections(mail_home, SUITE_IDLE_CONNECTIONS)
     print(f"\nidle connections: {result}")
@@ -598,6 +568,7 @@ def tree(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
+@pytest.mark.process
 def test_hostile_user_names_stay_inside_the_store_and_out_of_the_logs(mail_home: MailHome) -> None:
     mail_home.add_user("alice", "alice password")
     with open(mail_home.passwd_file, "ab") as f:  # as an administrator's typo would
@@ -612,8 +583,8 @@ def test_hostile_user_names_stay_inside_the_store_and_out_of_the_logs(mail_home:
     server = run_server(mail_home, "--max-ip-failures", "0")
     attempts = 0
     try:
-        def fresh() -> Client:
-            client = Client(server.port)
+        def fresh() -> LineClient:
+            client = LineClient.connect(server.port, TIMEOUT)
             assert client.line().startswith(b"+OK")
             return client
 

@@ -27,6 +27,8 @@ from popframe.cli import subcommand_names
 from popframe.cli.import_ import Progress, read_source
 from popframe.stores.maildir.names import base_name, delivery_order
 
+pytestmark = pytest.mark.process
+
 POPFRAME = [sys.executable, "-m", "popframe"]
 
 
@@ -300,6 +302,7 @@ def test_import_errors_are_one_line(tmp_path: Path) -> None:
     assert other.returncode == 1 and "it belongs to another import" in other.stderr
 
 
+@pytest.mark.core
 def test_mbox_reading_keeps_octets(tmp_path: Path) -> None:
     mbox = tmp_path / "m"
     mbox.write_bytes(
@@ -311,6 +314,7 @@ def test_mbox_reading_keeps_octets(tmp_path: Path) -> None:
     assert len({m.key for m in messages}) == 2
 
 
+@pytest.mark.core
 def test_progress_line() -> None:
     now = [100.0]
     progress = Progress(None, 1000, clock=lambda: now[0])

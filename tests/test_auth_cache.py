@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
+from support.clocks import ManualClock
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python import usage
 
 from popframe.auth.cache import VerifiedPasswords
@@ -18,20 +17,15 @@ from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.auth.schemes import make_hash
 from popframe.interfaces import SecretKind
 from popframe.tap import Options
+from popframe.testing import RecordingRunner, result_of
+
+pytestmark = pytest.mark.core
 
 T = TypeVar("T")
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_remembered_password_is_verified_until_the_ttl() -> None:
-    clock = FakeClock()
+    clock = ManualClock(100.0)
     cache = VerifiedPasswords(60, clock=clock)
     cache.remember("alice", "{X}stored", b"secret")
     assert cache.verified("alice", "{X}stored", b"secret")
@@ -55,27 +49,13 @@ def test_the_cache_keeps_no_password_and_is_bounded() -> None:
         VerifiedPasswords(0)
 
 
-class CountingRunner:
-    """A synchronous stand-in for the thread pool that counts its calls."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def __call__(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
-        self.calls.append(function.__name__)
-        try:
-            return succeed(function(*args))
-        except Exception:
-            return fail()
-
 
 def login(checker: PasswdFileChecker, user: bytes, password: bytes) -> bool:
-    results: list[Any] = []
-    checker.requestAvatarId(UsernamePassword(user, password)).addBoth(results.append)
-    if isinstance(results[0], bytes):
-        return True
-    results[0].trap(UnauthorizedLogin)
-    return False
+    try:
+        result_of(checker.requestAvatarId(UsernamePassword(user, password)))
+    except UnauthorizedLogin:
+        return False
+    return True
 
 
 @pytest.fixture
@@ -86,7 +66,7 @@ def users(tmp_path: Path) -> Path:
 
 
 def test_a_cached_login_runs_no_hash_and_no_thread(users: Path) -> None:
-    runner = CountingRunner()
+    runner = RecordingRunner()
     checker = PasswdFileChecker(users, run_blocking=runner,
                                 verified_passwords=VerifiedPasswords(60))
     assert login(checker, b"alice", b"secret")
@@ -99,7 +79,7 @@ def test_a_cached_login_runs_no_hash_and_no_thread(users: Path) -> None:
 
 
 def test_a_changed_password_in_the_file_stops_matching_at_once(users: Path) -> None:
-    checker = PasswdFileChecker(users, run_blocking=CountingRunner(),
+    checker = PasswdFileChecker(users, run_blocking=RecordingRunner(),
                                 verified_passwords=VerifiedPasswords(3600))
     assert login(checker, b"alice", b"secret")
     users.write_text(f"alice:{make_hash('SHA512-CRYPT', b'new', rounds=1000)}\n")
@@ -109,19 +89,17 @@ def test_a_changed_password_in_the_file_stops_matching_at_once(users: Path) -> N
 
 
 def test_without_the_cache_every_login_hashes(users: Path) -> None:
-    runner = CountingRunner()
+    runner = RecordingRunner()
     checker = PasswdFileChecker(users, run_blocking=runner)
     assert login(checker, b"alice", b"secret") and login(checker, b"alice", b"secret")
     assert runner.calls == ["verify", "verify"]
 
 
 def test_user_settings_of_a_current_file_need_no_thread(users: Path) -> None:
-    runner = CountingRunner()
+    runner = RecordingRunner()
     checker = PasswdFileChecker(users, run_blocking=runner)
-    results: list[Any] = []
-    checker.user_settings("alice").addCallback(results.append)  # the file is not read yet
-    checker.user_settings("alice").addCallback(results.append)
-    assert [r.login_delay for r in results] == [5, 5]
+    first = result_of(checker.user_settings("alice"))  # the file is not read yet
+    assert (first.login_delay, result_of(checker.user_settings("alice")).login_delay) == (5, 5)
     assert runner.calls == ["find_user_settings"]
 
 

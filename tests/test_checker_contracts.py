@@ -6,12 +6,15 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import pytest
 from twisted.cred.checkers import ICredentialsChecker
 
 from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.auth.schemes import make_hash
 from popframe.testing import MemoryChecker
 from popframe.testing.contracts import CheckerContract
+
+pytestmark = pytest.mark.core
 
 
 class TestMemoryChecker(CheckerContract):

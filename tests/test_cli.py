@@ -2,39 +2,37 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TWISTD, start_server
+from conftest import start_server
 
 from popframe.tap import Options
+from popframe.testing import run_twistd
 
-
-def twistd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TWISTD, *args], capture_output=True, text=True, timeout=60, cwd=cwd)
+pytestmark = pytest.mark.process
 
 
 def test_twistd_lists_the_pop3_plugin() -> None:
-    result = twistd("--help")
+    result = run_twistd("--help")
     assert result.returncode == 0
     assert "pop3" in result.stdout
 
 
 def test_help_documents_every_option() -> None:
-    result = twistd("pop3", "--help")
+    result = run_twistd("pop3", "--help")
     for option in ["--listen", "--store", "--auth", "--tls-cert", "--tls-key", "--demo",
                    "--allow-plaintext-auth", "--idle-timeout", "--help-auth", "--help-stores"]:
         assert option in result.stdout
 
 
 def test_help_auth_lists_passwd_file_beside_twisteds_checkers() -> None:
-    result = twistd("pop3", "--help-auth")
+    result = run_twistd("pop3", "--help-auth")
     assert "passwd-file" in result.stdout and "memory" in result.stdout
 
 
 def test_help_stores_lists_maildir() -> None:
-    result = twistd("pop3", "--help-stores")
+    result = run_twistd("pop3", "--help-stores")
     assert "maildir" in result.stdout
 
 
@@ -55,7 +53,7 @@ def test_help_stores_lists_maildir() -> None:
     ],
 )
 def test_configuration_errors_name_the_key(args: list[str], message: str) -> None:
-    result = twistd("pop3", *args)
+    result = run_twistd("pop3", *args)
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
     assert "Traceback" not in result.stderr + result.stdout
@@ -84,6 +82,7 @@ def test_twisteds_memory_checker_logs_users_in(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.core
 def test_demo_listens_on_the_documented_ports(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     options = Options()
@@ -111,6 +110,7 @@ def test_demo_serves_mail(tmp_path: Path) -> None:
     assert password in server.log.read_text()  # the instructions were printed
 
 
+@pytest.mark.core
 def test_checked_options_become_frozen_settings(tmp_path: Path) -> None:
     import dataclasses
 
@@ -140,6 +140,7 @@ def test_checked_options_become_frozen_settings(tmp_path: Path) -> None:
         settings.workers = 1  # type: ignore[misc]
 
 
+@pytest.mark.core
 def test_settings_need_checked_options() -> None:
     from popframe.settings import Settings
 

@@ -8,6 +8,8 @@ from popframe.errors import BadArguments, NoSuchMessage, UnknownCommand
 from popframe.protocol import commands as c
 from popframe.protocol.commands import parse_command
 
+pytestmark = pytest.mark.core
+
 
 @pytest.mark.parametrize(
     ("line", "command"),

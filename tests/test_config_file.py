@@ -17,6 +17,8 @@ from popframe.config.file import INLINE, arguments, read_toml
 from popframe.config.keys import Kind, key_table
 from popframe.options import Options
 
+pytestmark = pytest.mark.core
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "popframe.toml"
 
 
@@ -131,6 +133,7 @@ def test_a_file_that_is_not_toml(tmp_path: Path) -> None:
         parsed("--config", str(config))
 
 
+@pytest.mark.process
 def test_twistd_serves_from_a_config_file(mail_home: MailHome) -> None:
     from conftest import start_server
 

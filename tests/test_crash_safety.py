@@ -70,6 +70,8 @@ from popframe.stores import run_synchronously
 from popframe.stores.maildir import MaildirStore
 from popframe.testing import failure_of, result_of
 
+pytestmark = pytest.mark.process
+
 IN_CI = os.environ.get("CI") == "true"
 BATCHES = int(os.environ.get("POPFRAME_CRASH_BATCHES", "4"))
 LANES = 2  # trees killed side by side in one batch
@@ -669,13 +671,14 @@ def _recovered(user: str, state: DiskState, expected: set[str]) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("batch", range(BATCHES))
-def test_sigkill_at_seeded_points(batch: int, zygote: Zygote, tally: Tally, tmp_path: Path) -> None:
+def run_batch(batch: int, zygote: Zygote, root: Path) -> tuple[Tally, BaseException | None]:
     """LANES independent trees at once (much of a kill point is waiting on
-    fsync and sockets), KILLS_PER_LANE kill points each."""
+    fsync and sockets), KILLS_PER_LANE kill points each; the batch's tally
+    and its first error."""
     started = time.monotonic()
+    tally = Tally()
     lanes = [
-        Batch(tmp_path / f"lane{lane}", zygote, Tally(), BASE_SEED + batch * LANES + lane,
+        Batch(root / f"lane{lane}", zygote, Tally(), BASE_SEED + batch * LANES + lane,
               KILLS_PER_LANE)
         for lane in range(LANES)
     ]
@@ -688,7 +691,7 @@ def test_sigkill_at_seeded_points(batch: int, zygote: Zygote, tally: Tally, tmp_
                 if stop.is_set():
                     return
                 runner.kill_point(number)
-        except BaseException as e:  # noqa: BLE001 - re-raised below
+        except BaseException as e:  # noqa: BLE001 - returned below
             errors.append(e)
             stop.set()
 
@@ -698,23 +701,45 @@ def test_sigkill_at_seeded_points(batch: int, zygote: Zygote, tally: Tally, tmp_
             thread.start()
         for thread in threads:
             thread.join(600)
-            assert not thread.is_alive(), "a lane of kill points hung"
+            if thread.is_alive():
+                errors.append(AssertionError("a lane of kill points hung"))
+                stop.set()
     finally:
         for lane in lanes:
             lane.close()
             lane.tally.seconds = 0.0
             tally.add(lane.tally)
         tally.seconds += time.monotonic() - started
-    if errors:
-        raise errors[0]
-    tally.batches += 1
+    return tally, (errors[0] if errors else None)
 
 
-def test_kill_points_reached_the_commit(tally: Tally, record_property: Any) -> None:
-    """Runs after the batches: hundreds of kill points, some inside the
+@pytest.fixture(scope="module")
+def batches(zygote: Zygote, tally: Tally,
+            tmp_path_factory: pytest.TempPathFactory) -> dict[int, BaseException | None]:
+    """Every batch, run once for the module, whichever of its tests run
+    and in whatever order: each batch's test reports its outcome, the
+    summary test reads them all (no test reads what another left)."""
+    outcomes: dict[int, BaseException | None] = {}
+    for batch in range(BATCHES):
+        counted, outcomes[batch] = run_batch(batch, zygote, tmp_path_factory.mktemp(f"batch{batch}"))
+        tally.add(counted)
+        tally.batches += outcomes[batch] is None
+    return outcomes
+
+
+@pytest.mark.parametrize("batch", range(BATCHES))
+def test_sigkill_at_seeded_points(batch: int, batches: dict[int, BaseException | None]) -> None:
+    if (error := batches[batch]) is not None:
+        raise error
+
+
+def test_kill_points_reached_the_commit(batches: dict[int, BaseException | None], tally: Tally,
+                                        record_property: Any) -> None:
+    """Over all the batches: hundreds of kill points, some inside the
     commit window (not only before or after it)."""
-    if tally.batches < BATCHES:
-        pytest.skip("not all batches ran")
+    failed = [batch for batch, error in batches.items() if error is not None]
+    if failed:
+        pytest.skip(f"batches {failed} failed: their tests say why")
     record_property("kill_points", tally.kill_points)
     assert tally.kill_points >= min(MIN_KILL_POINTS, BATCHES * LANES * KILLS_PER_LANE)
     assert tally.journal_found > 0, tally.line()
@@ -952,6 +977,7 @@ def test_fault_at_an_exact_point_of_the_commit(small_disk: SmallDisk, point: str
     _no_traceback(server)
 
 
+@pytest.mark.core
 @pytest.mark.parametrize(
     ("call", "code"),
     [("write", errno.ENOSPC), ("fsync", errno.ENOSPC), ("fsync", errno.EIO),

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from crash_support import IN_CREATE, Inotify
 from delivery_support import DELIVER, Users, deliver, fetch_all, start_popframe, wire
-from twisted.trial.unittest import SynchronousTestCase
 
 from popframe.config import ConfigurationError
 from popframe.delivery.errors import BadAddress
@@ -23,8 +22,10 @@ from popframe.delivery.spool import Spool
 from popframe.stores import run_synchronously
 from popframe.stores.maildir import MaildirStore
 from popframe.stores.mbox import MboxStore
+from popframe.testing import result_of
 
-_sync = SynchronousTestCase()
+pytestmark = pytest.mark.core
+
 IN_MODIFY = 0x2
 
 #: Inputs that are messages, however odd: each must be stored and served
@@ -139,6 +140,7 @@ def test_deliver_stores_the_octets_exactly_with_sizes_in_the_name(tmp_path: Path
     assert not list((tmp_path / "alice" / "Maildir" / "tmp").iterdir())
 
 
+@pytest.mark.process
 def test_deliver_exit_statuses(tmp_path: Path) -> None:
     users = Users(tmp_path / "users")
     users.add("alice")
@@ -167,6 +169,7 @@ def test_deliver_without_a_checker_accepts_anyone(tmp_path: Path) -> None:
     assert (tmp_path / "Someone@example.org").exists()
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("kind", ["maildir", "mbox"])
 def test_odd_messages_are_stored_and_served_without_damage(tmp_path: Path, kind: str) -> None:
     users = Users(tmp_path / "users")
@@ -199,18 +202,19 @@ def test_return_path_reaches_the_mbox_from_line(tmp_path: Path) -> None:
 
 def _open(store: MaildirStore | MboxStore, user: str) -> list[bytes]:
     """Every message the store lists, read whole through it."""
-    maildrop = _sync.successResultOf(store.open(user))
+    maildrop = result_of(store.open(user))
     try:
         out = []
         for uid in maildrop.listing().uids:
-            f = _sync.successResultOf(maildrop.open_message(uid))
+            f = result_of(maildrop.open_message(uid))
             out.append(f.read())
             f.close()
         return out
     finally:
-        _sync.successResultOf(maildrop.abandon())
+        result_of(maildrop.abandon())
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("kind", ["maildir", "mbox"])
 def test_sigkill_half_way_leaves_the_message_whole_or_absent(tmp_path: Path, kind: str) -> None:
     """A 20 MB delivery killed at seeded points as the store's file grows

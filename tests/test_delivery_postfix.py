@@ -20,6 +20,9 @@ from delivery_support import IN_CI, Users, fetch_all, start_popframe, wire
 from postfix_support import Postfix, postfix_available, python_for
 
 from popframe.stores.mbox.locks import dotlock_path
+from popframe.testing import wait_until
+
+pytestmark = pytest.mark.external
 
 WAIT_SECONDS = 60
 MESSAGE = (b"From: Sender <sender@example.net>\r\nTo: alice@example.test\r\nSubject: via Postfix\r\n"
@@ -46,14 +49,14 @@ def _send(postfix: Postfix, sender: str, recipients: list[str], message: bytes) 
 
 
 def _wait_for_mail(port: int, user: str, password: str, count: int, postfix: Postfix) -> list[bytes]:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
+    def arrived() -> list[bytes]:
         fetched = fetch_all(port, user, password)
-        if len(fetched) >= count:
-            return fetched
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{len(fetched)} of {count} messages arrived:\n{postfix.log()}")
-        time.sleep(0.1)
+        return fetched if len(fetched) >= count else []
+
+    try:
+        return wait_until(arrived, f"{count} messages for {user}", WAIT_SECONDS, 0.1)
+    except AssertionError as error:
+        raise AssertionError(f"{error}:\n{postfix.log()}") from None
 
 
 def _postfix_headers(fetched: bytes, original: bytes) -> list[bytes]:
@@ -93,10 +96,7 @@ def test_postfix_to_lmtp_to_pop3(lmtp_setup: tuple[Postfix, Path, Users], kind: 
             assert _postfix_headers(fetched, MESSAGE) == [b"Received"]
         # An unknown user is refused at LMTP RCPT, so Postfix bounces it.
         _send(postfix, "sender@example.net", ["nobody@example.test"], MESSAGE)
-        deadline = time.monotonic() + WAIT_SECONDS
-        while "status=bounced" not in postfix.log():
-            assert time.monotonic() < deadline, postfix.log()
-            time.sleep(0.1)
+        wait_until(lambda: "status=bounced" in postfix.log(), "the bounce", WAIT_SECONDS, 0.1)
         assert re.search(r"to=<nobody@example.test>.*550 5\.1\.1", postfix.log())
     finally:
         server.stop()

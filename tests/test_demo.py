@@ -20,6 +20,8 @@ from popframe.config import ConfigurationError
 from popframe.demo import demo_instructions, prepare_demo
 from popframe.tls import load_tls_options, make_self_signed
 
+pytestmark = pytest.mark.core
+
 MAILDIR_NAME = re.compile(r"^\d+\.M\d{1,6}P\d+Q\d+\.[A-Za-z0-9_-]+$")
 
 

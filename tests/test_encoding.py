@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from popframe.protocol.encoding import MessageEncoder, VerbatimEncoder, wire_form, wire_size
 
+pytestmark = pytest.mark.core
+
 
 def encode(stored: bytes, chunk: int = 1 << 16, body_lines: int | None = None) -> bytes:
     encoder = MessageEncoder(body_lines)

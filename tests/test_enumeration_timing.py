@@ -15,15 +15,17 @@ from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import Clock
 
 from popframe.auth import stored
 from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.auth.schemes import make_hash, split_field
 from popframe.server import ServerConfig
+from popframe.stores import run_synchronously
 from popframe.testing import MemoryStore, connect_in_memory
 from popframe.throttle import MemoryThrottleStore, Throttle
+
+pytestmark = pytest.mark.adapter
 
 FAILED = b"-ERR [AUTH] authentication failed\r\n"
 
@@ -49,7 +51,7 @@ def checker(tmp_path) -> PasswdFileChecker:
         f"{user}:{make_hash('SHA512-CRYPT', password.encode())}::::::\n"
         for user, password in [("alice", "alice password"), ("bob", "bob password")]
     ))
-    return PasswdFileChecker(users, run_blocking=lambda f, *args: maybeDeferred(f, *args))
+    return PasswdFileChecker(users, run_blocking=run_synchronously)
 
 
 
@@ -114,6 +116,6 @@ def test_typical_hash_is_the_files_most_common_scheme(tmp_path, verifications) -
         f"b:{make_hash('SHA512-CRYPT', b'x')}::::::\n"
         f"c:{make_hash('SHA512-CRYPT', b'y')}::::::\n"
     )
-    checker = PasswdFileChecker(users, run_blocking=lambda f, *args: maybeDeferred(f, *args))
+    checker = PasswdFileChecker(users, run_blocking=run_synchronously)
     assert attempt(checker, b"USER nobody\r\nPASS x\r\n")[0] == FAILED
     assert verifications == ["SHA512-CRYPT"]

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from popframe.auth.passwdfile import PasswdFile
 from popframe.auth.schemes import verify_password
+
+pytestmark = pytest.mark.core
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -10,6 +10,8 @@ import pytest
 
 from popframe.files import write_file_atomically
 
+pytestmark = pytest.mark.core
+
 
 def test_write_file_atomically(tmp_path: Path) -> None:
     target = tmp_path / "secret"

@@ -18,14 +18,16 @@ from test_packaging import project_copy
 
 from popframe import __version__
 from popframe.options import Options
+from popframe.testing import POP3, run_twistd
 from popframe.tls import make_self_signed
+
+pytestmark = pytest.mark.process
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def twistd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TWISTD, "-n", "--pidfile=", "--logfile=-", "pop3", *args],
-                          capture_output=True, text=True, timeout=120, cwd=cwd)
+    return run_twistd(*POP3, *args, cwd=cwd)
 
 
 def base(home: MailHome) -> list[str]:
@@ -136,6 +138,7 @@ def test_the_readme_commands_work_with_a_stock_python3(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[-1].startswith(f"popframe {__version__} (Twisted")
 
 
+@pytest.mark.core
 def test_a_passwd_file_line_without_a_scheme_is_warned_about(tmp_path: Path, logged) -> None:
     from popframe.auth.passwdfile import PasswdFile
 

@@ -11,7 +11,7 @@
 Cases the fuzzer found (or that hand-picked edges pin down) stay as
 ``@example``s.  The budgets keep this file under about 30 s; set
 ``POPFRAME_FUZZ_EXAMPLES`` to fuzz longer.  ``EXAMPLES_RUN`` counts what
-ran (printed at the end with ``-s``).
+ran: a test whose strategies let no example through fails.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import base64
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -43,8 +44,19 @@ from popframe.protocol.session import (
 )
 from popframe.throttle import TooManyFailures
 
+pytestmark = pytest.mark.core
+
 EXAMPLES = int(os.environ.get("POPFRAME_FUZZ_EXAMPLES", "0")) or None
 EXAMPLES_RUN: Counter[str] = Counter()
+
+
+@pytest.fixture(autouse=True)
+def _examples_ran() -> Iterator[None]:
+    """Each test here must have run examples: a strategy or filter that
+    rejects everything would otherwise pass without testing anything."""
+    before = sum(EXAMPLES_RUN.values())
+    yield
+    assert sum(EXAMPLES_RUN.values()) > before, "hypothesis ran no example"
 
 
 def budget(default: int) -> Any:
@@ -356,9 +368,3 @@ def check_step(step: object) -> object:
                                         sasl.External)), credentials
         assert step.final is None or isinstance(step.final, bytes)
     return step
-
-
-def test_report_examples_run() -> None:
-    """Not a test of popframe: prints how many examples this file ran."""
-    total = sum(EXAMPLES_RUN.values())
-    print(f"\nfuzz examples run: {total} {dict(EXAMPLES_RUN)}")

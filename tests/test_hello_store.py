@@ -33,6 +33,8 @@ from twisted.internet.task import Clock
 
 from popframe.testing import MemoryChecker, ServerProcess, connect_in_memory, start_server
 
+pytestmark = pytest.mark.process
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello-store"
 
 GREETING = "Hello!\n.A line that starts with a dot"
@@ -240,6 +242,7 @@ def test_the_memory_store_refuses_more_than_one_worker(env: Venv, tmp_path: Path
 # -- in process, from the example's source -----------------------------------------
 
 
+@pytest.mark.adapter
 def test_delivered_mail_streams_chunk_by_chunk() -> None:
     hello_store = example_package()
     store = hello_store.HelloStore("hi")
@@ -261,6 +264,7 @@ def test_delivered_mail_streams_chunk_by_chunk() -> None:
     assert list(store.maildrops["alice"]) == ["greeting"]
 
 
+@pytest.mark.adapter
 def test_mail_delivered_during_a_session_waits_for_the_next() -> None:
     store = example_package().HelloStore("hi")
     connection = connect_in_memory(store, MemoryChecker({"alice": "pw"}))
@@ -270,6 +274,7 @@ def test_mail_delivered_during_a_session_waits_for_the_next() -> None:
     assert list(store.maildrops["alice"]) == ["m1"]
 
 
+@pytest.mark.core
 def test_the_body_reads_one_chunk_per_turn() -> None:
     clock = Clock()
     body = example_package().body.ChunkedBody(b"x" * 100, clock, chunk=64)

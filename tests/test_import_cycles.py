@@ -15,7 +15,11 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 import popframe
+
+pytestmark = pytest.mark.core
 
 ROOT = Path(popframe.__file__).resolve().parent
 

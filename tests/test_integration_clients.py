@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.process
+
 MESSAGES = [
     b"From: a@example.org\nTo: alice@example.org\nSubject: first\nMessage-ID: <1@example.org>\n\n"
     b"Hello from the first message\n.a line starting with a dot\n",

@@ -12,7 +12,7 @@ MESSAGES = [
     b"From: b@example.org\r\nSubject: two\r\n\r\nsecond\r\n",
 ]
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by tests/run.sh")
+pytestmark = [pytest.mark.process, pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by tests/run.sh")]
 
 
 def crlf(message: bytes) -> bytes:

@@ -7,8 +7,10 @@ import subprocess
 
 import pytest
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
-                                reason="openssl is installed by tests/run.sh")
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is installed by tests/run.sh"),
+]
 
 
 def test_starttls_session(mail_home, pop3_server) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import poplib
 import socket
 import ssl
-import time
 
 import pytest
+from support.clients import pop3_login
 
 from popframe.protocol.encoding import wire_size
+from popframe.testing import wait_until
+
+pytestmark = pytest.mark.process
 
 MESSAGES = [
     b"From: a@example.org\nTo: alice@example.org\nSubject: one\n\nHello\n.leading dot\n..two\n",
@@ -41,28 +44,23 @@ def alice(mail_home, pop3_server):
     return pop3_server
 
 
-def login(port: int, user: str = "alice", password: str = "alice password") -> poplib.POP3:
-    client = poplib.POP3("127.0.0.1", port, timeout=10)
-    client.user(user)
-    client.pass_(password)
-    return client
-
-
-def login_when_unlocked(port: int, attempts: int = 50) -> poplib.POP3:
+def login_when_unlocked(port: int) -> poplib.POP3:
     """Log in, retrying while [IN-USE]: the server releases a dropped
     session's lock when it notices the close, a moment later."""
-    for _ in range(attempts):
+
+    def unlocked() -> poplib.POP3 | None:
         try:
-            return login(port)
+            return pop3_login(port)
         except poplib.error_proto as error:
             if b"[IN-USE]" not in error.args[0]:
                 raise
-            time.sleep(0.1)
-    raise AssertionError("the maildrop stayed locked after the client left")
+            return None
+
+    return wait_until(unlocked, "the maildrop to be unlocked")
 
 
 def test_retrieve_everything_byte_for_byte(alice) -> None:
-    client = login(alice.port)
+    client = pop3_login(alice.port)
     count, octets = client.stat()
     assert count == len(MESSAGES)
     assert octets == sum(wire_size(m) for m in MESSAGES)
@@ -76,24 +74,24 @@ def test_retrieve_everything_byte_for_byte(alice) -> None:
 
 
 def test_uidl_is_stable_across_sessions(alice) -> None:
-    client = login(alice.port)
+    client = pop3_login(alice.port)
     _, first, _ = client.uidl()
     client.quit()
-    client = login(alice.port)
+    client = pop3_login(alice.port)
     _, second, _ = client.uidl()
     client.quit()
     assert first == second and len(first) == len(MESSAGES)
 
 
 def test_top(alice) -> None:
-    client = login(alice.port)
+    client = pop3_login(alice.port)
     _, lines, _ = client.top(1, 1)
     assert lines == [b"From: a@example.org", b"To: alice@example.org", b"Subject: one", b"", b"Hello"]
     client.quit()
 
 
 def test_deletions_apply_only_at_quit(alice, mail_home) -> None:
-    client = login(alice.port)
+    client = pop3_login(alice.port)
     client.dele(1)
     client.dele(3)
     assert client.stat()[0] == len(MESSAGES) - 2
@@ -103,7 +101,7 @@ def test_deletions_apply_only_at_quit(alice, mail_home) -> None:
 
 
 def test_dropped_connection_deletes_nothing(alice, mail_home) -> None:
-    client = login(alice.port)
+    client = pop3_login(alice.port)
     client.dele(1)
     client.dele(2)
     client.sock.shutdown(socket.SHUT_RDWR)  # poplib's file keeps the fd open
@@ -116,7 +114,7 @@ def test_dropped_connection_deletes_nothing(alice, mail_home) -> None:
 
 
 def test_second_session_is_refused_in_use(alice) -> None:
-    first = login(alice.port)
+    first = pop3_login(alice.port)
     second = poplib.POP3("127.0.0.1", alice.port, timeout=10)
     second.user("alice")
     with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
@@ -138,7 +136,7 @@ def test_wrong_password_and_unknown_user(alice) -> None:
 
 
 def test_user_with_domain_and_empty_maildrop(alice) -> None:
-    client = login(alice.port, "bob@example.org", "bob's p4ss")
+    client = pop3_login(alice.port, "bob@example.org", "bob's p4ss")
     assert client.stat() == (0, 0)
     client.quit()
 

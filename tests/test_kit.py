@@ -4,7 +4,6 @@ broken plugins named."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import subprocess
 import sys
@@ -14,7 +13,6 @@ from typing import Any
 
 import pytest
 from test_message_body import RemoteStore
-from test_session import replies
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import globalLogPublisher
 from zope.interface import implementer
@@ -31,6 +29,9 @@ from popframe.plugins import find_plugins
 from popframe.protocol import LoginRefused, Session, SessionConfig
 from popframe.server import ServerConfig
 from popframe.testing import MemoryChecker, MemoryStore, connect_in_memory
+from popframe.testing.session import b64, replies
+
+pytestmark = pytest.mark.core
 
 CORE_IMPORT = """
 import importlib, pkgutil, sys
@@ -50,6 +51,7 @@ print(sorted(m for m in sys.modules if m.startswith("popframe")))
 """
 
 
+@pytest.mark.process
 def test_the_core_imports_without_twisted_or_zope() -> None:
     root = Path(popframe.__file__).parent.parent
     result = subprocess.run([sys.executable, "-c", CORE_IMPORT], capture_output=True,
@@ -58,9 +60,6 @@ def test_the_core_imports_without_twisted_or_zope() -> None:
     assert "popframe.protocol.session" in result.stdout
     assert "popframe.protocol.sasl.scram" in result.stdout
 
-
-def b64(data: bytes) -> bytes:
-    return base64.b64encode(data)
 
 
 def test_the_core_reports_a_refused_login_with_mechanism_and_user() -> None:
@@ -89,6 +88,7 @@ class SloppySecrets(MemoryChecker):
         return succeed(b"secret")
 
 
+@pytest.mark.adapter
 def test_a_secret_of_another_type_than_declared_is_a_logged_temporary_failure() -> None:
     failures: list[BaseException] = []
 
@@ -116,6 +116,7 @@ class DirectoryChecker(MemoryChecker):
         return succeed(UserSettings(maildrop=f"/srv/mail/{user}") if user in self.users else None)
 
 
+@pytest.mark.adapter
 def test_user_settings_reach_the_store() -> None:
     store = RemoteStore()
     conn = connect_in_memory(store, DirectoryChecker({"alice": "secret"}))  # type: ignore[arg-type]

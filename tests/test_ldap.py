@@ -45,6 +45,8 @@ from popframe.testing import (
 )
 from popframe.tls import make_self_signed  # noqa: E402
 
+pytestmark = pytest.mark.external
+
 MODES = ["plain", "starttls", "ldaps"]
 FILTER = "(&(objectClass=inetOrgPerson)(uid=%u))"
 

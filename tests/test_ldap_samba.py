@@ -30,6 +30,8 @@ from popframe.auth.ldap.settings import settings_from_mapping  # noqa: E402
 from popframe.interfaces import UserSettings  # noqa: E402
 from popframe.testing import stop_reactor  # noqa: E402
 
+pytestmark = pytest.mark.external
+
 SERVICE, SERVICE_PASSWORD, _ = SAMBA_ACCOUNTS[0]
 
 

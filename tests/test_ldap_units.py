@@ -28,6 +28,9 @@ from popframe.auth.ldap import (  # noqa: E402
 from popframe.auth.ldap.cache import Expiring, RecentFailures  # noqa: E402
 from popframe.auth.ldap.settings import settings_from_mapping  # noqa: E402
 from popframe.config import ConfigurationError  # noqa: E402
+from popframe.testing import BufferedTransport, failure_of, result_of
+
+pytestmark = pytest.mark.core
 
 # -- escaping -----------------------------------------------------------------------
 
@@ -290,6 +293,7 @@ def test_recent_failures_are_per_password() -> None:
 # -- the plugin ------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_plugin_is_found_and_loads_no_reactor() -> None:
     code = (
         "import sys\n"
@@ -302,40 +306,20 @@ def test_plugin_is_found_and_loads_no_reactor() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.process
 def test_twistd_names_a_wrong_key(tmp_path: Path) -> None:
-    from popframe.testing import TWISTD
+    from popframe.testing import POP3, run_twistd
 
     path = tmp_path / "ldap.toml"
     path.write_text('url = "ldap://127.0.0.1"\nbase = "dc=x"\nfilter = "(uid=%u)"\ntimout = 3\n')
-    result = subprocess.run([*TWISTD, "-n", "pop3", "--listen", "tcp:0:interface=127.0.0.1",
-                             "--store", f"maildir:{tmp_path}/%u", "--auth", f"ldap:{path}"],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    result = run_twistd(*POP3, "--listen", "tcp:0:interface=127.0.0.1",
+                        "--store", f"maildir:{tmp_path}/%u", "--auth", f"ldap:{path}", cwd=tmp_path)
     assert result.returncode != 0
     assert f"--auth: ldap: {path}: key 'timout': unknown key (did you mean 'timeout'?)" in (
         result.stdout + result.stderr)
 
 
 # -- the client protocol, on bytes ----------------------------------------------------------
-
-
-class TLSTransport:
-    """Just enough of a transport: what was written, whether TLS started."""
-
-    def __init__(self) -> None:
-        from twisted.internet.testing import StringTransport
-
-        self.inner = StringTransport()
-        self.tls_started = False
-        self.aborted = False
-
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-        return getattr(self.inner, name)
-
-    def startTLS(self, options: object) -> None:
-        self.tls_started = True
-
-    def abortConnection(self) -> None:
-        self.aborted = True
 
 
 def _connection():  # type: ignore[no-untyped-def]
@@ -345,12 +329,13 @@ def _connection():  # type: ignore[no-untyped-def]
     from popframe.auth.ldap.settings import DirectoryURL
 
     client = _Client()
-    transport = TLSTransport()
+    transport = BufferedTransport()
     client.makeConnection(transport)
     url = DirectoryURL("ldap://127.0.0.1", "127.0.0.1", 389, False)
     return client, transport, Connection(client, url, 5, ReactorClock())
 
 
+@pytest.mark.adapter
 def test_starttls_drops_what_came_in_plaintext_after_the_answer() -> None:
     """Behind StartTLS's answer, a man in the middle sends (in plaintext)
     the start of a bind "success" whose last field the real answer, sent
@@ -367,16 +352,15 @@ def test_starttls_drops_what_came_in_plaintext_after_the_answer() -> None:
                                   id=2).toWire()
     assert forged.endswith(real)
     client.dataReceived(answer + forged[: -len(real)])
-    assert transport.tls_started and not up
+    assert transport.tls_options is not None and not up
     client.handshakeCompleted()
     assert up
-    outcome: list[object] = []
-    connection.bind("uid=alice,dc=example,dc=org", b"guess").addBoth(outcome.append)
+    bound = connection.bind("uid=alice,dc=example,dc=org", b"guess")
     client.dataReceived(real)  # decrypted from TLS
-    [result] = outcome
-    assert isinstance(getattr(result, "value", None), BindRefused)
+    failure_of(bound, BindRefused)
 
 
+@pytest.mark.adapter
 def test_garbage_from_the_server_drops_the_connection() -> None:
     client, transport, connection = _connection()
     d = connection.bind("uid=alice,dc=example,dc=org", b"pw")
@@ -384,14 +368,15 @@ def test_garbage_from_the_server_drops_the_connection() -> None:
     assert not transport.aborted
     client.dataReceived(b"\xff" * 10)
     assert transport.aborted
-    d.addErrback(lambda _: None)
+    d.addErrback(lambda _: None)  # no answer will come: the test ends here
 
 
+@pytest.mark.adapter
 def test_a_bind_never_sends_an_empty_password() -> None:
     _, transport, connection = _connection()
     with pytest.raises(ValueError):
         connection.bind("uid=alice,dc=example,dc=org", b"")
-    assert transport.inner.value() == b""
+    assert transport.value() == b""
 
 
 # -- the pool, with stand-in connections -------------------------------------------------------
@@ -445,8 +430,8 @@ def test_pool_reuses_and_retries_a_lost_connection_once() -> None:
     from popframe.auth.ldap.connection import DirectoryUnavailable
 
     pool, made, _ = _pool(["ldap://127.0.0.1"])
-    assert pool.run(lambda c: succeed("one")).result == "one"
-    assert pool.run(lambda c: succeed("two")).result == "two"
+    assert result_of(pool.run(lambda c: succeed("one"))) == "one"
+    assert result_of(pool.run(lambda c: succeed("two"))) == "two"
     assert len(made) == 1  # reused
 
     def lost_on_first(connection: StandIn):  # type: ignore[no-untyped-def]
@@ -455,7 +440,7 @@ def test_pool_reuses_and_retries_a_lost_connection_once() -> None:
             return fail(DirectoryUnavailable("lost"))
         return succeed("three")
 
-    assert pool.run(lost_on_first).result == "three"
+    assert result_of(pool.run(lost_on_first)) == "three"
     assert len(made) == 2 and made[0].closed
 
     def always_lost(connection: StandIn):  # type: ignore[no-untyped-def]
@@ -463,8 +448,7 @@ def test_pool_reuses_and_retries_a_lost_connection_once() -> None:
         return fail(DirectoryUnavailable("lost"))
 
     d = pool.run(always_lost)  # reused, lost, retried once on a new one: lost again
-    assert isinstance(d.result.value, DirectoryUnavailable)
-    d.addErrback(lambda _: None)
+    failure_of(d, DirectoryUnavailable)
     assert len(made) == 3
 
 
@@ -472,7 +456,7 @@ def test_pool_fails_over_and_tries_a_failed_url_last() -> None:
     from twisted.internet.defer import succeed
 
     pool, made, clock = _pool(["ldap://127.0.0.1:1", "ldap://127.0.0.1:2"], refuse={"ldap://127.0.0.1:1"})
-    assert pool.run(lambda c: succeed(c.url.port)).result == 2
+    assert result_of(pool.run(lambda c: succeed(c.url.port))) == 2
     assert [c.url.port for c in made] == [2]
 
 
@@ -487,12 +471,11 @@ def test_pool_waits_a_bounded_time_for_a_free_connection() -> None:
     second = pool.run(lambda c: succeed("second"))
     third = pool.run(lambda c: succeed("third"))
     busy.callback("first")
-    assert (first.result, second.result) == ("first", "second")
-    assert third.result == "third"
+    assert (result_of(first), result_of(second)) == ("first", "second")
+    assert result_of(third) == "third"
     blocker: Deferred[str] = Deferred()
     pool.run(lambda c: blocker)
     late = pool.run(lambda c: succeed("late"))
     clock.advance(2)
-    assert isinstance(late.result.value, DirectoryUnavailable)
-    late.addErrback(lambda _: None)
+    failure_of(late, DirectoryUnavailable)
     assert len(made) == 1

@@ -13,7 +13,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,10 @@ from conftest import TWISTD, MailHome, server_args
 from cryptography import x509
 
 from popframe.ops import sdnotify
+from popframe.testing import POP3, wait_for_log
 from popframe.tls import make_self_signed
+
+pytestmark = pytest.mark.process
 
 WAIT = 60.0
 MESSAGE = b"Subject: hello\r\n\r\nbody\r\n"
@@ -42,7 +44,7 @@ class Running:
         command, fds = launcher or (TWISTD, ())
         with open(self.log, "wb") as sink:
             self.process = subprocess.Popen(
-                [*command, "-n", "--pidfile=", "--logfile=-", "pop3", *args,
+                [*command, *POP3, *args,
                  "--workers", str(workers)],
                 cwd=home.root, stdout=sink, stderr=subprocess.STDOUT, env=env, pass_fds=fds)
         if workers == 1:
@@ -56,16 +58,7 @@ class Running:
         return self.log.read_text(errors="replace")
 
     def wait_for(self, pattern: str, count: int = 1, timeout: float = WAIT) -> list[re.Match[str]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = list(re.finditer(pattern, self.text()))
-            if len(found) >= count:
-                return found[:count]
-            if self.process.poll() is not None and len(list(re.finditer(pattern, self.text()))) < count:
-                raise AssertionError(f"server exited; {count} x {pattern!r} not in:\n{self.text()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{count} x {pattern!r} not within {timeout}s:\n{self.text()}")
-            time.sleep(0.05)
+        return wait_for_log(self.process, self.log, pattern, count, timeout)
 
     def signal(self, number: int) -> None:
         self.process.send_signal(number)
@@ -257,6 +250,7 @@ def test_systemd_hears_ready_reloading_and_stopping(home: MailHome, workers: int
             server.stop()
 
 
+@pytest.mark.core
 def test_a_reload_keeps_the_failure_counts_and_takes_new_limits(mail_home: MailHome) -> None:
     """The throttle store (and its counts) stays while --throttle-store and
     --throttle-prefix do; the limits are the new ones."""
@@ -287,6 +281,7 @@ LIVE_STATE = {"POP3Factory": {"clock", "connections_from", "connection_count", "
               "LMTPFactory": {"clock"}}
 
 
+@pytest.mark.core
 def test_every_factory_attribute_is_configuration_or_live_state(mail_home: MailHome) -> None:
     """A reload replaces CONFIGURED_ATTRIBUTES on the running factories and
     keeps the rest: a new attribute must be one or the other (add it to

@@ -17,15 +17,23 @@ import pytest
 from conftest import MailHome, server_args, start_server
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 
 from popframe.ops import MetricsRecorder, session_observer
 from popframe.server import POP3Factory, ServerConfig
 from popframe.server.limits import SharedConnectionCount, shared_count_segment
-from popframe.testing import BufferedTransport, MemoryChecker, MemoryStore, make_portal
-from popframe.testing.deferreds import result_of
+from popframe.testing import (
+    BufferedTransport,
+    MemoryChecker,
+    MemoryStore,
+    connect_transport,
+    make_portal,
+    result_of,
+    wait_until,
+)
 from popframe.throttle import LOOPBACK, MemoryThrottleStore, Throttle, TrustedNetworks
+
+pytestmark = pytest.mark.adapter
 
 USERS = {"alice": "secret"}
 LOGIN = b"USER alice\r\nPASS secret\r\n"
@@ -46,10 +54,7 @@ def make_factory(**config: Any) -> tuple[POP3Factory, MetricsRecorder]:
 
 
 def connect(factory: POP3Factory, peer: Any = REMOTE) -> tuple[Any, BufferedTransport]:
-    transport = BufferedTransport(peer=peer)
-    protocol = factory.buildProtocol(peer)
-    protocol.makeConnection(transport)
-    return protocol, transport
+    return connect_transport(factory, peer=peer)
 
 
 # -- --max-connections ------------------------------------------------------------------
@@ -76,6 +81,7 @@ def test_trusted_peers_count_towards_max_connections() -> None:
     assert connect(factory, LOCAL)[1].value() == SERVER_FULL
 
 
+@pytest.mark.core
 def test_shared_count_is_one_limit_for_all_workers() -> None:
     fd = shared_count_segment(3)
     try:
@@ -115,6 +121,7 @@ def test_no_trusted_networks_limits_loopback_too() -> None:
     assert connect(factory, LOCAL)[1].value() == TOO_MANY_HERE
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("text, inside, outside", [
     (LOOPBACK, ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"], ["192.0.2.1", "::2"]),
     ("10.0.0.0/8, 2001:db8::/32", ["10.1.2.3", "2001:db8:1::5"], ["11.0.0.1", "2001:db9::1"]),
@@ -133,11 +140,13 @@ def test_trusted_networks_parse(text: str, inside: list[str], outside: list[str]
     assert trusted.contains(UNIXAddress(None)) == trusted.contains(LOCAL)
 
 
+@pytest.mark.core
 def test_trusted_networks_reject_a_bad_entry() -> None:
     with pytest.raises(ValueError, match="'10.0.0.300' is not an address or network"):
         TrustedNetworks.parse("127.0.0.0/8,10.0.0.300")
 
 
+@pytest.mark.core
 def test_trusted_peers_are_never_blocked_but_their_users_failures_count() -> None:
     clock = Clock()
     throttle = Throttle(MemoryThrottleStore(clock), base=1, max_delay=30, max_auth_failures=0,
@@ -160,11 +169,9 @@ def test_trusted_peers_are_never_blocked_but_their_users_failures_count() -> Non
 # -- a proxy that forwards the client's address ---------------------------------------------
 
 
-def proxied(wrapping: HAProxyWrappingFactory, client: str, port: int) -> tuple[Any, StringTransport]:
+def proxied(wrapping: HAProxyWrappingFactory, client: str, port: int) -> tuple[Any, BufferedTransport]:
     """A connection from a proxy on loopback, with a PROXY v1 header for ``client``."""
-    wrapper = wrapping.buildProtocol(None)
-    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000 + port))
-    wrapper.makeConnection(transport)
+    wrapper, transport = connect_transport(wrapping, peer=IPv4Address("TCP", "127.0.0.1", 40000 + port))
     wrapper.dataReceived(b"PROXY TCP4 %s 192.0.2.250 %d 110\r\n" % (client.encode(), port))
     return wrapper, transport
 
@@ -263,17 +270,13 @@ def greeting(port: int) -> tuple[socket.socket, bytes]:
 
 
 def scrape(server_log: Any) -> str:
-    deadline = time.monotonic() + 20
-    while True:
-        found = re.search(r"popframe metrics starting on (\d+)", server_log.read_text())
-        if found or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert found, server_log.read_text()
+    found = wait_until(lambda: re.search(r"popframe metrics starting on (\d+)", server_log.read_text()),
+                       "the metrics port in the log", 20)
     with urllib.request.urlopen(f"http://127.0.0.1:{found.group(1)}/metrics", timeout=10) as page:
         return str(page.read().decode())
 
 
+@pytest.mark.process
 def test_loopback_is_trusted_by_default_on_a_real_server(mail_home: MailHome) -> None:
     """The issue's first contact: a 21st connection from 127.0.0.1 (a
     webmail on the same host, a local proxy) is no longer refused."""
@@ -291,6 +294,7 @@ def test_loopback_is_trusted_by_default_on_a_real_server(mail_home: MailHome) ->
         server.stop()
 
 
+@pytest.mark.process
 def test_max_connections_is_one_limit_across_workers(mail_home: MailHome) -> None:
     mail_home.add_user("alice", "alice pw")
     args = server_args(mail_home, "--max-connections", "4", "--metrics", "tcp:0:interface=127.0.0.1")

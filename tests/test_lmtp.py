@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import random
 import socket
-import time
 from pathlib import Path
 
 import pytest
 from delivery_support import LMTPClient, Users, fetch_all, start_popframe, wire
 
 from popframe.delivery.lmtp import DataDecoder
+
+pytestmark = pytest.mark.process
 
 
 def _reference(stream: bytes) -> tuple[bytes, bytes | None]:
@@ -29,6 +30,7 @@ def _reference(stream: bytes) -> tuple[bytes, bytes | None]:
     return b"".join(out), None
 
 
+@pytest.mark.core
 def test_data_decoder_matches_the_line_by_line_reading() -> None:
     rng = random.Random(2033)
     pieces = [b".", b"\r\n", b"\n", b"\r", b"a", b"..", b"\r\n.\r\n", b".\r\n", b"\n.\r\n"]
@@ -48,6 +50,7 @@ def test_data_decoder_matches_the_line_by_line_reading() -> None:
             assert (b"".join(out), rest + stream[i:]) == expected
 
 
+@pytest.mark.core
 def test_a_dot_after_a_bare_lf_does_not_end_the_message() -> None:
     data, rest = DataDecoder().feed(b"a\n.\r\nb\r\n.\r\nQUIT\r\n")
     assert (data, rest) == (b"a\n\r\nb\r\n", b"QUIT\r\n")
@@ -196,9 +199,7 @@ def test_lmtp_with_workers(tmp_path: Path, users: Users) -> None:
             assert data[0][0] == 250
         fetched = fetch_all(server.port, "alice", users.passwords["alice"])
         assert sorted(fetched) == sorted(b"Subject: %d\r\n\r\nbody\r\n" % n for n in range(12))
-        deadline = time.monotonic() + 10
-        while "worker-" not in server.text() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        server.wait_for("worker-", timeout=10)
         assert "LMTP: delivered" in server.text()
         assert "listening on" in server.text() and "(--lmtp unix:" in server.text()
     finally:

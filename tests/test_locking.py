@@ -19,6 +19,8 @@ from popframe.interfaces import IMaildropLock, IMaildropLocker
 from popframe.stores.locking import FileLocker, MemoryLocker
 from popframe.testing import failure_of, result_of
 
+pytestmark = pytest.mark.core
+
 # Takes the lock the way another popframe process would, says so, and holds
 # it until killed.
 _HOLDER = """
@@ -90,6 +92,7 @@ def test_a_dropped_lock_is_freed_by_garbage_collection(tmp_path: Path) -> None:
     result_of(result_of(locker.acquire(path)).release())
 
 
+@pytest.mark.process
 def test_held_by_another_process_until_it_is_killed(
     tmp_path: Path, holder: subprocess.Popen[str]
 ) -> None:
@@ -101,6 +104,7 @@ def test_held_by_another_process_until_it_is_killed(
     result_of(result_of(locker.acquire(path)).release())
 
 
+@pytest.mark.process
 def test_another_process_cannot_take_our_lock(tmp_path: Path) -> None:
     path = str(tmp_path / "lock")
     lock = result_of(FileLocker().acquire(path))

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from conftest import MailHome, server_args, start_server
 from redis_support import RedisServer
+from support.clients import pop3_login
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
@@ -19,8 +20,11 @@ from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.interfaces import IThrottleStore, IUserSettings, StoreUnavailable, UserSettings
 from popframe.logindelay import LoginDelay
 from popframe.server import ServerConfig
-from popframe.testing import MemoryChecker, MemoryStore, connect_in_memory
+from popframe.stores import run_synchronously
+from popframe.testing import MemoryChecker, MemoryStore, connect_in_memory, result_of
 from popframe.throttle import MemoryThrottleStore
+
+pytestmark = pytest.mark.adapter
 
 USERS = {"alice": "secret", "bob": "hunter2", "carol": "pw", "admin": "root"}
 DELAYED = b"-ERR [LOGIN-DELAY] login delay not yet expired\r\n"
@@ -167,11 +171,11 @@ def test_passwd_file_login_delay_field(tmp_path) -> None:
         "alice:{PLAIN}secret::::::login_delay=120\n"
         "bob:{PLAIN}hunter2::::::\n"
     )  # (a field popframe cannot honour stops the start: tests/test_passwd_fields.py)
-    checker = PasswdFileChecker(users, run_blocking=lambda f, *args: maybeDeferred(f, *args))
+    checker = PasswdFileChecker(users, run_blocking=run_synchronously)
     assert IUserSettings.providedBy(checker)
-    assert checker.user_settings("alice").result == UserSettings(login_delay=120)
-    assert checker.user_settings("bob").result == UserSettings()
-    assert checker.user_settings("nobody").result is None
+    assert result_of(checker.user_settings("alice")) == UserSettings(login_delay=120)
+    assert result_of(checker.user_settings("bob")) == UserSettings()
+    assert result_of(checker.user_settings("nobody")) is None
 
     server = Server(None, checker)
     conn = server.connect()
@@ -221,13 +225,7 @@ def home(mail_home: MailHome) -> MailHome:
     return mail_home
 
 
-def pop3_login(port: int) -> poplib.POP3:
-    client = poplib.POP3("127.0.0.1", port, timeout=10)
-    client.user("alice")
-    client.pass_("alice password")
-    return client
-
-
+@pytest.mark.process
 def test_real_server_enforces_login_delay(home: MailHome) -> None:
     server = start_server(server_args(home, "--login-delay", "600"), home.root, listeners=2)
     try:
@@ -247,6 +245,7 @@ def test_real_server_enforces_login_delay(home: MailHome) -> None:
     assert "reason=LoginDelayed" in server.log.read_text()
 
 
+@pytest.mark.external
 def test_two_servers_share_last_logins_in_redis(home: MailHome, redis_server: RedisServer) -> None:
     shared = ("--throttle-store", redis_server.url, "--throttle-prefix", redis_server.prefix,
               "--login-delay", "600")

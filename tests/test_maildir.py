@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.plugin import getPlugins
 from zope.interface.verify import verifyObject
@@ -41,7 +40,9 @@ from popframe.stores.maildir import (
 )
 from popframe.stores.maildir.remembered import LISTINGS
 from popframe.stores.template import UnsafeUserName
-from popframe.testing import failure_of, result_of
+from popframe.testing import HeldRunner, RecordingRunner, failure_of, result_of
+
+pytestmark = pytest.mark.core
 
 POSTFIX = b"Return-Path: <a@example.org>\nSubject: hi\n\nhello\n.\n..two dots\n"
 DOVECOT = b"Subject: crlf\r\n\r\nline\r\n.dot\r\n"
@@ -147,16 +148,11 @@ def test_without_create_a_missing_maildir_is_empty_and_untouched(home: Home) -> 
 
 
 def test_blocking_work_goes_through_run_blocking(home: Home) -> None:
-    calls: list[str] = []
-
-    def recording(f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        calls.append(f.__name__)
-        return run_synchronously(f, *args)
-
+    recording = RecordingRunner()
     home.postfix(POSTFIX)
     maildrop = open_(home.store(run_blocking=recording))
     result_of(maildrop.commit([maildrop.listing()[0].uid]))
-    assert calls == ["load", "delete"]  # preparing is a few stat calls, inline
+    assert recording.calls == ["load", "delete"]  # preparing is a few stat calls, inline
     assert MaildirStore(home.template)._run is deferToThread
 
 
@@ -402,6 +398,7 @@ def test_lock_is_released_after_commit(home: Home) -> None:
     result_of(open_(store).abandon())
 
 
+@pytest.mark.process
 def test_open_is_in_use_while_another_process_holds_the_lock(home: Home) -> None:
     lock_path = home.make() / LOCK_NAME
     holder = subprocess.Popen(
@@ -447,15 +444,7 @@ def test_abandon_is_idempotent_and_safe_after_commit(home: Home) -> None:
 def test_abandon_during_commit_waits_for_it(home: Home) -> None:
     """A client that hangs up after QUIT must not unlock a maildrop whose
     deletions are still being applied."""
-    held: list[tuple[defer.Deferred[Any], Callable[..., Any], tuple[Any, ...]]] = []
-
-    def holding(f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        if f.__name__ != "delete":
-            return run_synchronously(f, *args)
-        d: defer.Deferred[Any] = defer.Deferred()
-        held.append((d, f, args))
-        return d
-
+    holding = HeldRunner(hold=lambda f: f.__name__ == "delete")
     name = home.postfix(POSTFIX)
     store = home.store(run_blocking=holding)
     maildrop = open_(store)
@@ -463,8 +452,7 @@ def test_abandon_during_commit_waits_for_it(home: Home) -> None:
     abandoned = maildrop.abandon()
     assert not abandoned.called
     failure_of(store.open("alice"), MaildropInUse)
-    d, f, args = held.pop()
-    d.callback(f(*args))
+    holding.run_all()
     assert result_of(committed) is None
     assert result_of(abandoned) is None
     assert open_(store).listing() == []
@@ -671,6 +659,7 @@ def _chattr(flag: str, *paths: Path) -> bool:
     return done.returncode == 0
 
 
+@pytest.mark.process
 def test_immutable_maildir(home: Home) -> None:
     """A real refusal from the filesystem: ``chattr +i`` stops even root
     (needs root and a filesystem with the flag, such as ext4)."""

@@ -32,13 +32,11 @@ from test_maildir import (
     open_and_close,
     wire,
 )
-from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 
 from popframe.interfaces import IMaildrop, MessageInfo
 from popframe.protocol.encoding import WireForm, wire_form
 from popframe.stores import maildir as maildir_package
-from popframe.stores import run_synchronously
 from popframe.stores.maildir import (
     JOURNAL_NAME,
     LISTING_NAME,
@@ -52,7 +50,9 @@ from popframe.stores.maildir import store as maildir_store
 from popframe.stores.maildir.collector import collector_paused
 from popframe.stores.maildir.files import regular_files
 from popframe.stores.maildir.listing import key_text
-from popframe.testing import result_of
+from popframe.testing import RecordingRunner, result_of
+
+pytestmark = pytest.mark.core
 
 READY = b"Subject: ready\r\n\r\nCRLF only, no dot lines\r\n"
 DOT_LINE = b"Subject: dots\r\n\r\n.leading dot\r\n"
@@ -670,20 +670,9 @@ def test_a_changed_maildir_is_never_vouched_for(
 # -- opens without a thread -----------------------------------------------------------------------
 
 
-class Recording:
-    """A run_blocking that records what it runs."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def __call__(self, f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        self.calls.append(f.__name__)
-        return run_synchronously(f, *args)
-
-
 def test_an_unchanged_open_runs_no_thread(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
     home.postfix(POSTFIX)
-    run = Recording()
+    run = RecordingRunner()
     store = home.store(run_blocking=run)
     open_and_close(store)
     assert run.calls == ["load"]
@@ -702,7 +691,7 @@ def test_an_open_with_work_to_do_takes_the_thread(
     home: Home, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
     names = [home.postfix(POSTFIX), home.postfix(READY)]
-    run = Recording()
+    run = RecordingRunner()
     store = home.store(run_blocking=run)
     settled(monkeypatch)
     open_and_close(store)
@@ -732,7 +721,7 @@ def test_a_long_loaded_listing_maps_uids_in_the_thread(
     first = describe(open_and_close(store))
     fresh_process(home)
     monkeypatch.setattr(maildir_store, "_MAP_INLINE", 1)
-    run = Recording()
+    run = RecordingRunner()
     maildrop = open_(home.store(run_blocking=run))
     assert describe(maildrop.listing()) == first
     assert run.calls == ["load"]
@@ -743,7 +732,7 @@ def test_a_long_loaded_listing_maps_uids_in_the_thread(
 
 
 def test_the_maildir_is_prepared_without_a_thread(home: Home) -> None:
-    run = Recording()
+    run = RecordingRunner()
     maildrop = open_(home.store(run_blocking=run))
     assert run.calls == ["load"] and maildrop.listing() == []
     result_of(maildrop.abandon())
@@ -983,7 +972,7 @@ def test_remembered_listings_are_bounded_by_messages_not_maildirs(
 ) -> None:
     listings = remembered.RememberedListings(messages=6)
     monkeypatch.setattr(directory, "LISTINGS", listings)
-    run = Recording()
+    run = RecordingRunner()
     store = home.store(run_blocking=run)
     users = [f"user{i}" for i in range(3)]
     for user in users:

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from crash_support import IN_CREATE, IN_MOVED_TO, Inotify
 from delivery_support import Users, fetch_all, start_popframe
-from twisted.trial.unittest import SynchronousTestCase
 
 from popframe.errors import TemporaryFailure
 from popframe.stores import run_synchronously, store_from_description
@@ -25,8 +24,10 @@ from popframe.stores.mbox import MboxStore, MessageMoved
 from popframe.stores.mbox import index as index_module
 from popframe.stores.mbox.format import Quoter, Unquoter, from_line
 from popframe.stores.mbox.locks import LockTimeout, MboxLocks, dotlock_path
+from popframe.testing import failure_of, result_of
 
-_sync = SynchronousTestCase()
+pytestmark = pytest.mark.core
+
 TESTS = os.path.dirname(os.path.abspath(__file__))
 _IMPORT = f"import sys; sys.path.insert(0, {TESTS!r}); import mbox_support; "
 
@@ -36,15 +37,15 @@ def _store(tmp_path: Path, **options: float) -> MboxStore:
 
 
 def _deliver(store: MboxStore, user: str, message: bytes) -> None:
-    _sync.successResultOf(store.deliver(user, io.BytesIO(message)))
+    result_of(store.deliver(user, io.BytesIO(message)))
 
 
 def _session(store: MboxStore, user: str) -> tuple[object, list[str], list[bytes]]:
-    maildrop = _sync.successResultOf(store.open(user))
+    maildrop = result_of(store.open(user))
     uids = list(maildrop.listing().uids)
     bodies = []
     for uid in uids:
-        f = _sync.successResultOf(maildrop.open_message(uid))
+        f = result_of(maildrop.open_message(uid))
         bodies.append(f.read())
         f.close()
     return maildrop, uids, bodies
@@ -105,23 +106,23 @@ def test_reads_an_mbox_written_by_others(tmp_path: Path) -> None:
     assert len(set(uids)) == 4
     listing = maildrop.listing()
     assert list(listing.sizes) == [len(b.replace(b"\n", b"\r\n")) for b in bodies]
-    _sync.successResultOf(maildrop.abandon())
+    result_of(maildrop.abandon())
 
 
 def test_uids_are_stable_and_survive_deleting_others(tmp_path: Path) -> None:
     (tmp_path / "alice").write_bytes(POSTFIX_STYLE)
     store = _store(tmp_path)
     maildrop, uids, _ = _session(store, "alice")
-    _sync.successResultOf(maildrop.abandon())
+    result_of(maildrop.abandon())
     index_module.forget(f"{tmp_path}/alice")
     (tmp_path / ".alice.popframe-index").unlink()
     maildrop, again, _ = _session(store, "alice")
     assert again == uids  # made afresh from the file: the same
-    _sync.successResultOf(maildrop.commit([uids[0]]))
+    result_of(maildrop.commit([uids[0]]))
     maildrop, after, bodies = _session(store, "alice")
     assert after == uids[1:]
     assert bodies[1].startswith(b"Subject: three")  # its X-UIDL is free now, but it keeps its uid
-    _sync.successResultOf(maildrop.abandon())
+    result_of(maildrop.abandon())
 
 
 def test_status_headers_do_not_change_a_uid(tmp_path: Path) -> None:
@@ -129,11 +130,11 @@ def test_status_headers_do_not_change_a_uid(tmp_path: Path) -> None:
     path.write_bytes(b"From a@x Thu Jan  4 10:00:00 2024\nSubject: s\n\nbody\n\n")
     store = _store(tmp_path)
     maildrop, uids, _ = _session(store, "alice")
-    _sync.successResultOf(maildrop.abandon())
+    result_of(maildrop.abandon())
     path.write_bytes(b"From a@x Thu Jan  4 10:00:00 2024\nSubject: s\nStatus: RO\nX-Status: A\n\nbody\n\n")
     maildrop, again, _ = _session(store, "alice")
     assert again == uids
-    _sync.successResultOf(maildrop.abandon())
+    result_of(maildrop.abandon())
 
 
 def test_identical_copies_get_distinct_uids(tmp_path: Path) -> None:
@@ -141,7 +142,7 @@ def test_identical_copies_get_distinct_uids(tmp_path: Path) -> None:
     (tmp_path / "alice").write_bytes(copy * 3)
     maildrop, uids, _ = _session(_store(tmp_path), "alice")
     assert uids[1] == uids[0] + "-2" and uids[2] == uids[0] + "-3"
-    _sync.successResultOf(maildrop.abandon())
+    result_of(maildrop.abandon())
 
 
 # -- the index: sizes computed once ----------------------------------------------------------
@@ -161,26 +162,26 @@ def test_a_later_session_reads_only_what_was_appended(tmp_path: Path, monkeypatc
     monkeypatch.setattr(index_module, "scan", recording)
     size = (tmp_path / "alice").stat().st_size
     maildrop, uids, _ = _session(store, "alice")
-    _sync.successResultOf(maildrop.abandon())
+    result_of(maildrop.abandon())
     assert scans == [(0, size)]  # the first session reads it all
     maildrop, again, _ = _session(store, "alice")
-    _sync.successResultOf(maildrop.abandon())
+    result_of(maildrop.abandon())
     assert len(scans) == 1 and again == uids  # this process remembers it
     index_module.forget(f"{tmp_path}/alice")
     maildrop, again, _ = _session(store, "alice")
-    _sync.successResultOf(maildrop.abandon())
+    result_of(maildrop.abandon())
     assert len(scans) == 1 and again == uids  # the index file beside it
     _deliver(store, "alice", b"Subject: new\n\nnew\n")
     index_module.forget(f"{tmp_path}/alice")
     maildrop, after, _ = _session(store, "alice")
-    _sync.successResultOf(maildrop.abandon())
+    result_of(maildrop.abandon())
     assert scans[1:] == [(size, (tmp_path / "alice").stat().st_size)]
     assert after[:20] == uids and len(after) == 21
     # Another program rewrote it (removed the first message): read again whole.
     data = (tmp_path / "alice").read_bytes()
     (tmp_path / "alice").write_bytes(data[data.index(b"\nFrom ", 10) + 1 :])
     maildrop, rewritten, _ = _session(store, "alice")
-    _sync.successResultOf(maildrop.abandon())
+    result_of(maildrop.abandon())
     assert scans[-1][0] == 0 and rewritten == after[1:]
 
 
@@ -188,7 +189,7 @@ def test_a_corrupt_index_is_ignored(tmp_path: Path) -> None:
     store = _store(tmp_path)
     _deliver(store, "alice", b"Subject: a\n\nb\n")
     maildrop, uids, _ = _session(store, "alice")  # makes the index
-    _sync.successResultOf(maildrop.abandon())
+    result_of(maildrop.abandon())
     index_module.forget(f"{tmp_path}/alice")
     index = tmp_path / ".alice.popframe-index"
     data = bytearray(index.read_bytes())
@@ -196,7 +197,7 @@ def test_a_corrupt_index_is_ignored(tmp_path: Path) -> None:
     index.write_bytes(bytes(data))
     maildrop, again, bodies = _session(store, "alice")
     assert bodies == [b"Subject: a\n\nb\n"] and again == uids
-    _sync.successResultOf(maildrop.abandon())
+    result_of(maildrop.abandon())
 
 
 # -- a message moved under a session ------------------------------------------------------
@@ -206,22 +207,23 @@ def test_a_rewrite_by_another_program_during_a_session(tmp_path: Path) -> None:
     store = _store(tmp_path)
     _deliver(store, "alice", b"Subject: a\n\nb\n")
     _deliver(store, "alice", b"Subject: c\n\nd\n")
-    maildrop = _sync.successResultOf(store.open("alice"))
+    maildrop = result_of(store.open("alice"))
     uids = list(maildrop.listing().uids)
     data = (tmp_path / "alice").read_bytes()
     replacement = tmp_path / "replacement"
     replacement.write_bytes(data[data.index(b"\nFrom ") + 1 :])  # as mutt would, minus one
     os.rename(replacement, tmp_path / "alice")
-    _sync.failureResultOf(maildrop.open_message(uids[0]), MessageMoved)
-    _sync.successResultOf(maildrop.commit([uids[1]]))  # found by uid in the file as it is
+    failure_of(maildrop.open_message(uids[0]), MessageMoved)
+    result_of(maildrop.commit([uids[1]]))  # found by uid in the file as it is
     maildrop, left, _ = _session(store, "alice")
     assert left == []
-    _sync.successResultOf(maildrop.abandon())
+    result_of(maildrop.abandon())
 
 
 # -- locks ---------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_waits_for_an_fcntl_lock_then_gives_up(tmp_path: Path) -> None:
     path = tmp_path / "alice"
     holder = subprocess.Popen([sys.executable, "-c", _IMPORT + "mbox_support.hold_fcntl_main(sys.argv[1:])",
@@ -229,8 +231,8 @@ def test_waits_for_an_fcntl_lock_then_gives_up(tmp_path: Path) -> None:
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
         store = _store(tmp_path, lock_timeout=0.3)
-        _sync.failureResultOf(store.deliver("alice", io.BytesIO(b"x\n")), TemporaryFailure)
-        _sync.failureResultOf(store.open("alice"), TemporaryFailure)
+        failure_of(store.deliver("alice", io.BytesIO(b"x\n")), TemporaryFailure)
+        failure_of(store.open("alice"), TemporaryFailure)
         assert not Path(dotlock_path(str(path))).exists()  # fcntl first: no dotlock taken
     finally:
         holder.stdin.close()  # type: ignore[union-attr]
@@ -238,12 +240,13 @@ def test_waits_for_an_fcntl_lock_then_gives_up(tmp_path: Path) -> None:
     _deliver(_store(tmp_path), "alice", b"Subject: after\n\nx\n")
 
 
+@pytest.mark.process
 def test_dotlocks(tmp_path: Path) -> None:
     path = str(tmp_path / "alice")
     lock = Path(dotlock_path(path))
     store = _store(tmp_path, lock_timeout=0.3, stale_lock=60)
     lock.write_text("")  # another program's, fresh
-    _sync.failureResultOf(store.deliver("alice", io.BytesIO(b"x\n")), TemporaryFailure)
+    failure_of(store.deliver("alice", io.BytesIO(b"x\n")), TemporaryFailure)
     assert lock.exists()
     old = time.time() - 120
     os.utime(lock, (old, old))  # stale: broken
@@ -269,13 +272,13 @@ def test_dotlocks(tmp_path: Path) -> None:
 def test_the_session_lock_is_not_the_mbox_lock(tmp_path: Path) -> None:
     store = _store(tmp_path)
     _deliver(store, "alice", b"Subject: a\n\nb\n")
-    maildrop = _sync.successResultOf(store.open("alice"))
-    _sync.failureResultOf(store.open("alice"))  # a second session: in use
+    maildrop = result_of(store.open("alice"))
+    failure_of(store.open("alice"))  # a second session: in use
     _deliver(store, "alice", b"Subject: during\n\nthe session\n")  # deliveries go on
-    _sync.successResultOf(maildrop.commit(list(maildrop.listing().uids)))
+    result_of(maildrop.commit(list(maildrop.listing().uids)))
     maildrop, _, bodies = _session(store, "alice")
     assert bodies == [b"Subject: during\n\nthe session\n"]
-    _sync.successResultOf(maildrop.abandon())
+    result_of(maildrop.abandon())
 
 
 def test_store_options() -> None:
@@ -292,6 +295,7 @@ def test_store_options() -> None:
 # -- concurrency and crashes, with a real server -------------------------------------------------
 
 
+@pytest.mark.process
 def test_concurrent_delivery_while_sessions_delete(tmp_path: Path) -> None:
     """A process appends 150 messages while POP3 sessions delete what they
     see: afterwards every message is either deleted by a committed
@@ -322,6 +326,7 @@ def test_concurrent_delivery_while_sessions_delete(tmp_path: Path) -> None:
     assert len(subjects) == 150 == len(set(subjects))
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("point", ["after DELE", "after QUIT", "rewrite created",
                                    "rewrite renamed"])
 def test_sigkill_around_quit(tmp_path: Path, point: str) -> None:
@@ -382,5 +387,5 @@ def test_a_user_cannot_be_another_users_dotlock(tmp_path: Path) -> None:
     _deliver(store, "alice", b"Subject: a\n\nb\n")
     from popframe.stores.template import UnsafeUserName
 
-    _sync.failureResultOf(store.open("alice.lock"), UnsafeUserName)
-    _sync.failureResultOf(store.deliver("alice.lock", io.BytesIO(b"x\n")), UnsafeUserName)
+    failure_of(store.open("alice.lock"), UnsafeUserName)
+    failure_of(store.deliver("alice.lock", io.BytesIO(b"x\n")), UnsafeUserName)

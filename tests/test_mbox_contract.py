@@ -12,6 +12,8 @@ from popframe.stores.mbox import MboxStore
 from popframe.stores.mbox import mailbox as mailbox_module
 from popframe.testing.contracts import StoreContract
 
+pytestmark = pytest.mark.core
+
 
 class TestMboxStore(StoreContract):
     def make_store(self, tmp_path: Path) -> MboxStore:

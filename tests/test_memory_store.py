@@ -11,6 +11,8 @@ from popframe.interfaces import IMaildrop, IMaildropStore, MessageInfo
 from popframe.stores.memory import MemoryStore
 from popframe.testing import failure_of, result_of
 
+pytestmark = pytest.mark.core
+
 LF = b"Subject: hi\n\nhello\n.\n"
 CRLF = b"Subject: hi\r\n\r\nhello\r\n"
 CUT = b"no final newline"

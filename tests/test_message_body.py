@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from test_server import LOGIN, BufferedTransport, connect, wire
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
@@ -14,6 +15,8 @@ from popframe.interfaces import IMaildrop, IMessageBody, MessageList, UserSettin
 from popframe.protocol.encoding import wire_form
 from popframe.stores.base import LockedMaildrop
 from popframe.stores.locking import MemoryLocker
+
+pytestmark = pytest.mark.adapter
 
 MESSAGE = b"Subject: remote\n\n" + b"".join(b"line %d\n" % i for i in range(3000))
 

@@ -13,6 +13,8 @@ from popframe.interfaces import MessageInfo, MessageList
 from popframe.protocol import Reply, Session
 from popframe.protocol.replies import numbered_body
 
+pytestmark = pytest.mark.core
+
 INFOS = [MessageInfo("a", 10, True), MessageInfo("b", 20), MessageInfo("c", 30, True)]
 
 

@@ -16,6 +16,8 @@ import pytest
 
 from popframe.ops.metrics import FAMILIES
 
+pytestmark = pytest.mark.core
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "monitoring"
 DASHBOARD = EXAMPLES / "popframe-dashboard.json"
 ALERTS = EXAMPLES / "popframe-alerts.yml"
@@ -97,6 +99,7 @@ def promtool() -> str:
     return found
 
 
+@pytest.mark.external
 @pytest.mark.parametrize("command", [
     ["check", "rules", "popframe-alerts.yml"],
     ["check", "config", "prometheus.yml"],

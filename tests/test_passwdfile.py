@@ -19,7 +19,7 @@ from twisted.cred import strcred
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface.verify import verifyObject
 
@@ -38,20 +38,18 @@ from popframe.config import ConfigurationError
 from popframe.errors import TemporaryFailure
 from popframe.interfaces import PlaintextSecret
 from popframe.protocol.sasl.scram import ScramRecord
-from popframe.testing import result_of
+from popframe.stores import run_synchronously
+from popframe.testing import HeldRunner, result_of
+
+pytestmark = pytest.mark.core
+
+#: The name other test modules import.
+run_now = run_synchronously
 
 T = TypeVar("T")
 
 ALICE_PASSWORD = b"alice's secret"
 BOB_PASSWORD = b"bob's secret"
-
-
-def run_now(function: Callable[..., T], *args: Any) -> Deferred[T]:
-    """A synchronous stand-in for the thread pool."""
-    try:
-        return succeed(function(*args))
-    except Exception:
-        return fail()
 
 
 
@@ -216,7 +214,7 @@ def test_unreadable_file_is_a_temporary_failure(tmp_path: Path) -> None:
 
 @pytest.fixture
 def checker(users: Path) -> PasswdFileChecker:
-    return PasswdFileChecker(users, run_blocking=run_now)
+    return PasswdFileChecker(users, run_blocking=run_synchronously)
 
 
 def test_checker_is_a_credentials_checker(checker: PasswdFileChecker) -> None:
@@ -273,7 +271,7 @@ def test_unknown_user_in_an_empty_file_costs_a_verification(
     path = tmp_path / "users"
     path.write_text("")
     with pytest.raises(UnauthorizedLogin):
-        login(PasswdFileChecker(path, run_blocking=run_now), b"mallory", b"guess")
+        login(PasswdFileChecker(path, run_blocking=run_synchronously), b"mallory", b"guess")
     assert verified == [stored.FALLBACK_DUMMY]
 
 
@@ -290,17 +288,17 @@ def test_unknown_scheme_refuses_and_is_logged(tmp_path: Path, logged: list[str])
     path = tmp_path / "users"
     path.write_text("alice:{NOPE}secret\n")
     with pytest.raises(UnauthorizedLogin):
-        login(PasswdFileChecker(path, run_blocking=run_now), b"alice", b"secret")
+        login(PasswdFileChecker(path, run_blocking=run_synchronously), b"alice", b"secret")
     assert any("alice" in message and "NOPE" in message for message in logged)
 
 
 def test_default_scheme(tmp_path: Path) -> None:
     path = tmp_path / "users"
     path.write_text("alice:secret\n")
-    plain = PasswdFileChecker(path, default_scheme="PLAIN", run_blocking=run_now)
+    plain = PasswdFileChecker(path, default_scheme="PLAIN", run_blocking=run_synchronously)
     assert login(plain, b"alice", b"secret") == b"alice"
     with pytest.raises(UnauthorizedLogin):
-        login(PasswdFileChecker(path, run_blocking=run_now), b"alice", b"secret")  # CRYPT
+        login(PasswdFileChecker(path, run_blocking=run_synchronously), b"alice", b"secret")  # CRYPT
     with pytest.raises(ValueError):
         PasswdFileChecker(path, default_scheme="NOPE")
 
@@ -317,23 +315,14 @@ def test_str_credentials(checker: PasswdFileChecker) -> None:
 
 
 def test_concurrency_is_bounded(users: Path) -> None:
-    pending: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...]]] = []
-
-    def later(function: Callable[..., T], *args: Any) -> Deferred[T]:
-        d: Deferred[T] = Deferred()
-        pending.append((d, function, args))
-        return d
-
-    checker = PasswdFileChecker(users, concurrency=2, run_blocking=later)
+    pool = HeldRunner()
+    checker = PasswdFileChecker(users, concurrency=2, run_blocking=pool)
     attempts = [checker.requestAvatarId(UsernamePassword(b"carol", b"carol's secret")) for _ in range(5)]
-    assert len(pending) == 2
-    d, function, args = pending.pop(0)
-    d.callback(function(*args))
+    assert len(pool.pending) == 2
+    pool.run_next()
     assert result_of(attempts[0]) == b"carol"
-    assert len(pending) == 2  # the third one started
-    while pending:
-        d, function, args = pending.pop(0)
-        d.callback(function(*args))
+    assert len(pool.pending) == 2  # the third one started
+    pool.run_all()
     assert [result_of(attempt) for attempt in attempts[1:]] == [b"carol"] * 4
 
 
@@ -382,7 +371,7 @@ CHALLENGE = b"<1896.697170952@postoffice.example.net>"
 def secrets_checker(users: Path) -> PasswdFileChecker:
     with open(users, "a") as f:
         f.write(f"sam:{SCRAM_FIELD}\ndave:{CRAM_MD5_FIELD}\nnope:{{NOPE}}x\n")
-    return PasswdFileChecker(users, run_blocking=run_now)
+    return PasswdFileChecker(users, run_blocking=run_synchronously)
 
 
 def lookup(checker: PasswdFileChecker, user: str, kind: str) -> Any:
@@ -429,19 +418,11 @@ def test_secret_lookup_logs_no_secret(secrets_checker: PasswdFileChecker, logged
 
 
 def test_secret_lookup_runs_off_the_reactor_thread_with_bounded_concurrency(users: Path) -> None:
-    pending: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...]]] = []
-
-    def later(function: Callable[..., T], *args: Any) -> Deferred[T]:
-        d: Deferred[T] = Deferred()
-        pending.append((d, function, args))
-        return d
-
-    checker = PasswdFileChecker(users, concurrency=2, run_blocking=later)
+    pool = HeldRunner()
+    checker = PasswdFileChecker(users, concurrency=2, run_blocking=pool)
     lookups = [checker.lookup_secret("carol", "plaintext") for _ in range(3)]
-    assert len(pending) == 2
-    while pending:
-        d, function, args = pending.pop(0)
-        d.callback(function(*args))
+    assert len(pool.pending) == 2
+    pool.run_all()
     assert [result_of(d) for d in lookups] == [PlaintextSecret(b"carol's secret")] * 3
 
 
@@ -505,6 +486,7 @@ def test_a_directory_is_a_configuration_error(tmp_path: Path) -> None:
         strcred.makeChecker(f"passwd-file:{tmp_path}")
 
 
+@pytest.mark.process
 def test_plugin_module_does_not_install_a_reactor() -> None:
     """twistd imports plugins before it picks the reactor."""
     code = (
@@ -526,7 +508,7 @@ def test_mechanisms_follow_the_secrets_the_file_can_give(tmp_path: Path) -> None
     path = tmp_path / "users"
     path.write_text(f"alice:{make_hash('SHA512-CRYPT', b'x', rounds=1000)}\n")
     offered = ("SCRAM-SHA-256", "CRAM-MD5", "APOP", "PLAIN")
-    checker = PasswdFileChecker(path, run_blocking=run_now)
+    checker = PasswdFileChecker(path, run_blocking=run_synchronously)
     assert serviceable(Portal(None, [checker]), offered) == ("PLAIN",)
     with open(path, "a") as f:
         f.write(f"bob:{make_hash('SCRAM-SHA-256', b'y')}\n")

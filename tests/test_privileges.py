@@ -11,6 +11,7 @@ import grp
 import os
 import poplib
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -25,12 +26,13 @@ from conftest import MailHome
 from test_lifecycle import WAIT, login
 from test_packaging import project_copy
 
+from popframe.testing import wait_for_log
 from popframe.tls import make_self_signed
 
 USER, GROUP = "nobody", "nogroup"
 MESSAGE = b"Subject: privileged\r\n\r\nread as nobody\r\n"
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = [pytest.mark.process, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
 
 @pytest.fixture(scope="module")
@@ -166,10 +168,4 @@ def fetch(plain: int, implicit: int, home: MailHome) -> None:
 
 
 def wait_for_text(log: Path, process: subprocess.Popen[bytes], text: str, count: int) -> None:
-    import time
-
-    deadline = time.monotonic() + WAIT
-    while log.read_text(errors="replace").count(text) < count:
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"{count} x {text!r} not in:\n{log.read_text(errors='replace')}")
-        time.sleep(0.05)
+    wait_for_log(process, log, re.escape(text), count, WAIT)

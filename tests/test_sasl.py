@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-
 import pytest
-from test_session import replies
 
 from popframe.errors import AuthenticationFailed
 from popframe.protocol import Authenticate, Limits, Session, SessionConfig, sasl
+from popframe.testing.session import b64, replies
 
+pytestmark = pytest.mark.core
 
-def b64(data: bytes) -> bytes:
-    return base64.b64encode(data)
 
 
 def session(**config: object) -> Session:

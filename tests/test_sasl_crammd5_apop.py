@@ -16,16 +16,13 @@ from pathlib import Path
 
 import pytest
 from conftest import MailHome, ServerProcess, start_server
-from test_passwdfile import run_now
 from test_sasl_scram import (
     FAILED,
-    b64,
     challenge,
     mpop,
     needs_mpop,
     unthrottled_server_args,
 )
-from test_session import encoded, replies
 
 from popframe.auth import crammd5
 from popframe.auth.crammd5 import CramMD5Context
@@ -35,8 +32,12 @@ from popframe.protocol import Authenticate, LoginRefused, LookupSecret, Session,
 from popframe.protocol.sasl.apop import Apop
 from popframe.protocol.sasl.crammd5 import CramMD5
 from popframe.server import ServerConfig
+from popframe.stores import run_synchronously
 from popframe.testing import MemoryStore, connect_in_memory
+from popframe.testing.session import b64, encoded, replies
 from popframe.tls import make_self_signed
+
+pytestmark = pytest.mark.core
 
 PASSWORD = b"correct horse"
 # doveadm pw -s CRAM-MD5 -p 'correct horse'
@@ -253,9 +254,10 @@ def passwd_checker(tmp_path: Path) -> PasswdFileChecker:
         "paul:{PLAIN}correct horse\n"
         "sam:{SSHA512}DHTjtMfL0HROMb9XLn6aV9R4LUHJbmoJX1CdpbLGJChoK5iWuVhE21qYbe4EXAMEmPxMU96X/UYRECHpZiaCcR1Uups=\n"
     )
-    return PasswdFileChecker(path, run_blocking=run_now)
+    return PasswdFileChecker(path, run_blocking=run_synchronously)
 
 
+@pytest.mark.adapter
 @pytest.mark.parametrize(
     ("user", "password", "ok"),
     [("carol", PASSWORD, True), ("paul", PASSWORD, True), ("carol", b"wrong", False),
@@ -270,6 +272,7 @@ def test_cram_md5_through_the_adapter(passwd_checker: PasswdFileChecker, user: s
     assert reply.startswith(b"+OK maildrop has") if ok else reply == FAILED
 
 
+@pytest.mark.adapter
 @needs_apop_timestamp
 @pytest.mark.parametrize(
     ("user", "ok"), [("paul", True), ("carol", False), ("sam", False), ("nobody", False)]
@@ -300,6 +303,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mail
     server.stop()
 
 
+@pytest.mark.process
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by tests/run.sh")
 @pytest.mark.parametrize(
     ("user", "password", "ok"),
@@ -323,6 +327,7 @@ def test_curl_cram_md5(auth_server: tuple[MailHome, ServerProcess], user: str, p
         assert b"< -ERR [AUTH] authentication failed" in result.stderr
 
 
+@pytest.mark.process
 @needs_mpop
 @pytest.mark.parametrize(
     ("user", "password", "auth", "ok"),
@@ -344,6 +349,7 @@ def test_mpop(auth_server: tuple[MailHome, ServerProcess], user: str, password: 
         assert code == 77 and "<-- -ERR [AUTH] authentication failed" in dialogue, dialogue
 
 
+@pytest.mark.process
 @needs_apop_timestamp
 def test_poplib_apop(auth_server: tuple[MailHome, ServerProcess]) -> None:
     _, server = auth_server
@@ -362,6 +368,7 @@ def test_poplib_apop(auth_server: tuple[MailHome, ServerProcess]) -> None:
             client.quit()
 
 
+@pytest.mark.process
 def test_greeting_has_a_timestamp_only_with_apop(auth_server: tuple[MailHome, ServerProcess]) -> None:
     _, server = auth_server
     client = poplib.POP3("127.0.0.1", server.port, timeout=10)

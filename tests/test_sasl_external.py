@@ -5,7 +5,6 @@ real sockets."""
 
 from __future__ import annotations
 
-import base64
 import datetime
 import poplib
 import shutil
@@ -19,12 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
-from test_session import replies
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import ISSLTransport
-from twisted.internet.task import Clock
-from twisted.test import iosim
-from zope.interface import alsoProvides
 
 from popframe.auth.clientcert import (
     ClientCertificateChecker,
@@ -34,17 +28,17 @@ from popframe.auth.clientcert import (
 from popframe.auth.credentials import ClientCertificate
 from popframe.config import ConfigurationError
 from popframe.protocol import Authenticate, Session, SessionConfig, sasl
-from popframe.server import POP3Factory, ServerConfig
+from popframe.server import ServerConfig
 from popframe.tap import Options
-from popframe.testing import MemoryStore, RecordingClient, make_portal
+from popframe.testing import MemoryStore, connect_in_memory, failure_of, result_of
+from popframe.testing.session import b64, replies
 from popframe.tls import load_client_cas, load_tls_options
+
+pytestmark = pytest.mark.core
 
 ALICE = "alice@example.org"
 FAILED = b"-ERR [AUTH] authentication failed\r\n"
 
-
-def b64(data: bytes) -> bytes:
-    return base64.b64encode(data)
 
 
 # -- certificates ---------------------------------------------------------------------
@@ -124,12 +118,6 @@ def ca() -> CA:
     return CA()
 
 
-def result(d) -> object:
-    outcome: list[object] = []
-    d.addBoth(outcome.append)
-    [value] = outcome
-    return value
-
 
 # -- the core -------------------------------------------------------------------------------
 
@@ -185,10 +173,10 @@ def test_identities(ca: CA) -> None:
 def test_checker_maps_the_certificate_to_a_user(ca: CA) -> None:
     certificate, _ = ca.issue(cn="alice", emails=(ALICE, "a@example.net"))
     email, cn = ClientCertificateChecker("email"), ClientCertificateChecker("cn")
-    assert result(email.requestAvatarId(ClientCertificate(certificate, None))) == ALICE.encode()
-    assert result(email.requestAvatarId(ClientCertificate(certificate, "a@example.net"))) == b"a@example.net"
-    assert result(cn.requestAvatarId(ClientCertificate(certificate, None))) == b"alice"
-    assert result(cn.requestAvatarId(ClientCertificate(certificate, "alice"))) == b"alice"
+    assert result_of(email.requestAvatarId(ClientCertificate(certificate, None))) == ALICE.encode()
+    assert result_of(email.requestAvatarId(ClientCertificate(certificate, "a@example.net"))) == b"a@example.net"
+    assert result_of(cn.requestAvatarId(ClientCertificate(certificate, None))) == b"alice"
+    assert result_of(cn.requestAvatarId(ClientCertificate(certificate, "alice"))) == b"alice"
 
 
 @pytest.mark.parametrize(
@@ -205,7 +193,7 @@ def test_checker_maps_the_certificate_to_a_user(ca: CA) -> None:
 )
 def test_checker_refusals(ca: CA, issue, mapping: str, authzid: str | None) -> None:
     certificate, _ = issue(ca)
-    failure = result(ClientCertificateChecker(mapping).requestAvatarId(ClientCertificate(certificate, authzid)))
+    failure = failure_of(ClientCertificateChecker(mapping).requestAvatarId(ClientCertificate(certificate, authzid)))
     from twisted.cred.error import UnauthorizedLogin
 
     assert failure.check(UnauthorizedLogin)  # type: ignore[attr-defined]
@@ -213,7 +201,7 @@ def test_checker_refusals(ca: CA, issue, mapping: str, authzid: str | None) -> N
 
 def test_certificates_without_extended_key_usage_are_accepted(ca: CA) -> None:
     certificate, _ = ca.issue(eku=None)
-    assert result(ClientCertificateChecker().requestAvatarId(ClientCertificate(certificate, None))) == ALICE.encode()
+    assert result_of(ClientCertificateChecker().requestAvatarId(ClientCertificate(certificate, None))) == ALICE.encode()
 
 
 def test_factory() -> None:
@@ -289,27 +277,13 @@ class _Handle:
 
 
 def connect_tls(certificate: x509.Certificate | None, mapping: str = "email", **config: object):
-    clock = Clock()
     store = MemoryStore({ALICE: [b"Subject: hi\r\n\r\nhello\r\n"], "alice": []})
-    factory = POP3Factory(make_portal(store, ClientCertificateChecker(mapping)), ServerConfig(**config), clock)  # type: ignore[arg-type]
-    server = factory.buildProtocol(None)
-    client = RecordingClient()
-    peer, host = IPv4Address("TCP", "192.0.2.1", 50000), IPv4Address("TCP", "192.0.2.2", 110)
-    server_transport = iosim.FakeTransport(server, isServer=True, hostAddress=host, peerAddress=peer)
-    alsoProvides(server_transport, ISSLTransport)
-    server_transport.getHandle = lambda: _Handle(certificate)  # type: ignore[method-assign]
-    client_transport = iosim.FakeTransport(client, isServer=False, hostAddress=peer, peerAddress=host)
-    pump = iosim.connect(server, server_transport, client, client_transport, clock=clock)
-
-    def send(data: bytes) -> bytes:
-        start = len(client.received)
-        client_transport.write(data)
-        pump.flush()
-        return bytes(client.received[start:])
-
-    return send
+    return connect_in_memory(store, ClientCertificateChecker(mapping), ServerConfig(**config),  # type: ignore[arg-type]
+                             peer=IPv4Address("TCP", "192.0.2.1", 50000),
+                             tls_handle=_Handle(certificate)).send
 
 
+@pytest.mark.adapter
 def test_in_memory_login_with_a_certificate(ca: CA) -> None:
     certificate, _ = ca.issue()
     send = connect_tls(certificate)
@@ -321,6 +295,7 @@ def test_in_memory_login_with_a_certificate(ca: CA) -> None:
     assert send(b"AUTH EXTERNAL =\r\n") == b"+OK maildrop has 0 messages (0 octets)\r\n"
 
 
+@pytest.mark.adapter
 def test_in_memory_refusals(ca: CA) -> None:
     certificate, _ = ca.issue()
     send = connect_tls(certificate)
@@ -331,6 +306,7 @@ def test_in_memory_refusals(ca: CA) -> None:
     assert send(b"AUTH EXTERNAL =\r\n") == b"-ERR unsupported SASL mechanism\r\n"
 
 
+@pytest.mark.adapter
 def test_master_users_cannot_widen_a_certificate(ca: CA) -> None:
     certificate, _ = ca.issue()
     send = connect_tls(certificate, master_users=frozenset({ALICE}))
@@ -373,6 +349,7 @@ def curl_external(mail_home, port: int, cert: tuple[Path, Path] | None, *extra: 
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by tests/run.sh")
 
 
+@pytest.mark.process
 @needs_curl
 @pytest.mark.parametrize("user", [None, ALICE])
 def test_curl_external_over_stls(mail_home, external_server, alice_cert, user: str | None) -> None:
@@ -384,6 +361,7 @@ def test_curl_external_over_stls(mail_home, external_server, alice_cert, user: s
     assert b"> AUTH EXTERNAL" in result.stderr
 
 
+@pytest.mark.process
 @needs_curl
 def test_curl_external_as_someone_else_is_denied(mail_home, external_server, alice_cert) -> None:
     result = curl_external(mail_home, external_server.port, alice_cert, "--user", "bob:")
@@ -400,6 +378,7 @@ def pop3_stls(mail_home, port: int, cert: tuple[Path, Path] | None) -> poplib.PO
     return client
 
 
+@pytest.mark.process
 def test_python_ssl_external(mail_home, external_server, alice_cert) -> None:
     client = pop3_stls(mail_home, external_server.port, alice_cert)
     assert "EXTERNAL" in client.capa()["SASL"]
@@ -408,6 +387,7 @@ def test_python_ssl_external(mail_home, external_server, alice_cert) -> None:
     client.quit()
 
 
+@pytest.mark.process
 def test_without_a_certificate_other_logins_still_work(mail_home, external_server) -> None:
     client = pop3_stls(mail_home, external_server.port, None)
     assert "EXTERNAL" not in client.capa().get("SASL", [])
@@ -418,6 +398,7 @@ def test_without_a_certificate_other_logins_still_work(mail_home, external_serve
     client.quit()
 
 
+@pytest.mark.process
 def test_not_offered_on_an_implicit_tls_listener(mail_home, external_server, alice_cert) -> None:
     """Twisted's ssl: endpoint asks for no client certificate, so EXTERNAL
     could never succeed there: it is not offered, even to a client that
@@ -431,6 +412,7 @@ def test_not_offered_on_an_implicit_tls_listener(mail_home, external_server, ali
         client.quit()
 
 
+@pytest.mark.process
 def test_a_certificate_from_another_ca_fails_the_handshake(mail_home, external_server, tmp_path: Path) -> None:
     stranger = write_pair(tmp_path, "stranger", *CA("some other CA").issue())
     context = ssl.create_default_context(cafile=str(mail_home.cert))

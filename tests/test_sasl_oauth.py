@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from joserfc import jwt
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OKPKey, RSAKey
-from test_session import replies
 from twisted.internet.defer import Deferred
 
 from popframe.auth.credentials import OAuthBearerToken
@@ -44,16 +43,16 @@ from popframe.protocol.sasl.oauth import (
     parse_xoauth2,
 )
 from popframe.server import ServerConfig
-from popframe.testing import MemoryStore, connect_in_memory
+from popframe.testing import MemoryStore, connect_in_memory, failure_of, result_of
+from popframe.testing.session import b64, replies
+
+pytestmark = pytest.mark.core
 
 ISSUER = "https://idp.example.org/realms/mail"
 AUDIENCE = "pop3"
 ALICE = "alice@example.org"
 FAILED = b"-ERR [AUTH] authentication failed\r\n"
 
-
-def b64(data: bytes) -> bytes:
-    return base64.b64encode(data)
 
 
 def bearer(token: str, user: str | None = ALICE) -> bytes:
@@ -275,35 +274,27 @@ def validator(keys: Keys, **options: object) -> JWTValidator:
     return JWTValidator(JWKSFile(keys.path), ISSUER, AUDIENCE, **options)  # type: ignore[arg-type]
 
 
-def result(d: Deferred) -> object:
-    outcome: list[object] = []
-    d.addBoth(outcome.append)
-    [value] = outcome
-    return value
-
 
 def refusal(d: Deferred) -> str:
-    failure = result(d)
-    assert failure.check(InvalidToken), failure  # type: ignore[attr-defined]
-    return str(failure.value)  # type: ignore[attr-defined]
+    return str(failure_of(d, InvalidToken).value)
 
 
 def test_valid_tokens_of_each_algorithm(keys: Keys) -> None:
     v = validator(keys)
-    assert result(v.validate(keys.token(keys.rsa, "RS256"))) == ALICE
-    assert result(v.validate(keys.token(keys.ec, "ES256"))) == ALICE
-    assert result(v.validate(keys.token(keys.ed, "EdDSA"))) == ALICE
-    assert result(v.validate(keys.token(keys.ed, "Ed25519"))) == ALICE
+    assert result_of(v.validate(keys.token(keys.rsa, "RS256"))) == ALICE
+    assert result_of(v.validate(keys.token(keys.ec, "ES256"))) == ALICE
+    assert result_of(v.validate(keys.token(keys.ed, "EdDSA"))) == ALICE
+    assert result_of(v.validate(keys.token(keys.ed, "Ed25519"))) == ALICE
 
 
 def test_audience_may_be_a_list(keys: Keys) -> None:
-    assert result(validator(keys).validate(keys.token(aud=["account", AUDIENCE]))) == ALICE
+    assert result_of(validator(keys).validate(keys.token(aud=["account", AUDIENCE]))) == ALICE
 
 
 @pytest.mark.parametrize("claim", ["sub", "preferred_username"])
 def test_the_user_claim_is_configurable(keys: Keys, claim: str) -> None:
     token = keys.token(preferred_username="alice")
-    assert result(validator(keys, claim=claim).validate(token)) == {
+    assert result_of(validator(keys, claim=claim).validate(token)) == {
         "sub": "4f1d-uuid", "preferred_username": "alice"}[claim]
 
 
@@ -312,12 +303,12 @@ def test_a_key_without_kid_is_found_by_type(keys: Keys) -> None:
     keys.publish(keys.rsa, key)
     token = jwt.encode({"alg": "ES256"}, {"iss": ISSUER, "aud": AUDIENCE,
                                           "exp": int(time.time()) + 60, "email": ALICE}, key)
-    assert result(validator(keys).validate(token)) == ALICE
+    assert result_of(validator(keys).validate(token)) == ALICE
 
 
 def test_leeway_on_expiry(keys: Keys) -> None:
     token = keys.token(exp=int(time.time()) - 30)
-    assert result(validator(keys).validate(token)) == ALICE
+    assert result_of(validator(keys).validate(token)) == ALICE
     assert "exp" in refusal(validator(keys, leeway=0).validate(token))
 
 
@@ -362,20 +353,20 @@ def test_hmac_with_the_public_key_is_refused(keys: Keys) -> None:
 def test_the_jwks_file_is_reread_when_it_changes(keys: Keys) -> None:
     v = validator(keys)
     old = keys.token()
-    assert result(v.validate(old)) == ALICE
+    assert result_of(v.validate(old)) == ALICE
     rotated = RSAKey.generate_key(2048, parameters={"kid": "rsa-2"})
     keys.publish(rotated)
     os.utime(keys.path, ns=(1, 1))  # a different mtime even on coarse clocks
-    assert result(v.validate(keys.token(rotated))) == ALICE
+    assert result_of(v.validate(keys.token(rotated))) == ALICE
     assert "no key" in refusal(v.validate(old))
 
 
 def test_a_missing_jwks_file_is_a_temporary_failure(keys: Keys) -> None:
     v = validator(keys)
     keys.path.unlink()
-    assert result(v.validate(keys.token())).check(TemporaryFailure)  # type: ignore[attr-defined]
+    failure_of(v.validate(keys.token()), TemporaryFailure)
     keys.publish(keys.rsa)
-    assert result(v.validate(keys.token())) == ALICE
+    assert result_of(v.validate(keys.token())) == ALICE
 
 
 @pytest.mark.parametrize(
@@ -406,13 +397,13 @@ def test_encryption_keys_are_skipped_and_private_parts_dropped(keys: Keys) -> No
 
 def test_checker_maps_the_token_to_its_user(keys: Keys) -> None:
     checker = OAuthBearerChecker(validator(keys))
-    assert result(checker.requestAvatarId(OAuthBearerToken(keys.token(), None))) == ALICE.encode()
-    assert result(checker.requestAvatarId(OAuthBearerToken(keys.token(), "Alice@Example.org"))) == ALICE.encode()
+    assert result_of(checker.requestAvatarId(OAuthBearerToken(keys.token(), None))) == ALICE.encode()
+    assert result_of(checker.requestAvatarId(OAuthBearerToken(keys.token(), "Alice@Example.org"))) == ALICE.encode()
 
 
 def test_checker_refuses_a_user_other_than_the_tokens(keys: Keys) -> None:
     checker = OAuthBearerChecker(validator(keys), scope="pop")
-    failure = result(checker.requestAvatarId(OAuthBearerToken(keys.token(), "bob@example.org")))
+    failure = failure_of(checker.requestAvatarId(OAuthBearerToken(keys.token(), "bob@example.org")))
     assert failure.check(OAuthTokenRefused)  # type: ignore[attr-defined]
     assert failure.value.scope == "pop"  # type: ignore[attr-defined]
 
@@ -420,7 +411,7 @@ def test_checker_refuses_a_user_other_than_the_tokens(keys: Keys) -> None:
 def test_checker_passes_temporary_failures_on(keys: Keys) -> None:
     checker = OAuthBearerChecker(validator(keys))
     keys.path.unlink()
-    assert result(checker.requestAvatarId(OAuthBearerToken(keys.token(), None))).check(TemporaryFailure)  # type: ignore[attr-defined]
+    failure_of(checker.requestAvatarId(OAuthBearerToken(keys.token(), None)), TemporaryFailure)
 
 
 # -- the plugin -------------------------------------------------------------------------
@@ -436,7 +427,7 @@ def test_factory_builds_a_checker(keys: Keys) -> None:
     assert (v.issuer, v.audience, v.claim, v.leeway, v.algorithms) == (ISSUER, AUDIENCE, "sub", 5, ("ES256", "RS256"))
     assert checker.scope == "https://mail.example.org/pop"
     assert checker.openid_configuration.endswith("/openid-configuration")
-    assert result(checker.requestAvatarId(OAuthBearerToken(keys.token(), None))) == b"4f1d-uuid"
+    assert result_of(checker.requestAvatarId(OAuthBearerToken(keys.token(), None))) == b"4f1d-uuid"
 
 
 @pytest.mark.parametrize(
@@ -479,6 +470,7 @@ def connect(keys: Keys, **config: object):
     return connect_in_memory(store, checker, ServerConfig(**config))  # type: ignore[arg-type]
 
 
+@pytest.mark.adapter
 def test_in_memory_capa_and_login(keys: Keys) -> None:
     conn = connect(keys)
     assert b"SASL OAUTHBEARER XOAUTH2\r\n" in conn.send(b"CAPA\r\n")
@@ -490,6 +482,7 @@ def test_in_memory_capa_and_login(keys: Keys) -> None:
     assert conn.send(b64(xoauth2(keys.token(keys.ed, "EdDSA"))) + b"\r\n").startswith(b"+OK maildrop")
 
 
+@pytest.mark.adapter
 @pytest.mark.parametrize(
     "make",
     [
@@ -516,6 +509,7 @@ def test_in_memory_refusals_send_the_error_json(keys: Keys, make) -> None:
     assert conn.send(b"AUTH OAUTHBEARER " + b64(bearer(keys.token())) + b"\r\n").startswith(b"+OK")
 
 
+@pytest.mark.adapter
 def test_a_refused_token_is_counted_and_delayed_once(keys: Keys) -> None:
     """With throttling, the failure round is one failed login: delayed
     before the error JSON, not again before the final -ERR."""
@@ -539,6 +533,7 @@ def test_a_refused_token_is_counted_and_delayed_once(keys: Keys) -> None:
     assert bytes(conn.client.received).rsplit(b"\r\n", 2)[-2].startswith(b"+ eyJ")
 
 
+@pytest.mark.adapter
 def test_in_memory_unavailable_keys_are_a_temporary_failure(keys: Keys) -> None:
     conn = connect(keys)
     keys.path.unlink()
@@ -546,6 +541,7 @@ def test_in_memory_unavailable_keys_are_a_temporary_failure(keys: Keys) -> None:
     assert reply.startswith(b"-ERR [SYS/TEMP]")
 
 
+@pytest.mark.adapter
 def test_not_offered_without_a_token_checker() -> None:
     from popframe.testing import MemoryChecker
 
@@ -590,6 +586,7 @@ def curl_token(mail_home, port: int, mechanism: str, token: str, *extra: str):
     )
 
 
+@pytest.mark.process
 @needs_curl
 @pytest.mark.parametrize("oauth_server", ["OAUTHBEARER", "XOAUTH2"], indirect=True)
 @pytest.mark.parametrize("initial_response", [False, True])
@@ -603,6 +600,7 @@ def test_curl_logs_in_with_a_token(mail_home, oauth_server, initial_response: bo
     assert f"AUTH {mechanism}".encode() in result.stderr
 
 
+@pytest.mark.process
 @needs_curl
 @pytest.mark.parametrize("oauth_server", ["OAUTHBEARER", "XOAUTH2"], indirect=True)
 def test_curl_with_a_bad_token_is_denied(mail_home, oauth_server) -> None:

@@ -22,8 +22,7 @@ import pytest
 import scramp
 from conftest import MailHome, ServerProcess, server_args, start_server
 from OpenSSL import SSL
-from test_passwdfile import run_now
-from test_session import encoded, replies
+from support.clients import LineClient
 
 from popframe.auth.passwdfile import PasswdFileChecker
 from popframe.auth.schemes import make_hash, scram_record
@@ -37,7 +36,11 @@ from popframe.protocol import (
 from popframe.protocol.sasl import scram
 from popframe.protocol.sasl.scram import ScramRecord
 from popframe.server import ServerConfig
+from popframe.stores import run_synchronously
 from popframe.testing import MemoryStore, connect_in_memory
+from popframe.testing.session import b64, encoded, replies
+
+pytestmark = pytest.mark.core
 
 PASSWORD = "correct horse"
 # doveadm pw -s SCRAM-SHA-256 -p 'correct horse'
@@ -53,9 +56,6 @@ BINDINGS = {
     "tls-server-end-point": b"cert-hash" * 3,
 }
 
-
-def b64(data: bytes) -> bytes:
-    return base64.b64encode(data)
 
 
 def challenge(reply: object) -> str:
@@ -490,9 +490,10 @@ def passwd_checker(tmp_path: Path) -> PasswdFileChecker:
         f"alice:{DOVECOT_RECORD}\n"
         f"bob:{make_hash('SHA512-CRYPT', b'bob password')}\n"
     )
-    return PasswdFileChecker(path, run_blocking=run_now)
+    return PasswdFileChecker(path, run_blocking=run_synchronously)
 
 
+@pytest.mark.adapter
 def test_scram_login_through_the_adapter(passwd_checker: PasswdFileChecker) -> None:
     store = MemoryStore({"alice": [b"Subject: hi\n\nhello\n"]})
     conn = connect_in_memory(store, passwd_checker, ServerConfig(mechanisms=("SCRAM-SHA-256", "PLAIN")))
@@ -508,6 +509,7 @@ def test_scram_login_through_the_adapter(passwd_checker: PasswdFileChecker) -> N
     assert again.send(b"AUTH PLAIN " + b64(b"\0alice\0correct horse") + b"\r\n").startswith(b"+OK maildrop")
 
 
+@pytest.mark.adapter
 @pytest.mark.parametrize(("user", "password"), [("alice", "wrong"), ("bob", "bob password"), ("carol", "x")])
 def test_scram_failures_through_the_adapter(passwd_checker: PasswdFileChecker, user: str, password: str) -> None:
     conn = connect_in_memory(MemoryStore({}), passwd_checker, ServerConfig(mechanisms=("SCRAM-SHA-256",)))
@@ -550,27 +552,6 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mail
     server.stop()
 
 
-class LineClient:
-    def __init__(self, sock: socket.socket | ssl.SSLSocket | SSL.Connection) -> None:
-        self.sock, self.buffer = sock, b""
-
-    def line(self) -> bytes:
-        while b"\r\n" not in self.buffer:
-            try:
-                data = self.sock.recv(4096)
-            except SSL.WantReadError:  # pyOpenSSL on a socket with a timeout
-                assert select.select([self.sock], [], [], 10)[0], "timed out"
-                continue
-            assert data, "connection closed"
-            self.buffer += data
-        line, self.buffer = self.buffer.split(b"\r\n", 1)
-        return line
-
-    def command(self, data: bytes) -> bytes:
-        self.sock.sendall(data + b"\r\n")
-        return self.line()
-
-
 def socket_login(conn: LineClient, mechanism: bytes, first: bytes, final: Callable[[str], bytes]) -> bytes:
     reply = conn.command(b"AUTH " + mechanism + b" " + b64(first))
     reply = conn.command(b64(final(challenge(reply + b"\r\n"))))
@@ -588,6 +569,7 @@ def scramp_final(c: scramp.ScramClient) -> Callable[[str], bytes]:
     return final
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("password", "expected"), [("sarah's pw", b"+OK maildrop has 1 messages"), ("wrong", FAILED[:-2])]
 )
@@ -620,6 +602,7 @@ def mpop(home: MailHome, port: int, user: str, password: str, auth: str, tls: bo
 needs_mpop = pytest.mark.skipif(shutil.which("mpop") is None, reason="mpop is installed by tests/run.sh")
 
 
+@pytest.mark.process
 @needs_mpop
 @pytest.mark.parametrize(("password", "tls", "ok"), [("sarah's pw", False, True), ("sarah's pw", True, True),
                                                      ("wrong", False, False)])
@@ -642,6 +625,7 @@ def tls_client_context(maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
     return context
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("kind", "maximum"),
     [("tls-server-end-point", None), ("tls-unique", ssl.TLSVersion.TLSv1_2)],
@@ -664,6 +648,7 @@ def test_scram_plus_over_tls_with_scramp(
         c.set_server_final(conn.signature)  # type: ignore[attr-defined]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("right_connection", [True, False])
 def test_scram_plus_over_tls_13_with_tls_exporter(
     auth_server: tuple[MailHome, ServerProcess], right_connection: bool

@@ -24,6 +24,8 @@ from popframe.auth.schemes import (
     verify_password,
 )
 
+pytestmark = pytest.mark.core
+
 PASSWORD = b"correct horse"
 WRONG = b"Correct horse"  # differs in the first 8 bytes: DES-CRYPT reads no more
 

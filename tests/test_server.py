@@ -1,15 +1,15 @@
-"""The Twisted adapter, in memory: StringTransport, iosim and a fake clock."""
+"""The Twisted adapter, in memory: BufferedTransport (a StringTransport), iosim and a fake clock."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import fail
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from popframe.protocol import Limits
@@ -20,8 +20,11 @@ from popframe.testing import (
     MemoryChecker,
     MemoryStore,
     connect_in_memory,
+    connect_transport,
     make_portal,
 )
+
+pytestmark = pytest.mark.adapter
 
 ALICE = {"alice": "secret"}
 MESSAGES = [
@@ -131,8 +134,7 @@ def connect(transport: BufferedTransport, store: MemoryStore | None = None,
             clock: Clock | None = None, **config: Any) -> Any:
     factory = POP3Factory(make_portal(store or make_store(), MemoryChecker(ALICE)),
                           ServerConfig(**config), clock or Clock())
-    protocol = factory.buildProtocol(None)
-    protocol.makeConnection(transport)
+    protocol, _ = connect_transport(factory, transport)
     return protocol
 
 
@@ -202,6 +204,7 @@ def test_idle_timeout_disconnects() -> None:
     assert transport.aborted  # a client that does not read it is cut off
 
 
+@pytest.mark.core
 def test_loopback_detection() -> None:
     assert is_loopback(IPv4Address("TCP", "127.0.0.1", 1))
     assert is_loopback(IPv4Address("TCP", "127.8.9.1", 1))
@@ -241,15 +244,15 @@ def test_loopback_haproxy_does_not_make_remote_clients_local() -> None:
 
     factory = POP3Factory(make_portal(make_store(), MemoryChecker(ALICE)),
                           ServerConfig(tls=object()), Clock())
-    wrapper = HAProxyWrappingFactory(factory).buildProtocol(None)
-    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 4000))
-    wrapper.makeConnection(transport)
+    wrapper, transport = connect_transport(HAProxyWrappingFactory(factory),
+                                           peer=IPv4Address("TCP", "127.0.0.1", 4000))
     wrapper.dataReceived(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 110\r\nUSER alice\r\n")
     assert transport.value().endswith(
         b"-ERR plaintext authentication is disabled, use STLS first\r\n"
     )
 
 
+@pytest.mark.core
 def test_what_is_left_after_a_partial_send() -> None:
     from popframe.server.protocol import _after
 

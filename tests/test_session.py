@@ -8,11 +8,9 @@ from hypothesis import strategies as st
 
 from popframe.errors import AuthenticationFailed, MaildropInUse, TemporaryFailure
 from popframe.protocol import (
-    NEED_DATA,
     Authenticate,
     Commit,
     Limits,
-    LoginRefused,
     MessageEncoder,
     MessageInfo,
     Reply,
@@ -25,37 +23,11 @@ from popframe.protocol import (
     sasl,
 )
 from popframe.protocol.encoding import VerbatimEncoder
+from popframe.testing.session import replies
+
+pytestmark = pytest.mark.core
 
 MESSAGES = [MessageInfo("uid-a", 120), MessageInfo("uid-b", 200), MessageInfo("uid-c", 5)]
-
-
-def replies(session: Session, data: bytes) -> list[object]:
-    """Feed ``data``; collect events until the session needs data or a
-    request is outstanding (replies as their encoded bytes; a login the
-    core refused as the -ERR the adapter answers it with)."""
-    session.receive_data(data)
-    out: list[object] = []
-    while True:
-        event = answered(session, session.next_event())
-        if event is NEED_DATA:
-            return out
-        out.append(event.encode() if isinstance(event, Reply) else event)
-        if not isinstance(event, Reply) or event.close:
-            return out
-
-
-def answered(session: Session, event: object) -> object:
-    """``event``, or for a LoginRefused the reply the adapter answers it
-    with (after its throttling): ``-ERR [AUTH]``."""
-    if isinstance(event, LoginRefused):
-        return session.request_failed(AuthenticationFailed())
-    return event
-
-
-def encoded(session: Session, event: object) -> object:
-    """:func:`answered`, a Reply as its bytes."""
-    event = answered(session, event)
-    return event.encode() if isinstance(event, Reply) else event
 
 
 def logged_in(messages: list[MessageInfo] = MESSAGES, **config: object) -> Session:

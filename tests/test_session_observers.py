@@ -36,8 +36,16 @@ from popframe.server import POP3Factory, ServerConfig
 from popframe.server.factory import listener_name
 from popframe.server.observers import SessionObservers, combine_observers
 from popframe.stores.memory import MemoryMaildrop
-from popframe.testing import BufferedTransport, MemoryChecker, MemoryStore, make_portal
+from popframe.testing import (
+    BufferedTransport,
+    MemoryChecker,
+    MemoryStore,
+    connect_transport,
+    make_portal,
+)
 from popframe.throttle import MemoryThrottleStore, Throttle
+
+pytestmark = pytest.mark.adapter
 
 PASSWORD = "s3cret-Pa55word"
 USERS = {"alice": PASSWORD, "bob": "bob pw"}
@@ -99,10 +107,8 @@ class Server:
         self.factory.set_observer(SessionObservers([LogoutLine(), self.metrics, self.closed]))
 
     def connect(self, peer: Any = REMOTE, listener: str = "tcp:110") -> tuple[Any, BufferedTransport]:
-        transport = BufferedTransport(peer=peer)
-        protocol = TrackingFactory(self.factory, Connections(self.clock), listener).buildProtocol(peer)
-        protocol.makeConnection(transport)
-        return protocol, transport
+        return connect_transport(TrackingFactory(self.factory, Connections(self.clock), listener),
+                                 peer=peer)
 
     @property
     def record(self) -> SessionRecord:
@@ -395,6 +401,7 @@ def test_a_raising_observer_is_logged_and_the_others_still_hear(events: list[dic
     assert any("observer bug" in str(e.get("log_failure")) for e in events)
 
 
+@pytest.mark.core
 def test_observers_hear_only_what_they_override() -> None:
     observers = SessionObservers([LogoutLine(), MetricsRecorder()])
     assert len(observers._calls["session_closed"]) == 2
@@ -409,19 +416,19 @@ def test_default_observer_costs_nothing_and_records_still_fill() -> None:
                                       MemoryChecker(USERS)),
                           ServerConfig(allow_plaintext_auth=True), clock)
     assert type(factory.observer) is SessionObserver
-    transport = BufferedTransport(peer=REMOTE)
-    protocol = factory.buildProtocol(REMOTE)
-    protocol.makeConnection(transport)
+    protocol, _ = connect_transport(factory, peer=REMOTE)
     protocol.dataReceived(LOGIN + b"RETR 1\r\n")
     assert protocol.record.retrieved == 1 and protocol.record.listener == "-"
 
 
+@pytest.mark.core
 def test_session_observer_for_the_factory() -> None:
     observer = session_observer(MetricsRecorder())
     assert isinstance(observer, SessionObservers)
     assert [type(o) for o in observer.observers] == [LogoutLine, MetricsRecorder]
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("description, name", [
     ("tcp:110:interface=127.0.0.1:backlog=1024", "tcp:110"),
     ("ssl:995:privateKey=/etc/k\\:ey.pem:certKey=/etc/c.pem", "ssl:995"),

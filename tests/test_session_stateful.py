@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -23,6 +24,8 @@ from popframe.protocol import (
     SessionConfig,
     SessionState,
 )
+
+pytestmark = pytest.mark.core
 
 STATUS = re.compile(rb"^(\+OK|-ERR)( [^\r\n]*)?\r\n")
 numbers = st.integers(min_value=-2, max_value=8)

@@ -21,6 +21,8 @@ from popframe.errors import TemporaryFailure
 from popframe.interfaces.auth import SecretKind, UserSettings
 from popframe.testing import wait_for
 
+pytestmark = pytest.mark.external
+
 SCHEMES = sorted({s.name for s in schemes.SCHEMES.values() if s.make})
 
 

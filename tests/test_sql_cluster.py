@@ -14,12 +14,15 @@ from pathlib import Path
 
 import pytest
 from sql_support import fresh_database
+from support.clients import pop3_login
 
 from popframe.auth.schemes import make_hash
 from popframe.cli.user import add_user
 from popframe.db import Database, parse_url
 from popframe.stores.sql import SQLStore
 from popframe.testing import ServerProcess, start_server, wait_for
+
+pytestmark = pytest.mark.external
 
 PASSWORD = "alice's password"
 
@@ -28,13 +31,6 @@ def server(url: str, cwd: Path) -> ServerProcess:
     cwd.mkdir()
     return start_server(["--listen", "tcp:0:interface=127.0.0.1", "--store", f"sql:dsn={url}",
                          "--auth", f"sql:dsn={url}", "--workers", "1"], cwd)
-
-
-def login(port: int) -> poplib.POP3:
-    client = poplib.POP3("127.0.0.1", port, timeout=10)
-    client.user("alice")
-    client.pass_(PASSWORD)
-    return client
 
 
 def counts(url: str) -> tuple[int, int, int]:
@@ -71,11 +67,11 @@ def test_in_use_across_processes_then_sigkill(mail_database: str, tmp_path: Path
     fill(mail_database, 5)
     first, second = server(mail_database, tmp_path / "a"), server(mail_database, tmp_path / "b")
     try:
-        holder = login(first.port)
+        holder = pop3_login(first.port, password=PASSWORD)
         assert holder.stat()[0] == 5
         uids = [line.split()[1] for line in holder.uidl()[1]]
         with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
-            login(second.port)
+            pop3_login(second.port, password=PASSWORD)
         holder.dele(1)
         holder.dele(2)
         holder.retr(3)
@@ -85,7 +81,7 @@ def test_in_use_across_processes_then_sigkill(mail_database: str, tmp_path: Path
         client = None
         while client is None:  # bounded: the lock must be free within 10 s
             try:
-                client = login(second.port)
+                client = pop3_login(second.port, password=PASSWORD)
             except poplib.error_proto as error:
                 assert b"[IN-USE]" in error.args[0]
                 assert time.monotonic() - killed < 10, "the lock was not freed"
@@ -110,7 +106,7 @@ def test_sigkill_during_quit_is_all_or_none(mail_database: str, tmp_path: Path) 
     for delay in (0.0, 0.005, 0.02):
         run = server(mail_database, tmp_path / f"run-{delay}")
         try:
-            client = login(run.port)
+            client = pop3_login(run.port, password=PASSWORD)
             assert client.stat()[0] == left
             for n in range(1, min(left, 100) + 1):
                 client._putcmd(f"DELE {n}")  # pipelined: one write each, replies read below

@@ -16,6 +16,8 @@ from popframe.cli.user import add_user
 from popframe.db import Database, Session, parse_url
 from popframe.stores.sql import SQLStore, queries
 
+pytestmark = pytest.mark.external
+
 contracts = pytest.importorskip("popframe.testing.contracts")
 
 #: A scheme per contract user, so every kind of secret is served by someone.
@@ -105,10 +107,12 @@ class _HidingStoreContract(_StoreContract):
         assert [bool(r[0]) for r in rows] == [True, False]
 
 
+@pytest.mark.core
 class TestSQLiteStore(_StoreContract):
     engine = "sqlite"
 
 
+@pytest.mark.core
 class TestSQLiteHidingStore(_HidingStoreContract):
     engine = "sqlite"
 
@@ -129,6 +133,7 @@ class TestMariaDBStore(_StoreContract):
     engine = "mysql"
 
 
+@pytest.mark.core
 class TestSQLiteChecker(_CheckerContract):
     engine = "sqlite"
 

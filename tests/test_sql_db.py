@@ -19,6 +19,8 @@ from popframe.db.schema import LATEST, SchemaTooNew, check_schema, current_versi
 from popframe.stores.sql import SQLStore, SQLStoreFactory
 from popframe.testing import wait_for
 
+pytestmark = pytest.mark.core
+
 # -- URLs ----------------------------------------------------------------------------------
 
 
@@ -60,6 +62,7 @@ def test_environment_password_for_mariadb(monkeypatch: pytest.MonkeyPatch) -> No
 # -- the schema --------------------------------------------------------------------------------
 
 
+@pytest.mark.external
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql", "mysql"])
 def test_upgrade_is_idempotent_and_refuses_a_newer_database(engine: str, tmp_path: Path) -> None:
     with fresh_database(engine, tmp_path, schema=False) as dsn:
@@ -87,6 +90,7 @@ def test_store_refuses_a_database_without_the_schema(tmp_path: Path) -> None:
         SQLStoreFactory().storeFromString(f"sqlite:///{tmp_path / 'empty.db'}")
 
 
+@pytest.mark.process
 def test_unreachable_database_fails_promptly_as_temporary() -> None:
     database = Database(parse_url("postgresql://u@127.0.0.1:9/none?connect_timeout=1"))
     with pytest.raises(DatabaseError):
@@ -96,6 +100,7 @@ def test_unreachable_database_fails_promptly_as_temporary() -> None:
         wait_for(store.open("alice"), timeout=10)
 
 
+@pytest.mark.external
 def test_read_ahead_serves_small_messages_from_one_query(dsn: str) -> None:
     store = SQLStore(Database(parse_url(dsn)))
     for n in range(10):
@@ -141,6 +146,7 @@ def popframe(*args: str, stdin: str = "") -> Ran:
     return Ran(status, out.getvalue(), err.getvalue())
 
 
+@pytest.mark.external
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql", "mysql"])
 def test_db_and_user_commands(engine: str, tmp_path: Path) -> None:
     with fresh_database(engine, tmp_path, schema=False) as dsn:
@@ -169,6 +175,7 @@ def test_db_and_user_commands(engine: str, tmp_path: Path) -> None:
         assert empty.returncode == 1 and "empty password" in empty.stderr
 
 
+@pytest.mark.process
 def test_command_on_a_database_that_is_down() -> None:
     down = subprocess.run([sys.executable, "-m", "popframe", "db", "upgrade", "--dsn",
                            "postgresql://u@127.0.0.1:9/x?connect_timeout=1"],

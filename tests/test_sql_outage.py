@@ -19,7 +19,9 @@ from sql_support import admin_connection, fresh_database, unavailable
 from popframe.auth.schemes import make_hash
 from popframe.cli.user import add_user
 from popframe.db import Database, parse_url
-from popframe.testing import start_server
+from popframe.testing import start_server, wait_until
+
+pytestmark = pytest.mark.external
 
 PASSWORD = "outage test"
 #: How long a login may take to be refused while the database is down.
@@ -48,15 +50,8 @@ CONTROLS: dict[str, tuple[str, Callable[[str], None]]] = {
 
 
 def wait_until_up(engine: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            admin_connection(engine).close()
-            return
-        except BaseException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    wait_until(lambda: admin_connection(engine).close() or True, f"{engine} to be up", seconds,
+               interval=0.2, retry_on=(Exception,))
 
 
 @pytest.fixture(params=["postgresql", "mysql"])

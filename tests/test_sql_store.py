@@ -20,6 +20,8 @@ from popframe.stores.sql import SQLStore
 from popframe.stores.sql.queries import list_maildrop
 from popframe.testing import wait_for
 
+pytestmark = pytest.mark.external
+
 MESSAGES = [b"Subject: one\r\n\r\nfirst\r\n", b"Subject: two\n\nsecond, bare LF\n",
             b"Subject: three\r\n\r\n.dot line\r\n", b""]
 

@@ -15,6 +15,8 @@ from popframe.stores.maildir import MaildirStore, journal
 from popframe.stores.memory import MemoryStore
 from popframe.testing.contracts import StoreContract
 
+pytestmark = pytest.mark.core
+
 
 class TestMemoryStore(StoreContract):
     def make_store(self, tmp_path: Path) -> MemoryStore:

@@ -14,6 +14,8 @@ from popframe.config import ConfigurationError
 from popframe.errors import PermanentFailure
 from popframe.stores.template import PathTemplate, UnsafeUserName, real_path
 
+pytestmark = pytest.mark.core
+
 
 @pytest.mark.parametrize(
     ("template", "user", "expected"),

@@ -6,6 +6,7 @@ test_store_contracts.py and test_checker_contracts.py.)"""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -20,14 +21,22 @@ from zope.interface import implementer
 import popframe.testing
 from popframe.errors import NoSuchMessage
 from popframe.testing import (
+    POP3,
     BufferedTransport,
+    HeldRunner,
+    RecordingRunner,
     WaitTimeout,
     failure_of,
     result_of,
+    run_twistd,
     start_server,
     stop_reactor,
     wait_for,
+    wait_for_log,
+    wait_until,
 )
+
+pytestmark = pytest.mark.core
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -51,6 +60,7 @@ def stand_in(script: str) -> list[str]:
     return ["sh", "-c", script, "twistd"]
 
 
+@pytest.mark.process
 def test_start_server_gives_up_at_its_deadline_when_the_server_prints_nothing(
     tmp_path: Path,
 ) -> None:
@@ -64,6 +74,7 @@ def test_start_server_gives_up_at_its_deadline_when_the_server_prints_nothing(
         assert not Path(f"/proc/{pid.read_text().strip()}").exists()
 
 
+@pytest.mark.process
 def test_start_server_fails_at_once_with_the_log_when_the_server_exits(tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(RuntimeError, match=r"(?s)status 3.*no such option: --bogus"):
@@ -72,6 +83,7 @@ def test_start_server_fails_at_once_with_the_log_when_the_server_exits(tmp_path:
     assert time.monotonic() - started < 60  # the exit ended the wait, not the deadline
 
 
+@pytest.mark.process
 def test_start_server_reads_the_ports_from_the_log(tmp_path: Path) -> None:
     script = (  # a line in two writes; a third listener in the same write as the second
         "echo starting up; printf 'POP3Factory starting on 4'; sleep 0.1; echo '242'; "
@@ -190,6 +202,92 @@ def test_wait_for_a_cancelled_deferred_raises_cancelled() -> None:
         wait_for(d)
 
 
+# -- polling ----------------------------------------------------------------------------
+
+def test_wait_until_returns_the_first_true_answer_and_retries_what_it_is_told() -> None:
+    answers = iter([OSError("refused"), None, 0, "ready"])
+
+    def condition() -> str | int | None:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert wait_until(condition, "the answer", interval=0, retry_on=(OSError,)) == "ready"
+
+
+def test_wait_until_gives_up_at_its_deadline_naming_what_it_waited_for() -> None:
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match=r"waiting for the port .*ConnectionRefusedError"):
+        wait_until(lambda: (_ for _ in ()).throw(ConnectionRefusedError()), "the port", 0.2,
+                   retry_on=(OSError,))
+    assert time.monotonic() - started < 5
+
+
+def test_wait_until_lets_other_exceptions_through_at_once() -> None:
+    with pytest.raises(KeyError):
+        wait_until(lambda: {}["missing"], "a key", retry_on=(OSError,))
+
+
+@pytest.mark.process
+def test_wait_for_log_reads_until_the_lines_come_and_fails_when_the_process_exits(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "log"
+    with open(log, "wb") as sink:
+        writer = subprocess.Popen(["sh", "-c", "echo one; sleep 0.2; echo ready 1; echo ready 2; "
+                                   "exec sleep 600"], stdout=sink)
+    try:
+        matches = wait_for_log(writer, log, r"ready (\d)", count=2, timeout=30)
+        assert [m.group(1) for m in matches] == ["1", "2"]
+    finally:
+        writer.kill()
+        writer.wait()
+    with open(log, "wb") as sink:
+        subprocess.run(["sh", "-c", "echo failing; exit 3"], stdout=sink)
+        quitter = subprocess.Popen(["true"])
+        quitter.wait()
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match=r"(?s)exited .*'ready'.*failing"):
+        wait_for_log(quitter, log, "ready", timeout=60)
+    assert time.monotonic() - started < 30  # the exit ended the wait, not the deadline
+
+
+# -- run_blocking stand-ins -------------------------------------------------------------
+
+def test_recording_runner_runs_at_once_and_names_the_work() -> None:
+    def load(n: int) -> int:
+        return n + 1
+
+    def broken() -> None:
+        raise NoSuchMessage("gone")
+
+    run = RecordingRunner()
+    assert result_of(run(load, 1)) == 2
+    failure_of(run(broken), NoSuchMessage)
+    assert run.calls == ["load", "broken"]
+
+
+def test_held_runner_holds_work_until_the_test_runs_it() -> None:
+    def load() -> str:
+        return "loaded"
+
+    def delete() -> None:
+        raise NoSuchMessage("gone")
+
+    run = HeldRunner(hold=lambda function: function is delete)
+    assert result_of(run(load)) == "loaded"  # not held
+    first, second = run(delete), run(delete)
+    assert not first.called and len(run.pending) == 2
+    run.run_next()
+    failure_of(first, NoSuchMessage)
+    assert not second.called
+    run.run_all()
+    failure_of(second, NoSuchMessage)
+    with pytest.raises(AssertionError, match="no call is held"):
+        run.run_next()
+
+
 # -- the back-pressure transport ------------------------------------------------------
 
 @implementer(IPushProducer)
@@ -207,6 +305,7 @@ class Producer:
         pass
 
 
+@pytest.mark.adapter
 def test_buffered_transport_pauses_its_producer_when_full() -> None:
     transport = BufferedTransport(limit=10)
     producer = Producer()
@@ -219,6 +318,7 @@ def test_buffered_transport_pauses_its_producer_when_full() -> None:
     assert not producer.paused and transport.value() == b""
 
 
+@pytest.mark.adapter
 def test_buffered_transport_without_a_limit_never_pushes_back() -> None:
     transport = BufferedTransport()
     producer = Producer()
@@ -228,6 +328,7 @@ def test_buffered_transport_without_a_limit_never_pushes_back() -> None:
     assert transport.getPeer().host == "127.0.0.1"
 
 
+@pytest.mark.adapter
 def test_buffered_transport_records_tls_and_aborts() -> None:
     transport = BufferedTransport()
     options = object()
@@ -237,5 +338,13 @@ def test_buffered_transport_records_tls_and_aborts() -> None:
     assert transport.aborted and transport.disconnecting
 
 
+@pytest.mark.process
 def test_the_python_running_the_tests_runs_twistd() -> None:
     assert popframe.testing.TWISTD[0] == sys.executable
+
+
+@pytest.mark.process
+def test_run_twistd_returns_what_a_refusing_server_said(tmp_path: Path) -> None:
+    refused = run_twistd(*POP3, "--listen", "tcp:0:interface=127.0.0.1", cwd=tmp_path, timeout=60)
+    assert refused.returncode != 0
+    assert "twistd pop3: --store: required" in refused.stdout + refused.stderr

@@ -17,16 +17,18 @@ from typing import Any
 import pytest
 from conftest import MailHome, server_args, start_server
 from redis_support import RedisServer
+from support.ports import free_port
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.python import usage
 from zope.interface import implementer
 
 from popframe.protocol.encoding import wire_size
 from popframe.server import ServerConfig
+from popframe.stores import run_synchronously
 from popframe.tap import Options
-from popframe.testing import MemoryChecker, MemoryStore, connect_in_memory
+from popframe.testing import MemoryChecker, MemoryStore, connect_in_memory, failure_of, result_of
 from popframe.throttle import (
     IThrottleStore,
     MemoryThrottleStore,
@@ -36,6 +38,8 @@ from popframe.throttle import (
     address_key,
     throttle_store_from_description,
 )
+
+pytestmark = pytest.mark.adapter
 
 USERS = {"alice": "secret", "bob": "hunter2"}
 MESSAGE = b"Subject: hi\n\nhello\n"
@@ -98,6 +102,7 @@ def good_login(conn: Any, user: str = "alice") -> tuple[float, bytes]:
 # -- the policy ----------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_delay_doubles_up_to_the_maximum() -> None:
     throttle = make_throttle(base=1, max_delay=30)
     assert [throttle.delay(n) for n in range(8)] == [0, 1, 2, 4, 8, 16, 30, 30]
@@ -105,6 +110,7 @@ def test_delay_doubles_up_to_the_maximum() -> None:
     assert make_throttle(base=0).delay(5) == 0
 
 
+@pytest.mark.core
 def test_address_keys() -> None:
     assert address_key(IPv4Address("TCP", "192.0.2.7", 1)) == "192.0.2.7"
     # One IPv6 host usually has a whole /64.
@@ -115,29 +121,32 @@ def test_address_keys() -> None:
     assert address_key(UNIXAddress(b"/run/pop3.sock")) == "unix"
 
 
+@pytest.mark.core
 def test_memory_store_counts_expire_after_the_window() -> None:
     clock = Clock()
     store = MemoryThrottleStore(clock)
-    assert store.increment(["a", "b"], 10).result == [1, 1]
+    assert result_of(store.increment(["a", "b"], 10)) == [1, 1]
     clock.advance(6)
-    assert store.increment(["a"], 10).result == [2]
+    assert result_of(store.increment(["a"], 10)) == [2]
     # The window runs from the first failure, not the last.
     clock.advance(4)
-    assert store.counts(["a", "b", "c"]).result == [0, 0, 0]
-    assert store.increment(["a"], 10).result == [1]
+    assert result_of(store.counts(["a", "b", "c"])) == [0, 0, 0]
+    assert result_of(store.increment(["a"], 10)) == [1]
     store.reset("a")
-    assert store.counts(["a"]).result == [0]
+    assert result_of(store.counts(["a"])) == [0]
 
 
+@pytest.mark.core
 def test_memory_store_claims() -> None:
     clock = Clock()
     store = MemoryThrottleStore(clock)
-    assert store.claim("k", 5).result is True
-    assert store.claim("k", 5).result is False
+    assert result_of(store.claim("k", 5)) is True
+    assert result_of(store.claim("k", 5)) is False
     clock.advance(5)
-    assert store.claim("k", 5).result is True
+    assert result_of(store.claim("k", 5)) is True
 
 
+@pytest.mark.core
 def test_memory_store_is_bounded_and_keeps_active_keys() -> None:
     clock = Clock()
     store = MemoryThrottleStore(clock, max_entries=100)
@@ -145,7 +154,7 @@ def test_memory_store_is_bounded_and_keeps_active_keys() -> None:
     for n in range(1000):  # a flood of made-up user names
         store.increment([f"fail:user:u{n}", "fail:ip:attacker"], 60)
     assert len(store) <= 100
-    assert store.counts(["fail:ip:attacker"]).result == [1001]
+    assert result_of(store.counts(["fail:ip:attacker"])) == [1001]
 
 
 # -- in memory: delays, pipelining, drops ----------------------------------------
@@ -290,7 +299,7 @@ def test_wrong_scram_proof_is_throttled_with_its_user_name(tmp_path, logged) -> 
 
     users = tmp_path / "users"
     users.write_text(f"alice:{make_hash('SCRAM-SHA-256', b'secret')}::::::\n")
-    checker = PasswdFileChecker(users, run_blocking=lambda f, *args: maybeDeferred(f, *args))
+    checker = PasswdFileChecker(users, run_blocking=run_synchronously)
     throttle = make_throttle(base=1)
     for attempt, user in enumerate(["alice", "nobody"], 1):
         conn = connect(throttle, checker=checker, mechanisms=("SCRAM-SHA-256",))
@@ -395,6 +404,7 @@ def parse(tmp_path, *extra: str) -> Options:
     return options
 
 
+@pytest.mark.core
 def test_option_defaults(tmp_path) -> None:
     options = parse(tmp_path)
     throttle = options.throttle
@@ -405,6 +415,7 @@ def test_option_defaults(tmp_path) -> None:
     assert options.login_delay_policy.default is None
 
 
+@pytest.mark.core
 def test_options_build_the_factory_config(tmp_path) -> None:
     from popframe.assembly import make_factory
     from popframe.settings import Settings
@@ -423,6 +434,7 @@ def test_options_build_the_factory_config(tmp_path) -> None:
     assert config.login_delay.store is throttle.store
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("extra, message", [
     (["--throttle-base", "-1"], "--throttle-base: must not be negative"),
     (["--throttle-base", "10", "--throttle-max", "5"], "--throttle-max: must not be less"),
@@ -436,6 +448,7 @@ def test_bad_options(tmp_path, extra: list[str], message: str) -> None:
         parse(tmp_path, *extra)
 
 
+@pytest.mark.core
 def test_redis_url_password_is_not_logged() -> None:
     store = throttle_store_from_description("redis://:topsecret@127.0.0.1:6379/0")
     assert "topsecret" not in repr(store)
@@ -447,45 +460,49 @@ def test_redis_url_password_is_not_logged() -> None:
 def redis_store(server: RedisServer, **kwargs: Any) -> RedisThrottleStore:
     # Run redis-py at once in the test's thread instead of a thread pool.
     return RedisThrottleStore(server.url, server.prefix,
-                              run_blocking=lambda call: maybeDeferred(call), **kwargs)
+                              run_blocking=run_synchronously, **kwargs)
 
 
+@pytest.mark.external
 def test_redis_store_counts_atomically_with_expiry(redis_server: RedisServer) -> None:
     store = redis_store(redis_server)
     client = redis_server.client
-    assert store.increment(["fail:ip:a", "fail:user:x"], 60).result == [1, 1]
-    assert store.increment(["fail:ip:a"], 60).result == [2]
-    assert store.counts(["fail:ip:a", "fail:user:x", "fail:user:y"]).result == [2, 1, 0]
+    assert result_of(store.increment(["fail:ip:a", "fail:user:x"], 60)) == [1, 1]
+    assert result_of(store.increment(["fail:ip:a"], 60)) == [2]
+    assert result_of(store.counts(["fail:ip:a", "fail:user:x", "fail:user:y"])) == [2, 1, 0]
     ttl = client.pttl(redis_server.prefix + "fail:ip:a")
     assert 0 < ttl <= 60_000
     # A count whose expiry was lost (a crash between two commands of an old
     # client) gets one again.
     client.set(redis_server.prefix + "fail:ip:b", 5)
-    assert store.increment(["fail:ip:b"], 60).result == [6]
+    assert result_of(store.increment(["fail:ip:b"], 60)) == [6]
     assert 0 < client.pttl(redis_server.prefix + "fail:ip:b") <= 60_000
     store.reset("fail:ip:a")
-    assert store.counts(["fail:ip:a"]).result == [0]
+    assert result_of(store.counts(["fail:ip:a"])) == [0]
     store.close()
 
 
+@pytest.mark.external
 def test_redis_store_window_is_fixed(redis_server: RedisServer) -> None:
     store = redis_store(redis_server)
     key = redis_server.prefix + "k"
     store.increment(["k"], 60)
     redis_server.client.pexpire(key, 30_000)  # as if 30 s had passed
-    assert store.increment(["k"], 60).result == [2]
+    assert result_of(store.increment(["k"], 60)) == [2]
     assert 0 < redis_server.client.pttl(key) <= 30_000  # not extended
     store.close()
 
 
+@pytest.mark.external
 def test_redis_store_claims(redis_server: RedisServer) -> None:
     store = redis_store(redis_server)
-    assert store.claim("login:alice", 60).result is True
-    assert store.claim("login:alice", 60).result is False
+    assert result_of(store.claim("login:alice", 60)) is True
+    assert result_of(store.claim("login:alice", 60)) is False
     assert 0 < redis_server.client.pttl(redis_server.prefix + "login:alice") <= 60_000
     store.close()
 
 
+@pytest.mark.external
 def test_redis_store_keys_have_the_prefix(redis_server: RedisServer) -> None:
     store = redis_store(redis_server)
     store.increment(["fail:user:alice"], 60)
@@ -494,12 +511,10 @@ def test_redis_store_keys_have_the_prefix(redis_server: RedisServer) -> None:
     store.close()
 
 
+@pytest.mark.process
 def test_redis_outage_fails_open_and_fast(logged) -> None:
     # Nothing listens on this port: connections are refused at once.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    store = RedisThrottleStore(f"redis://127.0.0.1:{port}/0", run_blocking=lambda call: maybeDeferred(call))
+    store = RedisThrottleStore(f"redis://127.0.0.1:{free_port()}/0", run_blocking=run_synchronously)
     throttle = Throttle(store, base=1, max_auth_failures=0, max_ip_failures=10)
     conn = connect(throttle)
     assert fail_login(conn) == (1, FAILED)  # the store's count reads as 0
@@ -508,8 +523,7 @@ def test_redis_outage_fails_open_and_fast(logged) -> None:
     assert len(errors) == 1  # once per outage, not once per login
     # Within retry_after the store is not even asked.
     d = store.counts(["x"])
-    assert d.called and isinstance(d.result.value, StoreUnavailable)
-    d.addErrback(lambda _: None)
+    failure_of(d, StoreUnavailable)
 
 
 # -- real servers on loopback ------------------------------------------------------------
@@ -551,6 +565,7 @@ def home(mail_home: MailHome) -> MailHome:
     return mail_home
 
 
+@pytest.mark.process
 def test_many_failures_from_one_address_while_another_logs_in(home: MailHome) -> None:
     # 127.0.0.1 and 127.0.0.2 stand for two remote clients: trust neither
     # (loopback is a trusted network by default, exempt from address counts).
@@ -609,6 +624,7 @@ def test_many_failures_from_one_address_while_another_logs_in(home: MailHome) ->
     assert "guess" not in log and "alice password" not in log
 
 
+@pytest.mark.external
 def test_two_servers_share_counts_in_redis(home: MailHome, redis_server: RedisServer) -> None:
     shared = ("--throttle-store", redis_server.url, "--throttle-prefix", redis_server.prefix,
               "--throttle-base", "0.2", "--throttle-max", "5", "--max-ip-failures", "4",

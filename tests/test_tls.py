@@ -32,6 +32,8 @@ from popframe.tls import (
     make_self_signed,
 )
 
+pytestmark = pytest.mark.core
+
 # -- helpers -------------------------------------------------------------------
 
 

@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+pytestmark = pytest.mark.external
+
 ROOT = Path(__file__).resolve().parent.parent
 WEAK = ("NULL", "EXPORT", "RC4", "_DES_", "DES40", "3DES", "DES_CBC", "ANON", "_anon_",
         "MD5", "PSK", "SRP", "IDEA", "SEED", "CAMELLIA", "ARIA")
@@ -157,6 +159,7 @@ def read_line(sock: Any) -> bytes:
     return data
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("injected", [
     b"CAPA\r\n",
     b"USER alice\r\nPASS alice password\r\nSTAT\r\n",

@@ -28,6 +28,8 @@ from twisted.python.systemd import ListenFDs
 from popframe import twisted_internals as internals
 from popframe.tls import make_self_signed
 
+pytestmark = pytest.mark.adapter
+
 
 def a_factory() -> Factory:
     return Factory.forProtocol(Protocol)
@@ -121,6 +123,7 @@ SHOW_INHERITED = (
 )
 
 
+@pytest.mark.process
 def test_inherited_descriptors_come_from_the_environment() -> None:
     """What systemd sets (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES), read
     when Twisted's endpoints module is imported."""
@@ -130,6 +133,7 @@ def test_inherited_descriptors_come_from_the_environment() -> None:
     assert result.stdout.strip() == "[3, 4] [('plain', 3), ('proxied', 4)]"
 
 
+@pytest.mark.process
 def test_systemd_strings_name_the_replaced_descriptors() -> None:
     before = internals.inherited_systemd_descriptors()
     sockets = [socket.socket(socket.AF_INET), socket.socket(socket.AF_INET6)]
@@ -150,6 +154,7 @@ def test_systemd_strings_name_the_replaced_descriptors() -> None:
 # -- listening ports ----------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_a_port_that_stops_accepting_stays_bound_and_closes() -> None:
     reactor = MemoryReactorClock()
     port = tcp.Port(0, a_factory(), interface="127.0.0.1", reactor=reactor)
@@ -190,6 +195,7 @@ def adopted(port_type, fd: int):
     return port, reactor
 
 
+@pytest.mark.process
 def test_a_shared_unix_port_leaves_the_socket_to_its_owner(unix_listener) -> None:
     path, owner = unix_listener
     port, reactor = adopted(internals.SharedUNIXPort, owner.fileno())
@@ -206,6 +212,7 @@ def test_a_shared_unix_port_leaves_the_socket_to_its_owner(unix_listener) -> Non
         owner.accept()[0].close()
 
 
+@pytest.mark.process
 def test_a_plain_adopted_unix_port_would_unlink_and_chmod(unix_listener) -> None:
     """Why SharedUNIXPort exists: Twisted's own Port takes the path over."""
     path, owner = unix_listener

@@ -21,6 +21,8 @@ from test_lifecycle import Running, login, replace_certificate, served_certifica
 
 from popframe.testing import TWISTD
 
+pytestmark = pytest.mark.process
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 UNITS = ("popframe.socket", "popframe.service")
 
@@ -50,6 +52,7 @@ def test_systemd_analyze_accepts_the_units(tmp_path: Path) -> None:
     assert result.stderr == ""  # unknown keys are only warnings
 
 
+@pytest.mark.core
 def test_the_service_unit_is_hardened() -> None:
     text = (EXAMPLES / "popframe.service").read_text()
     for setting in ("Type=notify", "KillMode=mixed", "ExecReload=/bin/kill -HUP $MAINPID",

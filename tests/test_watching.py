@@ -23,29 +23,24 @@ import pytest
 from conftest import MailHome, server_args, start_server
 from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
-from test_workers import Pool, login, only, start_pool
+from support.clients import pop3_login
+from test_workers import Pool, only, start_pool
 
 from popframe.protocol.encoding import wire_size
-from popframe.testing import TWISTD
+from popframe.testing import POP3, TWISTD, run_twistd, wait_until
+
+pytestmark = pytest.mark.process
+
+#: The name other test modules import (tests/test_autoconfig.py, ...).
+wait_for = wait_until
 
 MESSAGES = [b"Subject: one\r\n\r\nhello\r\n", b"Subject: two\n\nsecond\n.dot\n"]
 WAIT = 30.0
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = condition()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def metrics_port(log: Path) -> int:
-    found = wait_for(lambda: re.search(r"popframe metrics starting on (\d+)",
+    found = wait_until(lambda: re.search(r"popframe metrics starting on (\d+)",
                                        log.read_text(errors="replace")), "the metrics port")
     return int(found.group(1))
 
@@ -66,7 +61,7 @@ def scrape_until(port: int, done: Callable[[Samples], bool], what: str) -> Sampl
         samples = scrape(port)[1]
         return samples if done(samples) else None
 
-    found: Samples = wait_for(scraped, what)
+    found: Samples = wait_until(scraped, what)
     return found
 
 
@@ -110,6 +105,7 @@ def tls_client(port: int) -> poplib.POP3_SSL:
 # -- the metrics page, one process ----------------------------------------------------
 
 
+@pytest.mark.external
 def test_metrics_after_real_sessions(home: MailHome) -> None:
     server = start_server(server_args(home, "--metrics", "tcp:0:interface=127.0.0.1",
                                       "--throttle-base", "0"), home.root, listeners=2)
@@ -148,7 +144,7 @@ def test_metrics_after_real_sessions(home: MailHome) -> None:
             page, samples = scrape(port)
             return (page, samples) if total(samples, "popframe_sessions_total") == 4 else None
 
-        page, samples = wait_for(settled, "4 ended sessions on the page")
+        page, samples = wait_until(settled, "4 ended sessions on the page")
         octets = wire_size(MESSAGES[0]) + wire_size(MESSAGES[1]) + 1  # a stuffed dot
         assert value(samples, "popframe_sessions_total", listener="tcp:0", tls="no", end="QUIT") == 3
         tls_ended = [dict(ls) for (n, ls), v in samples.items()
@@ -190,7 +186,7 @@ def test_one_view_across_workers(home: MailHome) -> None:
 
         def sessions(count: int) -> None:
             for _ in range(count):
-                client = login(pool.port(), "bob")
+                client = pop3_login(pool.port(), "bob")
                 client.stat()
                 client.quit()
 
@@ -245,7 +241,7 @@ def test_logout_line_after_each_way_a_real_session_ends(home: MailHome) -> None:
                 lines = logout_lines(server.log)
                 return lines if len(lines) >= count else None
 
-            found: list[str] = wait_for(enough, f"{count} logout lines")
+            found: list[str] = wait_until(enough, f"{count} logout lines")
             return found
 
         client = poplib.POP3("127.0.0.1", server.port, timeout=10)
@@ -321,7 +317,7 @@ def test_json_logs(home: MailHome, how: str) -> None:
         def logout() -> Any:
             return [e for e in json_events(server.log) if e.get("end")]
 
-        [event] = wait_for(logout, "the logout event")
+        [event] = wait_until(logout, "the logout event")
         assert event["user"] == "alice" and event["end"] == "QUIT"
         assert event["retrieved"] == 1 and event["retrieved_octets"] == wire_size(MESSAGES[0])
         assert event["tls"] is None and event["listener"] == "tcp:0"
@@ -342,7 +338,7 @@ def test_json_logs_from_workers(home: MailHome) -> None:
         client.user("bob")
         client.pass_("bob password")
         client.quit()
-        [event] = wait_for(lambda: [e for e in json_events(server.log) if e.get("end")],
+        [event] = wait_until(lambda: [e for e in json_events(server.log) if e.get("end")],
                            "the logout event")
         assert event["user"] == "bob" and event["system"].startswith("worker-")
         assert isinstance(event["popframe_worker"], int)
@@ -351,14 +347,13 @@ def test_json_logs_from_workers(home: MailHome) -> None:
 
 
 def test_metrics_endpoint_errors_are_one_line(home: MailHome) -> None:
-    command = [*TWISTD, "-n", "--pidfile=", "--logfile=-", "pop3",
-               *server_args(home, "--metrics", "bogus:1")]
-    done = subprocess.run(command, cwd=home.root, capture_output=True, text=True, timeout=60)
+    done = run_twistd(*POP3, *server_args(home, "--metrics", "bogus:1"), cwd=home.root)
     assert done.returncode != 0
     assert "popframe: --metrics: 'bogus:1':" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
 
 
+@pytest.mark.core
 def test_options_check_the_new_values(home: MailHome) -> None:
     from twisted.python import usage
 

@@ -26,14 +26,22 @@ from pathlib import Path
 
 import pytest
 from conftest import TWISTD, MailHome, server_args, start_server
+from support.clients import pop3_login
 
 from popframe import workers
 from popframe.config import ConfigurationError
 from popframe.tap import Options
+from popframe.testing import POP3, run_twistd, wait_for_log, wait_until
 from popframe.workers.pool import _Slot
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="reads /proc; relies on PR_SET_PDEATHSIG")
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(not sys.platform.startswith("linux"),
+                       reason="reads /proc; relies on PR_SET_PDEATHSIG"),
+]
+
+#: The name other test modules import.
+login = pop3_login
 
 WAIT_SECONDS = 60  # generous: workers start in parallel on a busy machine
 _LISTENING = re.compile(r"listening on (\S+) for (\d+) workers")
@@ -54,21 +62,24 @@ class Pool:
 
     def wait(self, find, what: str, timeout: float = WAIT_SECONDS):
         """Poll the log until ``find(text)`` returns something true."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def found():  # type: ignore[no-untyped-def]
+            exited = self.process.poll() is not None
             text = self.text()
-            found = find(text)
-            if found:
-                return found
+            if (result := find(text)) or not exited:
+                return result
+            raise AssertionError(f"server exited; no {what} in:\n{text}")
+
+        try:
+            return wait_until(found, what, timeout)
+        except AssertionError as error:
             if self.process.poll() is not None:
-                raise AssertionError(f"server exited; no {what} in:\n{text}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} within {timeout}s in:\n{text}")
-            time.sleep(0.02)
+                raise
+            raise AssertionError(f"{error}, in:\n{self.text()}") from None
 
     def wait_for(self, pattern: str, timeout: float = WAIT_SECONDS) -> re.Match[str]:
         """The first match of ``pattern`` in the log, waiting for it."""
-        return self.wait(re.compile(pattern).search, repr(pattern), timeout)
+        return wait_for_log(self.process, self.log, pattern, 1, timeout)[0]
 
     def pids(self) -> dict[int, int]:
         """The current pid of each worker, by worker id."""
@@ -111,7 +122,7 @@ class Pool:
 def start_pool(args: list[str], cwd: Path, count: int, *, command: list[str] | None = None,
                env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()) -> Pool:
     log = cwd / "twistd.log"
-    command = command or [*TWISTD, "-n", "--pidfile=", "--logfile=-", "pop3"]
+    command = command or [*TWISTD, *POP3]
     with open(log, "wb") as sink:
         process = subprocess.Popen([*command, *args, "--workers", str(count)], cwd=cwd,
                                    stdout=sink, stderr=subprocess.STDOUT, env=env,
@@ -145,16 +156,9 @@ def pool(users: MailHome) -> Iterator[Pool]:
     server.stop()
 
 
-def login(port: int, user: str = "alice") -> poplib.POP3:
-    client = poplib.POP3("127.0.0.1", port, timeout=10)
-    client.user(user)
-    client.pass_(f"{user} password")
-    return client
-
-
 def session(pool: Pool, user: str = "alice") -> int:
     """A whole session (login, STAT, QUIT); the worker that served it."""
-    client = login(pool.port(), user)
+    client = pop3_login(pool.port(), user)
     assert client.stat()[0] == 1
     worker = pool.served_by(client, user)
     client.quit()
@@ -183,14 +187,6 @@ def process_state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
-def wait_until(condition, what: str, timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def gone(pid: int) -> bool:
     """Exited (reaped, or a zombie waiting for a reaper that is not ours)."""
     return process_state(pid) in (None, "Z", "X")
@@ -204,7 +200,7 @@ def only(pool: Pool, worker: int) -> Iterator[None]:
         os.kill(pid, signal.SIGSTOP)
     try:
         for pid in others:
-            wait_until(lambda pid=pid: process_state(pid) in ("T", "t"), f"pid {pid} to stop")
+            wait_until(lambda pid=pid: process_state(pid) in ("T", "t"), f"pid {pid} to stop", WAIT_SECONDS)
         yield
     finally:
         for pid in others:
@@ -214,6 +210,7 @@ def only(pool: Pool, worker: int) -> Iterator[None]:
 # -- options ----------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_default_is_one_worker_per_core(tmp_path: Path) -> None:
     options = Options()
     options.parseOptions(["--listen", "tcp:0", "--store", f"maildir:{tmp_path}/%u",
@@ -223,8 +220,7 @@ def test_default_is_one_worker_per_core(tmp_path: Path) -> None:
 
 
 def test_help_says_which_endpoints_are_shared() -> None:
-    result = subprocess.run([*TWISTD, "pop3", "--help"], capture_output=True, text=True,
-                            timeout=60)
+    result = run_twistd("pop3", "--help")
     text = " ".join(result.stdout.split())
     assert "--workers=" in text
     assert "tcp:, tcp6:, ssl:, tls:, unix: and systemd:" in text
@@ -244,13 +240,13 @@ def test_configuration_errors(tmp_path: Path, args: list[str], message: str) -> 
     base = ["--store", f"maildir:{tmp_path}/%u", "--auth", "memory:a:b"]
     if "--listen" not in args:
         base += ["--listen", "tcp:0:interface=127.0.0.1"]
-    result = subprocess.run([*TWISTD, "-n", "--pidfile=", "pop3", *base, *args],
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    result = run_twistd(*POP3, *base, *args, cwd=tmp_path)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.core
 def test_shareable_endpoint_types() -> None:
     for description in ["tcp:110", "tcp6:110", "ssl:995", "tls:/etc/certs", "unix:/run/p",
                         "systemd:domain=INET:index=0", "haproxy:tcp:110", "HAPROXY:SSL:995"]:
@@ -267,7 +263,7 @@ def test_shareable_endpoint_types() -> None:
 def test_one_worker_is_one_process(users: MailHome) -> None:
     server = start_server(server_args(users, "--workers", "1"), users.root, listeners=2)
     try:
-        client = login(server.port)
+        client = pop3_login(server.port)
         assert client.stat()[0] == 1
         client.quit()
         assert server.children() == []
@@ -309,7 +305,7 @@ def test_implicit_tls_and_unix_listeners_are_shared(pool: Pool, users: MailHome)
 
 def test_the_lock_holds_across_workers(pool: Pool) -> None:
     with only(pool, 1):
-        holder = login(pool.port())
+        holder = pop3_login(pool.port())
     assert pool.served_by(holder) == 1
     # With worker 1 stopped, every attempt reaches worker 2: the lock holds
     # across processes.
@@ -328,7 +324,7 @@ def test_the_lock_holds_across_workers(pool: Pool) -> None:
 
 def test_a_killed_worker_is_replaced_and_its_lock_released(pool: Pool) -> None:
     with only(pool, 1):
-        holder = login(pool.port())
+        holder = pop3_login(pool.port())
     assert pool.served_by(holder) == 1
     victim = pool.pids()[1]
     os.kill(victim, signal.SIGKILL)
@@ -375,7 +371,7 @@ def test_sighup_reaches_every_worker(pool: Pool) -> None:
 
 def test_sigterm_stops_every_worker(pool: Pool, users: MailHome) -> None:
     pids = list(pool.pids().values())
-    holder = login(pool.port())
+    holder = pop3_login(pool.port())
     pool.process.send_signal(signal.SIGTERM)
     returncode = pool.process.wait(workers.STOP_TIMEOUT + 20)
     assert returncode == 0
@@ -404,7 +400,7 @@ def test_workers_do_not_outlive_a_killed_parent(pool: Pool, users: MailHome) -> 
     pool.process.kill()
     pool.process.wait()
     for pid in pids:
-        wait_until(lambda pid=pid: gone(pid), f"worker {pid} to exit")
+        wait_until(lambda pid=pid: gone(pid), f"worker {pid} to exit", WAIT_SECONDS)
     # And the port is free for the next server.
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", pool.port()), timeout=10).recv(1)
@@ -557,7 +553,7 @@ def test_a_worker_stops_when_the_pipe_from_its_parent_closes(users: MailHome) ->
             for line in log:
                 if b"ready (pid" in line:
                     break
-            client = login(port)
+            client = pop3_login(port)
             assert client.stat()[0] == 1
             client.quit()
             assert worker.stdin is not None

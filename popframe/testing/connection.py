@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import ITransport
+from twisted.internet.interfaces import ISSLTransport, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.test import iosim
+from zope.interface import alsoProvides
 
 from popframe.interfaces import IMaildropStore
 from popframe.realm import MaildropRealm
@@ -80,10 +81,16 @@ def connect_in_memory(
     checker: ICredentialsChecker,
     config: ServerConfig | None = None,
     peer: object = None,
+    tls_handle: object = None,
 ) -> InMemoryConnection:
     """Connect a :class:`RecordingClient` to a real server protocol.  The
     greeting is already in ``client.received``.  ``peer`` defaults to a
-    loopback address (so USER/PASS is allowed without TLS)."""
+    loopback address (so USER/PASS is allowed without TLS).
+    ``tls_handle``: the connection is as if over TLS (the server's
+    transport provides ``ISSLTransport``), and its ``getHandle()`` is
+    this: a pyOpenSSL ``Connection``, or a stand-in with
+    ``get_peer_certificate(as_cryptography=True)`` for a client
+    certificate (SASL EXTERNAL)."""
     clock = Clock()
     factory = POP3Factory(make_portal(store, checker), config, clock)
     server = factory.buildProtocol(None)
@@ -92,6 +99,9 @@ def connect_in_memory(
     host = IPv4Address("TCP", "127.0.0.1", 110)
     server_transport = iosim.FakeTransport(
         server, isServer=True, hostAddress=host, peerAddress=peer)
+    if tls_handle is not None:
+        alsoProvides(server_transport, ISSLTransport)
+        server_transport.getHandle = lambda: tls_handle  # type: ignore[attr-defined]
     client_transport = iosim.FakeTransport(
         client, isServer=False, hostAddress=peer, peerAddress=host)
     pump = iosim.connect(server, server_transport, client, client_transport, clock=clock)

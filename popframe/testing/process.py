@@ -16,10 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-__all__ = ["TWISTD", "ServerProcess", "start_server"]
+from popframe.testing.polling import POLL_TIMEOUT, wait_until
+
+__all__ = ["POP3", "TWISTD", "ServerProcess", "run_twistd", "start_server", "wait_for_log"]
 
 #: twistd from the interpreter running this code (whatever PATH says).
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+#: What goes between twistd and ``pop3``'s own arguments in a test: in the
+#: foreground, no pid file, the log to stdout (``[*TWISTD, *POP3, ...]``).
+POP3 = ["-n", "--pidfile=", "--logfile=-", "pop3"]
 _LISTENING = re.compile(rb"POP3Factory(?: \(TLS\))?(?: \(PROXY\))? starting on (\d+)")
 #: The longest log line read for a port; longer ones are not scanned whole.
 _MAX_LINE = 65536
@@ -63,6 +68,16 @@ class ServerProcess:
         """The second listener (implicit TLS, by convention)."""
         return self.ports[1]
 
+    def text(self) -> str:
+        """The log so far."""
+        return self.log.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str | re.Pattern[str], count: int = 1,
+                     timeout: float = POLL_TIMEOUT) -> list[re.Match[str]]:
+        """The first ``count`` matches of ``pattern`` in the log, waiting
+        for them (see :func:`wait_for_log`)."""
+        return wait_for_log(self.process, self.log, pattern, count, timeout)
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s; the log is complete after."""
         if self.process.poll() is None:
@@ -74,6 +89,41 @@ class ServerProcess:
                 self.process.wait()
         if self._drain is not None:
             self._drain.join(10)
+
+
+def run_twistd(*args: str, cwd: Path | None = None, timeout: float = 120,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``twistd ARGS`` to its end and return what it printed, as text:
+    for what it says when it refuses to start (``run_twistd(*POP3,
+    "--store", "mine:bad")``) or its ``--help``.  ``timeout``: a server
+    that starts after all fails the test instead of hanging it."""
+    return subprocess.run([*TWISTD, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, env=env)
+
+
+def wait_for_log(process: subprocess.Popen[bytes], log: Path, pattern: str | re.Pattern[str],
+                 count: int = 1, timeout: float = POLL_TIMEOUT) -> list[re.Match[str]]:
+    """The first ``count`` matches of ``pattern`` in the file ``log`` that
+    ``process`` writes, read again until they are there.  Fails (with the
+    log) at once when the process has exited without writing them, or
+    after ``timeout`` seconds."""
+    compiled = re.compile(pattern)
+
+    def found() -> list[re.Match[str]]:
+        exited = process.poll() is not None  # before reading: its last words count
+        matches = list(compiled.finditer(log.read_text(errors="replace")))[:count]
+        if len(matches) < count and exited:
+            raise AssertionError(f"the process exited (status {process.returncode}) before "
+                                 f"{count} x {compiled.pattern!r} in its log:\n"
+                                 f"{log.read_text(errors='replace')}")
+        return matches if len(matches) == count else []
+
+    try:
+        return wait_until(found, f"{count} x {compiled.pattern!r} in {log}", timeout)
+    except AssertionError as error:
+        if process.poll() is not None:
+            raise
+        raise AssertionError(f"{error}:\n{log.read_text(errors='replace')}") from None
 
 
 class _OutputReader(threading.Thread):
@@ -143,7 +193,7 @@ def start_server(
     kills it and raises ``RuntimeError`` with the log.  ``twistd``: the
     command that runs twistd (tests give a stand-in)."""
     log = Path(cwd) / "twistd.log"
-    command = [*twistd, "-n", "--pidfile=", "--logfile=-", "pop3", *args]
+    command = [*twistd, *POP3, *args]
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert process.stdout is not None

@@ -5,9 +5,10 @@ pipelined input) with ``buildProtocol`` and ``makeConnection`` alone."""
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IProtocol, IProtocolFactory
 from twisted.internet.testing import StringTransport
 
-__all__ = ["BufferedTransport"]
+__all__ = ["BufferedTransport", "connect_transport"]
 
 #: The default peer: loopback, where USER/PASS is allowed without TLS.
 _LOOPBACK_PEER = IPv4Address("TCP", "127.0.0.1", 4000)
@@ -47,3 +48,16 @@ class BufferedTransport(StringTransport):
     def abortConnection(self) -> None:
         self.aborted = True
         self.loseConnection()
+
+
+def connect_transport(factory: IProtocolFactory, transport: BufferedTransport | None = None,
+                      peer: object = None) -> tuple[IProtocol, BufferedTransport]:
+    """A protocol of ``factory`` connected to ``transport`` (by default a
+    new :class:`BufferedTransport` from ``peer``, loopback if None): the
+    greeting is in ``transport.value()``, and the test calls
+    ``protocol.dataReceived`` itself."""
+    transport = transport if transport is not None else BufferedTransport(peer=peer)
+    protocol = factory.buildProtocol(transport.getPeer())
+    assert protocol is not None, f"{factory!r} refused the connection"
+    protocol.makeConnection(transport)
+    return protocol, transport
