@@ -48,6 +48,8 @@ from popframe.autoconfig.thunderbird import config_v11
 from popframe.config.check import check_config
 from popframe.options import Options
 
+pytestmark = pytest.mark.core
+
 HOST = "localhost"  # the test certificate's name
 AUTODISCOVER_NS = "{http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a}"
 REQUEST = (
@@ -223,6 +225,7 @@ def test_option_mistakes_name_the_option(mail_home: MailHome, args: list[str], m
         Options().parseOptions(base_args(mail_home) + args)
 
 
+@pytest.mark.process
 def test_check_config_reports_autoconfig_keys(mail_home: MailHome) -> None:
     config = mail_home.root / "popframe.toml"
     config.write_text(f'listen = ["tcp:0"]\nstore = "maildir:{mail_home.template}"\n'
@@ -319,6 +322,7 @@ def served(users: MailHome) -> Iterator[tuple[object, Web]]:
     yield from serve(users)
 
 
+@pytest.mark.process
 def test_thunderbird_fetches_its_document_and_logs_in(users: MailHome, served) -> None:
     server, web = served
     for path in ("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml"):
@@ -342,6 +346,7 @@ def test_thunderbird_fetches_its_document_and_logs_in(users: MailHome, served) -
                      "bob's p4ss").splitlines() == ["1 19", "2 19"]
 
 
+@pytest.mark.process
 def test_outlook_autodiscover_and_log_in(users: MailHome, served) -> None:
     server, web = served
     for path in ("/autodiscover/autodiscover.xml", "/Autodiscover/Autodiscover.xml"):
@@ -371,6 +376,7 @@ def test_outlook_autodiscover_and_log_in(users: MailHome, served) -> None:
     b'<!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
     b"<Autodiscover><Request><EMailAddress>&b;</EMailAddress></Request></Autodiscover>",
 ])
+@pytest.mark.process
 def test_malformed_autodiscover_is_400_never_a_traceback(served, body: bytes) -> None:
     server, web = served
     status, kind, answer = web.post("/autodiscover/autodiscover.xml", body)
@@ -379,6 +385,7 @@ def test_malformed_autodiscover_is_400_never_a_traceback(served, body: bytes) ->
     assert "Traceback" not in server.log.read_text()
 
 
+@pytest.mark.process
 def test_a_huge_autodiscover_body_is_refused_unkept(served) -> None:
     server, web = served
     status, _, answer = web.post("/autodiscover/autodiscover.xml",
@@ -387,6 +394,7 @@ def test_a_huge_autodiscover_body_is_refused_unkept(served) -> None:
     assert web.post("/autodiscover/autodiscover.xml", request_for("bob@example.org"))[0] == 200
 
 
+@pytest.mark.process
 def test_apple_profile_logs_in(users: MailHome, served) -> None:
     server, web = served
     status, kind, body = web.get("/apple/popframe.mobileconfig?emailaddress=bob%40example.org")
@@ -405,6 +413,7 @@ def test_apple_profile_logs_in(users: MailHome, served) -> None:
     assert again == document
 
 
+@pytest.mark.process
 def test_bad_requests(served) -> None:
     _, web = served
     for path in ("/mail/config-v1.1.xml", "/mail/config-v1.1.xml?emailaddress=bob",
@@ -419,6 +428,7 @@ def test_bad_requests(served) -> None:
     assert web.get("/MAIL/config-v1.1.xml?emailaddress=bob@example.org")[0] == 404
 
 
+@pytest.mark.process
 def test_no_user_enumeration_and_served_domains(users: MailHome) -> None:
     for _, web in serve(users, "--autoconfig-domains", "example.org",
                         "--autoconfig-username", "local-part"):
@@ -431,6 +441,7 @@ def test_no_user_enumeration_and_served_domains(users: MailHome) -> None:
         assert status == 200 and b"<LoginName>alice</LoginName>" in body
 
 
+@pytest.mark.process
 def test_signed_apple_profile_verifies_with_openssl(users: MailHome, tmp_path: Path) -> None:
     require("openssl")
     for _, web in serve(users, "--autoconfig-sign-cert", str(users.cert),
@@ -450,6 +461,7 @@ def test_signed_apple_profile_verifies_with_openssl(users: MailHome, tmp_path: P
         assert users.cert.read_text().strip().splitlines()[1] in signer.stdout.decode()
 
 
+@pytest.mark.process
 def test_a_plain_only_server_says_plain_and_its_login_works(users: MailHome) -> None:
     """No TLS at all, passwords allowed in the clear: socketType plain,
     SSL off, UseSSL false."""
@@ -474,6 +486,7 @@ def test_a_plain_only_server_says_plain_and_its_login_works(users: MailHome) -> 
         server.stop()
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("kind", ["ssl", "implicit-tls"])
 def test_autoconfig_over_https(users: MailHome, kind: str) -> None:
     """Clients ask over HTTPS: an ssl: endpoint with its own certificate,
@@ -492,6 +505,7 @@ def test_autoconfig_over_https(users: MailHome, kind: str) -> None:
         server.stop()
 
 
+@pytest.mark.process
 def test_workers_parent_serves_the_bound_ports(users: MailHome) -> None:
     pool = start_pool(server_args(users, "--autoconfig", "tcp:0:interface=127.0.0.1",
                                   "--autoconfig-host", HOST)[:-2], users.root, 2)

@@ -21,6 +21,8 @@ import loadgen  # noqa: E402
 import servers  # noqa: E402
 from ldap_support import _missing  # noqa: E402
 
+pytestmark = pytest.mark.external
+
 
 @pytest.mark.parametrize("scheme", ["SSHA512", "SHA512-CRYPT", "PLAIN"])
 def test_ldap_server_kind_logs_the_corpus_users_in(tmp_path: Path, scheme: str) -> None:

@@ -9,6 +9,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -17,6 +19,8 @@ import loadgen  # noqa: E402
 
 from popframe.testing import start_server  # noqa: E402
 from popframe.tls import make_self_signed  # noqa: E402
+
+pytestmark = pytest.mark.process
 
 
 def run(port: int, manifest: Path, **tls: bool) -> dict:

@@ -16,6 +16,8 @@ from popframe.stores import run_synchronously
 from popframe.stores.maildir import MaildirStore, directory, files
 from popframe.testing import result_of
 
+pytestmark = pytest.mark.core
+
 
 def _postfix(root: Path, count: int) -> list[bytes]:
     for sub in ("cur", "new", "tmp"):

@@ -24,6 +24,8 @@ from test_integration_curl import crlf
 from test_integration_poplib import client_context
 from test_watching import wait_for
 
+pytestmark = pytest.mark.process
+
 HERE = Path(__file__).resolve().parent
 CLIENTS = HERE / "clients"
 #: Jakarta Mail and its activation dependency, as Debian installs them.

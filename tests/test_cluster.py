@@ -36,6 +36,8 @@ from popframe.db import Database, parse_url
 from popframe.stores.sql import SQLStore
 from popframe.testing import wait_for
 
+pytestmark = pytest.mark.external
+
 #: Fast throttle for the tests: four failures from one address block it.
 THROTTLE = """
 throttle-base = 0.05

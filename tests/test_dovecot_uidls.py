@@ -17,6 +17,8 @@ from dovecot_support import (
     popframe_serving,
 )
 
+pytestmark = pytest.mark.process
+
 __all__ = ["dovecot_server"]  # the fixture, for pytest
 
 

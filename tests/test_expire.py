@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import MailHome, server_args, start_server
 from sql_support import fresh_database
 from twisted.internet import defer
@@ -26,6 +27,8 @@ from popframe.stores.maildir import MaildirStore
 from popframe.stores.mbox import MboxStore
 from popframe.stores.sql import SQLStore
 from popframe.testing import result_of, wait_for
+
+pytestmark = pytest.mark.core
 
 MESSAGES = [MessageInfo("uid-a", 10), MessageInfo("uid-b", 20), MessageInfo("uid-c", 30)]
 
@@ -145,6 +148,7 @@ def test_mbox_dates_and_expires(tmp_path: Path) -> None:
     assert wait_for(store.users(), timeout=10) == ["alice"]
 
 
+@pytest.mark.external
 def test_sql_dates_and_expires(tmp_path: Path) -> None:
     with fresh_database("sqlite", tmp_path) as dsn:
         store = SQLStore(Database(parse_url(dsn)))
@@ -188,6 +192,7 @@ def popframe(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120, check=False)
 
 
+@pytest.mark.process
 def test_real_server_dates_retrievals_and_popframe_expire_removes_them(
         mail_home: MailHome) -> None:
     mail_home.add_user("alice", "alice password")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from twisted.internet import reactor
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -14,6 +15,8 @@ from popframe.stores.leases import LeaseLocker, PostgreSQLLeases
 from popframe.stores.maildir import MaildirStore
 from popframe.stores.sql import SQLStore
 from popframe.testing import wait_for
+
+pytestmark = pytest.mark.core
 
 
 def render(page: HealthPage) -> tuple[int, bytes]:

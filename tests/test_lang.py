@@ -24,6 +24,8 @@ from popframe.protocol.catalogue import (
 )
 from popframe.testing import BufferedTransport
 
+pytestmark = pytest.mark.core
+
 ROOT = Path(popframe.__file__).parent
 
 
@@ -229,6 +231,7 @@ def test_too_many_bad_commands_in_the_language() -> None:
     assert out[-1] == b"-ERR unbekannter Befehl; zu viele fehlerhafte Befehle\r\n"
 
 
+@pytest.mark.adapter
 def test_the_adapters_own_replies_speak_the_language() -> None:
     clock = Clock()
     transport = BufferedTransport(limit=1 << 20)
@@ -240,6 +243,7 @@ def test_the_adapters_own_replies_speak_the_language() -> None:
     )
 
 
+@pytest.mark.process
 def test_a_real_server_speaks_french_to_poplib(pop3_server, mail_home) -> None:
     """Over a socket with Python's poplib: the listing, a switch, a
     translated -ERR with its code, and numbers that still parse."""

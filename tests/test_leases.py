@@ -25,6 +25,8 @@ from popframe.stores.locking import FileLocker
 from popframe.stores.maildir.journal import JOURNAL_NAME, delete_all
 from popframe.testing import ServerProcess, start_server, wait_for
 
+pytestmark = pytest.mark.external
+
 
 @pytest.fixture
 def postgresql_url() -> Iterator[str]:
@@ -99,6 +101,7 @@ def test_unreachable_server_is_a_temporary_failure() -> None:
     assert not isinstance(raised.value, MaildropInUse)
 
 
+@pytest.mark.core
 def test_journal_fence_deletes_nothing_and_withdraws(tmp_path: Path) -> None:
     for sub in ("cur", "new", "tmp"):
         (tmp_path / sub).mkdir()

@@ -23,6 +23,8 @@ from popframe.db.schema import current_version, upgrade
 from popframe.stores import store_from_description
 from popframe.stores.options import split_options
 
+pytestmark = pytest.mark.core
+
 
 def test_dele_option_in_every_store(tmp_path: Path) -> None:
     assert store_from_description(f"maildir:{tmp_path}/%u:dele=hide").dele == "hide"  # type: ignore[attr-defined]
@@ -35,6 +37,7 @@ def test_dele_option_in_every_store(tmp_path: Path) -> None:
     assert split_options("dsn=sqlite:////x.db", ["dele"]) == ("dsn=sqlite:////x.db", [])
 
 
+@pytest.mark.external
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql", "mysql"])
 def test_upgrade_adds_the_columns_to_a_version_1_database(engine: str, tmp_path: Path) -> None:
     with fresh_database(engine, tmp_path, schema=False) as dsn:
@@ -69,6 +72,7 @@ def require(tool: str) -> None:
         pytest.skip(f"{tool} is not installed (tests/run.sh installs it)")
 
 
+@pytest.mark.process
 def test_mpop_with_dele_hide_and_a_users_expire_0(tmp_path: Path, mail_home: MailHome) -> None:
     """mpop (a real client) deleting with dele=hide: the files stay, flagged
     $POP3Deleted, and the next session lists nothing; a user whose

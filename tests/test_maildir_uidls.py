@@ -21,6 +21,8 @@ from popframe.stores.maildir.remembered import LISTINGS
 from popframe.stores.maildir.uidls import X_UIDL_CACHE, parse_uidl_format
 from popframe.testing import result_of
 
+pytestmark = pytest.mark.core
+
 MESSAGE = b"Subject: hi\r\n\r\nbody\r\n"
 
 

@@ -29,6 +29,8 @@ from dovecot_support import (
     searchable_directory,
 )
 
+pytestmark = pytest.mark.process
+
 POPFRAME = [sys.executable, "-m", "popframe"]
 #: Enough mail that a migration is still running when it is killed.
 BULK = 3000
@@ -245,6 +247,7 @@ def test_bad_arguments_are_named(tmp_path: Path, args: list[str], problem: str) 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.core
 def test_differences_name_each_kind() -> None:
     from popframe.cli.migrate import differences
 

@@ -34,6 +34,8 @@ from popframe.stores.location import WrongMaildrop
 from popframe.stores.maildir import MaildirStore
 from popframe.testing import result_of
 
+pytestmark = pytest.mark.core
+
 
 class Peer:
     def __init__(self, host: str) -> None:
@@ -175,6 +177,7 @@ def _login(port: int, user: str, password: str = "pw", before: bytes = b"") -> p
     return client
 
 
+@pytest.mark.process
 def test_real_server_honours_the_fields(mail_home: MailHome) -> None:
     home = mail_home.root / "homes" / "erin"
     for sub in ("cur", "new", "tmp"):

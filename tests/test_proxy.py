@@ -21,6 +21,8 @@ from conftest import MailHome
 
 from popframe.testing import ServerProcess, start_server
 
+pytestmark = pytest.mark.process
+
 
 def proxy_v1(source: str, port: int) -> bytes:
     return f"PROXY TCP4 {source} 127.0.0.1 {port} 110\r\n".encode()
@@ -187,6 +189,7 @@ def from_address(source: str, port: int) -> tuple[socket.socket, int]:
     return sock, sock.getsockname()[1]
 
 
+@pytest.mark.external
 @pytest.mark.parametrize("frontend", ["v2", "v1"])
 def test_haproxy_send_proxy(proxied: ServerProcess, haproxy_ports: dict[str, int],
                             frontend: str) -> None:
@@ -201,6 +204,7 @@ def test_haproxy_send_proxy(proxied: ServerProcess, haproxy_ports: dict[str, int
     wait_for_log(proxied, rf"login ok mechanism=USER user='alice' peer=127\.0\.0\.9:{source_port} ")
 
 
+@pytest.mark.external
 def test_haproxy_in_front_of_implicit_tls(proxied: ServerProcess,
                                           haproxy_ports: dict[str, int]) -> None:
     sock, source_port = from_address("127.0.0.10", haproxy_ports["tls"])

@@ -29,7 +29,7 @@ from popframe.sni import ServerNames, certificate_files, load_certificates
 from popframe.testing import ServerProcess
 from popframe.tls import load_tls_options
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+pytestmark = [pytest.mark.process, pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")]
 
 ALICE = "alice@example.org"
 
@@ -149,6 +149,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 # -- the name map, without sockets -----------------------------------------------------------
 
 
+@pytest.mark.core
 def test_names_pick_contexts_with_a_default() -> None:
     method = SSL.TLS_SERVER_METHOD
     exact, wild = SSL.Context(method), SSL.Context(method)
@@ -165,6 +166,7 @@ def test_names_pick_contexts_with_a_default() -> None:
     assert names(b"unknown.example") is None and names(None) is None
 
 
+@pytest.mark.core
 def test_certificate_files_pair_keys_in_order(certs: Certificates) -> None:
     files = certificate_files(
         [str(certs.directory), str(certs.default.cert), str(certs.other.combined)],
@@ -184,12 +186,14 @@ def test_certificate_files_pair_keys_in_order(certs: Certificates) -> None:
         certificate_files([str(empty)])
 
 
+@pytest.mark.core
 def test_a_stale_staple_is_not_sent() -> None:
     assert Staple(b"der", None).current(10.0) == b"der"
     assert Staple(b"der", 20.0).current(10.0) == b"der"
     assert Staple(b"der", 20.0).current(20.0) == b""
 
 
+@pytest.mark.core
 def test_ocsp_responses_must_be_about_a_certificate(certs: Certificates, tmp_path: Path) -> None:
     response = certs.ca.ocsp_response(certs.other, tmp_path / "other.der")
     with pytest.raises(ConfigurationError, match="is about serial .* none of the --tls-cert"):

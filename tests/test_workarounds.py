@@ -23,6 +23,8 @@ from popframe.protocol.session import Retrieve
 from popframe.server import POP3Factory, ServerConfig
 from popframe.testing import BufferedTransport, MemoryChecker, MemoryStore, make_portal
 
+pytestmark = pytest.mark.core
+
 
 def send(stored: bytes, body_lines: int | None = None, *workarounds: str,
          chunk: int = 3) -> bytes:
@@ -89,6 +91,7 @@ def _connect(transport: BufferedTransport, store: MemoryStore, **config: Any) ->
     return protocol
 
 
+@pytest.mark.adapter
 @pytest.mark.parametrize("progress", [False, True])
 def test_list_progress(progress: bool) -> None:
     store = MemoryStore()
