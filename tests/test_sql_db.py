@@ -173,6 +173,21 @@ def test_next_batch_is_read_while_the_client_retrieves(dsn: str) -> None:
     assert not runs.named("read_part")
 
 
+def test_a_client_skipping_about_does_not_pile_up_read_ahead(dsn: str) -> None:
+    """Messages read ahead and skipped are forgotten before the session
+    would hold more than two batches; they are read again if retrieved."""
+    store = SQLStore(Database(parse_url(dsn)))
+    messages = _deliver_numbered(store, 40, 100_000)  # five per 512 KiB batch
+    maildrop = wait_for(store.open("alice"))
+    uids = list(maildrop.listing().uids)
+    for n in (*range(0, 40, 6), 1, 39, 2):  # forwards by sixes, then back
+        body = wait_for(maildrop.open_message(uids[n]))
+        assert body.read() == messages[n]
+        held = sum(len(part) for part in maildrop._ahead.values())
+        assert held <= 2 * READ_AHEAD
+    wait_for(maildrop.abandon())
+
+
 def test_long_message_reads_its_next_part_while_one_is_sent(dsn: str) -> None:
     """A message of several parts: part 0 comes with the batch, each next
     part is asked for as soon as the one before starts going out."""

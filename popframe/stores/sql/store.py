@@ -14,8 +14,9 @@
   numbers).  A one-part message (up to 256 KiB: almost all mail) is
   served as a file in memory (no Deferred per chunk); a longer one as an
   :class:`SQLMessageBody`, which reads its further parts one query each,
-  the next while the current one is sent.  A session holds at most two
-  batches and, per message, two parts.
+  the next while the current one is sent.  A session holds about two
+  batches at most (it forgets what a client skipping about left behind)
+  and, per message, two parts.
 - QUIT: the deletions in one transaction, which first checks that the
   lock is still this session's.
 - Delivery (``IDeliverableStore``): the message written a part at a time
@@ -71,7 +72,7 @@ log = Logger(namespace="popframe.stores.sql")
 MAX_MAILDROP = 255
 #: Octets of part 0 of the messages read in one query (a batch: the one
 #: retrieved and those after it), and at most this many messages.  A
-#: session holds at most two batches (the one it serves from, the next).
+#: session holds about two batches at most (the one it serves from, the next).
 READ_AHEAD = 512 * 1024
 READ_AHEAD_MESSAGES = 64
 
@@ -164,7 +165,8 @@ class SQLMaildrop(LockedMaildrop):
     messages after it (part 0 of each, up to :data:`READ_AHEAD` octets) in
     one query; serving a message then starts reading the next such batch
     in the background, so a client retrieving in order finds each message
-    in memory.  A session holds at most two batches."""
+    in memory.  A session holds and reads about two batches at most
+    (:meth:`_make_room`)."""
 
     def __init__(self, store: SQLStore, name: str, listing: Listing,
                  lock: IMaildropLock | None) -> None:
@@ -177,6 +179,7 @@ class SQLMaildrop(LockedMaildrop):
         self._asked = bytearray(len(listing.ids))  # 1: part 0 held or being read
         self._reading: dict[int, list[defer.Deferred[bytes]]] = {}  # index -> waiting for it
         self._in_flight: set[int] = set()  # indexes of the batches being read
+        self._coming = 0  # octets (by listed size) of the batches being read
 
     def listing(self) -> MessageList:
         return self._listing.messages
@@ -199,7 +202,7 @@ class SQLMaildrop(LockedMaildrop):
         waiter: defer.Deferred[bytes] = defer.Deferred()
         self._reading.setdefault(index, []).append(waiter)
         if index not in self._in_flight:
-            self._read_batch(index)
+            self._read_batch(index, index)
         return waiter.addCallback(self._opened, index)
 
     def _opened(self, first: bytes, index: int) -> BinaryIO | IMessageBody:
@@ -220,13 +223,14 @@ class SQLMaildrop(LockedMaildrop):
         asked, parts = self._asked, self._listing.parts
         for index in range(start, len(asked)):
             if not asked[index] and parts[index]:
-                self._read_batch(index)
+                self._read_batch(index, start)
                 return
 
-    def _read_batch(self, index: int) -> None:
+    def _read_batch(self, index: int, position: int) -> None:
         """Part 0 of ``index`` and of the messages after it not read yet,
         up to READ_AHEAD octets (by listed size, a part at most each) or
-        READ_AHEAD_MESSAGES messages; at least ``index``."""
+        READ_AHEAD_MESSAGES messages; at least ``index``.  ``position``:
+        where the client is (the message it retrieves, or the one after)."""
         listing = self._listing
         sizes, parts, asked = listing.messages.sizes, listing.parts, self._asked
         batch, total = [index], min(sizes[index], PART_SIZE)
@@ -237,15 +241,34 @@ class SQLMaildrop(LockedMaildrop):
             if parts[i]:  # an empty message has no part to read
                 batch.append(i)
                 total += size
+        self._make_room(position, total)
         for i in batch:
             asked[i] = 1
         self._in_flight.update(batch)
+        self._coming += total
         ids = [listing.ids[i] for i in batch]
-        self._store.database.run(read_first_parts, ids).addBoth(self._batch_read, batch)
+        self._store.database.run(read_first_parts, ids).addBoth(self._batch_read, batch, total)
 
-    def _batch_read(self, result: dict[int, bytes] | Failure, batch: list[int]) -> None:
+    def _make_room(self, position: int, octets: int) -> None:
+        """Keep what the session holds and is reading to about two batches.
+        A client that skips about (or goes backwards) leaves messages read
+        ahead behind: before reading ``octets`` more, forget those the
+        client passed (before ``position``), then those farthest ahead of
+        it.  A RETR of a forgotten message reads it again."""
+        held = sum(len(data) for data in self._ahead.values()) + self._coming
+        if held + octets <= 2 * READ_AHEAD:
+            return
+        for i in sorted(self._ahead, key=lambda i: (i >= position, -abs(i - position))):
+            held -= len(self._ahead.pop(i))
+            self._asked[i] = 0
+            if held + octets <= 2 * READ_AHEAD:
+                return
+
+    def _batch_read(self, result: dict[int, bytes] | Failure, batch: list[int],
+                    octets: int) -> None:
         ids = self._listing.ids
         self._in_flight.difference_update(batch)
+        self._coming -= octets
         answers: list[tuple[defer.Deferred[bytes], bytes | Failure]] = []
         for index in batch:
             waiting = self._reading.pop(index, [])
