@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 from sql_support import fresh_database
+from twisted.internet import defer
 
 from popframe.cli import main
 from popframe.config import ConfigurationError
 from popframe.db import Database, DatabaseError, parse_url
 from popframe.db.schema import LATEST, SchemaTooNew, check_schema, current_version, upgrade
 from popframe.stores.sql import SQLStore, SQLStoreFactory
+from popframe.stores.sql.store import READ_AHEAD
 from popframe.testing import wait_for
 
 pytestmark = pytest.mark.core
@@ -122,6 +124,109 @@ def test_read_ahead_serves_small_messages_from_one_query(dsn: str) -> None:
     wait_for(maildrop.abandon())
     assert queries.count("read_first_parts") == 2  # 4..9 with 4, then 0..3 with 0
     assert "read_part" not in queries
+
+
+class CountingRuns:
+    """Wraps ``store.database.run``: every call's function name and
+    arguments; ``fail`` names calls (by number) that fail instead."""
+
+    def __init__(self, store: SQLStore, fail: tuple[int, ...] = ()) -> None:
+        self.calls: list[tuple[str, tuple[object, ...]]] = []
+        self._real = store.database.run
+        self._fail = fail
+        store.database.run = self  # type: ignore[method-assign]
+
+    def __call__(self, function, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.calls.append((function.__name__, args))
+        if len(self.calls) - 1 in self._fail:
+            return defer.fail(DatabaseError())
+        return self._real(function, *args, **kwargs)
+
+    def named(self, name: str) -> list[tuple[object, ...]]:
+        return [args for called, args in self.calls if called == name]
+
+
+def _deliver_numbered(store: SQLStore, count: int, size: int) -> list[bytes]:
+    messages = [b"Subject: %d\r\n\r\n" % n + bytes([65 + n % 26]) * size + b"\r\n"
+                for n in range(count)]
+    for message in messages:
+        wait_for(store.deliver("alice", io.BytesIO(message)))
+    return messages
+
+
+def test_next_batch_is_read_while_the_client_retrieves(dsn: str) -> None:
+    """Serving the first message of a batch starts reading the next batch
+    at once, without waiting for the client's next RETR; a session never
+    holds more than two batches."""
+    store = SQLStore(Database(parse_url(dsn)))
+    messages = _deliver_numbered(store, 12, 100_000)  # five per 512 KiB batch
+    runs = CountingRuns(store)
+    maildrop = wait_for(store.open("alice"))
+    uids = list(maildrop.listing().uids)
+    body = wait_for(maildrop.open_message(uids[0]))
+    assert body.read() == messages[0]
+    batches = runs.named("read_first_parts")
+    assert len(batches) == 2  # the first, and the next one already asked for
+    assert len(batches[0][0]) == len(batches[1][0]) == 5  # type: ignore[arg-type]
+    for n in range(1, 12):
+        body = wait_for(maildrop.open_message(uids[n]))
+        assert body.read() == messages[n]
+        held = sum(len(part) for part in maildrop._ahead.values())
+        assert held <= 2 * READ_AHEAD
+    wait_for(maildrop.abandon())
+    assert len(runs.named("read_first_parts")) == 3
+    assert not runs.named("read_part")
+
+
+def test_a_client_skipping_about_does_not_pile_up_read_ahead(dsn: str) -> None:
+    """Messages read ahead and skipped are forgotten before the session
+    would hold more than two batches; they are read again if retrieved."""
+    store = SQLStore(Database(parse_url(dsn)))
+    messages = _deliver_numbered(store, 40, 100_000)  # five per 512 KiB batch
+    maildrop = wait_for(store.open("alice"))
+    uids = list(maildrop.listing().uids)
+    for n in (*range(0, 40, 6), 1, 39, 2):  # forwards by sixes, then back
+        body = wait_for(maildrop.open_message(uids[n]))
+        assert body.read() == messages[n]
+        held = sum(len(part) for part in maildrop._ahead.values())
+        assert held <= 2 * READ_AHEAD
+    wait_for(maildrop.abandon())
+
+
+def test_long_message_reads_its_next_part_while_one_is_sent(dsn: str) -> None:
+    """A message of several parts: part 0 comes with the batch, each next
+    part is asked for as soon as the one before starts going out."""
+    store = SQLStore(Database(parse_url(dsn)))
+    message = b"Subject: long\r\n\r\n" + b"".join(b"%07d" % n + b"y" * 69 + b"\r\n"
+                                                     for n in range(12_000))  # 3.5 parts
+    wait_for(store.deliver("alice", io.BytesIO(message)))
+    runs = CountingRuns(store)
+    maildrop = wait_for(store.open("alice"))
+    info = maildrop.listing()[0]
+    body = wait_for(maildrop.open_message(info.uid))
+    received = [wait_for(body.read(65536))]
+    assert [args[1] for args in runs.named("read_part")] == [1]  # asked before it is needed
+    while chunk := wait_for(body.read(65536)):
+        received.append(chunk)
+    body.close()
+    assert b"".join(received) == message
+    assert [args[1] for args in runs.named("read_part")] == [1, 2, 3]
+    wait_for(maildrop.abandon())
+
+
+def test_failed_read_ahead_is_read_again_when_retrieved(dsn: str) -> None:
+    """A batch read in the background that fails (the database went away
+    meanwhile) costs nothing: the RETR of one of its messages reads it."""
+    store = SQLStore(Database(parse_url(dsn)))
+    messages = _deliver_numbered(store, 8, 100_000)
+    runs = CountingRuns(store, fail=(2,))  # 0: open, 1: the first batch, 2: the next
+    maildrop = wait_for(store.open("alice"))
+    uids = list(maildrop.listing().uids)
+    for n in range(8):
+        body = wait_for(maildrop.open_message(uids[n]))
+        assert body.read() == messages[n]
+    wait_for(maildrop.abandon())
+    assert len(runs.named("read_first_parts")) == 3
 
 
 # -- the commands ---------------------------------------------------------------------------------

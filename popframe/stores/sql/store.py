@@ -5,16 +5,18 @@
   PostgreSQL and MariaDB, across processes on SQLite), then one query of
   the listing index: ids, uids, RETR sizes and wire-ready flags, no body;
   both in one thread hand-off.
-- RETR: an :class:`SQLMessageBody` reads a message of several parts a
-  part (256 KiB) at a time, one query per part, and only when the client
-  took the last one.  A message of one part is served from memory (a
-  file object: no Deferred per chunk), read with the small one-part
-  messages after it
-  in the listing, up to :data:`READ_AHEAD` octets (256 KiB) in one query: POP3
-  clients mostly retrieve everything in order, and a query per 3 KB
-  message cost more than the message (docs/sql.md has the numbers).  What
-  was read ahead is held by the session until retrieved or the session
-  ends.
+- RETR: the first RETR of a message not read yet reads part 0 of it and
+  of the messages after it in the listing, up to :data:`READ_AHEAD`
+  octets (512 KiB) or 64 messages, in one query; serving a message then
+  starts reading the next such batch in the background, so a client
+  retrieving in order (as POP3 clients do) finds each message in memory
+  and a query per 3 KB message is not paid (docs/sql.md has the
+  numbers).  A one-part message (up to 256 KiB: almost all mail) is
+  served as a file in memory (no Deferred per chunk); a longer one as an
+  :class:`SQLMessageBody`, which reads its further parts one query each,
+  the next while the current one is sent.  A session holds about two
+  batches at most (it forgets what a client skipping about left behind)
+  and, per message, two parts.
 - QUIT: the deletions in one transaction, which first checks that the
   lock is still this session's.
 - Delivery (``IDeliverableStore``): the message written a part at a time
@@ -39,6 +41,7 @@ from zope.interface import implementer
 
 from popframe.db import Database, Session, configured_database
 from popframe.db.locks import DatabaseLocker, SQLiteLocker, locker_for
+from popframe.db.migrations import PART_SIZE
 from popframe.errors import NoSuchMessage, PermanentFailure
 from popframe.interfaces import (
     IDeliverableStore,
@@ -76,42 +79,80 @@ log = Logger(namespace="popframe.stores.sql")
 
 #: The longest maildrop name the schema keeps.
 MAX_MAILDROP = 255
-#: Octets of small messages read with the one retrieved (and held by its
-#: session), and at most this many messages.
-READ_AHEAD = 256 * 1024
+#: Octets of part 0 of the messages read in one query (a batch: the one
+#: retrieved and those after it), and at most this many messages.  A
+#: session holds about two batches at most (the one it serves from, the next).
+READ_AHEAD = 512 * 1024
 READ_AHEAD_MESSAGES = 64
 
 
 @implementer(IMessageBody)
 class SQLMessageBody:
-    """A stored message read a part at a time: at most one part (256 KiB)
-    in memory, and the next asked for only when the server wants more."""
+    """A stored message read a part at a time: the part being sent, and
+    the next one read meanwhile (so the client is not kept waiting for a
+    query at every part), at most two parts (512 KiB) in memory."""
 
     def __init__(self, database: Database, message_id: int, parts: int,
                  first: bytes | None = None) -> None:
         self._database = database
         self._id = message_id
         self._parts = parts
-        self._next = 0
+        self._next = 0  # the next part to ask for
         self._buffer = b""
         self._offset = 0
+        self._coming: defer.Deferred[bytes | None] | None = None  # part being read ahead
+        self._came: bytes | Failure | None = None  # ... and what it gave, not yet used
+        self._waiter: tuple[defer.Deferred[bytes], int] | None = None
         if first is not None:  # part 0, already read
             self._buffer, self._next = first, 1
 
     def read(self, size: int) -> defer.Deferred[bytes]:
-        if self._offset < len(self._buffer):
-            return defer.succeed(self._take(size))
-        if self._next >= self._parts:
-            self._buffer = b""
-            return defer.succeed(b"")
-        part, self._next = self._next, self._next + 1
-        return self._database.run(read_part, self._id, part).addCallback(self._got, size)
+        if self._offset >= len(self._buffer):
+            if self._came is None and self._coming is None:
+                self._fetch()
+            if self._came is None:  # still coming: wait for it
+                waiter: defer.Deferred[bytes] = defer.Deferred()
+                self._waiter = (waiter, size)
+                return waiter
+            came = self._came
+            if isinstance(came, Failure):
+                return defer.fail(came)  # and every later read too
+            self._use(came)
+        data = self._take(size)
+        if self._came is None and self._coming is None:
+            self._fetch()  # the next part, while this one is sent
+        return defer.succeed(data)
 
-    def _got(self, data: bytes | None, size: int) -> bytes:
+    def _fetch(self) -> None:
+        if self._next >= self._parts:
+            self._came = b""
+            return
+        part, self._next = self._next, self._next + 1
+        self._coming = self._database.run(read_part, self._id, part)
+        self._coming.addCallbacks(self._arrived, self._arrived)
+
+    def _arrived(self, data: bytes | None | Failure) -> None:
+        self._coming = None
+        if self._next > self._parts:  # closed meanwhile
+            return
         if data is None:  # deleted under us, by someone who ignored the lock
-            raise MessageVanished()
-        self._buffer, self._offset = data, 0
-        return self._take(size) if data else self.read(size)  # type: ignore[return-value]
+            data = Failure(MessageVanished())
+        self._came = data
+        if self._waiter is None:
+            return
+        (waiter, size), self._waiter = self._waiter, None
+        if isinstance(data, Failure):
+            waiter.errback(data)
+            return
+        self._use(data)
+        chunk = self._take(size)
+        if self._came is None and self._coming is None:
+            self._fetch()
+        waiter.callback(chunk)
+
+    def _use(self, came: bytes) -> None:
+        """Make the part that came the current one."""
+        self._buffer, self._offset, self._came = came, 0, None
 
     def _take(self, size: int) -> bytes:
         start = self._offset
@@ -121,13 +162,20 @@ class SQLMessageBody:
         return self._buffer[start:self._offset]
 
     def close(self) -> None:
-        self._buffer = b""
-        self._next = self._parts
+        self._buffer, self._came = b"", b""
+        self._next = self._parts + 1  # closed: what is still coming is dropped
 
 
 @implementer(IExpiringMaildrop)
 class SQLMaildrop(LockedMaildrop):
-    """One session's snapshot of a maildrop, taken under its lock."""
+    """One session's snapshot of a maildrop, taken under its lock.
+
+    Reading ahead: a RETR of a message not read yet reads it with the
+    messages after it (part 0 of each, up to :data:`READ_AHEAD` octets) in
+    one query; serving a message then starts reading the next such batch
+    in the background, so a client retrieving in order finds each message
+    in memory.  A session holds and reads about two batches at most
+    (:meth:`_make_room`)."""
 
     def __init__(self, store: SQLStore, name: str, listing: Listing,
                  lock: IMaildropLock | None) -> None:
@@ -137,6 +185,10 @@ class SQLMaildrop(LockedMaildrop):
         self._listing = listing
         self._rows = {uid: index for index, uid in enumerate(listing.messages.uids)}
         self._ahead: dict[int, bytes] = {}  # index -> part 0, read ahead
+        self._asked = bytearray(len(listing.ids))  # 1: part 0 held or being read
+        self._reading: dict[int, list[defer.Deferred[bytes]]] = {}  # index -> waiting for it
+        self._in_flight: set[int] = set()  # indexes of the batches being read
+        self._coming = 0  # octets (by listed size) of the batches being read
 
     def listing(self) -> MessageList:
         return self._listing.messages
@@ -149,40 +201,102 @@ class SQLMaildrop(LockedMaildrop):
         index = self._rows.get(uid)
         if index is None:
             return defer.fail(NoSuchMessage())
-        listing = self._listing
-        database = self._store.database
-        if listing.parts[index] != 1:
-            return defer.succeed(SQLMessageBody(database, listing.ids[index],
-                                                listing.parts[index]))
+        if not self._listing.parts[index]:  # an empty message
+            return defer.succeed(io.BytesIO(b""))
         first = self._ahead.pop(index, None)
         if first is not None:
-            return defer.succeed(io.BytesIO(first))
-        batch = self._read_ahead_from(index)
-        ids = [listing.ids[i] for i in batch]
+            self._asked[index] = 0
+            self._read_ahead(index + 1)
+            return defer.succeed(self._body(index, first))
+        waiter: defer.Deferred[bytes] = defer.Deferred()
+        self._reading.setdefault(index, []).append(waiter)
+        if index not in self._in_flight:
+            self._read_batch(index, index)
+        return waiter.addCallback(self._opened, index)
 
-        def got(parts: dict[int, bytes]) -> BinaryIO:
-            for i in batch[1:]:
-                if listing.ids[i] in parts:
-                    self._ahead[i] = parts[listing.ids[i]]
-            data = parts.get(listing.ids[index])
-            if data is None:
-                raise MessageVanished()
-            return io.BytesIO(data)
+    def _opened(self, first: bytes, index: int) -> BinaryIO | IMessageBody:
+        self._read_ahead(index + 1)
+        return self._body(index, first)
 
-        return database.run(read_first_parts, ids).addCallback(got)
-
-    def _read_ahead_from(self, index: int) -> list[int]:
-        """``index`` and the one-part messages after it, not yet read
-        ahead, up to READ_AHEAD octets (listed sizes, roughly the stored)."""
+    def _body(self, index: int, first: bytes) -> BinaryIO | IMessageBody:
         listing = self._listing
-        sizes, batch = listing.messages.sizes, [index]
-        total = sizes[index]
+        if listing.parts[index] == 1:
+            return io.BytesIO(first)
+        return SQLMessageBody(self._store.database, listing.ids[index], listing.parts[index],
+                              first)
+
+    def _read_ahead(self, start: int) -> None:
+        """Start reading the next batch, unless one is being read."""
+        if self._in_flight or self._state != "open":
+            return
+        asked, parts = self._asked, self._listing.parts
+        for index in range(start, len(asked)):
+            if not asked[index] and parts[index]:
+                self._read_batch(index, start)
+                return
+
+    def _read_batch(self, index: int, position: int) -> None:
+        """Part 0 of ``index`` and of the messages after it not read yet,
+        up to READ_AHEAD octets (by listed size, a part at most each) or
+        READ_AHEAD_MESSAGES messages; at least ``index``.  ``position``:
+        where the client is (the message it retrieves, or the one after)."""
+        listing = self._listing
+        sizes, parts, asked = listing.messages.sizes, listing.parts, self._asked
+        batch, total = [index], min(sizes[index], PART_SIZE)
         for i in range(index + 1, min(len(sizes), index + READ_AHEAD_MESSAGES)):
-            if listing.parts[i] != 1 or i in self._ahead or total + sizes[i] > READ_AHEAD:
+            size = min(sizes[i], PART_SIZE)
+            if asked[i] or total + size > READ_AHEAD:
                 break
-            batch.append(i)
-            total += sizes[i]
-        return batch
+            if parts[i]:  # an empty message has no part to read
+                batch.append(i)
+                total += size
+        self._make_room(position, total)
+        for i in batch:
+            asked[i] = 1
+        self._in_flight.update(batch)
+        self._coming += total
+        ids = [listing.ids[i] for i in batch]
+        self._store.database.run(read_first_parts, ids).addBoth(self._batch_read, batch, total)
+
+    def _make_room(self, position: int, octets: int) -> None:
+        """Keep what the session holds and is reading to about two batches.
+        A client that skips about (or goes backwards) leaves messages read
+        ahead behind: before reading ``octets`` more, forget those the
+        client passed (before ``position``), then those farthest ahead of
+        it.  A RETR of a forgotten message reads it again."""
+        held = sum(len(data) for data in self._ahead.values()) + self._coming
+        if held + octets <= 2 * READ_AHEAD:
+            return
+        for i in sorted(self._ahead, key=lambda i: (i >= position, -abs(i - position))):
+            held -= len(self._ahead.pop(i))
+            self._asked[i] = 0
+            if held + octets <= 2 * READ_AHEAD:
+                return
+
+    def _batch_read(self, result: dict[int, bytes] | Failure, batch: list[int],
+                    octets: int) -> None:
+        ids = self._listing.ids
+        self._in_flight.difference_update(batch)
+        self._coming -= octets
+        answers: list[tuple[defer.Deferred[bytes], bytes | Failure]] = []
+        for index in batch:
+            waiting = self._reading.pop(index, [])
+            data = None if isinstance(result, Failure) else result.get(ids[index])
+            if data is not None and not waiting and self._state == "open":
+                self._ahead[index] = data
+                continue
+            self._asked[index] = 0  # not held: read again by the next RETR of it
+            if isinstance(result, Failure):
+                answers.extend((waiter, result) for waiter in waiting)
+            elif data is None:  # deleted under us, by someone who ignored the lock
+                answers.extend((waiter, Failure(MessageVanished())) for waiter in waiting)
+            else:
+                answers.extend((waiter, data) for waiter in waiting)
+        for waiter, answer in answers:  # last: a waiter's callback reads ahead
+            if isinstance(answer, Failure):
+                waiter.errback(answer)
+            else:
+                waiter.callback(answer)
 
     def record_retrieved(self, uids: Sequence[str], when: float) -> defer.Deferred[None]:
         """EXPIRE: ``popframe_messages.retrieved_at``."""
@@ -197,6 +311,7 @@ class SQLMaildrop(LockedMaildrop):
         return d.addCallback(lambda uids: [uid for uid in uids if uid in self._rows])
 
     def apply_deletions(self, uids: list[str]) -> defer.Deferred[None]:
+        self._ahead.clear()
         ids = [self._listing.ids[self._rows[uid]] for uid in uids]
         verify = getattr(self._lock, "verify", None)
         remove = hide_messages if self._store.dele == "hide" else delete_messages
