@@ -32,32 +32,19 @@ class _OnEngine:
 
     @pytest.fixture(autouse=True)
     def _database(self, tmp_path: Path, shared_databases: dict[str, str]) -> Iterator[None]:
-        self.opened: list[Database] = []
-        try:
-            if self.engine == "sqlite":
-                with fresh_database("sqlite", tmp_path) as url:
-                    self.url = url
-                    yield
-                return
-            self.url = shared_databases[self.engine]
-            empty_tables(self.url)
-            yield
-        finally:
-            # Each test's pool goes with it: a few hundred tests must not
-            # hold PostgreSQL's 100 connections between them.
-            for database in self.opened:
-                database.close()
-
-    def database(self) -> Database:
-        """A pool on this test's database, closed when the test ends."""
-        database = Database(parse_url(self.url))
-        self.opened.append(database)
-        return database
+        if self.engine == "sqlite":
+            with fresh_database("sqlite", tmp_path) as url:
+                self.url = url
+                yield
+            return
+        self.url = shared_databases[self.engine]
+        empty_tables(self.url)
+        yield
 
 
 class _StoreContract(_OnEngine, contracts.StoreContract):
     def make_store(self, tmp_path: Path) -> SQLStore:
-        return SQLStore(self.database())
+        return SQLStore(Database(parse_url(self.url)))
 
     def break_deletions(self, store: SQLStore, monkeypatch: pytest.MonkeyPatch) -> None:
         """The second DELETE of messages fails (one id per statement), after
@@ -78,7 +65,7 @@ class _StoreContract(_OnEngine, contracts.StoreContract):
 
 class _CheckerContract(_OnEngine, contracts.CheckerContract):
     def make_checker(self, users: dict[str, bytes], tmp_path: Path) -> SQLChecker:
-        database = self.database()
+        database = Database(parse_url(self.url))
         for n, (name, password) in enumerate(users.items()):
             scheme = SCHEMES[n % len(SCHEMES)]
             rounds = 1000 if scheme == "SHA512-CRYPT" else None
@@ -94,7 +81,7 @@ class _HidingStoreContract(_StoreContract):
     """The contract with ``dele=hide``: rows stay, marked hidden."""
 
     def make_store(self, tmp_path: Path) -> SQLStore:
-        return SQLStore(self.database(), dele="hide")
+        return SQLStore(Database(parse_url(self.url)), dele="hide")
 
     def break_deletions(self, store: SQLStore, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(queries, "_BATCH", 1)
