@@ -214,3 +214,37 @@ def test_a_plain_adopted_unix_port_would_unlink_and_chmod(unix_listener) -> None
     port.stopListening()
     reactor.advance(0)
     assert not path.exists()
+
+
+# -- Deferred results already there ---------------------------------------------------
+
+
+def test_a_fired_deferred_gives_its_result_without_a_callback() -> None:
+    from twisted.internet.defer import Deferred, succeed
+
+    assert internals.fired(succeed(3))
+    assert internals.then(succeed(3), lambda value, more: value + more, 4) == 7
+    assert internals.then(3, lambda value: value * 2) == 6
+    pending: Deferred[int] = Deferred()
+    assert not internals.fired(pending)
+    chained = internals.then(pending, lambda value: value + 1)
+    assert isinstance(chained, Deferred) and not chained.called
+    pending.callback(1)
+    assert internals.fired(chained) and chained.result == 2
+
+
+def test_a_failed_or_paused_deferred_is_not_taken_now() -> None:
+    from twisted.internet.defer import Deferred, fail, succeed
+
+    failed = fail(ValueError("no"))
+    assert not internals.fired(failed)
+    kept = internals.then(failed, lambda value: pytest.fail("called with a failure"))
+    assert isinstance(kept, Deferred)
+    errors: list[object] = []
+    kept.addErrback(errors.append)
+    assert len(errors) == 1
+    waiting: Deferred[int] = Deferred()
+    outer = succeed(0).addCallback(lambda _: waiting)  # paused on ``waiting``
+    assert outer.called and not internals.fired(outer)
+    waiting.callback(5)
+    assert internals.fired(outer) and outer.result == 5
