@@ -248,3 +248,28 @@ def test_a_failed_or_paused_deferred_is_not_taken_now() -> None:
     assert outer.called and not internals.fired(outer)
     waiting.callback(5)
     assert internals.fired(outer) and outer.result == 5
+
+
+# -- the text log's timestamps ----------------------------------------------------------
+
+
+def test_faster_text_logs_write_the_same_lines() -> None:
+    import io
+
+    from twisted.logger import LogLevel, LogPublisher, textFileLogObserver
+
+    faster, other, plain_reference = io.StringIO(), io.StringIO(), io.StringIO()
+    publisher = LogPublisher(textFileLogObserver(faster), textFileLogObserver(other, "%H"))
+    assert internals.faster_text_logs(publisher) == 1  # not the one with a format of its own
+    untouched = LogPublisher(textFileLogObserver(plain_reference))
+    # Within a second, across seconds, a microsecond before one, an hour on.
+    times = [1_700_000_000.25, 1_700_000_000.75, 1_700_000_000.9999997, 1_700_000_001.0,
+             1_700_003_600.5, 1_700_000_000.5, None]
+    for when in times:
+        event = {"log_format": "line {n}", "n": when, "log_time": when,
+                 "log_namespace": "popframe.test", "log_level": LogLevel.info}
+        publisher(dict(event))
+        untouched(dict(event))
+    assert faster.getvalue() == plain_reference.getvalue()
+    assert len(faster.getvalue().splitlines()) == len(times)
+    assert other.getvalue().splitlines()[0][:2].isdigit()  # its own format still
