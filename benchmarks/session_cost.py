@@ -79,6 +79,12 @@ def main() -> None:
     else:
         observers = [lambda event: None]
     globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
+    try:  # what twistd pop3 does to its text log, in trees that do it
+        from popframe.twisted_internals import faster_text_logs
+    except ImportError:
+        pass
+    else:
+        faster_text_logs()
     if args.events:
         time_events(args.rounds)
         return

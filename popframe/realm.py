@@ -10,6 +10,7 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from popframe.interfaces import IMaildrop, IMaildropStore, UserSettings
+from popframe.twisted_internals import then
 
 __all__ = ["MaildropRealm"]
 
@@ -28,7 +29,8 @@ class MaildropRealm:
 
     def requestAvatar(
         self, avatarId: bytes | tuple[()], mind: object, *interfaces: type[Interface]
-    ) -> Deferred[tuple[type[Interface], object, Callable[[], None]]]:
+    ) -> (tuple[type[Interface], object, Callable[[], None]]
+          | Deferred[tuple[type[Interface], object, Callable[[], None]]]):
         if IMaildrop not in interfaces:
             raise NotImplementedError("MaildropRealm only provides IMaildrop")
         if isinstance(avatarId, bytes):
@@ -38,9 +40,11 @@ class MaildropRealm:
         else:
             raise NotImplementedError("MaildropRealm has no anonymous maildrop")
         settings = mind if isinstance(mind, UserSettings) else None
-        return self.store.open(user, settings).addCallback(
-            lambda maildrop: (IMaildrop, maildrop, lambda: _abandon(maildrop))
-        )
+        return then(self.store.open(user, settings), _avatar)
+
+
+def _avatar(maildrop: IMaildrop) -> tuple[type[Interface], object, Callable[[], None]]:
+    return IMaildrop, maildrop, lambda: _abandon(maildrop)
 
 
 def _abandon(maildrop: IMaildrop) -> None:

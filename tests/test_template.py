@@ -200,3 +200,19 @@ def test_a_domain_component_disappears_for_users_without_a_domain() -> None:
         template.expand("alice@")
     # A component with more than the domain keeps it, empty.
     assert PathTemplate("/var/mail/d-%d/%n").expand("alice") == "/var/mail/d-/alice"
+
+
+def test_expanded_paths_are_remembered_and_refusals_are_not() -> None:
+    from popframe.stores import template as module
+
+    t = PathTemplate("/var/mail/%d/%n/Maildir")
+    assert t.expand("alice@example.org") == "/var/mail/example.org/alice/Maildir"
+    assert t.expand("alice@example.org") == "/var/mail/example.org/alice/Maildir"
+    for _ in range(2):
+        with pytest.raises(UnsafeUserName):
+            t.expand("../alice@example.org")
+    assert "../alice@example.org" not in t._expanded
+    for i in range(module._EXPANDED_MAX + 1):  # bounded: emptied when full
+        t.expand(f"u{i}@example.org")
+    assert len(t._expanded) <= module._EXPANDED_MAX
+    assert t.expand("u0@example.org") == "/var/mail/example.org/u0/Maildir"

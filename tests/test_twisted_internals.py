@@ -221,3 +221,62 @@ def test_a_plain_adopted_unix_port_would_unlink_and_chmod(unix_listener) -> None
     port.stopListening()
     reactor.advance(0)
     assert not path.exists()
+
+
+# -- Deferred results already there ---------------------------------------------------
+
+
+def test_a_fired_deferred_gives_its_result_without_a_callback() -> None:
+    from twisted.internet.defer import Deferred, succeed
+
+    assert internals.fired(succeed(3))
+    assert internals.then(succeed(3), lambda value, more: value + more, 4) == 7
+    assert internals.then(3, lambda value: value * 2) == 6
+    pending: Deferred[int] = Deferred()
+    assert not internals.fired(pending)
+    chained = internals.then(pending, lambda value: value + 1)
+    assert isinstance(chained, Deferred) and not chained.called
+    pending.callback(1)
+    assert internals.fired(chained) and chained.result == 2
+
+
+def test_a_failed_or_paused_deferred_is_not_taken_now() -> None:
+    from twisted.internet.defer import Deferred, fail, succeed
+
+    failed = fail(ValueError("no"))
+    assert not internals.fired(failed)
+    kept = internals.then(failed, lambda value: pytest.fail("called with a failure"))
+    assert isinstance(kept, Deferred)
+    errors: list[object] = []
+    kept.addErrback(errors.append)
+    assert len(errors) == 1
+    waiting: Deferred[int] = Deferred()
+    outer = succeed(0).addCallback(lambda _: waiting)  # paused on ``waiting``
+    assert outer.called and not internals.fired(outer)
+    waiting.callback(5)
+    assert internals.fired(outer) and outer.result == 5
+
+
+# -- the text log's timestamps ----------------------------------------------------------
+
+
+def test_faster_text_logs_write_the_same_lines() -> None:
+    import io
+
+    from twisted.logger import LogLevel, LogPublisher, textFileLogObserver
+
+    faster, other, plain_reference = io.StringIO(), io.StringIO(), io.StringIO()
+    publisher = LogPublisher(textFileLogObserver(faster), textFileLogObserver(other, "%H"))
+    assert internals.faster_text_logs(publisher) == 1  # not the one with a format of its own
+    untouched = LogPublisher(textFileLogObserver(plain_reference))
+    # Within a second, across seconds, a microsecond before one, an hour on.
+    times = [1_700_000_000.25, 1_700_000_000.75, 1_700_000_000.9999997, 1_700_000_001.0,
+             1_700_003_600.5, 1_700_000_000.5, None]
+    for when in times:
+        event = {"log_format": "line {n}", "n": when, "log_time": when,
+                 "log_namespace": "popframe.test", "log_level": LogLevel.info}
+        publisher(dict(event))
+        untouched(dict(event))
+    assert faster.getvalue() == plain_reference.getvalue()
+    assert len(faster.getvalue().splitlines()) == len(times)
+    assert other.getvalue().splitlines()[0][:2].isdigit()  # its own format still

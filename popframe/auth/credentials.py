@@ -32,6 +32,7 @@ from popframe.interfaces.auth import (
     UserSettings,
 )
 from popframe.protocol import sasl
+from popframe.twisted_internals import then
 
 __all__ = [
     "ClientCertificate",
@@ -172,12 +173,14 @@ def authenticate(
     credentials: ICredentials,
     authzid: str | None,
     master_users: frozenset[str],
-) -> Deferred[str]:
-    """Check ``credentials`` with the portal's checker for them, and fire
-    with the user whose maildrop the login opens: the credentials' own, or
+) -> str | Deferred[str]:
+    """Check ``credentials`` with the portal's checker for them, and give
+    the user whose maildrop the login opens (at once when the checker
+    answered at once, else as a Deferred): the credentials' own, or
     ``authzid`` (an authorization identity, SASL PLAIN's) when they are
     that user's or a master user's (support staff, migrations).  Anyone
-    else asking to be someone else is refused (``UnauthorizedLogin``)."""
+    else asking to be someone else is refused (``UnauthorizedLogin``,
+    raised or as the Deferred's failure)."""
     checker = next(
         (c for interface, c in portal.checkers.items() if interface.providedBy(credentials)), None
     )
@@ -194,7 +197,7 @@ def authenticate(
             raise UnauthorizedLogin()
         return authzid
 
-    return maybe_deferred(checker.requestAvatarId, credentials).addCallback(authorize)
+    return then(maybe_deferred(checker.requestAvatarId, credentials), authorize)
 
 
 def settings_sources(portal: Portal) -> list[IUserSettings]:
@@ -216,7 +219,7 @@ def user_settings(sources: Iterable[IUserSettings], user: str) -> Deferred[UserS
     ) -> UserSettings | None | Deferred[UserSettings | None]:
         return found if found is not None else source.user_settings(user)
 
-    d: Deferred[UserSettings | None] = succeed(None)
+    found: UserSettings | None | Deferred[UserSettings | None] = None
     for source in sources:
-        d.addCallback(ask, source)
-    return d
+        found = then(found, ask, source)
+    return found if isinstance(found, Deferred) else succeed(found)

@@ -69,6 +69,7 @@ from popframe.server.failures import as_pop3_error, backend_failure_kind
 from popframe.server.limits import UserSessions
 from popframe.server.peers import peer_text
 from popframe.throttle import TooManyFailures, Verdict
+from popframe.twisted_internals import fired, then
 
 __all__ = ["ConnectionLogins", "LoggedIn", "Logins", "TooManyConnections", "TooManySessions"]
 
@@ -165,19 +166,28 @@ class ConnectionLogins:
     ) -> Deferred[LoggedIn]:
         """Run ``request``; fires with :class:`LoggedIn`, or fails with the
         :class:`POP3Error` to answer, after its delay.  ``TooManyFailures``
-        means: answer, then hang up."""
+        means: answer, then hang up.  When every backend answers at once
+        (``succeed``), the steps run one after the other without a callback
+        hop between them and the Deferred returned has fired (issue 18)."""
         logins = self._logins
         config = logins.config
         self._started = logins.clock.seconds()
         self._role = BackendRole.AUTH
         credentials = as_cred_credentials(request.credentials, certificate)
         authzid = getattr(request.credentials, "authzid", None)
-        user = self._address_admitted().addCallback(
-            lambda _: authenticate(logins.portal, credentials, authzid, config.master_users)
-        )
-        return user.addCallback(self._open).addCallbacks(
-            self._succeeded, self._failed, callbackArgs=(request, tls), errbackArgs=(request, tls)
-        )
+        try:
+            user = then(self._address_admitted(), lambda _: authenticate(
+                logins.portal, credentials, authzid, config.master_users))
+            result = then(user, self._open)
+        except Exception:
+            return self._failed(Failure(), request, tls)
+        if isinstance(result, Deferred):
+            return result.addCallbacks(self._succeeded, self._failed, callbackArgs=(request, tls),
+                                       errbackArgs=(request, tls))
+        try:
+            return succeed(self._succeeded(result, request, tls))
+        except Exception:
+            return fail()
 
     def refused(self, request: LoginRefused, tls: bool) -> Deferred[POP3Error]:
         """A login the core refused: count and log it like any; fires with
@@ -199,39 +209,37 @@ class ConnectionLogins:
 
     # -- the steps ----------------------------------------------------------------
 
-    def _address_admitted(self) -> Deferred[None]:
-        """Fails with TooManyFailures when the client's address reached
-        the throttle's limit: its logins are refused without a check."""
+    def _address_admitted(self) -> None | Deferred[None]:
+        """Raises or fails with TooManyFailures when the client's address
+        reached the throttle's limit: its logins are refused unchecked."""
         throttle = self._logins.config.throttle
         if throttle is None:
-            return succeed(None)
+            return None
 
         def check(blocked: bool) -> None:
             if blocked:
                 raise TooManyFailures()
 
-        return throttle.blocked(self.peer()).addCallback(check)
+        return then(throttle.blocked(self.peer()), check)
 
-    def _open(self, user: str) -> Deferred[LoggedIn]:
+    def _open(self, user: str) -> LoggedIn | Deferred[LoggedIn]:
         """Open ``user``'s maildrop with their settings, then apply
         LOGIN-DELAY."""
-        logins = self._logins
-        sources = logins.settings_sources
-        settings: Deferred[UserSettings | None] = (
-            user_settings(sources, user) if sources else succeed(None))
+        sources = self._logins.settings_sources
+        settings = user_settings(sources, user) if sources else None
+        return then(settings, self._open_maildrop, user)
 
-        def open_maildrop(found: UserSettings | None) -> Deferred[LoggedIn]:
-            check_restrictions(found, self.peer())
-            self._role = BackendRole.STORE
-            avatar = logins.portal.realm.requestAvatar(user.encode("utf-8"), found, IMaildrop)
-            # IRealm may answer at once or with a Deferred.
-            d = avatar if isinstance(avatar, Deferred) else succeed(avatar)
-            logged_in: Deferred[LoggedIn] = d.addCallback(self._check_login_delay, user, found)
-            if found is not None and found.expire is not None:
-                logged_in.addCallback(replace, expire=found.expire)
-            return logged_in
-
-        return settings.addCallback(open_maildrop)
+    def _open_maildrop(self, found: UserSettings | None,
+                       user: str) -> LoggedIn | Deferred[LoggedIn]:
+        check_restrictions(found, self.peer())
+        self._role = BackendRole.STORE
+        # IRealm may answer at once or with a Deferred.
+        avatar = self._logins.portal.realm.requestAvatar(user.encode("utf-8"), found, IMaildrop)
+        logged_in = then(avatar, self._check_login_delay, user, found)
+        if found is not None and found.expire is not None:
+            expire = found.expire
+            return then(logged_in, lambda result: replace(result, expire=expire))
+        return logged_in
 
     def _check_login_delay(
         self,
@@ -258,7 +266,14 @@ class ConnectionLogins:
             logout()
             return failure
 
-        return policy.admit(user, delay).addCallback(admitted).addErrback(refused)
+        admission = policy.admit(user, delay)
+        if fired(admission):
+            try:
+                return admitted(cast(bool, admission.result))
+            except Exception:
+                logout()
+                raise
+        return admission.addCallback(admitted).addErrback(refused)
 
     def _count_session(self, result: LoggedIn) -> LoggedIn:
         """``--max-sessions-per-user``: count this session of the user (its

@@ -67,7 +67,7 @@ from popframe.server.login import (
 )
 from popframe.server.peers import behind_proxy, is_loopback, peer_text
 from popframe.throttle import TooManyFailures, address_key
-from popframe.twisted_internals import plain_tcp, send_now
+from popframe.twisted_internals import fired, plain_tcp, send_now
 
 if TYPE_CHECKING:
     from OpenSSL import SSL
@@ -371,7 +371,14 @@ class POP3ServerProtocol(Protocol):
                role: str | None = BackendRole.STORE) -> None:
         """Run a backend call (of a ``role`` backend: its failures are
         counted; None: the login pipeline counts them); its outcome
-        becomes the next reply."""
+        becomes the next reply.  A Deferred that has fired already (most
+        logins, QUIT with nothing to delete) is answered at once, without
+        the callback hops (issue 18)."""
+        if fired(deferred):
+            if not self._closed:
+                on_success(deferred.result)
+                self._pump()
+            return
         self._waiting = True
 
         def succeeded(result: object) -> None:

@@ -147,6 +147,9 @@ class PathTemplate:
             )
         self.prefix = os.path.normpath(_fixed_prefix(self._parts))
         self._real_prefix: str | None = None
+        # expand()'s answers: a pure function of the user name, asked at
+        # every login (issue 18); bounded, emptied when full.
+        self._expanded: dict[str, str] = {}
         # For users without a domain: the components that are only %d left out.
         kept = [c for c in template.split("/") if not _DOMAIN_ONLY.fullmatch(c)]
         self._parts_without_domain = _parse("/".join(kept), key)
@@ -160,6 +163,15 @@ class PathTemplate:
         Raises :class:`UnsafeUserName`.  Substitution happens in one pass,
         so a user called ``%u`` or ``%2e%2e`` is just a literal name.
         """
+        path = self._expanded.get(user)
+        if path is None:
+            path = self._expand(user)
+            if len(self._expanded) >= _EXPANDED_MAX:
+                self._expanded.clear()
+            self._expanded[user] = path
+        return path
+
+    def _expand(self, user: str) -> str:
         check_user_name(user)
         local, domain = split_user(user)
         values = {"u": user, "n": local, "d": domain}
@@ -212,6 +224,10 @@ class PathTemplate:
     def _check_confined(path: str, root: str) -> None:
         if not _is_inside(path, root):
             raise UnsafeUserName(f"path {path!r} is outside {root!r}")
+
+
+#: How many user names' expanded paths a template remembers.
+_EXPANDED_MAX = 10_000
 
 
 def _is_inside(path: str, root: str) -> bool:
