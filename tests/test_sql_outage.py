@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sql_support import admin_connection, fresh_database, unavailable
+from sql_support import ADMIN_URLS, admin_connection, fresh_database, unavailable
 
 from popframe.auth.schemes import make_hash
 from popframe.cli.user import add_user
@@ -50,8 +50,12 @@ CONTROLS: dict[str, tuple[str, Callable[[str], None]]] = {
 
 
 def wait_until_up(engine: str, seconds: float = 60) -> None:
-    wait_until(lambda: admin_connection(engine).close() or True, f"{engine} to be up", seconds,
-               interval=0.2, retry_on=(Exception,))
+    """Until the server takes connections again (MariaDB's start returns
+    before it listens).  Connects directly: ``admin_connection`` would
+    skip (or, in CI, fail) at the first refusal instead of retrying."""
+    url = parse_url(ADMIN_URLS[engine])
+    wait_until(lambda: Database(url).engine.connect().close() or True, f"{engine} to be up",
+               seconds, interval=0.2, retry_on=(Exception,))
 
 
 @pytest.fixture(params=["postgresql", "mysql"])

@@ -104,6 +104,9 @@ TEMPLATES: tuple[str, ...] = (
     "the mailbox was changed by another program, please reconnect",
     "maildrop lock lost, please reconnect",
     "maildrop not available for this user",
+    # popframe/auth/restrictions.py (Dovecot's nologin, allow_nets)
+    "login disabled for this account",
+    "login not allowed from this address",
 )
 
 _GERMAN: dict[str, str] = {
@@ -182,6 +185,8 @@ _GERMAN: dict[str, str] = {
         "das Postfach wurde von einem anderen Programm geändert, bitte neu verbinden",
     "maildrop lock lost, please reconnect": "Sperre des Postfachs verloren, bitte neu verbinden",
     "maildrop not available for this user": "Postfach für diesen Benutzer nicht verfügbar",
+    "login disabled for this account": "Anmeldung für dieses Konto gesperrt",
+    "login not allowed from this address": "Anmeldung von dieser Adresse nicht erlaubt",
 }
 
 _FRENCH: dict[str, str] = {
@@ -262,6 +267,8 @@ _FRENCH: dict[str, str] = {
     "maildrop lock lost, please reconnect": "verrou de la boîte perdu, reconnectez-vous",
     "maildrop not available for this user":
         "boîte aux lettres indisponible pour cet utilisateur",
+    "login disabled for this account": "connexion désactivée pour ce compte",
+    "login not allowed from this address": "connexion non autorisée depuis cette adresse",
 }
 
 
