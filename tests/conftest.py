@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# In CI a skip for a missing server or tool fails (support/ci.py).
+from support.ci import pytest_runtest_makereport  # noqa: F401
+
 # The hook that fails the collection of a test of no kind (support/kinds.py).
 from support.kinds import pytest_collection_modifyitems  # noqa: F401
 from twisted.logger import formatEvent, globalLogPublisher

@@ -52,3 +52,14 @@ def test_a_mark_on_a_test_replaces_its_modules(tmp_path: Path) -> None:
     assert "test_fast" in core.stdout and "test_slow" not in core.stdout
     process = collect(tmp_path, module, "-m", "process")
     assert "test_slow" in process.stdout and "test_fast" not in process.stdout
+
+
+@pytest.mark.core
+def test_in_ci_only_unavoidable_skips_stay_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    from support.ci import must_not_skip
+
+    monkeypatch.setenv("CI", "true")
+    assert must_not_skip("curl is installed by tests/run.sh")
+    assert not must_not_skip("root ignores file permissions")
+    monkeypatch.setenv("CI", "false")
+    assert not must_not_skip("curl is installed by tests/run.sh")
