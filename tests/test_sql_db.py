@@ -18,6 +18,7 @@ from popframe.config import ConfigurationError
 from popframe.db import Database, DatabaseError, parse_url
 from popframe.db.schema import LATEST, SchemaTooNew, check_schema, current_version, upgrade
 from popframe.stores.sql import SQLStore, SQLStoreFactory
+from popframe.stores.sql import store as sql_store
 from popframe.stores.sql.store import READ_AHEAD
 from popframe.testing import wait_for
 
@@ -103,18 +104,12 @@ def test_unreachable_database_fails_promptly_as_temporary() -> None:
 
 
 @pytest.mark.external
-def test_read_ahead_serves_small_messages_from_one_query(dsn: str) -> None:
+def test_read_ahead_serves_small_messages_from_one_query(dsn: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     store = SQLStore(Database(parse_url(dsn)))
     for n in range(10):
         wait_for(store.deliver("alice", io.BytesIO(b"Subject: %d\r\n\r\nbody\r\n" % n)))
-    queries = []
-    real_run = store.database.run
-
-    def counting_run(function, *args, **kwargs):  # type: ignore[no-untyped-def]
-        queries.append(function.__name__)
-        return real_run(function, *args, **kwargs)
-
-    store.database.run = counting_run  # type: ignore[method-assign]
+    runs = CountingRuns(store, monkeypatch)
     maildrop = wait_for(store.open("alice"))
     uids = list(maildrop.listing().uids)
     for n in (4, *range(10)):  # one out of order first, then all in order
@@ -122,25 +117,40 @@ def test_read_ahead_serves_small_messages_from_one_query(dsn: str) -> None:
         assert body.read() == b"Subject: %d\r\n\r\nbody\r\n" % n
         body.close()
     wait_for(maildrop.abandon())
-    assert queries.count("read_first_parts") == 2  # 4..9 with 4, then 0..3 with 0
-    assert "read_part" not in queries
+    assert len(runs.named("read_first_parts")) == 2  # 4..9 with 4, then 0..3 with 0
+    assert not runs.named("read_part")
 
 
 class CountingRuns:
-    """Wraps ``store.database.run``: every call's function name and
-    arguments; ``fail`` names calls (by number) that fail instead."""
+    """Wraps ``store.database.run`` and the store's two reads (which go
+    through ``Database.query``): every call's function name and arguments
+    (the database left out); ``fail`` names calls (by number) that fail
+    instead."""
 
-    def __init__(self, store: SQLStore, fail: tuple[int, ...] = ()) -> None:
+    def __init__(self, store: SQLStore, monkeypatch: pytest.MonkeyPatch,
+                 fail: tuple[int, ...] = ()) -> None:
         self.calls: list[tuple[str, tuple[object, ...]]] = []
-        self._real = store.database.run
         self._fail = fail
-        store.database.run = self  # type: ignore[method-assign]
+        real_run = store.database.run
 
-    def __call__(self, function, *args, **kwargs):  # type: ignore[no-untyped-def]
+        def run(function, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if function.__name__ == "_rows":  # a read's statement: counted as the read
+                return real_run(function, *args, **kwargs)
+            return self._count(function, args, lambda: real_run(function, *args, **kwargs))
+
+        monkeypatch.setattr(store.database, "run", run)
+        for name in ("read_first_parts", "read_part"):
+            real = getattr(sql_store, name)
+            monkeypatch.setattr(sql_store, name, self._wrap(real))
+
+    def _wrap(self, real):  # type: ignore[no-untyped-def]
+        return lambda database, *args: self._count(real, args, lambda: real(database, *args))
+
+    def _count(self, function, args, call):  # type: ignore[no-untyped-def]
         self.calls.append((function.__name__, args))
         if len(self.calls) - 1 in self._fail:
             return defer.fail(DatabaseError())
-        return self._real(function, *args, **kwargs)
+        return call()
 
     def named(self, name: str) -> list[tuple[object, ...]]:
         return [args for called, args in self.calls if called == name]
@@ -154,13 +164,13 @@ def _deliver_numbered(store: SQLStore, count: int, size: int) -> list[bytes]:
     return messages
 
 
-def test_next_batch_is_read_while_the_client_retrieves(dsn: str) -> None:
+def test_next_batch_is_read_while_the_client_retrieves(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Serving the first message of a batch starts reading the next batch
     at once, without waiting for the client's next RETR; a session never
     holds more than two batches."""
     store = SQLStore(Database(parse_url(dsn)))
     messages = _deliver_numbered(store, 12, 100_000)  # five per 512 KiB batch
-    runs = CountingRuns(store)
+    runs = CountingRuns(store, monkeypatch)
     maildrop = wait_for(store.open("alice"))
     uids = list(maildrop.listing().uids)
     body = wait_for(maildrop.open_message(uids[0]))
@@ -193,14 +203,14 @@ def test_a_client_skipping_about_does_not_pile_up_read_ahead(dsn: str) -> None:
     wait_for(maildrop.abandon())
 
 
-def test_long_message_reads_its_next_part_while_one_is_sent(dsn: str) -> None:
+def test_long_message_reads_its_next_part_while_one_is_sent(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A message of several parts: part 0 comes with the batch, each next
     part is asked for as soon as the one before starts going out."""
     store = SQLStore(Database(parse_url(dsn)))
     message = b"Subject: long\r\n\r\n" + b"".join(b"%07d" % n + b"y" * 69 + b"\r\n"
                                                      for n in range(12_000))  # 3.5 parts
     wait_for(store.deliver("alice", io.BytesIO(message)))
-    runs = CountingRuns(store)
+    runs = CountingRuns(store, monkeypatch)
     maildrop = wait_for(store.open("alice"))
     info = maildrop.listing()[0]
     body = wait_for(maildrop.open_message(info.uid))
@@ -214,12 +224,12 @@ def test_long_message_reads_its_next_part_while_one_is_sent(dsn: str) -> None:
     wait_for(maildrop.abandon())
 
 
-def test_failed_read_ahead_is_read_again_when_retrieved(dsn: str) -> None:
+def test_failed_read_ahead_is_read_again_when_retrieved(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch read in the background that fails (the database went away
     meanwhile) costs nothing: the RETR of one of its messages reads it."""
     store = SQLStore(Database(parse_url(dsn)))
     messages = _deliver_numbered(store, 8, 100_000)
-    runs = CountingRuns(store, fail=(2,))  # 0: open, 1: the first batch, 2: the next
+    runs = CountingRuns(store, monkeypatch, fail=(2,))  # 0: open, 1: the first batch, 2: the next
     maildrop = wait_for(store.open("alice"))
     uids = list(maildrop.listing().uids)
     for n in range(8):

@@ -55,7 +55,7 @@ from popframe.auth.stored import (
     waste_time,
 )
 from popframe.config import ConfigurationError
-from popframe.db import Database, Session, configured_database, open_database
+from popframe.db import Database, Rows, configured_database, open_database
 from popframe.db.pool import Workers
 from popframe.interfaces.auth import ISecretLookup, IUserSettings, Secret, SecretKind, UserSettings
 
@@ -119,17 +119,18 @@ class PasswordQuery:
         values = {"u": user, "n": local, "d": domain}
         return tuple(values[name] for name in self.names)
 
-    def lookup(self, session: Session, user: str) -> UserRecord | None:
-        """Blocking: ``user``'s row, or None (no row, or more than one)."""
-        cursor = session.cursor
-        cursor.execute(self.sql_for(session.engine.format_style), self.parameters(user))
-        rows = cursor.fetchmany(2)
-        columns = [str(d[0]).lower() for d in cursor.description or ()]
-        session.statements += 1
+    def lookup(self, database: Database, user: str) -> Deferred[UserRecord | None]:
+        """``user``'s row, or None (no row, or more than one)."""
+        return database.query(self.sql_for(False), self.parameters(user)).addCallback(
+            self.record, user)
+
+    def record(self, rows: Rows, user: str) -> UserRecord | None:
+        """The user's record from the query's rows."""
         if len(rows) != 1:
             if rows:
                 log.error("password_query: more than one row for {user!r}; refused", user=user)
             return None
+        columns = [column.lower() for column in rows.columns]
         row = dict(zip(columns, rows[0], strict=True))
         self._warn_unknown(columns)
         password = row.get("password")
@@ -196,20 +197,17 @@ class SQLChecker:
         password = credential_bytes(credentials.password)
         if not user or not password:
             return fail(UnauthorizedLogin())
-        # The lookup and the hash in one thread hand-off: the hash pool's
-        # thread borrows a connection from the database's pool.
-        d: Deferred[bool] = self._semaphore.run(self._run_blocking, self.check, user, password)
+        # The lookup (on the reactor with PostgreSQL), then the hash in a
+        # pool of its own.
+        d = self._lookup(user).addCallback(self._check, user, password)
         return d.addCallback(avatar_id, user)
 
-    def check(self, user: str, password: bytes) -> bool:
-        """Blocking: look ``user`` up and verify ``password``."""
-        record = self.database.call(self.query.lookup, user)
-        self._remember(user, record)
+    def _check(self, record: UserRecord | None, user: str, password: bytes) -> Deferred[bool]:
         cache = self.verified_passwords
         if record is not None and record.enabled and cache is not None and cache.verified(
                 user, record.password, password):
-            return True
-        return self.verify(user, record, password)
+            return succeed(True)
+        return self._semaphore.run(self._run_blocking, self.verify, user, record, password)
 
     def verify(self, user: str, record: UserRecord | None, password: bytes) -> bool:
         """Blocking: whether ``password`` is ``record``'s (False for no record)."""
@@ -233,7 +231,7 @@ class SQLChecker:
             self._remember(user, record)
             return record
 
-        return self.database.run(self.query.lookup, user).addCallback(remember)
+        return self.query.lookup(self.database, user).addCallback(remember)
 
     def _remember(self, user: str, record: UserRecord | None) -> None:
         """Keep a lookup's answer for the settings asked right after it."""

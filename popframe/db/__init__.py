@@ -7,8 +7,8 @@ parser, and one pool per database per process.
 """
 
 from popframe.db.configured import configured_database, open_database
-from popframe.db.pool import Database, DatabaseError, Session, database_for
+from popframe.db.pool import Database, DatabaseError, Rows, Session, database_for
 from popframe.db.url import DatabaseURL, parse_url
 
-__all__ = ["Database", "DatabaseError", "DatabaseURL", "Session", "configured_database",
+__all__ = ["Database", "DatabaseError", "DatabaseURL", "Rows", "Session", "configured_database",
            "database_for", "open_database", "parse_url"]

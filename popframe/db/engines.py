@@ -106,9 +106,19 @@ class PostgreSQLEngine(Engine):
         self._psycopg = psycopg
 
     def connect(self) -> Any:
+        return self._psycopg.connect(autocommit=True, **self._parameters())
+
+    def conninfo(self) -> bytes:
+        """The libpq connection string (the password read now) for
+        :mod:`popframe.db.pq`'s connections on the reactor."""
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(**self._parameters()).encode()
+
+    def _parameters(self) -> dict[str, Any]:
         url = self.url
         kwargs: dict[str, Any] = dict(
-            host=url.host, port=url.port, dbname=url.database, autocommit=True,
+            host=url.host, port=url.port, dbname=url.database,
             connect_timeout=max(2, math.ceil(url.connect_timeout)),
             application_name="popframe",
             # The server ends a statement that runs too long; keepalives
@@ -120,7 +130,7 @@ class PostgreSQLEngine(Engine):
         password = url.resolved_password()
         if password is not None:
             kwargs["password"] = password
-        return self._psycopg.connect(**kwargs)
+        return kwargs
 
     def cursor(self, connection: Any) -> Any:
         # Results in binary: a bytea part comes as its octets, not as hex

@@ -28,12 +28,13 @@ checker, store, locker and the CLI share it.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -43,7 +44,10 @@ from popframe.db.engines import Engine, engine_for
 from popframe.db.url import DatabaseURL
 from popframe.errors import TemporaryFailure
 
-__all__ = ["Database", "DatabaseError", "Session", "Workers", "database_for"]
+if TYPE_CHECKING:
+    from popframe.db import pq
+
+__all__ = ["Database", "DatabaseError", "Rows", "Session", "Workers", "database_for"]
 
 T = TypeVar("T")
 log = Logger(namespace="popframe.db")
@@ -52,6 +56,12 @@ log = Logger(namespace="popframe.db")
 #: that does not answer) stops others for RETRY_AFTER seconds.
 SLOW_FAILURE = 0.5
 RETRY_AFTER = 1.0
+
+
+class Rows(list[tuple[Any, ...]]):
+    """A statement's rows, and its column names (:meth:`Database.query`)."""
+
+    columns: tuple[str, ...] = ()
 
 
 class DatabaseError(TemporaryFailure):
@@ -177,6 +187,12 @@ class Database:
         self._runner = Workers("popframe-db", url.pool, reactor)
         self._failing = False  # an outage is being logged
         self._down_until = 0.0  # no new connection tried before (monotonic)
+        self._pipelined: pq.PipelinedPool | None = None  # PostgreSQL's connections on the reactor
+        if self.engine.name == "postgresql":  # psycopg is there: the engine needs it
+            from popframe.db import pq
+
+            self._pq = pq
+            self._pipelined = pq.PipelinedPool(self._connect_pipelined, url.pool)
 
     # -- from the reactor ------------------------------------------------------------
 
@@ -210,6 +226,62 @@ class Database:
             # Say goodbye to the server rather than vanish (its log stays quiet).
             reactor.addSystemEventTrigger("after", "shutdown", self.close)
         return self._reactor
+
+    def query(self, text: str, params: Sequence[Any] = ()) -> defer.Deferred[Rows]:
+        """The rows (and column names) of one read-only statement, with
+        ``?`` placeholders.  PostgreSQL answers on the reactor thread
+        (:mod:`popframe.db.pq`: no thread hand-off, the cheapest way to a
+        row); the other engines in a pool thread.  Fails as :meth:`run`
+        does, a read's deadline included; a statement whose connection
+        broke (a database restart) is sent once more on a new one."""
+        if self._pipelined is None:
+            d = self.run(_rows, text, tuple(params))
+        else:
+            statement = _numbered(text)
+            d = self._pipelined.query(statement, params).addCallbacks(
+                self._pipelined_answered, self._pipelined_failed, errbackArgs=(statement, params))
+            d.addTimeout(self.url.connect_timeout + self.url.timeout + 0.5, self._get_reactor(),
+                         onTimeoutCancel=self._timed_out)
+        return d
+
+    def _pipelined_failed(self, failure: Failure, statement: bytes, params: Sequence[Any],
+                          again: bool = True) -> defer.Deferred[Rows]:
+        pq = self._pq
+        if failure.check(pq.ConnectionGone) and again and self._pipelined is not None:
+            return self._pipelined.query(statement, params).addCallbacks(
+                self._pipelined_answered, self._pipelined_failed,
+                errbackArgs=(statement, params, False))
+        if failure.check(pq.ConnectionGone, pq.QueryFailed):
+            self._report(str(failure.value))
+            raise DatabaseError() from failure.value
+        return failure  # type: ignore[return-value]
+
+    def _pipelined_answered(self, rows: Rows) -> Rows:
+        if self._failing:
+            self._failing = False
+            log.info("database {url}: available again", url=str(self.url))
+        return rows
+
+    def _connect_pipelined(self) -> defer.Deferred[pq.PipelinedConnection]:
+        """A connection for :mod:`popframe.db.pq`, with :meth:`connect`'s
+        rule for a server that does not answer."""
+        started = time.monotonic()
+        if started < self._down_until:
+            return defer.fail(DatabaseError())
+        try:
+            conninfo = self.engine.conninfo()  # type: ignore[attr-defined]
+        except OSError as error:  # a password_file that cannot be read
+            self._report(f"cannot connect: {error}")
+            return defer.fail(DatabaseError())
+
+        def failed(failure: Failure) -> Failure:
+            now = time.monotonic()
+            if now - started > SLOW_FAILURE:
+                self._down_until = now + RETRY_AFTER
+            return failure
+
+        return self._pq.connect(self._get_reactor(), conninfo,
+                                self.url.connect_timeout).addErrback(failed)
 
     # -- blocking (pool threads, the CLI) --------------------------------------------
 
@@ -289,6 +361,28 @@ class Database:
             idle, self._idle = self._idle, []
         for connection in idle:
             self._discard(connection)
+        if self._pipelined is not None:
+            self._pipelined.close()
+
+
+def _rows(session: Session, text: str, params: tuple[Any, ...]) -> Rows:
+    """:meth:`Database.query` in a pool thread."""
+    cursor = session.cursor
+    cursor.execute(session.engine.sql(text), params)
+    rows = Rows(cursor.fetchall())
+    rows.columns = tuple(str(column[0]).lower() for column in cursor.description or ())
+    session.statements += 1
+    return rows
+
+
+@functools.lru_cache(maxsize=512)
+def _numbered(text: str) -> bytes:
+    """popframe's ``?`` placeholders as PostgreSQL's ``$1, $2, ...``."""
+    pieces = text.split("?")
+    out = [pieces[0]]
+    for n, piece in enumerate(pieces[1:], 1):
+        out.append(f"${n}{piece}")
+    return "".join(out).encode()
 
 
 _DATABASES: dict[tuple[object, ...], Database] = {}

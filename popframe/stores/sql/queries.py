@@ -1,6 +1,8 @@
-"""The SQL store's blocking work, one function per thing it does, each
-run in a pool thread with a :class:`~popframe.db.Session`.  Parameters
-only: no value is ever put into SQL text."""
+"""The SQL store's work, one function per thing it does: the reads of
+message octets as single statements (:meth:`~popframe.db.Database.query`:
+on the reactor with PostgreSQL), the rest blocking, each run in a pool
+thread with a :class:`~popframe.db.Session`.  Parameters only: no value
+is ever put into SQL text."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from popframe.db import Session
+from twisted.internet.defer import Deferred
+
+from popframe.db import Database, Session
 from popframe.db.migrations import PART_SIZE
 from popframe.interfaces import MessageList
 from popframe.protocol.encoding import wire_form
@@ -42,21 +46,21 @@ def list_maildrop(session: Session, maildrop: str) -> Listing:
         [int(row[0]) for row in rows], [int(row[4]) for row in rows])
 
 
-def read_part(session: Session, message_id: int, part: int) -> bytes | None:
+def read_part(database: Database, message_id: int, part: int) -> Deferred[bytes | None]:
     """One part of a message's stored octets; None when the message is gone."""
-    row = session.one(
+    d = database.query(
         "SELECT data FROM popframe_message_parts WHERE message_id = ? AND part = ?",
         (message_id, part))
-    return None if row is None else bytes(row[0])
+    return d.addCallback(lambda rows: bytes(rows[0][0]) if rows else None)
 
 
-def read_first_parts(session: Session, message_ids: list[int]) -> dict[int, bytes]:
-    """Part 0 of each of these messages, in one query (the read-ahead)."""
+def read_first_parts(database: Database, message_ids: list[int]) -> Deferred[dict[int, bytes]]:
+    """Part 0 of each of these messages, in one statement (the read-ahead)."""
     marks = ", ".join("?" * len(message_ids))
-    rows = session.query(
+    d = database.query(
         f"SELECT message_id, data FROM popframe_message_parts WHERE part = 0 AND message_id IN "
         f"({marks})", message_ids)
-    return {int(row[0]): bytes(row[1]) for row in rows}
+    return d.addCallback(lambda rows: {int(row[0]): bytes(row[1]) for row in rows})
 
 
 def delete_messages(session: Session, maildrop: str, ids: list[int],

@@ -128,7 +128,7 @@ class SQLMessageBody:
             self._came = b""
             return
         part, self._next = self._next, self._next + 1
-        self._coming = self._database.run(read_part, self._id, part)
+        self._coming = read_part(self._database, self._id, part)
         self._coming.addCallbacks(self._arrived, self._arrived)
 
     def _arrived(self, data: bytes | None | Failure) -> None:
@@ -256,7 +256,7 @@ class SQLMaildrop(LockedMaildrop):
         self._in_flight.update(batch)
         self._coming += total
         ids = [listing.ids[i] for i in batch]
-        self._store.database.run(read_first_parts, ids).addBoth(self._batch_read, batch, total)
+        read_first_parts(self._store.database, ids).addBoth(self._batch_read, batch, total)
 
     def _make_room(self, position: int, octets: int) -> None:
         """Keep what the session holds and is reading to about two batches.

@@ -1,0 +1,134 @@
+"""popframe.db.pq: PostgreSQL on the reactor (pipelined statements), and
+``Database.query``, the one way to run a single read, on every engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sql_support import admin_connection, fresh_database
+from twisted.internet import defer, reactor
+
+from popframe.db import Database, DatabaseError, parse_url, pq
+from popframe.testing import wait_for
+
+pytestmark = pytest.mark.external
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with fresh_database("postgresql") as url:
+        yield url
+
+
+def _connection(url: str) -> pq.PipelinedConnection:
+    database = Database(parse_url(url))
+    return wait_for(pq.connect(reactor, database.engine.conninfo(), 5))  # type: ignore[attr-defined]
+
+
+def test_rows_come_typed_with_their_column_names(pg_url: str) -> None:
+    connection = _connection(pg_url)
+    try:
+        rows = wait_for(connection.query(
+            b"SELECT $1::text AS name, $2::bigint AS n, $3::bool AS ok, "
+            b"decode('00ff0d0a', 'hex') AS data, NULL::text AS nothing", ["ål", 2**40, True]))
+        assert rows == [("ål", 2**40, True, b"\x00\xff\r\n", None)]
+        assert rows.columns == ("name", "n", "ok", "data", "nothing")
+        ids = wait_for(connection.query(b"SELECT x FROM unnest($1::bigint[]) AS x", [[3, 1, 2]]))
+        assert ids == [(3,), (1,), (2,)]
+    finally:
+        connection.close()
+
+
+def test_statements_in_flight_together_are_answered_in_order(pg_url: str) -> None:
+    connection = _connection(pg_url)
+    try:
+        sent = [connection.query(b"SELECT $1::int * 2", [n]) for n in range(200)]
+        assert connection.in_flight == 200
+        answers = wait_for(defer.gatherResults(sent))
+        assert answers == [[(n * 2,)] for n in range(200)]
+    finally:
+        connection.close()
+
+
+def test_a_failed_statement_fails_alone(pg_url: str) -> None:
+    connection = _connection(pg_url)
+    try:
+        before = connection.query(b"SELECT 1")
+        bad = connection.query(b"SELECT no_such_column FROM pg_class")
+        after = connection.query(b"SELECT 2")
+        assert wait_for(before) == [(1,)]
+        with pytest.raises(pq.QueryFailed, match="no_such_column"):
+            wait_for(bad)
+        assert wait_for(after) == [(2,)]
+        # A statement that failed to prepare is prepared again next time.
+        with pytest.raises(pq.QueryFailed):
+            wait_for(connection.query(b"SELECT no_such_column FROM pg_class"))
+    finally:
+        connection.close()
+
+
+def test_a_statement_is_prepared_once_per_connection(pg_url: str) -> None:
+    connection = _connection(pg_url)
+    try:
+        for n in range(5):
+            assert wait_for(connection.query(b"SELECT $1::int", [n])) == [(n,)]
+        prepared = wait_for(connection.query(
+            b"SELECT count(*) FROM pg_prepared_statements WHERE statement = 'SELECT $1::int'"))
+        assert prepared == [(1,)]
+    finally:
+        connection.close()
+
+
+def test_a_killed_connection_fails_what_is_in_flight(pg_url: str) -> None:
+    connection = _connection(pg_url)
+    pid = wait_for(connection.query(b"SELECT pg_backend_pid()"))[0][0]
+    waiting = connection.query(b"SELECT pg_sleep(5)")
+    admin = admin_connection("postgresql")
+    admin.cursor().execute("SELECT pg_terminate_backend(%s)", (pid,))
+    admin.close()
+    with pytest.raises(pq.ConnectionGone):
+        wait_for(waiting, timeout=10)
+    assert connection.broken
+    with pytest.raises(pq.ConnectionGone):
+        wait_for(connection.query(b"SELECT 1"))
+    connection.close()
+
+
+def test_database_query_sends_again_on_a_new_connection_after_one_broke(pg_url: str) -> None:
+    database = Database(parse_url(pg_url))
+    pid = wait_for(database.query("SELECT pg_backend_pid()"))[0][0]
+    admin = admin_connection("postgresql")
+    admin.cursor().execute("SELECT pg_terminate_backend(%s)", (pid,))
+    admin.close()
+    rows = wait_for(database.query("SELECT pg_backend_pid(), ?::text", ("again",)))
+    assert rows[0][0] != pid and rows[0][1] == "again"
+
+
+def test_database_query_maps_failures_to_database_error(pg_url: str) -> None:
+    database = Database(parse_url(pg_url))
+    with pytest.raises(DatabaseError):
+        wait_for(database.query("SELECT * FROM no_such_table"))
+    nowhere = Database(parse_url("postgresql://postgres@127.0.0.1:1/test?connect_timeout=2"))
+    with pytest.raises(DatabaseError):
+        wait_for(nowhere.query("SELECT 1"), timeout=10)
+
+
+def test_a_large_value_comes_whole(pg_url: str) -> None:
+    database = Database(parse_url(pg_url))
+    value = bytes(range(256)) * 8192  # 2 MiB
+    rows = wait_for(database.query("SELECT decode(repeat(?, 8192), 'hex')",
+                                   (bytes(range(256)).hex(),)))
+    assert rows[0][0] == value
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "mysql"])
+def test_database_query_in_threads_on_the_other_engines(engine: str, tmp_path: Path) -> None:
+    with fresh_database(engine, tmp_path) as url:
+        database = Database(parse_url(url))
+        rows = wait_for(database.query("SELECT name, maildrop FROM popframe_users WHERE name = ?",
+                                       ("nobody",)))
+        assert rows == [] and rows.columns == ("name", "maildrop")
+        with pytest.raises(DatabaseError):
+            wait_for(database.query("SELECT * FROM no_such_table"))
