@@ -20,9 +20,12 @@ The options:
   and ``runQuery`` on autocommit connections (``cp_openfun``).
 - ``own``: a ``ThreadPool`` of our own, one autocommit connection per
   thread (``threading.local``), the lookup run there.
-- ``own-queue``: the same with :class:`popframe.db.pool.Workers` (threads
-  fed by a ``queue.SimpleQueue``) instead of Twisted's ``ThreadPool``:
-  what :mod:`popframe.db.pool` does.
+- ``own-queue``: the same with :class:`popframe.threads.ThreadPoolRunner`
+  (threads fed by a ``queue.SimpleQueue``) instead of Twisted's
+  ``ThreadPool``: what :mod:`popframe.db.pool` does for writes.
+- ``pq-reactor``: :mod:`popframe.db.pq`, libpq connections in pipeline
+  mode on the reactor thread, no threads (``--pool`` connections):
+  what :meth:`popframe.db.Database.query` does on PostgreSQL.
 - ``psycopg-async``: psycopg 3's ``AsyncConnection``s (one per in-flight
   lookup slot, up to ``--pool``) under Twisted's asyncio reactor.
 
@@ -196,16 +199,25 @@ def _runner(option: str, engine: str, pool: int, query: str, sqlite_path: str | 
             cur.close()
             return rows
 
-        if option == "own-queue":  # popframe.db.pool.Workers: a SimpleQueue, no ThreadPool
+        if option == "own-queue":  # popframe's runner: a SimpleQueue, no ThreadPool
             sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-            from popframe.db.pool import Workers
+            from popframe.threads import ThreadPoolRunner
 
-            workers = Workers("bench", pool, reactor)
+            workers = ThreadPoolRunner("bench", pool, reactor)
             return lambda name: workers(lookup, name)
         tp = ThreadPool(minthreads=pool, maxthreads=pool, name="bench")
         tp.start()
         reactor.addSystemEventTrigger("during", "shutdown", tp.stop)
         return lambda name: deferToThreadPool(reactor, tp, lookup, name)
+
+    if option == "pq-reactor":
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from popframe.db import pq
+
+        conninfo = b"host=127.0.0.1 port=5432 user=postgres dbname=test"
+        connections = pq.PipelinedPool(lambda: pq.connect(reactor, conninfo, 5), pool)
+        statement = query.replace("%s", "$1").encode()
+        return lambda name: connections.query(statement, (name,))
 
     if option == "psycopg-async":
         import psycopg
@@ -265,6 +277,7 @@ def main() -> None:
     cases = [(o, e) for e in ("postgresql", "pymysql", "mysqlclient", "sqlite")
              for o in ("adbapi", "adbapi-autocommit", "own", "own-queue")]
     cases.insert(4, ("psycopg-async", "postgresql"))
+    cases.insert(5, ("pq-reactor", "postgresql"))
     if args.only:
         cases = [(o, e) for o, e in cases if o in args.only.split(",")]
     print(f"{args.concurrency} lookups in flight, pool of {args.pool}, {args.seconds:g} s per run, "

@@ -56,8 +56,8 @@ from popframe.auth.stored import (
 )
 from popframe.config import ConfigurationError
 from popframe.db import Database, Rows, configured_database, open_database
-from popframe.db.pool import Workers
 from popframe.interfaces.auth import ISecretLookup, IUserSettings, Secret, SecretKind, UserSettings
+from popframe.threads import ThreadPoolRunner
 
 __all__ = ["OWN_QUERY", "PasswordQuery", "SQLChecker", "SQLCheckerFactory", "UserRecord"]
 
@@ -182,7 +182,8 @@ class SQLChecker:
         self.default_scheme = default_scheme
         self.verified_passwords = verified_passwords
         self._semaphore = DeferredSemaphore(concurrency)
-        self._run_blocking = run_blocking or Workers("popframe-sql-hash", concurrency, reactor)
+        self._run_blocking = run_blocking or ThreadPoolRunner("popframe-sql-hash", concurrency,
+                                                              reactor)
         self._recent: OrderedDict[str, tuple[float, UserRecord | None]] = OrderedDict()
         self._recent_lock = threading.Lock()
         self._typical: str | None = None  # a real user's field: what an unknown user costs

@@ -29,7 +29,6 @@ checker, store, locker and the CLI share it.
 from __future__ import annotations
 
 import functools
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -43,11 +42,12 @@ from twisted.python.failure import Failure
 from popframe.db.engines import Engine, engine_for
 from popframe.db.url import DatabaseURL
 from popframe.errors import TemporaryFailure
+from popframe.threads import ThreadPoolRunner
 
 if TYPE_CHECKING:
     from popframe.db import pq
 
-__all__ = ["Database", "DatabaseError", "Rows", "Session", "Workers", "database_for"]
+__all__ = ["Database", "DatabaseError", "Rows", "Session", "database_for"]
 
 T = TypeVar("T")
 log = Logger(namespace="popframe.db")
@@ -121,60 +121,6 @@ class Session:
             pass
 
 
-class Workers:
-    """``workers(function, *args) -> Deferred``: ``size`` threads of their
-    own, fed by one ``queue.SimpleQueue``.
-
-    What ``popframe.threads.ThreadPoolRunner`` does, for the hand-offs of
-    every login and RETR: Twisted's ``ThreadPool`` coordinates each task
-    through a team of lock workers and a ``Condition``, which profiling a
-    login showed as a fifth of the reactor thread's own time (``notify``);
-    a C queue's ``put`` is one lock release.  The threads are daemons,
-    started at the first call and told to stop at the reactor's shutdown.
-    """
-
-    def __init__(self, name: str, size: int, reactor: Any = None) -> None:
-        self.name = name
-        self.size = size
-        self._reactor = reactor
-        self._queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...],
-                                             defer.Deferred[Any]] | None] = queue.SimpleQueue()
-        self._started = False
-
-    def __call__(self, function: Callable[..., T], *args: Any) -> defer.Deferred[T]:
-        if not self._started:
-            self._start()
-        d: defer.Deferred[T] = defer.Deferred()
-        self._queue.put((function, args, d))
-        return d
-
-    def _start(self) -> None:
-        self._started = True
-        if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
-        for n in range(self.size):
-            threading.Thread(target=self._work, name=f"{self.name}-{n}", daemon=True).start()
-        self._reactor.addSystemEventTrigger("during", "shutdown", self.stop)
-
-    def stop(self) -> None:
-        for _ in range(self.size):
-            self._queue.put(None)
-        self._started = False
-
-    def _work(self) -> None:
-        call_back = self._reactor.callFromThread
-        while (task := self._queue.get()) is not None:
-            function, args, d = task
-            try:
-                result = function(*args)
-            except BaseException:
-                call_back(d.errback, Failure())
-            else:
-                call_back(d.callback, result)
-
-
 class Database:
     """A pool of ``url.pool`` connections, used from ``url.pool`` threads."""
 
@@ -184,7 +130,7 @@ class Database:
         self._reactor = reactor
         self._idle: list[Any] = []
         self._lock = threading.Lock()
-        self._runner = Workers("popframe-db", url.pool, reactor)
+        self._runner = ThreadPoolRunner("popframe-db", url.pool, reactor)
         self._failing = False  # an outage is being logged
         self._down_until = 0.0  # no new connection tried before (monotonic)
         self._pipelined: pq.PipelinedPool | None = None  # PostgreSQL's connections on the reactor
