@@ -526,18 +526,20 @@ def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REP
     name may end in ``+cache`` (--auth-cache-ttl 3600) and ``+uvloop``, ``+asyncio``,
     ``+poll`` (``twistd -r``); ``ceiling`` (the
     minimal C server, two processes); ``sql-*`` (sql_servers.py) and
-    ``ldap-wN[+ldapcache]`` (ldap_servers.py).  A popframe name may end in ``@REV``:
+    ``ldap-wN[+ldapcache]`` (ldap_servers.py).  A popframe or sql-* name may end in ``@REV``:
     that commit (``git archive``), so two revisions run side by side in one
     run (``popframe-w2@0f59750,popframe-w2,dovecot``: before and after)."""
     kind, at, rev = kind.partition("@")
-    if at and not kind.startswith("popframe"):
+    if at and not kind.startswith(("popframe", "sql-")):
         raise ValueError(f"@REV is for popframe servers, not {kind!r}")
     if kind == "ceiling":
         return Ceiling(workdir, corpus)
     if kind.startswith("sql-"):  # popframe's SQL store: benchmarks/sql_servers.py
         from sql_servers import make_sql_server
 
-        return make_sql_server(kind, workdir, corpus, popframe_src)
+        return make_sql_server(kind, workdir, corpus,
+                               export_popframe(rev, workdir) if at else popframe_src,
+                               rev if at else None)
     if kind.startswith("ldap"):  # popframe with LDAP users: benchmarks/ldap_servers.py
         from ldap_servers import make_ldap_server
 

@@ -214,7 +214,7 @@ def _runner(option: str, engine: str, pool: int, query: str, sqlite_path: str | 
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from popframe.db import pq
 
-        conninfo = b"host=127.0.0.1 port=5432 user=postgres dbname=test"
+        conninfo = os.environ.get("PQ_CONNINFO", "host=127.0.0.1 port=5432 user=postgres dbname=test").encode()
         connections = pq.PipelinedPool(lambda: pq.connect(reactor, conninfo, 5), pool)
         statement = query.replace("%s", "$1").encode()
         return lambda name: connections.query(statement, (name,))

@@ -34,11 +34,11 @@ ADMIN = {
 
 class SQLPopframe(srv.Popframe):
     def __init__(self, engine: str, workdir: Path, corpus: Path, workers: int | None,
-                 src: Path, auth_cache: bool) -> None:
+                 src: Path, auth_cache: bool, revision: str | None = None) -> None:
         super().__init__(workdir, corpus, workers=workers, src=src, auth_cache=auth_cache)
         self.engine = engine
         self.name = f"sql-{engine}" + (f"-w{workers}" if workers else "") + \
-            ("+cache" if auth_cache else "")
+            ("+cache" if auth_cache else "") + (f"@{revision}" if revision else "")
         self.dir = workdir / self.name
         self.log = self.dir / "server.log"
         self.maildirs = self.dir / "maildirs"  # unused: the mail is in the database
@@ -109,11 +109,13 @@ class SQLPopframe(srv.Popframe):
             self.dsn = ""
 
 
-def make_sql_server(kind: str, workdir: Path, corpus: Path, src: Path) -> SQLPopframe:
+def make_sql_server(kind: str, workdir: Path, corpus: Path, src: Path,
+                    revision: str | None = None) -> SQLPopframe:
     base, plus, option = kind.partition("+")
     if plus and option != "cache":
         raise ValueError(f"unknown server {kind!r}")
     engine, _, workers = base[len("sql-"):].partition("-w")
     if engine not in ("postgresql", "mariadb", "sqlite") or (workers and not workers.isdigit()):
         raise ValueError(f"unknown server {kind!r}")
-    return SQLPopframe(engine, workdir, corpus, int(workers) if workers else None, src, bool(plus))
+    return SQLPopframe(engine, workdir, corpus, int(workers) if workers else None, src, bool(plus),
+                       revision)

@@ -38,6 +38,29 @@ def test_url_forms(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("from a file\n")
     assert parse_url(f"mysql://u@h:1/d?password_file={secret}").resolved_password() == "from a file"
+    local = parse_url("postgresql://popframe@/mail?socket=/var/run/postgresql")
+    assert (local.host, local.socket, local.database) == (None, "/var/run/postgresql", "mail")
+    assert str(local) == "postgresql://popframe@:5432/mail?socket=/var/run/postgresql"
+    assert local.key() != parse_url("postgresql://popframe@localhost/mail").key()
+
+
+SOCKETS = {"postgresql": "/var/run/postgresql", "mysql": "/run/mysqld/mysqld.sock"}
+
+
+@pytest.mark.external
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+def test_a_unix_socket_instead_of_tcp(engine: str) -> None:
+    """``socket=``: the same database over the server's Unix-domain socket,
+    for the threads' connections and (PostgreSQL) the reactor's."""
+    with fresh_database(engine) as url:
+        admin = parse_url(url)
+        local = parse_url(f"{engine}://{admin.user}@/{admin.database}?socket={SOCKETS[engine]}")
+        database = Database(local)
+        assert database.call(lambda session: session.one("SELECT 1")) == (1,)
+        assert wait_for(database.query("SELECT ?", (7,)))[0][0] in (7, "7")
+        if engine == "postgresql":  # no TCP peer: the server sees a local connection
+            rows = wait_for(database.query("SELECT inet_client_addr() IS NULL"))
+            assert rows == [(True,)]
 
 
 @pytest.mark.parametrize(("text", "problem"), [
@@ -49,6 +72,7 @@ def test_url_forms(tmp_path: Path) -> None:
     ("postgresql://u@h/db?colour=blue", "unknown URL parameter 'colour'"),
     ("postgresql://u@h/db?timeout=soon", "not a number"),
     ("postgresql://u@h/db?driver=pymysql", "driver= is for mysql"),
+    ("postgresql://u@/db?socket=relative", "socket= needs an absolute path"),
     ("mysql://u:pw@h/db?password_file=/x", "not both"),
 ])
 def test_bad_urls_say_what_is_wrong(text: str, problem: str) -> None:

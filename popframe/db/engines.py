@@ -118,7 +118,7 @@ class PostgreSQLEngine(Engine):
     def _parameters(self) -> dict[str, Any]:
         url = self.url
         kwargs: dict[str, Any] = dict(
-            host=url.host, port=url.port, dbname=url.database,
+            host=url.socket or url.host, port=url.port, dbname=url.database,
             connect_timeout=max(2, math.ceil(url.connect_timeout)),
             application_name="popframe",
             # The server ends a statement that runs too long; keepalives
@@ -183,11 +183,13 @@ class MySQLEngine(Engine):
         url = self.url
         timeout = max(1, math.ceil(url.timeout))
         kwargs: dict[str, Any] = dict(
-            host=url.host, port=url.port, database=url.database, charset="utf8mb4",
+            host=url.host or "localhost", port=url.port, database=url.database, charset="utf8mb4",
             autocommit=True, connect_timeout=max(1, math.ceil(url.connect_timeout)),
             read_timeout=timeout + 1, write_timeout=timeout + 1)
         if url.user is not None:
             kwargs["user"] = url.user
+        if url.socket is not None:
+            kwargs["unix_socket"] = url.socket
         password = url.resolved_password()
         if password is not None:
             kwargs["password"] = password

@@ -9,7 +9,10 @@ the file's first line, so it stays out of the process list and the
 config), ``connect_timeout=SECONDS`` (3), ``timeout=SECONDS`` (10: one
 statement's, and a whole call's, bound), ``pool=N`` (8 connections),
 ``driver=pymysql|mysqlclient`` (``mysql://`` only; default: mysqlclient when
-installed, else PyMySQL).  Without a password in the URL or a file, the
+installed, else PyMySQL), ``socket=/path`` (a Unix-domain socket instead of
+TCP: for PostgreSQL the directory of ``.s.PGSQL.PORT``, as libpq's
+``host=/dir``; for MariaDB the socket file; the host may then be left out:
+``postgresql://USER@/DB?socket=/var/run/postgresql``).  Without a password in the URL or a file, the
 driver's usual environment applies: libpq's ``PGPASSWORD`` and
 ``~/.pgpass``, and ``MYSQL_PWD`` for MariaDB.  A URL is shown with its
 password replaced by ``***``.
@@ -30,7 +33,7 @@ ENGINES = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgres
            "mysql": "mysql", "mariadb": "mysql"}
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 MYSQL_DRIVERS = ("mysqlclient", "pymysql")
-_PARAMETERS = ("password_file", "connect_timeout", "timeout", "pool", "driver")
+_PARAMETERS = ("password_file", "connect_timeout", "timeout", "pool", "driver", "socket")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class DatabaseURL:
     timeout: float = 10.0
     pool: int = 8
     driver: str | None = None
+    socket: str | None = None  # a Unix-domain socket (PostgreSQL: its directory)
 
     def resolved_password(self) -> str | None:
         """The password to send: from the URL, else the first line of
@@ -65,14 +69,16 @@ class DatabaseURL:
 
     def key(self) -> tuple[object, ...]:
         """What makes two URLs the same database for sharing one pool."""
-        return (self.engine, self.database, self.user, self.host, self.port)
+        return (self.engine, self.database, self.user, self.host, self.port, self.socket)
 
     def __str__(self) -> str:
         if self.engine == "sqlite":
             return f"sqlite:///{self.database}"
         auth = (self.user or "") + (":***" if self.password is not None else "")
         port = f":{self.port}" if self.port is not None else ""
-        return f"{self.engine}://{auth}{'@' if auth else ''}{self.host or ''}{port}/{self.database}"
+        socket = f"?socket={self.socket}" if self.socket is not None else ""
+        return (f"{self.engine}://{auth}{'@' if auth else ''}{self.host or ''}{port}/"
+                f"{self.database}{socket}")
 
 
 def parse_url(text: str, key: str = "dsn") -> DatabaseURL:
@@ -104,8 +110,8 @@ def parse_url(text: str, key: str = "dsn") -> DatabaseURL:
     database = unquote(parts.path.lstrip("/"))
     if not database or "/" in database:
         raise bad(f"name the database: {engine}://USER@HOST:PORT/DATABASE")
-    if not parts.hostname:
-        raise bad(f"name the host: {engine}://USER@HOST:PORT/DATABASE")
+    if not parts.hostname and url.socket is None:
+        raise bad(f"name the host: {engine}://USER@HOST:PORT/DATABASE (or ?socket=/path)")
     try:
         port = parts.port
     except ValueError:
@@ -126,6 +132,10 @@ def _with_parameter(url: DatabaseURL, name: str, value: str,
         if not value:
             raise bad("password_file= needs a path")
         return replace(url, password_file=value)
+    if name == "socket":
+        if not value.startswith("/"):
+            raise bad("socket= needs an absolute path")
+        return replace(url, socket=value)
     if name == "driver":
         if value not in MYSQL_DRIVERS:
             raise bad(f"driver={value!r}: use one of {', '.join(MYSQL_DRIVERS)}")

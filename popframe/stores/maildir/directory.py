@@ -360,11 +360,14 @@ class Maildir:
         fresh = list(regular_files(self._at("new")))
         if not fresh:
             return stayed
-        if len(fresh) > MOVE_BATCH:
+        if len(fresh) > MOVE_BATCH and not self._sized_before(fresh):
             # A big first open (a migrated or long-unread maildrop): a
             # rename is as dear as sizing a message, so at most MOVE_BATCH
             # move per open; the rest are listed where they are, sized
-            # once into popframe.sizes, and moved by later opens.
+            # once into popframe.sizes, and moved by the session meanwhile
+            # (move_rest) or by the next open: there the sizes are known,
+            # renames are all that is left, and all of new/ moves at once
+            # (until it does, every open lists from scratch).
             fresh.sort(key=delivery_order)
             stayed, fresh = fresh[MOVE_BATCH:], fresh[:MOVE_BATCH]
             self.unmoved = list(stayed)
@@ -385,6 +388,16 @@ class Maildir:
                 log.warn("cannot move {name} to cur/: {error}", name=f"{new}/{name}", error=e)
                 stayed.append(name)
         return stayed
+
+    def _sized_before(self, fresh: list[str], sample: int = 64) -> bool:
+        """Whether an earlier open already sized (most of) ``fresh``: a
+        sample of the names, found in ``popframe.sizes``."""
+        cache = self._read_sizes()
+        if not cache:
+            return False
+        step = max(1, len(fresh) // sample)
+        picked = fresh[::step]
+        return sum(base_name(name) in cache for name in picked) * 10 >= len(picked) * 9
 
     def move_rest(self, names: list[str], stop: threading.Event,
                   moved: dict[str, str]) -> None:
