@@ -30,15 +30,23 @@ ADMIN = {
     "postgresql": "postgresql://postgres@127.0.0.1:5432/{db}",
     "mariadb": "mysql://root@127.0.0.1:3306/{db}",
 }
+#: ``+socket``: the same servers over their Unix-domain sockets.
+SOCKET = {
+    "postgresql": "postgresql://postgres@/{db}?socket=/var/run/postgresql",
+    "mariadb": "mysql://root@/{db}?socket=/run/mysqld/mysqld.sock",
+}
 
 
 class SQLPopframe(srv.Popframe):
     def __init__(self, engine: str, workdir: Path, corpus: Path, workers: int | None,
-                 src: Path, auth_cache: bool, revision: str | None = None) -> None:
+                 src: Path, auth_cache: bool, revision: str | None = None,
+                 socket: bool = False) -> None:
         super().__init__(workdir, corpus, workers=workers, src=src, auth_cache=auth_cache)
         self.engine = engine
+        self.socket = socket  # popframe talks to the database over its Unix-domain socket
         self.name = f"sql-{engine}" + (f"-w{workers}" if workers else "") + \
-            ("+cache" if auth_cache else "") + (f"@{revision}" if revision else "")
+            ("+cache" if auth_cache else "") + ("+socket" if socket else "") + \
+            (f"@{revision}" if revision else "")
         self.dir = workdir / self.name
         self.log = self.dir / "server.log"
         self.maildirs = self.dir / "maildirs"  # unused: the mail is in the database
@@ -60,7 +68,7 @@ class SQLPopframe(srv.Popframe):
             self.dsn = f"sqlite:///{self.dir / 'mail.db'}"
         else:
             self._admin(f"CREATE DATABASE {self.database}")
-            self.dsn = ADMIN[self.engine].format(db=self.database)
+            self.dsn = (SOCKET if self.socket else ADMIN)[self.engine].format(db=self.database)
         self._python(str(HERE / "sql_load.py"), "--dsn", self.dsn, "--corpus", str(self.corpus),
                      "schema")
 
@@ -111,11 +119,11 @@ class SQLPopframe(srv.Popframe):
 
 def make_sql_server(kind: str, workdir: Path, corpus: Path, src: Path,
                     revision: str | None = None) -> SQLPopframe:
-    base, plus, option = kind.partition("+")
-    if plus and option != "cache":
+    base, *options = kind.split("+")
+    if set(options) - {"cache", "socket"}:
         raise ValueError(f"unknown server {kind!r}")
     engine, _, workers = base[len("sql-"):].partition("-w")
     if engine not in ("postgresql", "mariadb", "sqlite") or (workers and not workers.isdigit()):
         raise ValueError(f"unknown server {kind!r}")
-    return SQLPopframe(engine, workdir, corpus, int(workers) if workers else None, src, bool(plus),
-                       revision)
+    return SQLPopframe(engine, workdir, corpus, int(workers) if workers else None, src,
+                       "cache" in options, revision, socket="socket" in options)

@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from zope.interface import implementer
 
 from popframe.errors import TemporaryFailure
+from popframe.logindelay import LoginDelay
 from popframe.interfaces import IMaildropLock, IMaildropLocker
 from popframe.interfaces.observers import (
     EndReason,
@@ -276,6 +277,62 @@ def test_user_session_limit_where_the_store_allows_several() -> None:
     fourth.dataReceived(LOGIN)
     assert b"+OK maildrop has 2 messages" in again.value()
     assert server.factory.user_sessions.counts == {"alice": 2, "bob": 1}
+
+
+@implementer(IMaildropLock)
+class _CountedLock:
+    def __init__(self, releases: list[str]) -> None:
+        self.releases = releases
+
+    def release(self) -> Any:
+        self.releases.append("released")
+        return succeed(None)
+
+
+@implementer(IMaildropLocker)
+class CountingLocker:
+    """Lets every session open the maildrop, and counts the releases."""
+
+    def __init__(self) -> None:
+        self.releases: list[str] = []
+
+    def acquire(self, key: str) -> Any:
+        return succeed(_CountedLock(self.releases))
+
+
+class _HeldDelay(LoginDelay):
+    """A LOGIN-DELAY policy whose answer comes later (a remote store)."""
+
+    def __init__(self) -> None:
+        super().__init__(default=1)
+        self.pending: list[Deferred[bool]] = []
+
+    def admit(self, user: str, delay: int | None) -> Deferred[bool]:
+        d: Deferred[bool] = Deferred()
+        self.pending.append(d)
+        return d
+
+
+@pytest.mark.parametrize("answer", ["at once", "later"])
+def test_a_session_refused_by_the_user_limit_releases_its_maildrop_once(answer: str) -> None:
+    """LOGIN-DELAY admits the login, then --max-sessions-per-user refuses
+    it: the maildrop is released exactly once."""
+    locker = CountingLocker()
+    policy = LoginDelay() if answer == "at once" else _HeldDelay()
+    server = Server(MemoryStore({"alice": list(MESSAGES)}, locker=locker),
+                    max_sessions_per_user=1, login_delay=policy)
+    first, _ = server.connect()
+    first.dataReceived(LOGIN)
+    second, transport = server.connect()
+    second.dataReceived(LOGIN)
+    if isinstance(policy, _HeldDelay):
+        for pending in policy.pending:
+            pending.callback(True)
+    assert transport.value().endswith(
+        b"-ERR [SYS/TEMP] too many sessions for this user, try again later\r\n")
+    assert locker.releases == ["released"]  # the refused session's, once
+    first.dataReceived(b"QUIT\r\n")
+    assert locker.releases == ["released", "released"]
 
 
 def test_in_use_is_a_lock_conflict() -> None:

@@ -259,21 +259,19 @@ class ConnectionLogins:
 
         def admitted(ok: bool) -> LoggedIn:
             if not ok:
+                logout()
                 raise LoginDelayed()
+            # Refused there, the session releases the maildrop itself.
             return self._count_session(LoggedIn(maildrop, logout, own, user))
 
-        def refused(failure: Failure) -> Failure:
+        def failed(failure: Failure) -> Failure:  # the admission itself
             logout()
             return failure
 
         admission = policy.admit(user, delay)
         if fired(admission):
-            try:
-                return admitted(cast(bool, admission.result))
-            except Exception:
-                logout()
-                raise
-        return admission.addCallback(admitted).addErrback(refused)
+            return admitted(cast(bool, admission.result))
+        return admission.addCallbacks(admitted, failed)
 
     def _count_session(self, result: LoggedIn) -> LoggedIn:
         """``--max-sessions-per-user``: count this session of the user (its
