@@ -18,7 +18,6 @@ from twisted.logger import formatEvent, globalLogPublisher
 from zope.interface import implementer
 
 from popframe.errors import TemporaryFailure
-from popframe.logindelay import LoginDelay
 from popframe.interfaces import IMaildropLock, IMaildropLocker
 from popframe.interfaces.observers import (
     EndReason,
@@ -27,6 +26,7 @@ from popframe.interfaces.observers import (
     SessionObserver,
     SessionRecord,
 )
+from popframe.logindelay import LoginDelay
 from popframe.ops import MetricsRecorder, session_observer
 from popframe.ops.connections import Connections, TrackingFactory
 from popframe.ops.exposition import exposition

@@ -38,9 +38,8 @@ from popframe.auth.schemes import (
 from popframe.auth.stored import (
     SECRET_KINDS,
     avatar_id,
-    credential_bytes,
-    credential_text,
     kinds_of_fields,
+    login_pair,
     secret_from_field,
     typical_field,
     verify_field,
@@ -402,13 +401,10 @@ class PasswdFileChecker:
         return kinds
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes | tuple[()]]:
-        try:
-            user = credential_text(credentials.username)
-        except UnicodeDecodeError:
+        pair = login_pair(credentials)
+        if pair is None:
             return fail(UnauthorizedLogin())
-        password = credential_bytes(credentials.password)
-        if not user or not password:
-            return fail(UnauthorizedLogin())
+        user, password = pair
         if self._recently_verified(user, password):
             return succeed(avatar_id(True, user))
         snapshot = self.passwd_file.unchanged()

@@ -48,8 +48,7 @@ from popframe.auth.schemes import DEFAULT_SCHEME, UnknownScheme, find_scheme
 from popframe.auth.stored import (
     SECRET_KINDS,
     avatar_id,
-    credential_bytes,
-    credential_text,
+    login_pair,
     secret_from_field,
     verify_field,
     waste_time,
@@ -191,13 +190,10 @@ class SQLChecker:
     # -- ICredentialsChecker --------------------------------------------------------
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes | tuple[()]]:
-        try:
-            user = credential_text(credentials.username)
-        except UnicodeDecodeError:
+        pair = login_pair(credentials)
+        if pair is None:
             return fail(UnauthorizedLogin())
-        password = credential_bytes(credentials.password)
-        if not user or not password:
-            return fail(UnauthorizedLogin())
+        user, password = pair
         # The lookup (on the reactor with PostgreSQL), then the hash in a
         # pool of its own.
         d = self._lookup(user).addCallback(self._check, user, password)

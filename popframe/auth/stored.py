@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 
 from popframe.auth.schemes import (
@@ -25,9 +26,8 @@ __all__ = [
     "FALLBACK_DUMMY",
     "SECRET_KINDS",
     "avatar_id",
-    "credential_bytes",
-    "credential_text",
     "kinds_of_fields",
+    "login_pair",
     "secret_from_field",
     "typical_field",
     "verify_field",
@@ -127,12 +127,18 @@ def avatar_id(matched: bool, user: str) -> bytes:
     return user.encode("utf-8")
 
 
-def credential_text(value: bytes | str) -> str:
-    """A user name from cred credentials (UTF-8 bytes, or text from
-    Twisted's own checkers).  Raises ``UnicodeDecodeError``."""
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-def credential_bytes(value: bytes | str) -> bytes:
-    """A password from cred credentials, as bytes."""
-    return value.encode("utf-8") if isinstance(value, str) else value
+def login_pair(credentials: IUsernamePassword) -> tuple[str, bytes] | None:
+    """The user name (text) and password (bytes) of cred credentials
+    (UTF-8 bytes, or text from Twisted's own checkers); None for a name
+    that is not UTF-8 or an empty name or password, which every checker
+    refuses like a wrong password (an empty password would be an
+    anonymous bind to a directory, which succeeds)."""
+    name, password = credentials.username, credentials.password
+    try:
+        user = name.decode("utf-8") if isinstance(name, bytes) else name
+    except UnicodeDecodeError:
+        return None
+    secret = password.encode("utf-8") if isinstance(password, str) else password
+    if not user or not secret:
+        return None
+    return user, secret

@@ -35,7 +35,7 @@ from popframe.auth.ldap.cache import Expiring, RecentFailures
 from popframe.auth.ldap.connection import BindRefused, Connection, Entry
 from popframe.auth.ldap.pool import ConnectionPool
 from popframe.auth.ldap.settings import LDAPSettings
-from popframe.auth.stored import credential_bytes, credential_text
+from popframe.auth.stored import login_pair
 from popframe.interfaces.auth import IUserSettings, UserSettings
 
 __all__ = ["DirectoryUser", "LDAPChecker"]
@@ -121,14 +121,10 @@ class LDAPChecker:
     # -- ICredentialsChecker --------------------------------------------------------
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes | tuple[()]]:
-        try:
-            user = credential_text(credentials.username)
-        except UnicodeDecodeError:
+        pair = login_pair(credentials)
+        if pair is None:
             return fail(UnauthorizedLogin())
-        password = credential_bytes(credentials.password)
-        # An empty password would be an anonymous bind, which succeeds.
-        if not user or not password:
-            return fail(UnauthorizedLogin())
+        user, password = pair
         cached = self._recently_verified(user, password)
         if cached is not None:
             return succeed(cached.avatar.encode("utf-8"))
