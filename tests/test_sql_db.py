@@ -148,11 +148,11 @@ def test_read_ahead_serves_small_messages_from_one_query(dsn: str,
 class CountingRuns:
     """Wraps ``store.database.run`` and the store's two reads (which go
     through ``Database.query``): every call's function name and arguments
-    (the database left out); ``fail`` names calls (by number) that fail
-    instead."""
+    (the database left out); ``fail``: (name, n) makes the n-th call
+    (from 0) of that name fail instead."""
 
     def __init__(self, store: SQLStore, monkeypatch: pytest.MonkeyPatch,
-                 fail: tuple[int, ...] = ()) -> None:
+                 fail: tuple[tuple[str, int], ...] = ()) -> None:
         self.calls: list[tuple[str, tuple[object, ...]]] = []
         self._fail = fail
         real_run = store.database.run
@@ -171,8 +171,9 @@ class CountingRuns:
         return lambda database, *args: self._count(real, args, lambda: real(database, *args))
 
     def _count(self, function, args, call):  # type: ignore[no-untyped-def]
-        self.calls.append((function.__name__, args))
-        if len(self.calls) - 1 in self._fail:
+        name = function.__name__
+        self.calls.append((name, args))
+        if (name, len(self.named(name)) - 1) in self._fail:
             return defer.fail(DatabaseError())
         return call()
 
@@ -253,7 +254,7 @@ def test_failed_read_ahead_is_read_again_when_retrieved(dsn: str, monkeypatch: p
     meanwhile) costs nothing: the RETR of one of its messages reads it."""
     store = SQLStore(Database(parse_url(dsn)))
     messages = _deliver_numbered(store, 8, 100_000)
-    runs = CountingRuns(store, monkeypatch, fail=(2,))  # 0: open, 1: the first batch, 2: the next
+    runs = CountingRuns(store, monkeypatch, fail=(("read_first_parts", 1),))  # the next batch
     maildrop = wait_for(store.open("alice"))
     uids = list(maildrop.listing().uids)
     for n in range(8):

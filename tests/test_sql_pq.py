@@ -11,6 +11,8 @@ from sql_support import admin_connection, fresh_database
 from twisted.internet import defer, reactor
 
 from popframe.db import Database, DatabaseError, parse_url, pq
+from popframe.db.locks import ReactorLocker
+from popframe.errors import MaildropInUse
 from popframe.testing import wait_for
 
 pytestmark = pytest.mark.external
@@ -132,3 +134,22 @@ def test_database_query_in_threads_on_the_other_engines(engine: str, tmp_path: P
         assert rows == [] and rows.columns == ("name", "maildrop")
         with pytest.raises(DatabaseError):
             wait_for(database.query("SELECT * FROM no_such_table"))
+
+
+def test_the_reactor_locker_takes_its_names_again_on_a_new_lock_connection(pg_url: str) -> None:
+    """The lock connection is killed (a database restart, a failover): the
+    next use makes a new one and takes the held names again, so another
+    process still finds them in use."""
+    locker = ReactorLocker(Database(parse_url(pg_url)))
+    other = ReactorLocker(Database(parse_url(pg_url)))
+    held = wait_for(locker.acquire("alice"))
+    with pytest.raises(MaildropInUse):  # this process's own second session: no statement
+        wait_for(locker.acquire("alice"))
+    admin = admin_connection("postgresql")
+    admin.cursor().execute("SELECT pg_terminate_backend(%s)", (locker._ident,))
+    admin.close()
+    wait_for(locker.acquire("bob"))  # on a new lock connection, alice taken again
+    with pytest.raises(MaildropInUse):
+        wait_for(other.acquire("alice"))
+    wait_for(held.release())
+    wait_for(wait_for(other.acquire("alice")).release())

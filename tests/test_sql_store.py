@@ -144,8 +144,7 @@ def test_lost_lock_refuses_deletions(dsn: str) -> None:
     assert isinstance(lock, DatabaseLock)
     # The lock connection breaks (as in a database restart) and another
     # process takes the maildrop before this one reconnects.
-    with store.locker._mutex:  # type: ignore[attr-defined]
-        store.locker._drop()  # type: ignore[attr-defined]
+    store.locker.drop_connection()  # type: ignore[attr-defined]
     other = make_store(dsn)
     intruder = wait_for(other.open("alice"))
     from popframe.db.locks import LockLost

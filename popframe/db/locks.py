@@ -36,6 +36,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from popframe.db.pool import Database, DatabaseError, Session
@@ -43,7 +44,7 @@ from popframe.errors import LockLost, MaildropInUse, TemporaryFailure
 from popframe.interfaces import IMaildropLock, IMaildropLocker
 from popframe.stores.locking import FileLock, FileLocker
 
-__all__ = ["DatabaseLock", "DatabaseLocker", "LockLost", "locker_for"]
+__all__ = ["DatabaseLock", "DatabaseLocker", "LockLost", "ReactorLocker", "locker_for"]
 
 log = Logger(namespace="popframe.db")
 
@@ -209,6 +210,12 @@ class DatabaseLocker:
                          "that session cannot delete", key=key)
         cursor.close()
 
+    def drop_connection(self) -> None:
+        """Forget the lock connection as if it broke (tests, failover drills):
+        the held names lapse unless the next use takes them again."""
+        with self._mutex:
+            self._drop()
+
     def _drop(self) -> None:
         connection, self._connection, self._ident = self._connection, None, None
         try:
@@ -244,10 +251,161 @@ class DatabaseLocker:
         return row is not None and row[0] == ident
 
 
+class ReactorLocker(DatabaseLocker):
+    """PostgreSQL's advisory locks with the lock connection on the reactor
+    (:mod:`popframe.db.pq`): taking or releasing a lock is one statement,
+    no thread hand-off (a login used to pay two).  The same rules as
+    :class:`DatabaseLocker`: one lock connection holds every lock of the
+    process, the names held are kept here too (a second session of this
+    process is refused without asking), a broken connection is made
+    again at the next use and the held names taken again, and
+    :meth:`DatabaseLock.verify` checks in a deletion's transaction that
+    the lock is still held.  All of it runs on the reactor thread."""
+
+    def __init__(self, database: Database, reactor: Any = None) -> None:
+        if database.engine.name != "postgresql":
+            raise ValueError("ReactorLocker serves PostgreSQL")
+        super().__init__(database, reactor)
+        self._taking: set[str] = set()  # names being asked for
+        self._lock_connection: Any = None  # a pq.PipelinedConnection
+        self._connecting: defer.Deferred[Any] | None = None
+        self._waiting: list[defer.Deferred[Any]] = []
+
+    # -- IMaildropLocker ---------------------------------------------------------------
+
+    def acquire(self, key: str) -> defer.Deferred[IMaildropLock]:
+        self.start_pinging()
+        if key in self._held or key in self._taking:
+            return defer.fail(MaildropInUse())
+        token = self.token(key)
+        self._taking.add(key)
+
+        def taken(rows: list[tuple[Any, ...]]) -> IMaildropLock:
+            if not rows or not rows[0][0]:
+                raise MaildropInUse()
+            lock = self._held[key] = DatabaseLock(self, key, token)
+            return lock
+
+        def done(result: Any) -> Any:
+            self._taking.discard(key)
+            return result
+
+        d = self._statement(b"SELECT pg_try_advisory_lock($1)", (token,))
+        return d.addCallback(taken).addBoth(done)
+
+    def _release(self, lock: DatabaseLock) -> defer.Deferred[None]:
+        if self._held.get(lock.key) is not lock:
+            return defer.succeed(None)
+        del self._held[lock.key]
+        connection = self._lock_connection
+        if connection is None or connection.broken:
+            return defer.succeed(None)  # the server dropped the lock with the connection
+
+        def failed(failure: Failure) -> None:
+            log.warn("releasing maildrop lock {key!r} failed (it is freed with the lock "
+                     "connection)", key=lock.key)
+
+        d = connection.query(b"SELECT pg_advisory_unlock($1)", (lock.token,))
+        return d.addCallbacks(lambda _: None, failed)
+
+    def start_pinging(self) -> None:
+        if self._pinger is None:
+            self._pinger = task.LoopingCall(self._ping_now)
+            if self._reactor is not None:
+                self._pinger.clock = self._reactor
+            self._pinger.start(PING_INTERVAL, now=False).addErrback(lambda _: None)
+
+    def _ping_now(self) -> None:
+        if self._lock_connection is not None or self._held:
+            self._statement(b"SELECT 1", ()).addErrback(lambda _: None)
+
+    def drop_connection(self) -> None:
+        connection, self._lock_connection, self._ident = self._lock_connection, None, None
+        if connection is not None:
+            connection.close()
+
+    # -- the lock connection -----------------------------------------------------------
+
+    def _statement(self, text: bytes, params: tuple[Any, ...]) -> defer.Deferred[Any]:
+        """``text`` on the lock connection, made first if there is none; a
+        connection that broke since its last use is made again and the
+        statement sent once more."""
+        connection = self._lock_connection
+        if connection is not None and not connection.broken:
+            d = connection.query(text, params)
+            return d.addErrback(self._again, text, params)
+        return self._connected().addCallback(lambda c: c.query(text, params)).addErrback(
+            self._failed)
+
+    def _again(self, failure: Failure, text: bytes, params: tuple[Any, ...]) -> Any:
+        from popframe.db import pq
+
+        if failure.check(pq.ConnectionGone):
+            self._lock_connection = None
+            return self._connected().addCallback(lambda c: c.query(text, params)).addErrback(
+                self._failed)
+        return self._failed(failure)
+
+    def _failed(self, failure: Failure) -> Failure:
+        from popframe.db import pq
+
+        if failure.check(pq.ConnectionGone, pq.QueryFailed):
+            log.error("database {url}: lock connection: {error}", url=str(self.database.url),
+                      error=failure.value)
+            raise DatabaseError() from failure.value
+        return failure
+
+    def _connected(self) -> defer.Deferred[Any]:
+        """The lock connection, made (once, whoever asks meanwhile) with
+        its keepalives, its backend pid known and the held names taken
+        again."""
+        waiting: defer.Deferred[Any] = defer.Deferred()
+        self._waiting.append(waiting)
+        if self._connecting is None:
+            self._connecting = self.database._connect_pipelined()
+            self._connecting.addCallback(
+                lambda connection: defer.Deferred.fromCoroutine(self._set_up(connection)))
+            self._connecting.addBoth(self._made)
+        return waiting
+
+    async def _set_up(self, connection: Any) -> Any:
+        try:
+            for setting in (b"SET tcp_keepalives_idle = 10", b"SET tcp_keepalives_interval = 5",
+                            b"SET tcp_keepalives_count = 3"):
+                await connection.query(setting)
+            ident = (await connection.query(b"SELECT pg_backend_pid()"))[0][0]
+        except BaseException:
+            connection.close()
+            raise
+        self._lock_connection, self._ident = connection, ident
+        # Take again what this process held on the connection that broke.
+        for key, lock in list(self._held.items()):
+            try:
+                rows = await connection.query(b"SELECT pg_try_advisory_lock($1)", (lock.token,))
+                taken = bool(rows[0][0])
+            except Exception:
+                taken = False
+            if not taken:
+                log.warn("maildrop lock {key!r} lapsed while the lock connection was down; "
+                         "that session cannot delete", key=key)
+        return connection
+
+    def _made(self, result: Any) -> None:
+        self._connecting = None
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+
 def locker_for(database: Database) -> IMaildropLocker:
     """The locker that suits ``database``'s engine."""
     if database.engine.name == "sqlite":
         return SQLiteLocker(database.url.database)
+    if database.engine.name == "postgresql":
+        return ReactorLocker(database)
     return DatabaseLocker(database)
 
 

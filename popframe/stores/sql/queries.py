@@ -6,9 +6,9 @@ is ever put into SQL text."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from twisted.internet.defer import Deferred
 
@@ -18,7 +18,7 @@ from popframe.interfaces import MessageList
 from popframe.protocol.encoding import wire_form
 
 __all__ = ["Listing", "delete_messages", "hide_messages", "list_maildrop", "maildrop_names",
-           "read_first_parts", "read_part", "record_retrieved", "retrieved_before",
+           "read_first_parts", "read_listing", "read_part", "record_retrieved", "retrieved_before",
            "store_message"]
 
 #: Ids per DELETE statement (well under every engine's parameter limit).
@@ -35,11 +35,22 @@ class Listing:
     parts: list[int]
 
 
+#: From the covering index ``popframe_messages_listing``: no body read.
+_LISTING = ("SELECT id, uid, size, ready, parts FROM popframe_messages "
+            "WHERE maildrop = ? AND hidden = ? ORDER BY id")
+
+
 def list_maildrop(session: Session, maildrop: str) -> Listing:
-    """From the covering index ``popframe_messages_listing``: no body read."""
-    rows = session.query(
-        "SELECT id, uid, size, ready, parts FROM popframe_messages "
-        "WHERE maildrop = ? AND hidden = ? ORDER BY id", (maildrop, False))
+    """Blocking: the maildrop's listing (in the same hand-off as its lock)."""
+    return _listing(session.query(_LISTING, (maildrop, False)))
+
+
+def read_listing(database: Database, maildrop: str) -> Deferred[Listing]:
+    """The maildrop's listing, as a single read (once its lock is held)."""
+    return database.query(_LISTING, (maildrop, False)).addCallback(_listing)
+
+
+def _listing(rows: Sequence[tuple[Any, ...]]) -> Listing:
     return Listing(
         MessageList([row[1] for row in rows], [int(row[2]) for row in rows],
                     bytes(1 if row[3] else 0 for row in rows)),

@@ -40,7 +40,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from popframe.db import Database, Session, configured_database
-from popframe.db.locks import DatabaseLocker, SQLiteLocker, locker_for
+from popframe.db.locks import DatabaseLocker, ReactorLocker, SQLiteLocker, locker_for
 from popframe.db.migrations import PART_SIZE
 from popframe.errors import NoSuchMessage, PermanentFailure
 from popframe.interfaces import (
@@ -67,6 +67,7 @@ from popframe.stores.sql.queries import (
     list_maildrop,
     maildrop_names,
     read_first_parts,
+    read_listing,
     read_part,
     record_retrieved,
     retrieved_before,
@@ -335,7 +336,8 @@ class SQLStore:
             name = maildrop_name(user, settings)
         except PermanentFailure:
             return defer.fail()
-        if isinstance(self.locker, (DatabaseLocker, SQLiteLocker)):
+        if isinstance(self.locker, (DatabaseLocker, SQLiteLocker)) and \
+                not isinstance(self.locker, ReactorLocker):
             # The lock and the listing in one thread hand-off.  Not
             # abandoned after a deadline (write=True): a lock taken by a
             # call nobody waits for any more would never be released.
@@ -356,7 +358,7 @@ class SQLStore:
             released: defer.Deferred[None] = lock.release()
             return released.addBoth(lambda _: failure)
 
-        return self.database.run(list_maildrop, name).addCallbacks(opened, failed)
+        return read_listing(self.database, name).addCallbacks(opened, failed)
 
     def deliver(self, user: str, message: BinaryIO,
                 settings: UserSettings | None = None) -> defer.Deferred[None]:
