@@ -153,3 +153,21 @@ def test_the_reactor_locker_takes_its_names_again_on_a_new_lock_connection(pg_ur
         wait_for(other.acquire("alice"))
     wait_for(held.release())
     wait_for(wait_for(other.acquire("alice")).release())
+
+
+def test_acquire_and_read_in_one_round_trip(pg_url: str) -> None:
+    """The lock and a read under it, sent together on the lock connection:
+    the read comes with the lock; a refused lock is ``[IN-USE]``; a read
+    that fails leaves the name free."""
+    locker = ReactorLocker(Database(parse_url(pg_url)))
+    other = ReactorLocker(Database(parse_url(pg_url)))
+    wait_for(locker.acquire("warm-up"))  # the lock connection exists: the one-trip path
+    lock, rows = wait_for(locker.acquire_and_read("alice", "SELECT ?::text", ("under",)))
+    assert rows == [("under",)]
+    wait_for(other.acquire("warm-up-too"))
+    with pytest.raises(MaildropInUse):
+        wait_for(other.acquire_and_read("alice", "SELECT 1", ()))
+    wait_for(lock.release())
+    with pytest.raises(DatabaseError):
+        wait_for(locker.acquire_and_read("bob", "SELECT * FROM no_such_table", ()))
+    wait_for(wait_for(other.acquire("bob")).release())  # bob was released

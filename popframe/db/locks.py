@@ -39,7 +39,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from popframe.db.pool import Database, DatabaseError, Session
+from popframe.db.pool import Database, DatabaseError, Rows, Session, numbered_statement
 from popframe.errors import LockLost, MaildropInUse, TemporaryFailure
 from popframe.interfaces import IMaildropLock, IMaildropLocker
 from popframe.stores.locking import FileLock, FileLocker
@@ -292,6 +292,64 @@ class ReactorLocker(DatabaseLocker):
 
         d = self._statement(b"SELECT pg_try_advisory_lock($1)", (token,))
         return d.addCallback(taken).addBoth(done)
+
+    def acquire_and_read(self, key: str, text: str, params: tuple[Any, ...]
+                         ) -> defer.Deferred[tuple[IMaildropLock, Rows]]:
+        """:meth:`acquire`, then the rows of a read (``?`` placeholders)
+        run under the lock: both sent at once on the lock connection,
+        where the server runs them in turn, so the read sees what the
+        last holder committed and the open costs one round trip.  A
+        read that fails releases the lock."""
+        connection = self._lock_connection
+        if connection is None or connection.broken or key in self._held or \
+                key in self._taking:
+            return self.acquire(key).addCallback(self._read_under, key, text, params)
+        self.start_pinging()
+        token = self.token(key)
+        self._taking.add(key)
+        locked = connection.query(b"SELECT pg_try_advisory_lock($1)", (token,))
+        read = connection.query(numbered_statement(text), params)
+        outcome: defer.Deferred[tuple[IMaildropLock, Rows]] = defer.Deferred()
+
+        def taken(rows: Rows) -> None:
+            self._taking.discard(key)
+            if not rows or not rows[0][0]:
+                read.addErrback(lambda _: None)
+                outcome.errback(MaildropInUse())
+                return
+            lock = self._held[key] = DatabaseLock(self, key, token)
+            read.addCallbacks(lambda listed: outcome.callback((lock, listed)),
+                              lambda failure: self._read_failed(failure, lock, outcome))
+
+        def not_taken(failure: Failure) -> None:
+            self._taking.discard(key)
+            read.addErrback(lambda _: None)
+            try:
+                self._failed(failure)
+            except BaseException:
+                outcome.errback()
+            else:
+                outcome.errback(failure)
+
+        locked.addCallbacks(taken, not_taken)
+        return outcome
+
+    def _read_under(self, lock: IMaildropLock, key: str, text: str, params: tuple[Any, ...]
+                    ) -> defer.Deferred[tuple[IMaildropLock, Rows]]:
+        d = self._statement(numbered_statement(text), params)
+        outcome: defer.Deferred[tuple[IMaildropLock, Rows]] = defer.Deferred()
+        d.addCallbacks(lambda rows: outcome.callback((lock, rows)),
+                       lambda failure: self._read_failed(failure, lock, outcome))
+        return outcome
+
+    def _read_failed(self, failure: Failure, lock: IMaildropLock,
+                     outcome: defer.Deferred[Any]) -> None:
+        released: defer.Deferred[None] = lock.release()
+        try:
+            self._failed(failure)
+        except BaseException:
+            failure = Failure()
+        released.addBoth(lambda _: outcome.errback(failure))
 
     def _release(self, lock: DatabaseLock) -> defer.Deferred[None]:
         if self._held.get(lock.key) is not lock:

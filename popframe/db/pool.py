@@ -183,7 +183,7 @@ class Database:
         if self._pipelined is None:
             d = self.run(_rows, text, tuple(params))
         else:
-            statement = _numbered(text)
+            statement = numbered_statement(text)
             d = self._pipelined.query(statement, params).addCallbacks(
                 self._pipelined_answered, self._pipelined_failed, errbackArgs=(statement, params))
             d.addTimeout(self.url.connect_timeout + self.url.timeout + 0.5, self._get_reactor(),
@@ -322,8 +322,9 @@ def _rows(session: Session, text: str, params: tuple[Any, ...]) -> Rows:
 
 
 @functools.lru_cache(maxsize=512)
-def _numbered(text: str) -> bytes:
-    """popframe's ``?`` placeholders as PostgreSQL's ``$1, $2, ...``."""
+def numbered_statement(text: str) -> bytes:
+    """popframe's ``?`` placeholders as PostgreSQL's ``$1, $2, ...`` (for
+    :mod:`popframe.db.pq`'s connections)."""
     pieces = text.split("?")
     out = [pieces[0]]
     for n, piece in enumerate(pieces[1:], 1):

@@ -17,9 +17,9 @@ from popframe.db.migrations import PART_SIZE
 from popframe.interfaces import MessageList
 from popframe.protocol.encoding import wire_form
 
-__all__ = ["Listing", "delete_messages", "hide_messages", "list_maildrop", "maildrop_names",
-           "read_first_parts", "read_listing", "read_part", "record_retrieved", "retrieved_before",
-           "store_message"]
+__all__ = ["Listing", "delete_messages", "hide_messages", "list_maildrop", "listing_of",
+           "listing_query", "maildrop_names", "read_first_parts", "read_listing", "read_part",
+           "record_retrieved", "retrieved_before", "store_message"]
 
 #: Ids per DELETE statement (well under every engine's parameter limit).
 _BATCH = 500
@@ -42,15 +42,22 @@ _LISTING = ("SELECT id, uid, size, ready, parts FROM popframe_messages "
 
 def list_maildrop(session: Session, maildrop: str) -> Listing:
     """Blocking: the maildrop's listing (in the same hand-off as its lock)."""
-    return _listing(session.query(_LISTING, (maildrop, False)))
+    return listing_of(session.query(*listing_query(maildrop)))
 
 
 def read_listing(database: Database, maildrop: str) -> Deferred[Listing]:
     """The maildrop's listing, as a single read (once its lock is held)."""
-    return database.query(_LISTING, (maildrop, False)).addCallback(_listing)
+    return database.query(*listing_query(maildrop)).addCallback(listing_of)
 
 
-def _listing(rows: Sequence[tuple[Any, ...]]) -> Listing:
+def listing_query(maildrop: str) -> tuple[str, tuple[Any, ...]]:
+    """The listing's statement and parameters, for a caller that runs it
+    itself (the PostgreSQL lock connection, right after the lock)."""
+    return _LISTING, (maildrop, False)
+
+
+def listing_of(rows: Sequence[tuple[Any, ...]]) -> Listing:
+    """A :class:`Listing` from the rows of :func:`listing_query`."""
     return Listing(
         MessageList([row[1] for row in rows], [int(row[2]) for row in rows],
                     bytes(1 if row[3] else 0 for row in rows)),

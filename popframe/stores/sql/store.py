@@ -65,6 +65,8 @@ from popframe.stores.sql.queries import (
     delete_messages,
     hide_messages,
     list_maildrop,
+    listing_of,
+    listing_query,
     maildrop_names,
     read_first_parts,
     read_listing,
@@ -343,6 +345,9 @@ class SQLStore:
             # call nobody waits for any more would never be released.
             return self.database.run(_lock_and_list, self.locker, name, write=True).addCallback(
                 lambda locked: SQLMaildrop(self, name, locked[1], locked[0]))
+        if isinstance(self.locker, ReactorLocker):  # PostgreSQL: one round trip
+            return self.locker.acquire_and_read(name, *listing_query(name)).addCallback(
+                lambda locked: SQLMaildrop(self, name, listing_of(locked[1]), locked[0]))
         return self.locker.acquire(name).addCallback(self._list, name)
 
     def users(self) -> defer.Deferred[list[str]]:
