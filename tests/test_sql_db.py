@@ -16,6 +16,8 @@ from twisted.internet import defer
 from popframe.cli import main
 from popframe.config import ConfigurationError
 from popframe.db import Database, DatabaseError, parse_url
+from popframe.db.engines import placeholders
+from popframe.db.pool import numbered_statement
 from popframe.db.schema import LATEST, SchemaTooNew, check_schema, current_version, upgrade
 from popframe.stores.sql import SQLStore, SQLStoreFactory
 from popframe.stores.sql import store as sql_store
@@ -42,6 +44,15 @@ def test_url_forms(tmp_path: Path) -> None:
     assert (local.host, local.socket, local.database) == (None, "/var/run/postgresql", "mail")
     assert str(local) == "postgresql://popframe@:5432/mail?socket=/var/run/postgresql"
     assert local.key() != parse_url("postgresql://popframe@localhost/mail").key()
+
+
+def test_placeholders_outside_quotes_only() -> None:
+    text = "SELECT x FROM t WHERE a = ? AND b = '?' AND \"c?\" LIKE '50%' AND d = ?"
+    assert numbered_statement(text) == \
+        b"SELECT x FROM t WHERE a = $1 AND b = '?' AND \"c?\" LIKE '50%' AND d = $2"
+    assert placeholders(text, lambda n: "%s", percent="%%") == \
+        "SELECT x FROM t WHERE a = %s AND b = '?' AND \"c?\" LIKE '50%%' AND d = %s"
+    assert placeholders("it''s ? 'it''s ?' ?", lambda n: f":{n}") == "it''s :1 'it''s ?' :2"
 
 
 SOCKETS = {"postgresql": "/var/run/postgresql", "mysql": "/run/mysqld/mysqld.sock"}

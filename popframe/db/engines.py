@@ -12,15 +12,36 @@ from __future__ import annotations
 import functools
 import math
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from popframe.config import ConfigurationError
 from popframe.db.url import DatabaseURL
 
-__all__ = ["Engine", "engine_for"]
+__all__ = ["Engine", "engine_for", "placeholders"]
 
 #: MariaDB client and server errors that mean the connection is gone.
 _MYSQL_GONE = {1053, 1927, 2003, 2006, 2013, 2055, 4031}
+
+
+def placeholders(text: str, mark: Callable[[int], str], percent: str = "%") -> str:
+    """popframe's ``?`` placeholders (outside ``'strings'`` and
+    ``"names"``) as a driver's: ``mark(n)`` for the n-th (from 1); each
+    ``%`` as ``percent`` (``%%`` for the drivers that use ``%s``)."""
+    out: list[str] = []
+    n, quote = 0, ""
+    for char in text:
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "?":
+            n += 1
+            out.append(mark(n))
+            continue
+        out.append(percent if char == "%" else char)
+    return "".join(out)
 
 
 class Engine:
@@ -39,7 +60,7 @@ class Engine:
     @staticmethod
     @functools.lru_cache(maxsize=512)
     def _format(text: str) -> str:
-        return text.replace("%", "%%").replace("?", "%s")
+        return placeholders(text, lambda n: "%s", percent="%%")
 
     def sql(self, text: str) -> str:
         return self._format(text) if self.format_style else text

@@ -39,7 +39,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from popframe.db.engines import Engine, engine_for
+from popframe.db.engines import Engine, engine_for, placeholders
 from popframe.db.url import DatabaseURL
 from popframe.errors import TemporaryFailure
 from popframe.threads import ThreadPoolRunner
@@ -138,7 +138,8 @@ class Database:
             from popframe.db import pq
 
             self._pq = pq
-            self._pipelined = pq.PipelinedPool(self._connect_pipelined, url.pool)
+            # Many statements share a connection: half the pool is plenty.
+            self._pipelined = pq.PipelinedPool(self._connect_pipelined, max(1, url.pool // 2))
 
     # -- from the reactor ------------------------------------------------------------
 
@@ -325,11 +326,7 @@ def _rows(session: Session, text: str, params: tuple[Any, ...]) -> Rows:
 def numbered_statement(text: str) -> bytes:
     """popframe's ``?`` placeholders as PostgreSQL's ``$1, $2, ...`` (for
     :mod:`popframe.db.pq`'s connections)."""
-    pieces = text.split("?")
-    out = [pieces[0]]
-    for n, piece in enumerate(pieces[1:], 1):
-        out.append(f"${n}{piece}")
-    return "".join(out).encode()
+    return placeholders(text, lambda n: f"${n}").encode()
 
 
 _DATABASES: dict[tuple[object, ...], Database] = {}
