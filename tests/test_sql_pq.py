@@ -171,3 +171,30 @@ def test_acquire_and_read_in_one_round_trip(pg_url: str) -> None:
     with pytest.raises(DatabaseError):
         wait_for(locker.acquire_and_read("bob", "SELECT * FROM no_such_table", ()))
     wait_for(wait_for(other.acquire("bob")).release())  # bob was released
+
+
+def test_a_host_name_is_resolved_off_the_reactor(pg_url: str) -> None:
+    """``localhost`` is resolved by the reactor's resolver (a thread), then
+    given to libpq as ``hostaddr``: libpq never blocks the reactor on it."""
+    url = parse_url(pg_url)
+    database = Database(parse_url(f"postgresql://{url.user}@localhost:{url.port}/{url.database}"))
+    assert wait_for(database.query("SELECT inet_server_addr()::text"))[0][0].startswith("127.")
+
+
+def test_a_statement_failing_when_run_stays_prepared(pg_url: str) -> None:
+    """Only a failed PREPARE is forgotten: a statement that fails for some
+    values (here a division by zero) is not prepared again each time."""
+    connection = _connection(pg_url)
+    try:
+        for value in (0, 1, 0, 2):
+            d = connection.query(b"SELECT 10 / $1::int", [value])
+            if value:
+                assert wait_for(d) == [(10 // value,)]
+            else:
+                with pytest.raises(pq.QueryFailed, match="division by zero"):
+                    wait_for(d)
+        prepared = wait_for(connection.query(
+            b"SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT 10 /%'"))
+        assert prepared == [(1,)]
+    finally:
+        connection.close()

@@ -1,7 +1,8 @@
 """The one place for databases: URLs (:mod:`.url`), what differs between
-engines (:mod:`.engines`), the connection pool (:mod:`.pool`), the schema
-and its migrations (:mod:`.schema`, :mod:`.migrations`), and maildrop locks
-that hold across hosts (:mod:`.locks`).  The SQL checker, the SQL store and
+engines (:mod:`.engines`), the connection pool (:mod:`.pool`), PostgreSQL
+on the reactor thread (:mod:`.pq`), the schema and its migrations
+(:mod:`.schema`, :mod:`.migrations`), and maildrop locks that hold across
+hosts (:mod:`.locks`).  The SQL checker, the SQL store and
 the ``popframe db`` / ``popframe user`` commands all go through it: one URL
 parser, and one pool per database per process.
 """

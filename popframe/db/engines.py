@@ -129,12 +129,16 @@ class PostgreSQLEngine(Engine):
     def connect(self) -> Any:
         return self._psycopg.connect(autocommit=True, **self._parameters())
 
-    def conninfo(self) -> bytes:
+    def conninfo(self, address: str | None = None) -> bytes:
         """The libpq connection string (the password read now) for
-        :mod:`popframe.db.pq`'s connections on the reactor."""
+        :mod:`popframe.db.pq`'s connections on the reactor; ``address``:
+        the host's, resolved already (libpq would block to resolve it)."""
         from psycopg.conninfo import make_conninfo
 
-        return make_conninfo(**self._parameters()).encode()
+        parameters = self._parameters()
+        if address is not None:
+            parameters["hostaddr"] = address
+        return make_conninfo(**parameters).encode()
 
     def _parameters(self) -> dict[str, Any]:
         url = self.url

@@ -29,6 +29,7 @@ checker, store, locker and the CLI share it.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -215,20 +216,31 @@ class Database:
         started = time.monotonic()
         if started < self._down_until:
             return defer.fail(DatabaseError())
-        try:
-            conninfo = self.engine.conninfo()  # type: ignore[attr-defined]
-        except OSError as error:  # a password_file that cannot be read
-            self._report(f"cannot connect: {error}")
-            return defer.fail(DatabaseError())
+        reactor = self._get_reactor()
+
+        def connect(address: str | None) -> defer.Deferred[pq.PipelinedConnection]:
+            try:
+                conninfo = self.engine.conninfo(address)  # type: ignore[attr-defined]
+            except OSError as error:  # a password_file that cannot be read
+                self._report(f"cannot connect: {error}")
+                raise DatabaseError() from error
+            return self._pq.connect(reactor, conninfo, self.url.connect_timeout)
 
         def failed(failure: Failure) -> Failure:
             now = time.monotonic()
             if now - started > SLOW_FAILURE:
                 self._down_until = now + RETRY_AFTER
+            if failure.check(OSError):  # the name did not resolve
+                self._report(f"cannot connect: {failure.value}")
+                raise DatabaseError() from failure.value
             return failure
 
-        return self._pq.connect(self._get_reactor(), conninfo,
-                                self.url.connect_timeout).addErrback(failed)
+        host = self.url.host
+        if self.url.socket is not None or host is None or _is_address(host):
+            d = defer.maybeDeferred(connect, None)
+        else:  # libpq would resolve the name itself, blocking the reactor
+            d = reactor.resolve(host).addCallback(connect)
+        return d.addErrback(failed)
 
     # -- blocking (pool threads, the CLI) --------------------------------------------
 
@@ -323,6 +335,14 @@ def _rows(session: Session, text: str, params: tuple[Any, ...]) -> Rows:
 
 
 @functools.lru_cache(maxsize=512)
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def numbered_statement(text: str) -> bytes:
     """popframe's ``?`` placeholders as PostgreSQL's ``$1, $2, ...`` (for
     :mod:`popframe.db.pq`'s connections)."""

@@ -94,6 +94,7 @@ class PipelinedConnection:
         self._fd = os.dup(pgconn.socket)
         self._pending: deque[_Pending] = deque()
         self._prepared: dict[bytes, bytes] = {}  # text -> statement name
+        self._names = 0  # statement names given (never one twice)
         self._loader = Transformer()
         self._writing = False
         self.broken = False
@@ -116,7 +117,8 @@ class PipelinedConnection:
         try:
             name = self._prepared.get(text)
             if name is None and len(self._prepared) < MAX_PREPARED:
-                name = prepared = b"pf%d" % len(self._prepared)
+                self._names += 1
+                name = prepared = b"pf%d" % self._names
                 pgconn.send_prepare(name, text)
                 self._prepared[text] = name
             if name is None:
@@ -174,7 +176,7 @@ class PipelinedConnection:
                     continue
                 waiting.outcome = self._rows(result)
             elif not isinstance(waiting.outcome, Exception):  # FATAL_ERROR, PIPELINE_ABORTED
-                if waiting.prepared is not None:
+                if waiting.preparing and waiting.prepared is not None:  # the PREPARE failed
                     self._forget(waiting.prepared)
                 message = result.error_message.decode("utf-8", "replace").strip()
                 waiting.outcome = QueryFailed(message or pq.ExecStatus(status).name)
