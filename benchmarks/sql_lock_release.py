@@ -4,8 +4,10 @@
     python benchmarks/sql_lock_release.py [--runs 20]
 
 For PostgreSQL and MariaDB (the test servers on 127.0.0.1): a child
-process takes a maildrop lock with popframe's ``DatabaseLocker`` (its lock
-connection: ``pg_try_advisory_lock`` / ``GET_LOCK``), says so, and waits;
+process takes a maildrop lock with the locker popframe uses for the
+engine (``locker_for``: ``ReactorLocker`` on PostgreSQL, ``DatabaseLocker``
+on MariaDB; their lock connection: ``pg_try_advisory_lock`` /
+``GET_LOCK``), says so, and waits;
 this process SIGKILLs it and tries the same lock from another connection
 every 0.2 ms until it is granted.  Prints the time from the kill to the
 grant: the kernel closing the dead process's socket, and the database
@@ -35,8 +37,8 @@ HOLDER = """
 import sys, time
 from twisted.internet import reactor
 from popframe.db import Database, parse_url
-from popframe.db.locks import DatabaseLocker
-locker = DatabaseLocker(Database(parse_url(sys.argv[1])))
+from popframe.db.locks import locker_for
+locker = locker_for(Database(parse_url(sys.argv[1])))
 def held(lock):
     print("held", flush=True)
 locker.acquire("release-test").addCallbacks(held, lambda f: (print(f), reactor.stop()))
