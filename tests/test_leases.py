@@ -165,16 +165,23 @@ def login(port: int) -> poplib.POP3:
     return client
 
 
-def test_paused_node_cannot_apply_a_stale_commit(
-    mail_home: MailHome, lease_url: tuple[str, str, str]
-) -> None:
+def _two_nodes(mail_home: MailHome, lease_url: tuple[str, str, str], messages: int
+               ) -> tuple[ServerProcess, ServerProcess]:
+    """alice with ``messages`` messages, and two nodes sharing her Maildir
+    with 1.5 s leases from ``lease_url``."""
     kind, url, extra = lease_url
     mail_home.add_user("alice", "alice password")
-    for i in range(4):
+    for i in range(messages):
         mail_home.deliver("alice", b"Subject: %d\r\n\r\nbody\r\n" % i)
     options = ":".join(filter(None, [f"lock={kind}", "lock_ttl=1.5", extra, f"lock_url={url}"]))
     store = f"maildir:{mail_home.template}:{options}"
-    a, b = node(mail_home, "a", store), node(mail_home, "b", store)
+    return node(mail_home, "a", store), node(mail_home, "b", store)
+
+
+def test_paused_node_cannot_apply_a_stale_commit(
+    mail_home: MailHome, lease_url: tuple[str, str, str]
+) -> None:
+    a, b = _two_nodes(mail_home, lease_url, 4)
     try:
         stale = login(a.port)
         assert stale.stat()[0] == 4
@@ -215,13 +222,7 @@ def test_killed_node_frees_its_lease_within_ttl(
 ) -> None:
     """SIGKILL releases nothing: the lease lapses after ``lock_ttl``, then
     the other node grants the maildrop, nothing deleted."""
-    kind, url, extra = lease_url
-    mail_home.add_user("alice", "alice password")
-    for i in range(3):
-        mail_home.deliver("alice", b"Subject: %d\r\n\r\nbody\r\n" % i)
-    options = ":".join(filter(None, [f"lock={kind}", "lock_ttl=1.5", extra, f"lock_url={url}"]))
-    store = f"maildir:{mail_home.template}:{options}"
-    a, b = node(mail_home, "a", store), node(mail_home, "b", store)
+    a, b = _two_nodes(mail_home, lease_url, 3)
     try:
         holder = login(a.port)
         holder.dele(1)
@@ -237,7 +238,7 @@ def test_killed_node_frees_its_lease_within_ttl(
                 assert time.monotonic() - killed < 15, "the lease never lapsed"
                 time.sleep(0.02)
         lapsed = time.monotonic() - killed
-        print(f"{kind} lease free {lapsed:.2f} s after SIGKILL (lock_ttl=1.5)")
+        print(f"{lease_url[0]} lease free {lapsed:.2f} s after SIGKILL (lock_ttl=1.5)")
         assert fresh.stat()[0] == 3
         fresh.quit()
     finally:

@@ -42,6 +42,23 @@ class _OnEngine:
         yield
 
 
+def _fail_the_second(monkeypatch: pytest.MonkeyPatch, statement: str) -> None:
+    """QUIT's statements one id each; the second starting with
+    ``statement`` fails, after the first has run inside the transaction."""
+    monkeypatch.setattr(queries, "_BATCH", 1)
+    real = Session.execute
+    seen = [0]
+
+    def failing(session: Session, text: str, params: Any = ()) -> int:
+        if text.startswith(statement):
+            seen[0] += 1
+            if seen[0] == 2:
+                raise RuntimeError("injected failure between two statements of a commit")
+        return real(session, text, params)
+
+    monkeypatch.setattr(Session, "execute", failing)
+
+
 class _StoreContract(_OnEngine, contracts.StoreContract):
     def make_store(self, tmp_path: Path) -> SQLStore:
         return SQLStore(Database(parse_url(self.url)))
@@ -49,18 +66,7 @@ class _StoreContract(_OnEngine, contracts.StoreContract):
     def break_deletions(self, store: SQLStore, monkeypatch: pytest.MonkeyPatch) -> None:
         """The second DELETE of messages fails (one id per statement), after
         the first has run inside the transaction."""
-        monkeypatch.setattr(queries, "_BATCH", 1)
-        real = Session.execute
-        deletes = [0]
-
-        def failing(session: Session, text: str, params: Any = ()) -> int:
-            if text.startswith("DELETE FROM popframe_messages"):
-                deletes[0] += 1
-                if deletes[0] == 2:
-                    raise RuntimeError("injected failure between two deletions")
-            return real(session, text, params)
-
-        monkeypatch.setattr(Session, "execute", failing)
+        _fail_the_second(monkeypatch, "DELETE FROM popframe_messages")
 
 
 class _CheckerContract(_OnEngine, contracts.CheckerContract):
@@ -84,18 +90,7 @@ class _HidingStoreContract(_StoreContract):
         return SQLStore(Database(parse_url(self.url)), dele="hide")
 
     def break_deletions(self, store: SQLStore, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(queries, "_BATCH", 1)
-        real = Session.execute
-        updates = [0]
-
-        def failing(session: Session, text: str, params: Any = ()) -> int:
-            if text.startswith("UPDATE popframe_messages SET hidden"):
-                updates[0] += 1
-                if updates[0] == 2:
-                    raise RuntimeError("injected failure between two hidings")
-            return real(session, text, params)
-
-        monkeypatch.setattr(Session, "execute", failing)
+        _fail_the_second(monkeypatch, "UPDATE popframe_messages SET hidden")
 
     def test_hidden_rows_stay(self, store: SQLStore) -> None:
         self.add(store, "alice", b"Subject: 1\n\none\n", b"Subject: 2\n\ntwo\n")

@@ -198,3 +198,16 @@ def test_a_statement_failing_when_run_stays_prepared(pg_url: str) -> None:
         assert prepared == [(1,)]
     finally:
         connection.close()
+
+
+def test_acquire_and_read_on_a_lock_connection_that_broke_unseen(pg_url: str) -> None:
+    """The lock connection was killed and nothing has read from it since:
+    the lock and the read go out on a new one, and the open succeeds."""
+    locker = ReactorLocker(Database(parse_url(pg_url)))
+    wait_for(locker.acquire("warm-up"))
+    admin = admin_connection("postgresql")
+    admin.cursor().execute("SELECT pg_terminate_backend(%s)", (locker._ident,))
+    admin.close()
+    lock, rows = wait_for(locker.acquire_and_read("alice", "SELECT ?::text", ("again",)))
+    assert rows == [("again",)]
+    wait_for(lock.release())

@@ -24,7 +24,6 @@ lookup and a hash (an unknown user's against the last real hash seen).
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -184,7 +183,6 @@ class SQLChecker:
         self._run_blocking = run_blocking or ThreadPoolRunner("popframe-sql-hash", concurrency,
                                                               reactor)
         self._recent: OrderedDict[str, tuple[float, UserRecord | None]] = OrderedDict()
-        self._recent_lock = threading.Lock()
         self._typical: str | None = None  # a real user's field: what an unknown user costs
 
     # -- ICredentialsChecker --------------------------------------------------------
@@ -231,12 +229,12 @@ class SQLChecker:
         return self.query.lookup(self.database, user).addCallback(remember)
 
     def _remember(self, user: str, record: UserRecord | None) -> None:
-        """Keep a lookup's answer for the settings asked right after it."""
-        with self._recent_lock:
-            self._recent.pop(user, None)
-            self._recent[user] = (time.monotonic() + RECENT_SECONDS, record)
-            while len(self._recent) > RECENT_MAX:
-                self._recent.popitem(last=False)
+        """Keep a lookup's answer for the settings asked right after it
+        (on the reactor thread, as every lookup's answer arrives there)."""
+        self._recent.pop(user, None)
+        self._recent[user] = (time.monotonic() + RECENT_SECONDS, record)
+        while len(self._recent) > RECENT_MAX:
+            self._recent.popitem(last=False)
 
     def _recent_record(self, user: str) -> tuple[bool, UserRecord | None]:
         entry = self._recent.get(user)

@@ -266,6 +266,9 @@ class ReactorLocker(DatabaseLocker):
         if database.engine.name != "postgresql":
             raise ValueError("ReactorLocker serves PostgreSQL")
         super().__init__(database, reactor)
+        from popframe.db import pq  # psycopg: PostgreSQL only
+
+        self._pq = pq
         self._taking: set[str] = set()  # names being asked for
         self._lock_connection: Any = None  # a pq.PipelinedConnection
         self._connecting: defer.Deferred[Any] | None = None
@@ -324,6 +327,11 @@ class ReactorLocker(DatabaseLocker):
         def not_taken(failure: Failure) -> None:
             self._taking.discard(key)
             read.addErrback(lambda _: None)
+            if failure.check(self._pq.ConnectionGone):  # broken since its last use: anew
+                self._lock_connection = None
+                again = self.acquire(key).addCallback(self._read_under, key, text, params)
+                again.chainDeferred(outcome)
+                return
             try:
                 self._failed(failure)
             except BaseException:
@@ -396,18 +404,14 @@ class ReactorLocker(DatabaseLocker):
             self._failed)
 
     def _again(self, failure: Failure, text: bytes, params: tuple[Any, ...]) -> Any:
-        from popframe.db import pq
-
-        if failure.check(pq.ConnectionGone):
+        if failure.check(self._pq.ConnectionGone):
             self._lock_connection = None
             return self._connected().addCallback(lambda c: c.query(text, params)).addErrback(
                 self._failed)
         return self._failed(failure)
 
     def _failed(self, failure: Failure) -> Failure:
-        from popframe.db import pq
-
-        if failure.check(pq.ConnectionGone, pq.QueryFailed):
+        if failure.check(self._pq.ConnectionGone, self._pq.QueryFailed):
             log.error("database {url}: lock connection: {error}", url=str(self.database.url),
                       error=failure.value)
             raise DatabaseError() from failure.value
