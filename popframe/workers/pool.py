@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 from popframe.config import ConfigurationError
 from popframe.ops import sdnotify
 from popframe.ops.serving import install_signal_handlers
+from popframe.twisted_internals import faster_text_logs
 from popframe.uvloop_reactor import reactor_name
 from popframe.workers.contract import (
     FAKE_KEY_VARIABLE,
@@ -148,6 +149,9 @@ class WorkerPool(Service):
         self.reactor.callWhenRunning(self._start_all)
         self.reactor.callWhenRunning(install_signal_handlers, self.reactor, self.reload,
                                      self._stop)
+        # The parent writes every worker's lines: twistd's text log, the
+        # same lines for less CPU (as one process does, popframe.service).
+        self.reactor.callWhenRunning(faster_text_logs)
 
     def _stop(self, first: bool) -> None:
         if first:

@@ -1,0 +1,93 @@
+"""The log relay between a worker and its parent (popframe.workers.logs):
+what a worker's observer writes, read back by the parent's relay."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from twisted.logger import Logger, LogLevel, LogPublisher, formatEvent, globalLogPublisher
+
+from popframe.workers.contract import LOG_FD
+from popframe.workers.logs import LEAN, LogRelay, RelayObserver
+
+pytestmark = pytest.mark.adapter
+
+
+class Peer:
+    """A field that is no plain value: JSON cannot carry it."""
+
+    def __repr__(self) -> str:
+        return "<Peer 127.0.0.1:40722>"
+
+
+@pytest.fixture
+def published() -> Iterator[list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        yield events
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+
+
+def worker_lines(emit: Any) -> bytes:
+    """What a worker's RelayObserver writes for what ``emit(log)`` logs."""
+    stream = io.StringIO()
+    publisher = LogPublisher(RelayObserver(stream))
+    emit(Logger(namespace="popframe.session", observer=publisher))
+    return stream.getvalue().encode()
+
+
+def relay(data: bytes, worker: int = 3) -> list[dict[str, Any]]:
+    """Feed ``data`` to a parent's relay a few octets at a time."""
+    seen: list[dict[str, Any]] = []
+    relay = LogRelay(worker, on_event=seen.append)
+    for start in range(0, len(data), 7):
+        relay.data_received(LOG_FD, data[start:start + 7])
+    relay.connection_lost(LOG_FD)
+    return seen
+
+
+def test_an_event_arrives_as_its_text_with_its_plain_fields(
+        published: list[dict[str, Any]]) -> None:
+    data = worker_lines(lambda log: log.warn(
+        "session ended user={user!r} peer={peer!r} retr={retr}", user="u1", peer=Peer(),
+        retr=20, popframe_ready=True))
+    assert data.startswith(LEAN.encode()) and data.count(b"\n") == 1
+    [event] = relay(data)
+    assert published == [event]
+    assert formatEvent(event) == "session ended user='u1' peer=<Peer 127.0.0.1:40722> retr=20"
+    assert event["log_level"] is LogLevel.warn
+    assert event["log_system"] == "worker-3 popframe.session#warn"
+    assert (event["user"], event["retr"], event["popframe_ready"]) == ("u1", 20, True)
+    assert "peer" not in event  # not a plain value: only in the text
+    assert event["popframe_worker"] == 3
+
+
+def test_a_failure_keeps_its_traceback(published: list[dict[str, Any]]) -> None:
+    def emit(log: Logger) -> None:
+        try:
+            raise ValueError("the store broke")
+        except ValueError:
+            log.failure("reading a message failed", popframe_reload=False)
+
+    [event] = relay(worker_lines(emit))
+    assert "ValueError: the store broke" in event["log_failure"].getTraceback()
+    assert "raise ValueError" in event["log_failure"].getTraceback()
+    assert event["popframe_reload"] is False
+    assert formatEvent(event) == "reading a message failed"
+
+
+def test_a_line_that_is_no_event_is_logged_as_text(published: list[dict[str, Any]]) -> None:
+    relay(b"\x1fnot json\nTraceback (most recent call last):\n", worker=2)
+    assert [formatEvent(event) for event in published] == [
+        "\x1fnot json", "Traceback (most recent call last):"]
+    assert all(event["log_system"] == "worker-2" for event in published)
+
+
+def test_json_that_is_no_event_is_logged_as_text(published: list[dict[str, Any]]) -> None:
+    relay(b'\x1f5\n\x1f{"user": "u1"}\n')
+    assert [formatEvent(event) for event in published] == ["\x1f5", '\x1f{"user": "u1"}']
