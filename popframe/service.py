@@ -17,7 +17,11 @@ from popframe.config.endpoints import listen_problem
 from popframe.ops import sdnotify
 from popframe.ops.serving import Serving, install_signal_handlers
 from popframe.settings import Settings
-from popframe.twisted_internals import faster_text_logs, raise_listen_errors_synchronously
+from popframe.twisted_internals import (
+    dispatch_directly,
+    faster_text_logs,
+    raise_listen_errors_synchronously,
+)
 
 __all__ = ["Listener", "ServingService", "add_autoconfig_service", "make_listeners",
            "make_service"]
@@ -77,6 +81,7 @@ class ServingService(MultiService):
     def _running(self) -> None:
         install_signal_handlers(self.reactor, self.reload, self._stop)
         faster_text_logs()  # twistd's text log, the same lines for less CPU (issue 18)
+        dispatch_directly(self.reactor)  # no legacy log context per ready descriptor
         sdnotify.ready(f"serving {len(self.services)} listeners")
 
     def reload(self) -> None:

@@ -23,6 +23,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.logger import globalLogPublisher
+from twisted.python import log as legacy_log
 from twisted.python.systemd import ListenFDs
 
 from popframe import twisted_internals as internals
@@ -255,6 +256,69 @@ def test_a_failed_or_paused_deferred_is_not_taken_now() -> None:
     assert outer.called and not internals.fired(outer)
     waiting.callback(5)
     assert internals.fired(outer) and outer.result == 5
+
+
+# -- the epoll reactor's dispatch -------------------------------------------------------
+
+
+class _Descriptor:
+    """One end of a socket pair, as the reactor sees a connection."""
+
+    def __init__(self, sock: socket.socket, fail: bool = False) -> None:
+        self.sock, self.fail = sock, fail
+        self.read: list[bytes] = []
+        self.lost: list[object] = []
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:  # noqa: N802 (Twisted's name)
+        return "descriptor"
+
+    def doRead(self) -> None:  # noqa: N802
+        if self.fail:
+            raise ValueError("a bug in doRead")
+        self.read.append(self.sock.recv(100))
+
+    def connectionLost(self, reason: object) -> None:  # noqa: N802
+        self.lost.append(reason)
+
+
+def test_direct_dispatch_reads_and_disconnects_on_errors() -> None:
+    from twisted.internet.epollreactor import EPollReactor
+
+    reactor = EPollReactor()
+    pairs = [socket.socketpair(), socket.socketpair()]
+    good, bad = _Descriptor(pairs[0][0]), _Descriptor(pairs[1][0], fail=True)
+    errors: list[dict[str, object]] = []
+    legacy_log.addObserver(errors.append)  # where _doReadOrWrite's log.err() goes
+    try:
+        assert internals.dispatch_directly(reactor)
+        reactor.addReader(good)
+        reactor.addReader(bad)
+        pairs[0][1].send(b"one")
+        pairs[1][1].send(b"two")
+        reactor.doIteration(1)
+        assert good.read == [b"one"] and not good.lost
+        assert bad.lost and "a bug in doRead" in str(bad.lost[0])  # disconnected
+        assert bad not in reactor.getReaders() and good in reactor.getReaders()
+        assert any(isinstance(getattr(event.get("failure"), "value", None), ValueError)
+                   for event in errors)  # logged
+        reactor.doIteration(0)  # nothing ready: returns
+        assert good.read == [b"one"]
+    finally:
+        legacy_log.removeObserver(errors.append)
+        reactor.removeAll()
+        reactor._poller.close()
+        for pair in pairs:
+            for sock in pair:
+                sock.close()
+
+
+def test_other_reactors_are_left_alone() -> None:
+    reactor = MemoryReactorClock()
+    assert not internals.dispatch_directly(reactor)
+    assert not hasattr(reactor, "doIteration")
 
 
 # -- the text log's timestamps ----------------------------------------------------------

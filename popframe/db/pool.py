@@ -343,9 +343,11 @@ def _is_address(host: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=512)
 def numbered_statement(text: str) -> bytes:
     """popframe's ``?`` placeholders as PostgreSQL's ``$1, $2, ...`` (for
-    :mod:`popframe.db.pq`'s connections)."""
+    :mod:`popframe.db.pq`'s connections); remembered, as the engines'
+    own forms are (a drain sends the same few statements again and again)."""
     return placeholders(text, lambda n: f"${n}").encode()
 
 

@@ -4,6 +4,7 @@ on the reactor thread (no Deferred per chunk), anything else through
 
 from __future__ import annotations
 
+import io
 from typing import IO
 
 from twisted.internet.defer import Deferred
@@ -11,6 +12,9 @@ from twisted.internet.defer import Deferred
 from popframe.interfaces import IMessageBody
 
 __all__ = ["AsyncBody", "Chunk", "FileBody", "as_body"]
+
+#: The file types of the built-in stores' messages (Maildir, mbox, SQL).
+_FILE_TYPES = (io.BufferedReader, io.BytesIO, io.FileIO)
 
 #: A chunk of the stored message, and whether it is the last.
 Chunk = tuple[bytes, bool]
@@ -68,6 +72,8 @@ class AsyncBody:
 
 def as_body(opened: IO[bytes] | IMessageBody, size: int | None) -> FileBody | AsyncBody:
     """What ``IMaildrop.open_message`` fired with, as a reader."""
+    if type(opened) in _FILE_TYPES:  # what the built-in stores give: no interface lookup
+        return FileBody(opened, size)
     if IMessageBody.providedBy(opened):
         return AsyncBody(opened, size)
     return FileBody(opened, size)

@@ -113,8 +113,11 @@ def run_worker(spec: dict[str, Any]) -> int:
     install_named(reactor_name)
     from twisted.internet import reactor
 
+    from popframe.twisted_internals import dispatch_directly
+
     if reactor_name:
         log.info("reactor: {name}", name=reactor_name)
+    dispatch_directly(reactor)  # no legacy log context per ready descriptor
 
     from popframe.config.snapshot import SNAPSHOT
     from popframe.ops.serving import Serving, install_signal_handlers
