@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -46,8 +47,8 @@ def short(frame: str) -> str:
     m = _FRAME.match(frame)
     if not m:
         return frame
-    path = m.group("file")
-    for marker in ("site-packages/", "lib/python3.11/", "/popframe-", "/work/main/"):
+    path = re.sub(r"^.*/lib/python3\.\d+/(?!site-packages/)", "", m.group("file"))
+    for marker in ("site-packages/", "/popframe-", f"{srv.REPO}/"):
         if marker in path:
             path = path.split(marker, 1)[1]
             if marker == "/popframe-":
@@ -102,6 +103,52 @@ def analyse(raw: Path, top: int = 25) -> str:
     return "\n".join(out)
 
 
+_PY_FRAME = re.compile(r"py::(?P<func>\S+?):(?P<file>\S+?)\+0x")
+_SYSCALL = re.compile(r"__(?:x64|do)_sys_(\w+)")
+
+
+def analyse_perf(script: Path, top: int = 30) -> str:
+    """The busiest threads' CPU samples from ``perf script`` (with perf_jit
+    frames): self (the innermost Python function, and the system call it
+    was in) and total (on the stack), as a share of the thread's samples."""
+    threads: dict[str, tuple[Counter, Counter, list[int]]] = {}
+    for block in script.read_text(errors="replace").split("\n\n"):
+        lines = [line for line in block.splitlines() if line.strip()]
+        if not lines:
+            continue
+        head = lines[0].split()
+        if len(head) < 2:
+            continue
+        thread = f"{head[0]} {head[1]}"
+        functions: list[str] = []
+        syscall = None
+        for line in lines[1:]:
+            frame = _PY_FRAME.search(line)
+            if frame:
+                functions.append(short(f"{frame.group('func')} ({frame.group('file')})"))
+            elif syscall is None and not functions:
+                found = _SYSCALL.search(line)
+                syscall = found.group(1) if found else None
+        self_c, total_c, count = threads.setdefault(thread, (Counter(), Counter(), [0]))
+        count[0] += 1
+        leaf = functions[0] if functions else "(no Python frame)"
+        self_c[leaf + (f" [{syscall}]" if syscall else "")] += 1
+        for name in set(functions):
+            total_c[name] += 1
+    out = []
+    busiest = sorted(threads.items(), key=lambda kv: -kv[1][2][0])
+    grand = sum(v[2][0] for _, v in busiest) or 1
+    out.append("CPU samples per thread: " + ", ".join(
+        f"{t}: {v[2][0] / grand:.0%}" for t, v in busiest[:8]))
+    for title, (self_c, total_c, count) in busiest[:2]:
+        total = count[0] or 1
+        out.append(f"\n## {title}: {count[0]} CPU samples\n\nself   function [system call]")
+        out.extend(f"{n / total:5.1%}  {name}" for name, n in self_c.most_common(top))
+        out.append("\ntotal  function")
+        out.extend(f"{n / total:5.1%}  {name}" for name, n in total_c.most_common(top))
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", choices=("check", "drain", "pipelined", "drain+dele"))
@@ -120,11 +167,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--popframe-rev")
     p.add_argument("--out", type=Path, help="output prefix (default benchmarks/out/profile-SCENARIO)")
     p.add_argument("--analyse", type=Path, help="only analyse an existing raw file")
+    p.add_argument("--perf", action="store_true",
+                   help="CPU samples with perf and Python 3.13's perf_jit instead of py-spy")
     a = p.parse_args(argv)
     if a.analyse:
-        print(analyse(a.analyse))
+        print(analyse_perf(a.analyse) if a.analyse.suffix == ".perf" else analyse(a.analyse))
         return
-    if shutil.which("py-spy") is None:
+    if a.perf and sys.version_info < (3, 13):
+        raise SystemExit("--perf: run this with Python 3.13 or later (perf_jit)")
+    if a.perf and shutil.which("perf") is None:
+        raise SystemExit("--perf: perf is missing (apt-get install linux-perf)")
+    if not a.perf and shutil.which("py-spy") is None:
         raise SystemExit("py-spy is missing: bash benchmarks/setup.sh")
     out = a.out or HERE / "out" / f"profile-{a.scenario.replace('+', '-')}-c{a.concurrency}"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +190,10 @@ def main(argv: list[str] | None = None) -> None:
     kind = a.server + ("+cache" if a.auth_cache else "")
     server = srv.make_server(kind, a.workdir / "profile", corpus_dir, src)
     shutil.rmtree(server.dir, ignore_errors=True)
+    if a.perf:
+        os.environ["PYTHON_PERF_JIT_SUPPORT"] = "1"  # the server's: jitdump files for perf
     server.start()
+    os.environ.pop("PYTHON_PERF_JIT_SUPPORT", None)
     try:
         server.copy_users(users)
         lg = [sys.executable, str(HERE / "loadgen.py"), "--port", str(server.port),
@@ -147,7 +203,16 @@ def main(argv: list[str] | None = None) -> None:
         raw, svg = out.with_suffix(".txt"), out.with_suffix(".svg")
         gil = out.parent / (out.name + "-gil.txt")
         cpu0 = srv.tree_cpu(server.pid)
-        spies = [subprocess.Popen(["py-spy", "record", "--pid", str(server.pid), "--rate", str(a.rate),
+        if a.perf:
+            raw = out.with_suffix(".perf")
+            recorded = out.with_suffix(".data")
+            pids = ",".join(str(pid) for pid in srv.tree_pids(server.pid))
+            spies = [subprocess.Popen(
+                ["perf", "record", "-k", "1", "--call-graph", "dwarf,32768", "-F", "149",
+                 "-o", str(recorded), "-p", pids, "--", "sleep", str(int(a.duration) + 1)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)]
+        else:
+            spies = [subprocess.Popen(["py-spy", "record", "--pid", str(server.pid), "--rate", str(a.rate),
                                    "--duration", str(int(a.duration) + 3), "--threads", "--nonblocking",
                                    *extra, "--format", fmt, "-o", str(path)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -167,14 +232,25 @@ def main(argv: list[str] | None = None) -> None:
                 spy.terminate()
                 spy.wait(timeout=10)
             if spy.returncode:
-                print(f"py-spy: {spy.stderr.read().decode()[-500:]}", file=sys.stderr)
+                print(f"profiler: {spy.stderr.read().decode()[-500:]}", file=sys.stderr)
+        if a.perf:
+            jitted = out.with_suffix(".jit.data")
+            subprocess.run(["perf", "inject", "--jit", "-i", str(recorded), "-o", str(jitted)],
+                           check=True, capture_output=True)
+            with open(raw, "w") as script:
+                subprocess.run(["perf", "script", "-i", str(jitted)], check=True, stdout=script,
+                               stderr=subprocess.DEVNULL)
     finally:
         server.stop()
     print(f"# popframe profile: {a.scenario}, c={a.concurrency}, {a.duration:g}s "
           f"({'git archive of ' + a.popframe_rev if a.popframe_rev else 'working tree'})\n")
     print(f"load: {result['sessions_per_s']:.1f} sessions/s, {result['messages_per_s']:.0f} msg/s, "
           f"{result['mb_per_s']:.1f} MB/s, errors {result['errors']}; server CPU {cpu:.2f}s "
-          f"({cpu / result['wall_s']:.2f} cores) incl. py-spy's pauses\n")
+          f"({cpu / result['wall_s']:.2f} cores) incl. the profiler's cost\n")
+    if a.perf:
+        print(analyse_perf(raw))
+        print(f"\nperf script output: {raw}")
+        return
     print("# A. every thread, sampled whether or not it holds the GIL (a thread waiting for the GIL\n"
           "#    shows where it stopped: inflates frames right after a blocking call)\n")
     print(analyse(raw))
