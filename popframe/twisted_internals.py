@@ -237,7 +237,8 @@ def dispatch_directly(reactor: Any) -> bool:
             if selectable is not None:
                 handle(selectable, fd, event)
 
-    reactor.doIteration = reactor.doPoll = do_poll
+    reactor.doPoll = do_poll  # type: ignore[method-assign]
+    reactor.doIteration = do_poll  # type: ignore[method-assign]
     return True
 
 

@@ -91,3 +91,18 @@ def test_a_line_that_is_no_event_is_logged_as_text(published: list[dict[str, Any
 def test_json_that_is_no_event_is_logged_as_text(published: list[dict[str, Any]]) -> None:
     relay(b'\x1f5\n\x1f{"user": "u1"}\n')
     assert [formatEvent(event) for event in published] == ["\x1f5", '\x1f{"user": "u1"}']
+
+
+def test_a_legacy_event_arrives_as_its_text(published: list[dict[str, Any]]) -> None:
+    """A ``twisted.python.log`` event's own keys (``format``, ``message``)
+    stay in the worker: the parent's observers would format them again."""
+    stream = io.StringIO()
+    RelayObserver(stream)({
+        "format": "%(line)s went %(how)s", "line": "x", "how": "wrong", "message": (),
+        "isError": 0, "system": "-", "time": 1.0, "log_namespace": "log_legacy",
+        "log_level": LogLevel.info, "log_time": 1.0, "log_format": "{log_text}",
+        "log_text": "x went wrong", "log_system": "-"})
+    [event] = relay(stream.getvalue().encode())
+    assert formatEvent(event) == "x went wrong"
+    assert {"format", "message", "isError", "time"}.isdisjoint(event)
+    assert (event["line"], event["log_system"]) == ("x", "worker-3")

@@ -25,13 +25,13 @@ from typing import IO, Any
 from twisted.logger import ILogObserver, formatEvent
 from zope.interface import implementer
 
-__all__ = ["JSONLogObserver", "event_as_json", "json_log_observer", "json_stdout",
+__all__ = ["LEGACY_KEYS", "JSONLogObserver", "event_as_json", "json_log_observer", "json_stdout",
            "log_to_json"]
 
 _PLAIN = (str, int, float, bool, type(None))
-# Keys of legacy (twisted.python.log) events that are not fields.
-_LEGACY = frozenset({"message", "system", "time", "isError", "format", "why", "failure",
-                     "printed"})
+#: Keys of legacy (twisted.python.log) events that are not fields.
+LEGACY_KEYS = frozenset({"message", "system", "time", "isError", "format", "why", "failure",
+                         "printed"})
 
 
 def event_as_json(event: dict[str, Any]) -> str:
@@ -46,7 +46,7 @@ def event_as_json(event: dict[str, Any]) -> str:
         "message": formatEvent(event),
     }
     for key, value in event.items():
-        if (key.startswith("log_") or key.endswith("_text") or key in _LEGACY
+        if (key.startswith("log_") or key.endswith("_text") or key in LEGACY_KEYS
                 or key in line or not isinstance(value, _PLAIN)):
             continue
         line[key] = value

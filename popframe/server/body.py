@@ -72,7 +72,7 @@ class AsyncBody:
 
 def as_body(opened: IO[bytes] | IMessageBody, size: int | None) -> FileBody | AsyncBody:
     """What ``IMaildrop.open_message`` fired with, as a reader."""
-    if type(opened) in _FILE_TYPES:  # what the built-in stores give: no interface lookup
+    if isinstance(opened, _FILE_TYPES):  # what the built-in stores give: no interface lookup
         return FileBody(opened, size)
     if IMessageBody.providedBy(opened):
         return AsyncBody(opened, size)

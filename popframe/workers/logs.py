@@ -29,6 +29,7 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
+from popframe.ops.logformat import LEGACY_KEYS
 from popframe.workers.contract import LOG_FD
 
 log = Logger(namespace="popframe.workers")
@@ -52,10 +53,11 @@ def relayed_event(event: dict[str, Any]) -> str:
     """An event as one lean line: the text formatted here (``log_text``;
     its fields need not survive JSON), the level by name, a failure's
     traceback (``log_traceback``), and every plain field for the
-    parent's observers (its JSON log lines show them)."""
+    parent's observers (its JSON log lines show them; not the keys of a
+    ``twisted.python.log`` event, whose text is in ``log_text``)."""
     line: dict[str, Any] = {
         key: value for key, value in event.items()
-        if isinstance(value, _PLAIN) and not key.startswith("log_")
+        if isinstance(value, _PLAIN) and not key.startswith("log_") and key not in LEGACY_KEYS
     }
     level = event.get("log_level")
     line["log_level"] = getattr(level, "name", None)
