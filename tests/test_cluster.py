@@ -469,3 +469,24 @@ def test_the_script_prints_its_ports_and_stops_everything(tmp_path: Path) -> Non
     cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
     assert cursor.fetchone() is None
     admin.close()
+
+
+def test_a_node_whose_port_was_taken_starts_on_fresh_ones(tmp_path: Path) -> None:
+    """Ports are picked before the nodes bind them: one taken meanwhile
+    (seen once in CI) makes that node start again on fresh ports."""
+    haproxy()
+    redis_or_skip(REDIS_URL)
+    admin_connection("postgresql").close()
+    cluster = load_example().Cluster(tmp_path, redis=REDIS_URL,
+                                     postgresql=ADMIN_URLS["postgresql"])
+    taken = cluster.nodes[1].metrics_port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        try:
+            cluster.start()
+            assert cluster.nodes[1].metrics_port != taken
+            assert "Address already in use" in cluster.nodes[1].log.read_text()
+            assert cluster.nodes[1].health() == 200 and cluster.nodes[0].health() == 200
+        finally:
+            cluster.stop()

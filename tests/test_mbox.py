@@ -269,6 +269,38 @@ def test_dotlocks(tmp_path: Path) -> None:
         os.close(other)
 
 
+def test_a_dotlock_holds_its_owner_from_its_first_instant(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dotlock appears with its owner already in it, so a process
+    killed while taking it leaves nothing a later one cannot break (an
+    empty dotlock is another program's, kept ``stale`` seconds); the
+    unnamed file leaves nothing behind.  Without O_TMPFILE: O_EXCL."""
+    from popframe.stores.mbox import locks
+
+    path = str(tmp_path / "alice")
+    lock = Path(dotlock_path(path))
+    linked: list[str] = []  # what the dotlock held the moment it appeared
+    real_link = os.link
+
+    def link(source: str, destination: str, **kwargs: object) -> None:
+        real_link(source, destination, **kwargs)  # type: ignore[arg-type]
+        linked.append(lock.read_text())
+
+    monkeypatch.setattr(locks.os, "link", link)
+    locks._create_holding(str(lock), b"popframe 1 here\n")
+    assert linked == ["popframe 1 here\n"]  # linked in whole, not created then written
+    with pytest.raises(FileExistsError):
+        locks._create_holding(str(lock), b"popframe 2 here\n")
+    assert lock.read_text() == "popframe 1 here\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alice.lock"]
+    lock.unlink()
+    monkeypatch.delattr(locks.os, "O_TMPFILE")
+    locks._create_holding(str(lock), b"popframe 3 here\n")
+    assert lock.read_text() == "popframe 3 here\n"
+    with pytest.raises(FileExistsError):
+        locks._create_holding(str(lock), b"popframe 4 here\n")
+
+
 def test_the_session_lock_is_not_the_mbox_lock(tmp_path: Path) -> None:
     store = _store(tmp_path)
     _deliver(store, "alice", b"Subject: a\n\nb\n")

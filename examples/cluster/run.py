@@ -60,12 +60,20 @@ USERS: dict[str, tuple[str, int | None]] = {
 STEP = 60.0
 
 
+#: Ports this process has handed out: never twice (a port is only bound
+#: by the server it was handed to some time later).
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
     """A port free now, below the kernel's ephemeral range (32768 and up
     by default), so no outgoing connection takes it before the server
-    that is handed it binds it."""
+    that is handed it binds it; not one handed out before."""
     for _ in range(200):
         port = random.randrange(20000, 32000)
+        if port in _HANDED_OUT:
+            continue
+        _HANDED_OUT.add(port)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -179,8 +187,8 @@ class Cluster:
             make_self_signed(self.cert, self.key)
             for index in range(1, len(self.nodes) + 1):
                 self.start_node(index)
-            for node in self.nodes:
-                self.wait_serving(node)
+            for index, node in enumerate(self.nodes, 1):
+                self._serving_on_free_ports(index, node)
             self._start_haproxy()
         except BaseException:
             self.stop()
@@ -282,6 +290,21 @@ class Cluster:
                 cwd=node.directory, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         return node
+
+    def _serving_on_free_ports(self, index: int, node: Node, attempts: int = 3) -> None:
+        """Wait for ``node``; if another process took one of its ports
+        after it was picked (the node exits: address already in use),
+        start it again on fresh ports, ``attempts`` times in all."""
+        for attempt in range(attempts):
+            try:
+                self.wait_serving(node)
+                return
+            except RuntimeError as error:
+                if "Address already in use" not in str(error) or attempt == attempts - 1:
+                    raise
+            node.pop3_port, node.pop3s_port, node.metrics_port = (
+                free_port(), free_port(), free_port())
+            self.start_node(index)
 
     def wait_serving(self, node: Node) -> None:
         """Until every worker said it is ready, ``/health`` says 200 and

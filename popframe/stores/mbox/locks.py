@@ -8,10 +8,11 @@ for a POP3 session's length, so Postfix can append during a long one.
   locks Postfix and mutt take, but belongs to our descriptor, not the
   process, so a RETR closing another descriptor of the same file does not
   drop it.  Elsewhere, classic ``lockf``.
-- The dotlock is made with ``O_CREAT|O_EXCL``; it says who made it
-  (``popframe PID HOST``).  One older than ``stale`` seconds is broken,
-  as Postfix breaks one after ``stale_lock_time`` (500 s); one popframe
-  made in a process that is gone (SIGKILL) is broken at once.
+- The dotlock is linked in already holding who made it (``popframe PID
+  HOST``), or where that cannot be done made with ``O_CREAT|O_EXCL``.
+  One older than ``stale`` seconds is broken, as Postfix breaks one after
+  ``stale_lock_time`` (500 s); one popframe made in a process that is
+  gone (SIGKILL) is broken at once.
 - Postfix takes the dotlock first and defers a delivery at once when it
   is held, so the other order cannot deadlock with us; waits are bounded
   anyway (``timeout``), and a timeout is a temporary failure.
@@ -116,15 +117,10 @@ class MboxLocks:
     def _take_dotlock(self) -> bool:
         lock = dotlock_path(self.path)
         try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o644)
+            _create_holding(lock, _owner_text())
         except FileExistsError:
             self._break_if_stale(lock)
             return False
-        try:
-            os.write(fd, _owner_text())
-        finally:
-            os.close(fd)
         self._dotlock = lock
         return True
 
@@ -150,6 +146,44 @@ class MboxLocks:
             return
         why = f"its process {owner} is gone" if owner else f"{age:.0f}s old"
         log.warn("broke the stale dotlock {path} ({why})", path=lock, why=why)
+
+
+def _create_holding(path: str, content: bytes) -> None:
+    """Make ``path`` holding ``content`` from its first instant, or raise
+    FileExistsError: written to an unnamed file (``O_TMPFILE``) that is
+    then linked in, so a process killed meanwhile leaves no dotlock
+    without its owner (one that would stand ``stale`` seconds: a killed
+    ``popframe migrate`` left such a lock).  Where the file system has no
+    unnamed files (or no ``/proc``), made with ``O_EXCL`` and then written."""
+    unnamed = getattr(os, "O_TMPFILE", None)
+    if unnamed is not None:
+        directory = os.open(os.path.dirname(path) or ".",
+                            os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                fd = os.open(".", unnamed | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=directory)
+            except OSError:  # no O_TMPFILE on this file system (EOPNOTSUPP, EISDIR, ...)
+                fd = -1
+            if fd >= 0:
+                try:
+                    os.write(fd, content)
+                    # linkat(..., AT_SYMLINK_FOLLOW): a dir_fd makes os.link use it.
+                    os.link(f"/proc/self/fd/{fd}", os.path.basename(path), src_dir_fd=directory,
+                            dst_dir_fd=directory, follow_symlinks=True)
+                    return  # EEXIST above when held (also by a symlink)
+                except FileExistsError:
+                    raise
+                except OSError:  # no /proc: the other way
+                    pass
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(directory)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, content)
+    finally:
+        os.close(fd)
 
 
 def _dead_popframe_owner(lock: str) -> int | None:
