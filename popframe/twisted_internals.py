@@ -217,7 +217,7 @@ def dispatch_directly(reactor: Any) -> bool:
     was changed (only ``EPollReactor``, the default on Linux).
 
     Relies on ``EPollReactor.doPoll``'s body (``_poller.poll`` with at most
-    ``len(_selectables)`` events, EINTR ignored), ``_selectables`` (fd to
+    ``len(_selectables)`` events), ``_selectables`` (fd to
     descriptor, changed in place) and ``_doReadOrWrite``, and on
     ``mainLoop`` calling ``self.doIteration`` at each turn."""
     from twisted.internet.epollreactor import EPollReactor
@@ -228,11 +228,8 @@ def dispatch_directly(reactor: Any) -> bool:
     handle = reactor._doReadOrWrite
 
     def do_poll(timeout: float | None) -> None:
-        try:
-            ready = poll(-1 if timeout is None else timeout, len(selectables))
-        except InterruptedError:
-            return
-        for fd, event in ready:
+        # EINTR: Python's epoll.poll retries by itself (PEP 475).
+        for fd, event in poll(-1 if timeout is None else timeout, len(selectables)):
             selectable = selectables.get(fd)
             if selectable is not None:
                 handle(selectable, fd, event)

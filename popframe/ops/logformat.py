@@ -25,13 +25,28 @@ from typing import IO, Any
 from twisted.logger import ILogObserver, formatEvent
 from zope.interface import implementer
 
-__all__ = ["LEGACY_KEYS", "JSONLogObserver", "event_as_json", "json_log_observer", "json_stdout",
-           "log_to_json"]
+__all__ = ["JSONLogObserver", "event_as_json", "event_fields", "json_log_observer",
+           "json_stdout", "log_to_json", "traceback_text"]
 
 _PLAIN = (str, int, float, bool, type(None))
-#: Keys of legacy (twisted.python.log) events that are not fields.
-LEGACY_KEYS = frozenset({"message", "system", "time", "isError", "format", "why", "failure",
-                         "printed"})
+# Keys of legacy (twisted.python.log) events that are not fields.
+_LEGACY = frozenset({"message", "system", "time", "isError", "format", "why", "failure",
+                     "printed"})
+
+
+def event_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """An event's own fields that are plain values (``user``, ``peer``,
+    ``end``, ...): not Twisted's ``log_*`` keys, nor a legacy event's."""
+    return {key: value for key, value in event.items()
+            if isinstance(value, _PLAIN) and not key.startswith("log_") and key not in _LEGACY}
+
+
+def traceback_text(failure: Any) -> str:
+    """A logged failure's traceback, or what it is when it has none."""
+    try:
+        return str(failure.getTraceback())
+    except Exception:
+        return repr(failure)
 
 
 def event_as_json(event: dict[str, Any]) -> str:
@@ -45,17 +60,12 @@ def event_as_json(event: dict[str, Any]) -> str:
         "system": event.get("log_system") or event.get("log_namespace"),
         "message": formatEvent(event),
     }
-    for key, value in event.items():
-        if (key.startswith("log_") or key.endswith("_text") or key in LEGACY_KEYS
-                or key in line or not isinstance(value, _PLAIN)):
-            continue
-        line[key] = value
+    for key, value in event_fields(event).items():
+        if not key.endswith("_text") and key not in line:
+            line[key] = value
     failure = event.get("log_failure")
     if failure is not None:
-        try:
-            line["traceback"] = failure.getTraceback()
-        except Exception:
-            line["traceback"] = repr(failure)
+        line["traceback"] = traceback_text(failure)
     return json.dumps(line, ensure_ascii=False, default=str)
 
 

@@ -29,7 +29,7 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
-from popframe.ops.logformat import LEGACY_KEYS
+from popframe.ops.logformat import event_fields, traceback_text
 from popframe.workers.contract import LOG_FD
 
 log = Logger(namespace="popframe.workers")
@@ -37,7 +37,6 @@ log = Logger(namespace="popframe.workers")
 _MAX_LINE = 1 << 20  # a longer unterminated worker log line is logged in pieces
 #: The first octet of an event line.
 LEAN = "\x1f"
-_PLAIN = (str, int, float, bool, type(None))
 _LEVELS = {level.name: level for level in LogLevel.iterconstants()}
 
 
@@ -55,10 +54,7 @@ def relayed_event(event: dict[str, Any]) -> str:
     traceback (``log_traceback``), and every plain field for the
     parent's observers (its JSON log lines show them; not the keys of a
     ``twisted.python.log`` event, whose text is in ``log_text``)."""
-    line: dict[str, Any] = {
-        key: value for key, value in event.items()
-        if isinstance(value, _PLAIN) and not key.startswith("log_") and key not in LEGACY_KEYS
-    }
+    line = event_fields(event)
     level = event.get("log_level")
     line["log_level"] = getattr(level, "name", None)
     line["log_namespace"] = event.get("log_namespace")
@@ -69,10 +65,7 @@ def relayed_event(event: dict[str, Any]) -> str:
     line["log_text"] = formatEvent(event)
     failure = event.get("log_failure")
     if failure is not None:
-        try:
-            line["log_traceback"] = failure.getTraceback()
-        except Exception as problem:  # what Twisted's formatters do too
-            line["log_traceback"] = f"(UNABLE TO OBTAIN TRACEBACK FROM EVENT): {problem}"
+        line["log_traceback"] = traceback_text(failure)
     return LEAN + json.dumps(line, default=str) + "\n"
 
 

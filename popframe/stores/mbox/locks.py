@@ -150,40 +150,47 @@ class MboxLocks:
 
 def _create_holding(path: str, content: bytes) -> None:
     """Make ``path`` holding ``content`` from its first instant, or raise
-    FileExistsError: written to an unnamed file (``O_TMPFILE``) that is
-    then linked in, so a process killed meanwhile leaves no dotlock
+    FileExistsError, so a process killed meanwhile leaves no dotlock
     without its owner (one that would stand ``stale`` seconds: a killed
     ``popframe migrate`` left such a lock).  Where the file system has no
-    unnamed files (or no ``/proc``), made with ``O_EXCL`` and then written."""
-    unnamed = getattr(os, "O_TMPFILE", None)
-    if unnamed is not None:
-        directory = os.open(os.path.dirname(path) or ".",
-                            os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            try:
-                fd = os.open(".", unnamed | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=directory)
-            except OSError:  # no O_TMPFILE on this file system (EOPNOTSUPP, EISDIR, ...)
-                fd = -1
-            if fd >= 0:
-                try:
-                    os.write(fd, content)
-                    # linkat(..., AT_SYMLINK_FOLLOW): a dir_fd makes os.link use it.
-                    os.link(f"/proc/self/fd/{fd}", os.path.basename(path), src_dir_fd=directory,
-                            dst_dir_fd=directory, follow_symlinks=True)
-                    return  # EEXIST above when held (also by a symlink)
-                except FileExistsError:
-                    raise
-                except OSError:  # no /proc: the other way
-                    pass
-                finally:
-                    os.close(fd)
-        finally:
-            os.close(directory)
+    unnamed files (or there is no ``/proc``), made with ``O_EXCL`` and
+    then written."""
+    if _link_unnamed(path, content):
+        return
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, content)
     finally:
         os.close(fd)
+
+
+def _link_unnamed(path: str, content: bytes) -> bool:
+    """``content`` written to an unnamed file (``O_TMPFILE``) in ``path``'s
+    directory, then linked in as ``path`` (FileExistsError when it is
+    there, a symlink too); False where that cannot be done here."""
+    unnamed = getattr(os, "O_TMPFILE", None)
+    if unnamed is None:
+        return False
+    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fd = os.open(".", unnamed | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=directory)
+        except OSError:  # no O_TMPFILE on this file system (EOPNOTSUPP, EISDIR, ...)
+            return False
+        try:
+            os.write(fd, content)
+            # A dir_fd makes os.link use linkat(..., AT_SYMLINK_FOLLOW).
+            os.link(f"/proc/self/fd/{fd}", os.path.basename(path), src_dir_fd=directory,
+                    dst_dir_fd=directory, follow_symlinks=True)
+        except FileExistsError:
+            raise
+        except OSError:  # no /proc
+            return False
+        finally:
+            os.close(fd)
+        return True
+    finally:
+        os.close(directory)
 
 
 def _dead_popframe_owner(lock: str) -> int | None:
