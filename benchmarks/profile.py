@@ -107,7 +107,7 @@ _PY_FRAME = re.compile(r"py::(?P<func>\S+?):(?P<file>\S+?)\+0x")
 _SYSCALL = re.compile(r"__(?:x64|do)_sys_(\w+)")
 
 
-def analyse_perf(script: Path, top: int = 30) -> str:
+def analyse_perf(script: Path, top: int = 30, shown: int = 3) -> str:
     """The busiest threads' CPU samples from ``perf script`` (with perf_jit
     frames): self (the innermost Python function, and the system call it
     was in) and total (on the stack), as a share of the thread's samples."""
@@ -140,7 +140,7 @@ def analyse_perf(script: Path, top: int = 30) -> str:
     grand = sum(v[2][0] for _, v in busiest) or 1
     out.append("CPU samples per thread: " + ", ".join(
         f"{t}: {v[2][0] / grand:.0%}" for t, v in busiest[:8]))
-    for title, (self_c, total_c, count) in busiest[:2]:
+    for title, (self_c, total_c, count) in busiest[:shown]:
         total = count[0] or 1
         out.append(f"\n## {title}: {count[0]} CPU samples\n\nself   function [system call]")
         out.extend(f"{n / total:5.1%}  {name}" for name, n in self_c.most_common(top))

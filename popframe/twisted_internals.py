@@ -32,9 +32,11 @@ __all__ = [
     "adopt_shared_unix_port",
     "behind_haproxy",
     "dispatch_directly",
+    "classic_log_text",
     "faster_text_logs",
     "fired",
     "inherited_systemd_descriptors",
+    "only_text_logs",
     "plain_tcp",
     "raise_listen_errors_synchronously",
     "replace_tls_options",
@@ -293,11 +295,36 @@ def _rfc3339_per_second() -> Callable[[float | None], str]:
     return format_time
 
 
+#: What :func:`_text_file_observer_time_format` says of an observer that
+#: is no text log, and of one :func:`faster_text_logs` already changed.
+_NOT_TEXT, _FASTER = object(), object()
+
+
+def _text_file_observer_time_format(observer: Any) -> Any:
+    """The ``timeFormat`` a ``textFileLogObserver`` was made with, or
+    ``_NOT_TEXT`` for any other observer (and for one already changed by
+    :func:`faster_text_logs`: ``_FASTER``)."""
+    from twisted.logger import FileLogObserver
+
+    if not isinstance(observer, FileLogObserver):
+        return _NOT_TEXT
+    format_event = observer.formatEvent
+    if getattr(format_event, "popframe_faster", False):
+        return _FASTER
+    if getattr(format_event, "__qualname__", "") != "textFileLogObserver.<locals>.formatEvent":
+        return _NOT_TEXT
+    cells = dict(zip(format_event.__code__.co_freevars,
+                     format_event.__closure__ or (), strict=False))
+    cell = cells.get("timeFormat")
+    return _NOT_TEXT if cell is None else cell.cell_contents
+
+
 def faster_text_logs(publisher: Any = None) -> int:
     """Have each text log observer of ``publisher`` (the global one: what
-    twistd logs to) format its timestamps once per second; the lines stay
-    exactly what ``textFileLogObserver`` writes.  Returns how many were
-    changed.
+    twistd logs to) format its timestamps once per second, and an event
+    whose text is already made (``log_format`` ``"{log_text}"``: what a
+    worker relays) without a ``str.format`` pass; the lines stay exactly
+    what ``textFileLogObserver`` writes.  Returns how many were changed.
 
     Relies on ``LogPublisher._observers`` and on ``textFileLogObserver``
     giving a ``FileLogObserver`` whose ``formatEvent`` is its local
@@ -305,29 +332,54 @@ def faster_text_logs(publisher: Any = None) -> int:
     default (RFC 3339) format are changed, anything else is left alone."""
     from functools import partial
 
-    from twisted.logger import (
-        FileLogObserver,
-        formatEventAsClassicLogText,
-        globalLogPublisher,
-        timeFormatRFC3339,
-    )
+    from twisted.logger import globalLogPublisher, timeFormatRFC3339
 
     changed = 0
     for observer in list(getattr(publisher or globalLogPublisher, "_observers", ())):
-        if not isinstance(observer, FileLogObserver):
+        if _text_file_observer_time_format(observer) != timeFormatRFC3339:
             continue
-        format_event = observer.formatEvent
-        if getattr(format_event, "__qualname__", "") != "textFileLogObserver.<locals>.formatEvent":
-            continue
-        cells = dict(zip(format_event.__code__.co_freevars,
-                         format_event.__closure__ or (), strict=False))
-        cell = cells.get("timeFormat")
-        if cell is None or cell.cell_contents != timeFormatRFC3339:
-            continue
-        observer.formatEvent = partial(formatEventAsClassicLogText,
-                                       formatTime=_rfc3339_per_second())
+        format_event = partial(classic_log_text, format_time=_rfc3339_per_second())
+        format_event.popframe_faster = True  # type: ignore[attr-defined]
+        observer.formatEvent = format_event
         changed += 1
     return changed
+
+
+def only_text_logs(publisher: Any = None) -> bool:
+    """Whether every observer of ``publisher`` (the global one) is a text
+    log (``textFileLogObserver``, as twistd makes for ``--logfile`` and
+    standard output): then an event's text, time, level and system are all
+    that is written of it.  Relies on what :func:`faster_text_logs` does."""
+    from twisted.logger import globalLogPublisher
+
+    observers = list(getattr(publisher or globalLogPublisher, "_observers", ()))
+    return bool(observers) and all(
+        _text_file_observer_time_format(observer) is not _NOT_TEXT for observer in observers)
+
+
+def classic_log_text(event: dict[str, Any], format_time: Callable[[float | None], str]
+                     ) -> str | None:
+    """``formatEventAsClassicLogText(event, formatTime=format_time)``, with
+    no ``str.format`` pass for an event whose text is made (``log_format``
+    ``"{log_text}"``, no failure).  Relies on ``eventAsText``'s layout
+    and on ``_formatSystem``'s rule (``log_system``, else
+    ``namespace#level``), which a test compares line for line."""
+    from twisted.logger import formatEventAsClassicLogText
+
+    text = event.get("log_text")
+    if (type(text) is not str or event.get("log_format") != "{log_text}"
+            or "log_failure" in event or "log_flattened" in event):
+        return formatEventAsClassicLogText(event, formatTime=format_time)
+    if not text:
+        return None
+    system = event.get("log_system")
+    if system is None:
+        level = event.get("log_level")
+        system = f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+    elif type(system) is not str:
+        return formatEventAsClassicLogText(event, formatTime=format_time)
+    text = text.replace("\n", "\n\t")
+    return f"{format_time(event.get('log_time'))} [{system}] {text}\n"
 
 
 # -- twisted.protocols.haproxy: the PROXY protocol wrapper ---------------------------

@@ -344,3 +344,43 @@ def test_faster_text_logs_write_the_same_lines() -> None:
     assert faster.getvalue() == plain_reference.getvalue()
     assert len(faster.getvalue().splitlines()) == len(times)
     assert other.getvalue().splitlines()[0][:2].isdigit()  # its own format still
+
+
+def test_classic_log_text_writes_what_twisted_writes() -> None:
+    from twisted.logger import LogLevel, formatEventAsClassicLogText
+    from twisted.python.failure import Failure
+
+    try:
+        raise ValueError("broken")
+    except ValueError:
+        failure = Failure()
+    made = {"log_format": "{log_text}", "log_time": 1_700_000_000.5, "log_level": LogLevel.warn,
+            "log_namespace": "popframe.test"}
+    events = [
+        dict(made, log_text="logout user='u1' {not a field}", log_system="worker-1 x#info"),
+        dict(made, log_text="two\nlines"),  # no log_system: namespace#level
+        dict(made, log_text=""),  # nothing to write
+        dict(made, log_text="no level", log_level=None),
+        dict(made, log_text="failed", log_failure=failure),
+        dict(made, log_text="a system that is no str", log_system=7),
+        {"log_format": "line {n}", "n": 3, "log_time": None},  # not made: formatted
+    ]
+    for event in events:
+        assert internals.classic_log_text(event, internals._rfc3339_per_second()) == \
+            formatEventAsClassicLogText(event)
+
+
+def test_only_text_logs_knows_a_text_log_from_other_observers() -> None:
+    import io
+
+    from twisted.logger import LogPublisher, jsonFileLogObserver, textFileLogObserver
+
+    text, json = textFileLogObserver(io.StringIO()), jsonFileLogObserver(io.StringIO())
+    assert internals.only_text_logs(LogPublisher(text, textFileLogObserver(io.StringIO(), "%H")))
+    assert not internals.only_text_logs(LogPublisher(text, json))
+    assert not internals.only_text_logs(LogPublisher(text, lambda event: None))
+    assert not internals.only_text_logs(LogPublisher())
+    made_faster = LogPublisher(text)
+    assert internals.faster_text_logs(made_faster) == 1
+    assert internals.only_text_logs(made_faster)  # still a text log
+    assert internals.faster_text_logs(made_faster) == 0  # once is enough

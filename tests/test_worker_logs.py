@@ -11,7 +11,7 @@ import pytest
 from twisted.logger import Logger, LogLevel, LogPublisher, formatEvent, globalLogPublisher
 
 from popframe.workers.contract import LOG_FD
-from popframe.workers.logs import LEAN, LogRelay, RelayObserver
+from popframe.workers.logs import LEAN, TEXT, LogRelay, RelayObserver
 
 pytestmark = pytest.mark.adapter
 
@@ -33,10 +33,10 @@ def published() -> Iterator[list[dict[str, Any]]]:
         globalLogPublisher.removeObserver(events.append)
 
 
-def worker_lines(emit: Any) -> bytes:
+def worker_lines(emit: Any, *, text_only: bool = False) -> bytes:
     """What a worker's RelayObserver writes for what ``emit(log)`` logs."""
     stream = io.StringIO()
-    publisher = LogPublisher(RelayObserver(stream))
+    publisher = LogPublisher(RelayObserver(stream, text_only=text_only))
     emit(Logger(namespace="popframe.session", observer=publisher))
     return stream.getvalue().encode()
 
@@ -106,3 +106,58 @@ def test_a_legacy_event_arrives_as_its_text(published: list[dict[str, Any]]) -> 
     assert formatEvent(event) == "x went wrong"
     assert {"format", "message", "isError", "time"}.isdisjoint(event)
     assert (event["line"], event["log_system"]) == ("x", "worker-3")
+
+
+# -- text_only: the parent's log is text alone ------------------------------------------
+
+
+def text_log_lines(events: list[dict[str, Any]]) -> list[str]:
+    """What twistd's text log (made faster, as the parent's is) writes."""
+    from twisted.logger import textFileLogObserver
+
+    from popframe.twisted_internals import faster_text_logs
+
+    out = io.StringIO()
+    publisher = LogPublisher(textFileLogObserver(out))
+    faster_text_logs(publisher)
+    for event in events:
+        publisher(dict(event))
+    return out.getvalue().splitlines()
+
+
+def test_text_only_sends_the_text_and_writes_the_same_line() -> None:
+    def emit(log: Logger) -> None:
+        log.info("logout user={user!r} retr={retr}\tend=quit", user="u1", retr=20)
+        log.warn("peer {peer!r}", peer=Peer(), log_system="custom system")
+
+    text = worker_lines(emit, text_only=True)
+    assert text.count(TEXT.encode()) == 2 and LEAN.encode() not in text
+    as_text, whole = relay(text), relay(worker_lines(emit))
+    assert text_log_lines(as_text) == text_log_lines(whole)
+    assert text_log_lines(as_text)[0].endswith(
+        " [worker-3 popframe.session#info] logout user='u1' retr=20\tend=quit")
+    assert text_log_lines(as_text)[1].endswith(" [worker-3 custom system] peer <Peer 127.0.0.1:40722>")
+    assert "user" not in as_text[0]  # fields are not sent: only the text is written
+    assert as_text[0]["log_level"] is LogLevel.info and as_text[0]["popframe_worker"] == 3
+
+
+def test_text_only_still_sends_whole_what_the_parent_needs() -> None:
+    def emit(log: Logger) -> None:
+        log.info("ready", popframe_ready=True)
+        log.info("two\nlines")
+        try:
+            raise ValueError("the store broke")
+        except ValueError:
+            log.failure("reading failed")
+
+    data = worker_lines(emit, text_only=True)
+    assert TEXT.encode() not in data and data.count(LEAN.encode()) == 3
+    ready, two, failed = relay(data)
+    assert ready["popframe_ready"] is True
+    assert text_log_lines([two])[0].endswith("two") and text_log_lines([two])[1] == "\tlines"
+    assert "ValueError: the store broke" in failed["log_failure"].getTraceback()
+
+
+def test_a_broken_text_line_is_logged_as_it_came(published: list[dict[str, Any]]) -> None:
+    relay(b"\x1ex\tinfo\n\x1e1.5\n")
+    assert [formatEvent(event) for event in published] == ["\x1ex\tinfo", "\x1e1.5"]

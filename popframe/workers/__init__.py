@@ -19,7 +19,7 @@ One job per module:
 - :mod:`~popframe.workers.sockets`: which endpoints can be shared, binding
   them in the parent, adopting them in a worker, systemd's descriptors;
 - :mod:`~popframe.workers.child`: the worker process;
-- :mod:`~popframe.workers.logs`: the JSON log relay from worker to parent;
+- :mod:`~popframe.workers.logs`: the log relay from worker to parent;
 - :mod:`~popframe.workers.contract`: the command line, descriptors and
   environment the two sides agree on.
 """

@@ -106,7 +106,7 @@ def _read_snapshot(files: Any) -> dict[str, bytes]:
 def run_worker(spec: dict[str, Any]) -> int:
     """The worker process: adopt the sockets, serve until told to stop."""
     _die_with_parent(int(spec["parent"]))
-    start_logging(LOG_FD)
+    start_logging(LOG_FD, text_only=bool(spec.get("log_text_only")))
     # Imported once the log goes to the parent, so what importing them
     # says (a warning) is logged there like everything after it.
     reactor_name = spec.get("reactor")

@@ -11,7 +11,7 @@ from typing import Any
 
 # File descriptors in a worker.
 LIFELINE_FD = 0  # stdin: a pipe from the parent; end of file = the parent is gone
-LOG_FD = 3  # JSON log events to the parent
+LOG_FD = 3  # log events to the parent (popframe.workers.logs)
 FIRST_LISTENER_FD = 4  # the shared sockets, in --listen order
 
 #: One SCRAM fake-record key for every worker (see popframe.workers.child);

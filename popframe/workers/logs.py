@@ -11,6 +11,13 @@ in the worker, the plain fields beside it, a failure as its traceback.
 It costs both sides a fraction of Twisted's ``eventAsJSON`` /
 ``eventFromJSON`` (issue 11: relaying a session's two log lines took a
 twentieth of its CPU), and unlike them keeps a failure's message.
+
+When the parent's log is text alone (twistd's ``--logfile`` or standard
+output, not ``--log-format json``), its fields are never written, so the
+parent starts its workers with ``text_only``: an ordinary event is then a
+:func:`relayed_text` line, its time, level, namespace, system and text,
+which the parent writes without building more than a small event (issue
+18: the relay had been a quarter of the server's CPU in a ``check``).
 """
 
 from __future__ import annotations
@@ -37,15 +44,22 @@ log = Logger(namespace="popframe.workers")
 _MAX_LINE = 1 << 20  # a longer unterminated worker log line is logged in pieces
 #: The first octet of an event line.
 LEAN = "\x1f"
+#: The first octet of a text line (:func:`relayed_text`).
+TEXT = "\x1e"
+#: Fields the parent acts on (the pool: a worker is ready, a reload is
+#: done): an event with one always goes whole.
+PARENT_FIELDS = ("popframe_ready", "popframe_reload")
 _LEVELS = {level.name: level for level in LogLevel.iterconstants()}
 
 
-def start_logging(fd: int = LOG_FD) -> None:
-    """In a worker: send every log event to the parent, one line each on ``fd``."""
+def start_logging(fd: int = LOG_FD, *, text_only: bool = False) -> None:
+    """In a worker: send every log event to the parent, one line each on
+    ``fd``; ``text_only``: the parent writes text alone."""
     from twisted.logger import globalLogBeginner
 
     stream = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
-    globalLogBeginner.beginLoggingTo([RelayObserver(stream)], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([RelayObserver(stream, text_only=text_only)],
+                                     redirectStandardIO=False)
 
 
 def relayed_event(event: dict[str, Any]) -> str:
@@ -67,6 +81,32 @@ def relayed_event(event: dict[str, Any]) -> str:
     if failure is not None:
         line["log_traceback"] = traceback_text(failure)
     return LEAN + json.dumps(line, default=str) + "\n"
+
+
+def relayed_text(event: dict[str, Any]) -> str | None:
+    """An event as a text log shows it: its time, level, namespace, system
+    and text (formatted here), tab-separated on one line; None for an
+    event that goes whole (:func:`relayed_event`): a failure, a field of
+    :data:`PARENT_FIELDS`, text of several lines."""
+    if "log_failure" in event or any(key in event for key in PARENT_FIELDS):
+        return None
+    level = event.get("log_level")
+    system = event.get("log_system")
+    head = (f"{event.get('log_time')!r}\t{getattr(level, 'name', '')}\t"
+            f"{event.get('log_namespace') or ''}\t{system if isinstance(system, str) else ''}")
+    text = formatEvent(event)
+    if head.count("\t") != 3 or "\n" in head or "\n" in text:
+        return None
+    return f"{TEXT}{head}\t{text}\n"
+
+
+def event_from_text(line: str) -> dict[str, Any]:
+    """The event :func:`relayed_text` wrote (``line`` without TEXT)."""
+    when, level, namespace, system, text = line.split("\t", 4)
+    return {"log_time": None if when == "None" else float(when),
+            "log_level": _LEVELS.get(level, LogLevel.info),
+            "log_namespace": namespace or None, "log_system": system or None,
+            "log_format": "{log_text}", "log_text": text}
 
 
 def event_from_relay(line: str) -> dict[str, Any]:
@@ -100,13 +140,16 @@ class RelayedFailure:
 @implementer(ILogObserver)
 class RelayObserver:
     """A worker's one log observer: each event one line on ``stream``,
-    written at once (a worker that dies loses no line it logged)."""
+    written at once (a worker that dies loses no line it logged);
+    ``text_only``: a :func:`relayed_text` line where one can be."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], *, text_only: bool = False) -> None:
         self.stream = stream
+        self.text_only = text_only
 
     def __call__(self, event: dict[str, Any]) -> None:
-        self.stream.write(relayed_event(event))
+        line = relayed_text(event) if self.text_only else None
+        self.stream.write(line or relayed_event(event))
         self.stream.flush()
 
 
@@ -140,9 +183,10 @@ class LogRelay:
 
     def _line(self, fd: int, line: bytes) -> None:
         system = f"worker-{self.worker_id}"
-        if fd == LOG_FD and line[:1] == LEAN.encode():
+        read = _READERS.get(line[:1]) if fd == LOG_FD else None
+        if read is not None:
             try:
-                event = event_from_relay(line[1:].decode("utf-8"))
+                event = read(line[1:].decode("utf-8"))
             except ValueError:  # UnicodeDecodeError and JSONDecodeError too
                 pass
             else:
@@ -165,3 +209,8 @@ class LogRelay:
         globalLogPublisher(event)
         if self.on_event is not None:
             self.on_event(event)
+
+
+#: How the parent reads a line of the worker's log, by its first octet.
+_READERS: dict[bytes, Callable[[str], dict[str, Any]]] = {
+    LEAN.encode(): event_from_relay, TEXT.encode(): event_from_text}

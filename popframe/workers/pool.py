@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 from popframe.config import ConfigurationError
 from popframe.ops import sdnotify
 from popframe.ops.serving import install_signal_handlers
-from popframe.twisted_internals import faster_text_logs
+from popframe.twisted_internals import dispatch_directly, faster_text_logs, only_text_logs
 from popframe.uvloop_reactor import reactor_name
 from popframe.workers.contract import (
     FAKE_KEY_VARIABLE,
@@ -150,8 +150,10 @@ class WorkerPool(Service):
         self.reactor.callWhenRunning(install_signal_handlers, self.reactor, self.reload,
                                      self._stop)
         # The parent writes every worker's lines: twistd's text log, the
-        # same lines for less CPU (as one process does, popframe.service).
+        # same lines for less CPU (as one process does, popframe.service),
+        # and no legacy log context per ready descriptor.
         self.reactor.callWhenRunning(faster_text_logs)
+        self.reactor.callWhenRunning(dispatch_directly, self.reactor)
 
     def _stop(self, first: bool) -> None:
         if first:
@@ -179,6 +181,8 @@ class WorkerPool(Service):
             ],
             "systemd": systemd_descriptors(),
             "reactor": reactor_name(self.reactor),
+            # Text alone is written of a worker's events: it sends just that.
+            "log_text_only": only_text_logs(),
         }
         child_fds: dict[int, Any] = {LIFELINE_FD: "w", 1: "r", 2: "r", LOG_FD: "r"}
         for index, listener in enumerate(self.listeners):
