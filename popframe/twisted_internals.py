@@ -31,12 +31,12 @@ __all__ = [
     "SharedUNIXPort",
     "adopt_shared_unix_port",
     "behind_haproxy",
-    "dispatch_directly",
+    "classic_line",
     "classic_log_text",
+    "dispatch_directly",
     "faster_text_logs",
     "fired",
     "inherited_systemd_descriptors",
-    "only_text_logs",
     "plain_tcp",
     "raise_listen_errors_synchronously",
     "replace_tls_options",
@@ -44,6 +44,7 @@ __all__ = [
     "stop_accepting",
     "systemd_descriptors_replaced",
     "then",
+    "text_log_files",
     "tls_options",
     "wrapped_endpoint",
 ]
@@ -345,18 +346,6 @@ def faster_text_logs(publisher: Any = None) -> int:
     return changed
 
 
-def only_text_logs(publisher: Any = None) -> bool:
-    """Whether every observer of ``publisher`` (the global one) is a text
-    log (``textFileLogObserver``, as twistd makes for ``--logfile`` and
-    standard output): then an event's text, time, level and system are all
-    that is written of it.  Relies on what :func:`faster_text_logs` does."""
-    from twisted.logger import globalLogPublisher
-
-    observers = list(getattr(publisher or globalLogPublisher, "_observers", ()))
-    return bool(observers) and all(
-        _text_file_observer_time_format(observer) is not _NOT_TEXT for observer in observers)
-
-
 def classic_log_text(event: dict[str, Any], format_time: Callable[[float | None], str]
                      ) -> str | None:
     """``formatEventAsClassicLogText(event, formatTime=format_time)``, with
@@ -378,8 +367,30 @@ def classic_log_text(event: dict[str, Any], format_time: Callable[[float | None]
         system = f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
     elif type(system) is not str:
         return formatEventAsClassicLogText(event, formatTime=format_time)
+    return classic_line(format_time(event.get("log_time")), system, text)
+
+
+def classic_line(stamp: str, system: str, text: str) -> str:
+    """A text log's line, as ``formatEventAsClassicLogText`` lays it out."""
     text = text.replace("\n", "\n\t")
-    return f"{format_time(event.get('log_time'))} [{system}] {text}\n"
+    return f"{stamp} [{system}] {text}\n"
+
+
+def text_log_files(publisher: Any = None
+                   ) -> list[tuple[Any, Callable[[float | None], str]]] | None:
+    """When every observer of ``publisher`` (the global one) is a text log
+    :func:`faster_text_logs` changed: the file each writes to and its time
+    formatter, so that lines made elsewhere (a worker's) can be written
+    there directly, several at a time; else None.  Relies on
+    ``FileLogObserver._outFile``."""
+    from twisted.logger import globalLogPublisher
+
+    observers = list(getattr(publisher or globalLogPublisher, "_observers", ()))
+    if not observers or any(_text_file_observer_time_format(observer) is not _FASTER
+                            for observer in observers):
+        return None
+    return [(observer._outFile, observer.formatEvent.keywords["format_time"])
+            for observer in observers]
 
 
 # -- twisted.protocols.haproxy: the PROXY protocol wrapper ---------------------------

@@ -370,17 +370,22 @@ def test_classic_log_text_writes_what_twisted_writes() -> None:
             formatEventAsClassicLogText(event)
 
 
-def test_only_text_logs_knows_a_text_log_from_other_observers() -> None:
+def test_text_log_files_only_when_every_observer_is_a_faster_text_log() -> None:
     import io
 
     from twisted.logger import LogPublisher, jsonFileLogObserver, textFileLogObserver
 
-    text, json = textFileLogObserver(io.StringIO()), jsonFileLogObserver(io.StringIO())
-    assert internals.only_text_logs(LogPublisher(text, textFileLogObserver(io.StringIO(), "%H")))
-    assert not internals.only_text_logs(LogPublisher(text, json))
-    assert not internals.only_text_logs(LogPublisher(text, lambda event: None))
-    assert not internals.only_text_logs(LogPublisher())
+    out = io.StringIO()
+    text = textFileLogObserver(out)
+    assert internals.text_log_files(LogPublisher(text)) is None  # not made faster yet
     made_faster = LogPublisher(text)
     assert internals.faster_text_logs(made_faster) == 1
-    assert internals.only_text_logs(made_faster)  # still a text log
     assert internals.faster_text_logs(made_faster) == 0  # once is enough
+    [(file, format_time)] = internals.text_log_files(made_faster) or []
+    assert file is out and format_time(1_700_000_000.5).startswith("2023-11-1")
+    assert internals.text_log_files(LogPublisher(text, jsonFileLogObserver(io.StringIO()))) is None
+    assert internals.text_log_files(LogPublisher(text, lambda event: None)) is None
+    own_format = LogPublisher(text, textFileLogObserver(io.StringIO(), "%H"))
+    internals.faster_text_logs(own_format)
+    assert internals.text_log_files(own_format) is None  # its own time format: left alone
+    assert internals.text_log_files(LogPublisher()) is None

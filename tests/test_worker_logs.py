@@ -41,10 +41,10 @@ def worker_lines(emit: Any, *, text_only: bool = False) -> bytes:
     return stream.getvalue().encode()
 
 
-def relay(data: bytes, worker: int = 3) -> list[dict[str, Any]]:
+def relay(data: bytes, worker: int = 3, text_logs: Any = None) -> list[dict[str, Any]]:
     """Feed ``data`` to a parent's relay a few octets at a time."""
     seen: list[dict[str, Any]] = []
-    relay = LogRelay(worker, on_event=seen.append)
+    relay = LogRelay(worker, on_event=seen.append, text_logs=text_logs)
     for start in range(0, len(data), 7):
         relay.data_received(LOG_FD, data[start:start + 7])
     relay.connection_lost(LOG_FD)
@@ -161,3 +161,39 @@ def test_text_only_still_sends_whole_what_the_parent_needs() -> None:
 def test_a_broken_text_line_is_logged_as_it_came(published: list[dict[str, Any]]) -> None:
     relay(b"\x1ex\tinfo\n\x1e1.5\n")
     assert [formatEvent(event) for event in published] == ["\x1ex\tinfo", "\x1e1.5"]
+
+
+def test_the_parent_writes_text_lines_to_the_text_log_in_order() -> None:
+    """With ``text_logs`` (the parent's log is text alone), a text line is
+    written to the log's file directly, exactly as the event would have
+    been, in order with the events that still go whole."""
+    from twisted.logger import textFileLogObserver
+
+    from popframe.twisted_internals import faster_text_logs, text_log_files
+
+    def emit(log: Logger) -> None:
+        log.info("first user={user!r}", user="u1")
+        log.info("ready", popframe_ready=True)  # goes whole: published
+        log.warn("second\twith a tab")
+        log.info("{empty}", empty="")  # no text: no line
+
+    out = io.StringIO()
+    observer = textFileLogObserver(out)
+    text_logs = text_log_files(LogPublisher(observer))
+    assert text_logs is None  # not made faster yet
+    faster_text_logs(LogPublisher(observer))
+    text_logs = text_log_files(LogPublisher(observer))
+    assert text_logs is not None and text_logs[0][0] is out
+    globalLogPublisher.addObserver(observer)
+    try:
+        relay(worker_lines(emit))  # every event published
+        written = relay(worker_lines(emit, text_only=True), text_logs=text_logs)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert [event.get("popframe_ready") for event in written] == [True]  # only the whole one
+    lines = [line.partition(" ")[2] for line in out.getvalue().splitlines()]  # no time
+    assert len(lines) == 6 and lines[3:] == lines[:3]
+    assert lines[3:] == [
+        "[worker-3 popframe.session#info] first user='u1'",
+        "[worker-3 popframe.session#info] ready",
+        "[worker-3 popframe.session#warn] second\twith a tab"]

@@ -16,8 +16,9 @@ When the parent's log is text alone (twistd's ``--logfile`` or standard
 output, not ``--log-format json``), its fields are never written, so the
 parent starts its workers with ``text_only``: an ordinary event is then a
 :func:`relayed_text` line, its time, level, namespace, system and text,
-which the parent writes without building more than a small event (issue
-18: the relay had been a quarter of the server's CPU in a ``check``).
+which the parent writes to the log's file directly, the lines of one
+read together (:attr:`LogRelay.text_logs`; issue 18: the relay had been
+a quarter of the server's CPU in a ``check``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from twisted.logger import (
 from zope.interface import implementer
 
 from popframe.ops.logformat import event_fields, traceback_text
+from popframe.twisted_internals import classic_line
 from popframe.workers.contract import LOG_FD
 
 log = Logger(namespace="popframe.workers")
@@ -158,13 +160,20 @@ class LogRelay:
     at a time, split into lines and logged."""
 
     def __init__(self, worker_id: int,
-                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_event: Callable[[dict[str, Any]], None] | None = None,
+                 text_logs: list[tuple[Any, Callable[[float | None], str]]] | None = None
+                 ) -> None:
         self.worker_id = worker_id
-        #: Called with each log event of the worker (the pool watches for
-        #: ``popframe_ready`` and ``popframe_reload``).
+        #: Called with each log event of the worker that came whole (the
+        #: pool watches for :data:`PARENT_FIELDS`).
         self.on_event = on_event
+        #: The text logs' files and time formatters
+        #: (``twisted_internals.text_log_files``) a text line is written
+        #: to directly; None: it is published as an event.
+        self.text_logs = text_logs
         self.pid: int | None = None  # the worker's process, once spawned
         self._partial: dict[int, bytes] = {}
+        self._held: list[tuple[float | None, str, str]] = []  # text lines not written yet
 
     def data_received(self, fd: int, data: bytes) -> None:
         lines = (self._partial.pop(fd, b"") + data).split(b"\n")
@@ -175,11 +184,13 @@ class LogRelay:
             self._partial[fd] = rest
         for line in lines:
             self._line(fd, line)
+        self._write_held()
 
     def connection_lost(self, fd: int) -> None:
         rest = self._partial.pop(fd, b"")
         if rest:
             self._line(fd, rest)
+        self._write_held()
 
     def _line(self, fd: int, line: bytes) -> None:
         system = f"worker-{self.worker_id}"
@@ -190,20 +201,45 @@ class LogRelay:
             except ValueError:  # UnicodeDecodeError and JSONDecodeError too
                 pass
             else:
-                self._publish(event, system)
+                if read is event_from_text and self.text_logs is not None:
+                    if event["log_text"]:
+                        self._held.append((event["log_time"], self._system(event, system),
+                                           event["log_text"]))
+                else:
+                    self._publish(event, system)
                 return
+        self._write_held()  # in order, before this line
         text = line.decode("utf-8", "replace").rstrip("\r")
         if text.strip():
             # Output that is not a log event (a crash's traceback, a print).
             level = log.warn if fd == 2 else log.info
             level("{line}", line=text, log_system=system, popframe_worker=self.worker_id)
 
-    def _publish(self, event: dict[str, Any], system: str) -> None:
+    @staticmethod
+    def _system(event: dict[str, Any], system: str) -> str:
+        """``system`` (the worker) before the event's own system."""
         original = event.get("log_system")
         if original is None:  # what the text formatter would have shown
             level = event.get("log_level")
             original = f"{event.get('log_namespace', '-')}#{getattr(level, 'name', level)}"
-        event["log_system"] = system if original == "-" else f"{system} {original}"
+        return system if original == "-" else f"{system} {original}"
+
+    def _write_held(self) -> None:
+        """The text lines read so far, in one write to each text log."""
+        if not self._held or self.text_logs is None:
+            return
+        held, self._held = self._held, []
+        for file, format_time in self.text_logs:
+            try:
+                file.write("".join(classic_line(format_time(when), system, text)
+                                   for when, system, text in held))
+                file.flush()
+            except Exception:  # as the publisher does with an observer that fails
+                log.failure("writing worker-{id}'s log lines failed", id=self.worker_id)
+
+    def _publish(self, event: dict[str, Any], system: str) -> None:
+        self._write_held()  # in order, before this event
+        event["log_system"] = self._system(event, system)
         event["popframe_worker"] = self.worker_id
         event["popframe_worker_pid"] = self.pid
         globalLogPublisher(event)

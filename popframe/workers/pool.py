@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 from popframe.config import ConfigurationError
 from popframe.ops import sdnotify
 from popframe.ops.serving import install_signal_handlers
-from popframe.twisted_internals import dispatch_directly, faster_text_logs, only_text_logs
+from popframe.twisted_internals import dispatch_directly, faster_text_logs, text_log_files
 from popframe.uvloop_reactor import reactor_name
 from popframe.workers.contract import (
     FAKE_KEY_VARIABLE,
@@ -146,14 +146,17 @@ class WorkerPool(Service):
     def startService(self) -> None:
         super().startService()
         self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
-        self.reactor.callWhenRunning(self._start_all)
-        self.reactor.callWhenRunning(install_signal_handlers, self.reactor, self.reload,
-                                     self._stop)
+        self.reactor.callWhenRunning(self._running)
+
+    def _running(self) -> None:
         # The parent writes every worker's lines: twistd's text log, the
         # same lines for less CPU (as one process does, popframe.service),
-        # and no legacy log context per ready descriptor.
-        self.reactor.callWhenRunning(faster_text_logs)
-        self.reactor.callWhenRunning(dispatch_directly, self.reactor)
+        # before the workers start (text_log_files), and no legacy log
+        # context per ready descriptor.
+        faster_text_logs()
+        dispatch_directly(self.reactor)
+        install_signal_handlers(self.reactor, self.reload, self._stop)
+        self._start_all()
 
     def _stop(self, first: bool) -> None:
         if first:
@@ -170,6 +173,7 @@ class WorkerPool(Service):
         slot.restart = None
         if self._stopping:
             return
+        text_logs = text_log_files()
         spec = {
             "worker": slot.id,
             "parent": os.getpid(),
@@ -181,8 +185,8 @@ class WorkerPool(Service):
             ],
             "systemd": systemd_descriptors(),
             "reactor": reactor_name(self.reactor),
-            # Text alone is written of a worker's events: it sends just that.
-            "log_text_only": only_text_logs(),
+            # The log is text alone: a worker sends just that (workers.logs).
+            "log_text_only": text_logs is not None,
         }
         child_fds: dict[int, Any] = {LIFELINE_FD: "w", 1: "r", 2: "r", LOG_FD: "r"}
         for index, listener in enumerate(self.listeners):
@@ -205,6 +209,7 @@ class WorkerPool(Service):
         args = worker_command(spec)
         protocol = _WorkerProtocol(self, slot)
         protocol.relay.on_event = lambda event: self._worker_event(slot, event)
+        protocol.relay.text_logs = text_logs
         try:
             process = self.reactor.spawnProcess(
                 protocol, args[0], args, env=env, path=self.cwd, childFDs=child_fds)
