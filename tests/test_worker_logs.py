@@ -197,3 +197,44 @@ def test_the_parent_writes_text_lines_to_the_text_log_in_order() -> None:
         "[worker-3 popframe.session#info] first user='u1'",
         "[worker-3 popframe.session#info] ready",
         "[worker-3 popframe.session#warn] second\twith a tab"]
+
+
+class Reader:
+    """A worker's log pipe as the parent's reactor reads it."""
+
+    def __init__(self) -> None:
+        self.reading, self.connected, self.disconnecting = True, True, False
+
+    def stopReading(self) -> None:  # noqa: N802 (Twisted's name)
+        self.reading = False
+
+    def startReading(self) -> None:  # noqa: N802
+        self.reading = True
+
+
+def test_the_parent_leaves_a_log_pipe_unread_for_a_pause_after_reading_it(
+        published: list[dict[str, Any]]) -> None:
+    """Lines logged meanwhile wait in the pipe, to be read together."""
+    from types import SimpleNamespace
+
+    from twisted.internet.task import Clock
+
+    from popframe.workers.pool import LOG_PAUSE, _WorkerProtocol
+
+    clock = Clock()
+    worker = _WorkerProtocol(SimpleNamespace(reactor=clock, metrics_fd=None, metrics=None),
+                             SimpleNamespace(id=2))  # type: ignore[arg-type]
+    pipe, output = Reader(), Reader()
+    worker.transport = SimpleNamespace(pipes={LOG_FD: pipe, 1: output})  # type: ignore[assignment]
+    worker.childDataReceived(LOG_FD, worker_lines(lambda log: log.info("one")))
+    assert [formatEvent(event) for event in published] == ["one"]  # relayed at once
+    assert not pipe.reading and len(clock.getDelayedCalls()) == 1
+    worker.childDataReceived(1, b"printed\n")  # standard output: read as it comes
+    assert output.reading and len(clock.getDelayedCalls()) == 1
+    clock.advance(LOG_PAUSE)
+    assert pipe.reading
+    worker.childDataReceived(LOG_FD, worker_lines(lambda log: log.info("two")))
+    pipe.connected = False  # closed meanwhile: not read again
+    clock.advance(LOG_PAUSE)
+    assert not pipe.reading
+    assert [formatEvent(event) for event in published] == ["one", "printed", "two"]

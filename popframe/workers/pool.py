@@ -67,6 +67,11 @@ KILL_TIMEOUT = 5.0
 RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
 HEALTHY_UPTIME = 30.0
+#: Seconds the parent leaves a worker's log pipe unread after reading it.
+#: The lines logged meanwhile wait in the pipe (where a worker's death
+#: does not lose them) and are then read and written together: one
+#: wake-up of the parent for several lines instead of one each (issue 18).
+LOG_PAUSE = 0.005
 
 
 @dataclass
@@ -429,12 +434,29 @@ class _WorkerProtocol(ProcessProtocol):
         self.pool = pool
         self.slot = slot
         self.relay = LogRelay(slot.id)
+        self._log_paused = False
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD == self.pool.metrics_fd and self.pool.metrics is not None:
             self.pool.metrics.received(self.slot.id, data)
             return
         self.relay.data_received(childFD, data)
+        if childFD == LOG_FD:
+            self._pause_log()
+
+    def _pause_log(self) -> None:
+        """Leave the log pipe for :data:`LOG_PAUSE` seconds."""
+        reader = getattr(self.transport, "pipes", {}).get(LOG_FD)
+        if reader is None or self._log_paused:
+            return
+        reader.stopReading()
+        self._log_paused = True
+        self.pool.reactor.callLater(LOG_PAUSE, self._resume_log, reader)
+
+    def _resume_log(self, reader: Any) -> None:
+        self._log_paused = False
+        if reader.connected and not reader.disconnecting:
+            reader.startReading()
 
     def childConnectionLost(self, childFD: int) -> None:
         self.relay.connection_lost(childFD)
