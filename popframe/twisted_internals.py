@@ -349,24 +349,24 @@ def faster_text_logs(publisher: Any = None) -> int:
 def classic_log_text(event: dict[str, Any], format_time: Callable[[float | None], str]
                      ) -> str | None:
     """``formatEventAsClassicLogText(event, formatTime=format_time)``, with
-    no ``str.format`` pass for an event whose text is made (``log_format``
-    ``"{log_text}"``, no failure).  Relies on ``eventAsText``'s layout
-    and on ``_formatSystem``'s rule (``log_system``, else
-    ``namespace#level``), which a test compares line for line."""
+    no ``str.format`` pass for an event whose text is made (its format
+    only names a text field: ``logformat.made_text``) and that has no
+    failure.  Relies on ``eventAsText``'s layout and on
+    ``_formatSystem``'s rule (``log_system``, else ``namespace#level``),
+    which a test compares line for line."""
     from twisted.logger import formatEventAsClassicLogText
 
-    text = event.get("log_text")
-    if (type(text) is not str or event.get("log_format") != "{log_text}"
-            or "log_failure" in event or "log_flattened" in event):
+    from popframe.ops.logformat import made_text
+
+    text = made_text(event)
+    system = event.get("log_system")
+    if text is None or "log_failure" in event or not (system is None or type(system) is str):
         return formatEventAsClassicLogText(event, formatTime=format_time)
     if not text:
         return None
-    system = event.get("log_system")
     if system is None:
         level = event.get("log_level")
         system = f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
-    elif type(system) is not str:
-        return formatEventAsClassicLogText(event, formatTime=format_time)
     return classic_line(format_time(event.get("log_time")), system, text)
 
 

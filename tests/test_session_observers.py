@@ -495,3 +495,19 @@ def test_session_observer_for_the_factory() -> None:
 ])
 def test_listener_names(description: str, name: str) -> None:
     assert listener_name(description) == name
+
+
+def test_event_text_is_what_twisted_formats() -> None:
+    from popframe.ops.logformat import event_text
+
+    events: list[dict[str, Any]] = [
+        {"log_format": "{login_text}", "login_text": "login ok user={user}"},
+        {"log_format": "{n}", "n": 3},
+        {"log_format": "{a}{b}", "a": "x", "b": "y"},
+        {"log_format": "{missing}"},
+        {"log_format": "{text!r}", "text": "quoted"},
+        {"log_format": "no fields"},
+        {},
+    ]
+    for event in events:
+        assert event_text(event) == formatEvent(event)

@@ -364,6 +364,11 @@ def test_classic_log_text_writes_what_twisted_writes() -> None:
         dict(made, log_text="failed", log_failure=failure),
         dict(made, log_text="a system that is no str", log_system=7),
         {"log_format": "line {n}", "n": 3, "log_time": None},  # not made: formatted
+        dict(made, log_format="{login_text}", login_text="login ok {user}"),  # made elsewhere
+        dict(made, log_format="{n}", n=3),  # names a field that is no text
+        dict(made, log_format="{a}{b}", a="x", b="y"),
+        dict(made, log_format="{login_text}"),  # names a field the event lacks
+        dict(made, log_format="{text!r}", text="quoted"),
     ]
     for event in events:
         assert internals.classic_log_text(event, internals._rfc3339_per_second()) == \

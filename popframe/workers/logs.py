@@ -32,12 +32,11 @@ from twisted.logger import (
     ILogObserver,
     Logger,
     LogLevel,
-    formatEvent,
     globalLogPublisher,
 )
 from zope.interface import implementer
 
-from popframe.ops.logformat import event_fields, traceback_text
+from popframe.ops.logformat import event_fields, event_text, traceback_text
 from popframe.twisted_internals import classic_line
 from popframe.workers.contract import LOG_FD
 
@@ -78,7 +77,7 @@ def relayed_event(event: dict[str, Any]) -> str:
     system = event.get("log_system")
     if isinstance(system, str):
         line["log_system"] = system
-    line["log_text"] = formatEvent(event)
+    line["log_text"] = event_text(event)
     failure = event.get("log_failure")
     if failure is not None:
         line["log_traceback"] = traceback_text(failure)
@@ -96,7 +95,7 @@ def relayed_text(event: dict[str, Any]) -> str | None:
     system = event.get("log_system")
     head = (f"{event.get('log_time')!r}\t{getattr(level, 'name', '')}\t"
             f"{event.get('log_namespace') or ''}\t{system if isinstance(system, str) else ''}")
-    text = formatEvent(event)
+    text = event_text(event)
     if head.count("\t") != 3 or "\n" in head or "\n" in text:
         return None
     return f"{TEXT}{head}\t{text}\n"
