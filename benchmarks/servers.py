@@ -41,12 +41,14 @@ def corpus_for_dovecot(corpus: Path) -> None:
         marker.touch()
 
 
-def twistd() -> list[str]:
-    """The twistd of this Python (the pyenv shim could pick another)."""
-    sibling = Path(sys.executable).parent / "twistd"
+def twistd(python: str | None = None) -> list[str]:
+    """The twistd of this Python, or of ``python`` (the pyenv shim could
+    pick another)."""
+    python = python or sys.executable
+    sibling = Path(python).parent / "twistd"
     if sibling.exists():
         return [str(sibling)]
-    return [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.exit(run())"]
+    return [python, "-c", "import sys; from twisted.scripts.twistd import run; sys.exit(run())"]
 
 
 def free_port() -> int:
@@ -341,19 +343,21 @@ class Popframe(Server):
 
     def __init__(self, workdir: Path, corpus: Path, workers: int | None = None,
                  src: Path = REPO, auth_cache: bool = False, reactor: str | None = None,
-                 revision: str | None = None) -> None:
+                 revision: str | None = None, python: str | None = None) -> None:
         self.workers = workers
         self.reactor = reactor
+        self.python = python  # another interpreter's venv (with popframe's dependencies)
         self.src = src
         self.auth_cache = auth_cache
         self.backlog: int | None = None  # None: Twisted's default (50)
         self.name = (("popframe" if not workers else f"popframe-w{workers}") + ("+cache" if auth_cache else "")
-                     + (f"+{reactor}" if reactor else "") + (f"@{revision}" if revision else ""))
+                     + (f"+{reactor}" if reactor else "") + (f"+py={python}" if python else "")
+                     + (f"@{revision}" if revision else ""))
         super().__init__(workdir, corpus)
 
     def command(self) -> list[str]:
         reactor = ["-r", self.reactor] if self.reactor else []
-        cmd = [*twistd(), "-n", "--pidfile=", f"--logfile={self.log}", *reactor, "pop3",
+        cmd = [*twistd(self.python), "-n", "--pidfile=", f"--logfile={self.log}", *reactor, "pop3",
                "--listen", f"tcp:{self.port}:interface=127.0.0.1"
                + (f":backlog={self.backlog}" if self.backlog else ""),
                "--store", f"maildir:{self.maildirs}/%u/Maildir",
@@ -523,8 +527,9 @@ class Ceiling(Server):
 
 def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REPO) -> Server:
     """``dovecot``, ``popframe``, ``popframe-wN`` (--workers N); a popframe
-    name may end in ``+cache`` (--auth-cache-ttl 3600) and ``+uvloop``, ``+asyncio``,
-    ``+poll`` (``twistd -r``); ``ceiling`` (the
+    name may end in ``+cache`` (--auth-cache-ttl 3600), ``+uvloop``, ``+asyncio``,
+    ``+poll`` (``twistd -r``) and ``+py=PYTHON`` (another interpreter, from a venv with
+    popframe's dependencies: ``+py=/tmp/v313/bin/python``); ``ceiling`` (the
     minimal C server, two processes); ``sql-*`` (sql_servers.py) and
     ``ldap-wN[+ldapcache]`` (ldap_servers.py).  A popframe or sql-* name may end in ``@REV``:
     that commit (``git archive``), so two revisions run side by side in one
@@ -548,7 +553,9 @@ def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REP
         return Dovecot(workdir, corpus, hash_in_workers=kind == "dovecot+workers")
     base, *options = kind.split("+")
     reactors = [o for o in options if o in ("uvloop", "asyncio", "epoll", "poll")]
-    if set(options) - {"cache", *reactors} or len(reactors) > 1 or not base.startswith("popframe"):
+    pythons = [o for o in options if o.startswith("py=")]
+    if (set(options) - {"cache", *reactors, *pythons} or len(reactors) > 1 or len(pythons) > 1
+            or not base.startswith("popframe")):
         raise ValueError(f"unknown server {kind!r}")
     workers = int(base[len("popframe-w"):]) if base.startswith("popframe-w") else None
     if base != "popframe" and workers is None:
@@ -556,7 +563,7 @@ def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REP
     return Popframe(workdir, corpus, workers=workers,
                     src=export_popframe(rev, workdir) if at else popframe_src,
                     auth_cache="cache" in options, reactor=reactors[0] if reactors else None,
-                    revision=rev if at else None)
+                    revision=rev if at else None, python=pythons[0][3:] if pythons else None)
 
 
 def probe_twisted_mail(workdir: Path, timeout: float = 20.0) -> str:
