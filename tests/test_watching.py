@@ -201,9 +201,14 @@ def test_one_view_across_workers(home: MailHome) -> None:
             port, lambda s: logins(s) == 5 and total(s, "popframe_sessions_total") == 5,
             "5 sessions over both workers")
         assert total(samples, "popframe_sessions_open") == 0
-        served = {w: len(re.findall(rf"\[worker-{w} popframe\.server#info\] login ok", pool.text()))
-                  for w in (1, 2)}
-        assert served == {1: 2, 2: 3}
+        def served(text: str) -> dict[int, int] | None:
+            """Logins per worker, once the log has all five (a worker's
+            lines reach it up to workers.LOG_PAUSE after the metrics)."""
+            found = {w: len(re.findall(rf"\[worker-{w} popframe\.server#info\] login ok", text))
+                     for w in (1, 2)}
+            return found if sum(found.values()) == 5 else None
+
+        assert pool.wait(served, "five login lines") == {1: 2, 2: 3}
         # A stopped worker does not hold the page up beyond the timeout.
         stopped = pool.pids()[2]
         os.kill(stopped, signal.SIGSTOP)
