@@ -33,6 +33,7 @@ __all__ = [
     "behind_haproxy",
     "classic_line",
     "classic_log_text",
+    "classic_system",
     "dispatch_directly",
     "faster_text_logs",
     "fired",
@@ -323,9 +324,9 @@ def _text_file_observer_time_format(observer: Any) -> Any:
 def faster_text_logs(publisher: Any = None) -> int:
     """Have each text log observer of ``publisher`` (the global one: what
     twistd logs to) format its timestamps once per second, and an event
-    whose text is already made (``log_format`` ``"{log_text}"``: what a
-    worker relays) without a ``str.format`` pass; the lines stay exactly
-    what ``textFileLogObserver`` writes.  Returns how many were changed.
+    whose text is already made (:func:`classic_log_text`) without a
+    ``str.format`` pass; the lines stay exactly what
+    ``textFileLogObserver`` writes.  Returns how many were changed.
 
     Relies on ``LogPublisher._observers`` and on ``textFileLogObserver``
     giving a ``FileLogObserver`` whose ``formatEvent`` is its local
@@ -364,10 +365,15 @@ def classic_log_text(event: dict[str, Any], format_time: Callable[[float | None]
         return formatEventAsClassicLogText(event, formatTime=format_time)
     if not text:
         return None
-    if system is None:
-        level = event.get("log_level")
-        system = f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
-    return classic_line(format_time(event.get("log_time")), system, text)
+    return classic_line(format_time(event.get("log_time")), system or classic_system(event), text)
+
+
+def classic_system(event: dict[str, Any]) -> str:
+    """The system a text log shows for an event without ``log_system``:
+    ``namespace#level`` (``_formatSystem``'s rule, ``-`` for either one
+    missing)."""
+    level = event.get("log_level")
+    return f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
 
 
 def classic_line(stamp: str, system: str, text: str) -> str:

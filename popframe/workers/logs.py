@@ -37,7 +37,7 @@ from twisted.logger import (
 from zope.interface import implementer
 
 from popframe.ops.logformat import event_fields, event_text, traceback_text
-from popframe.twisted_internals import classic_line
+from popframe.twisted_internals import classic_line, classic_system
 from popframe.workers.contract import LOG_FD
 
 log = Logger(namespace="popframe.workers")
@@ -163,6 +163,7 @@ class LogRelay:
                  text_logs: list[tuple[Any, Callable[[float | None], str]]] | None = None
                  ) -> None:
         self.worker_id = worker_id
+        self.system = f"worker-{worker_id}"  # before each line's own system
         #: Called with each log event of the worker that came whole (the
         #: pool watches for :data:`PARENT_FIELDS`).
         self.on_event = on_event
@@ -192,7 +193,6 @@ class LogRelay:
         self._write_held()
 
     def _line(self, fd: int, line: bytes) -> None:
-        system = f"worker-{self.worker_id}"
         read = _READERS.get(line[:1]) if fd == LOG_FD else None
         if read is not None:
             try:
@@ -202,26 +202,25 @@ class LogRelay:
             else:
                 if read is event_from_text and self.text_logs is not None:
                     if event["log_text"]:
-                        self._held.append((event["log_time"], self._system(event, system),
+                        self._held.append((event["log_time"], self._system(event),
                                            event["log_text"]))
                 else:
-                    self._publish(event, system)
+                    self._publish(event)
                 return
         self._write_held()  # in order, before this line
         text = line.decode("utf-8", "replace").rstrip("\r")
         if text.strip():
             # Output that is not a log event (a crash's traceback, a print).
             level = log.warn if fd == 2 else log.info
-            level("{line}", line=text, log_system=system, popframe_worker=self.worker_id)
+            level("{line}", line=text, log_system=self.system, popframe_worker=self.worker_id)
 
-    @staticmethod
-    def _system(event: dict[str, Any], system: str) -> str:
-        """``system`` (the worker) before the event's own system."""
+    def _system(self, event: dict[str, Any]) -> str:
+        """The worker before the event's own system (or what the text
+        formatter would have shown for it)."""
         original = event.get("log_system")
-        if original is None:  # what the text formatter would have shown
-            level = event.get("log_level")
-            original = f"{event.get('log_namespace', '-')}#{getattr(level, 'name', level)}"
-        return system if original == "-" else f"{system} {original}"
+        if original is None:
+            original = classic_system(event)
+        return self.system if original == "-" else f"{self.system} {original}"
 
     def _write_held(self) -> None:
         """The text lines read so far, in one write to each text log."""
@@ -236,9 +235,9 @@ class LogRelay:
             except Exception:  # as the publisher does with an observer that fails
                 log.failure("writing worker-{id}'s log lines failed", id=self.worker_id)
 
-    def _publish(self, event: dict[str, Any], system: str) -> None:
+    def _publish(self, event: dict[str, Any]) -> None:
         self._write_held()  # in order, before this event
-        event["log_system"] = self._system(event, system)
+        event["log_system"] = self._system(event)
         event["popframe_worker"] = self.worker_id
         event["popframe_worker_pid"] = self.pid
         globalLogPublisher(event)
