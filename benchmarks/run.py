@@ -59,6 +59,11 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def uses_c_loadgen(a: argparse.Namespace, scenario: str) -> bool:
+    """``--loadgen c`` runs the plain-TCP check and drain; loadgen.py the rest."""
+    return a.loadgen == "c" and not a.tls and scenario in ("check", "drain")
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, manifest: dict, corpus_dir: Path) -> None:
         self.a = args
@@ -85,6 +90,8 @@ class Bench:
             cmd.append("--no-crc")
         if self.a.tls:
             cmd.append("--tls-resume" if self.a.tls_resume else "--tls")
+        if uses_c_loadgen(self.a, scenario):
+            cmd += ["--engine", "c"]
         rss0 = srv.tree_rss(server.pid)
         cpu0, busy0, own0 = srv.tree_cpu(server.pid), machine_busy(), own_cpu()
         db0 = server.database_cpu()
@@ -359,6 +366,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --tls: each of the c concurrent clients resumes the TLS session (ticket) "
                         "of its previous connection, as a polling client does; the report counts the "
                         "handshakes that resumed")
+    p.add_argument("--loadgen", choices=("c", "python"), default="c",
+                   help="c (default): plain-TCP check and drain by the load generator in C "
+                        "(ceiling/pop3_load.c), which leaves the servers most of the CPU the Python "
+                        "one takes on a 2-core machine; TLS and the other scenarios always run "
+                        "loadgen.py. python: loadgen.py for everything (as every run before this option)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/popbench"))
     p.add_argument("--popframe-rev", help="benchmark this commit (git archive) instead of the working tree; "
                    "'worktree': a copy of the working tree taken at start")
@@ -477,7 +489,9 @@ def main(argv: list[str] | None = None) -> None:
         + ("implicit TLS 1.3 (ECDSA P-256, each client resuming its previous connection's TLS session) on 127.0.0.1"
            if a.tls_resume else
            "implicit TLS 1.3 (ECDSA P-256, no session resumption) on 127.0.0.1" if a.tls
-         else "plain TCP (no TLS) on 127.0.0.1"),
+         else "plain TCP (no TLS) on 127.0.0.1")
+        + ("; check and drain loaded by the C load generator (ceiling/pop3_load.c)"
+           if uses_c_loadgen(a, "check") else "; loaded by loadgen.py (Python)"),
     ]
     if twisted_mail:
         text.append(f"- Twisted's own `twistd mail` POP3: {twisted_mail}")

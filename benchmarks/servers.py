@@ -525,12 +525,41 @@ class Ceiling(Server):
                 str(self.corpus / "passwd"), str(self.workers)]
 
 
+class PopframeOnUvloop(Popframe):
+    """``benchmarks/ceiling/popframe_on_uvloop.py``: popframe's factory (the
+    same options, store, checkers, core and login line) with uvloop's own
+    transports under ``POP3ServerProtocol`` instead of Twisted's reactor
+    and ``tcp.Connection``: issue 18's prototype of another connection loop."""
+
+    def __init__(self, workdir: Path, corpus: Path, workers: int = 2, fast_retr: bool = False) -> None:
+        super().__init__(workdir, corpus, workers=workers)
+        self.fast_retr = fast_retr
+        self.name = f"uvbridge-w{workers}" + ("+fastretr" if fast_retr else "")
+        self.dir = workdir / self.name
+        self.maildirs = self.dir / "maildirs"
+        self.log = self.dir / "server.log"
+
+    def prepare(self) -> None:
+        if self.tls:
+            raise RuntimeError("the uvloop bridge prototype speaks no TLS")
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(REPO / "benchmarks" / "ceiling" / "popframe_on_uvloop.py"),
+                str(self.port), str(self.workers), str(self.log),
+                *(["--fast-retr"] if self.fast_retr else []), "--",
+                "--store", f"maildir:{self.maildirs}/%u/Maildir",
+                "--auth", f"passwd-file:{self.corpus / 'passwd'}",
+                "--max-connections-per-ip", "0"]
+
+
 def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REPO) -> Server:
     """``dovecot``, ``popframe``, ``popframe-wN`` (--workers N); a popframe
     name may end in ``+cache`` (--auth-cache-ttl 3600), ``+uvloop``, ``+asyncio``,
     ``+poll`` (``twistd -r``) and ``+py=PYTHON`` (another interpreter, from a venv with
     popframe's dependencies: ``+py=/tmp/v313/bin/python``); ``ceiling`` (the
-    minimal C server, two processes); ``sql-*`` (sql_servers.py) and
+    minimal C server, two processes); ``uvbridge-wN`` (popframe on uvloop's
+    own transports, N processes, ``+fastretr``: with RETR's short path:
+    benchmarks/ceiling/popframe_on_uvloop.py); ``sql-*`` (sql_servers.py) and
     ``ldap-wN[+ldapcache]`` (ldap_servers.py).  A popframe or sql-* name may end in ``@REV``:
     that commit (``git archive``), so two revisions run side by side in one
     run (``popframe-w2@0f59750,popframe-w2,dovecot``: before and after)."""
@@ -539,6 +568,11 @@ def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REP
         raise ValueError(f"@REV is for popframe servers, not {kind!r}")
     if kind == "ceiling":
         return Ceiling(workdir, corpus)
+    if kind.startswith("uvbridge-w"):
+        base, plus, option = kind.partition("+")
+        if plus and option != "fastretr":
+            raise ValueError(f"unknown server {kind!r}")
+        return PopframeOnUvloop(workdir, corpus, int(base[len("uvbridge-w"):]), fast_retr=bool(plus))
     if kind.startswith("sql-"):  # popframe's SQL store: benchmarks/sql_servers.py
         from sql_servers import make_sql_server
 
