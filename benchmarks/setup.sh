@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install what the benchmark needs, checking first; safe to run again.
 #   - Debian: dovecot-core, dovecot-pop3d (the server we compare against),
-#     dovecot-lmtpd (its LMTP server, for benchmarks/delivery.py)
+#     dovecot-lmtpd (its LMTP server, for benchmarks/delivery.py); gcc,
+#     libssl-dev, libcrypt-dev, zlib1g-dev (ceiling/pop3_ceiling.c and the
+#     C load generator ceiling/pop3_load.c, compiled by run.py)
 #   - a "popbench" system user that owns Dovecot's copy of the maildirs
 #   - PyPI: uvloop (the load generator's event loop), py-spy (profiling)
 # Needs root for apt-get and useradd.  Starts no service: the benchmark runs
@@ -11,7 +13,7 @@
 set -euo pipefail
 
 need_apt=()
-for pkg in dovecot-core dovecot-pop3d dovecot-lmtpd; do
+for pkg in dovecot-core dovecot-pop3d dovecot-lmtpd gcc libssl-dev libcrypt-dev zlib1g-dev; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
         need_apt+=("$pkg")
     fi
