@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--analyse", type=Path, help="only analyse an existing raw file")
     p.add_argument("--perf", action="store_true",
                    help="CPU samples with perf and Python 3.13's perf_jit instead of py-spy")
+    p.add_argument("--loadgen", choices=("c", "python"), default="c",
+                   help="the load generator for check and drain, as run.py's --loadgen")
     a = p.parse_args(argv)
     if a.analyse:
         print(analyse_perf(a.analyse) if a.analyse.suffix == ".perf" else analyse(a.analyse))
@@ -221,8 +223,10 @@ def main(argv: list[str] | None = None) -> None:
         time.sleep(1)
         if a.scenario == "drain+dele":
             server.copy_users(users)
+        engine = ["--engine", "c"] if a.loadgen == "c" and a.scenario in ("check", "drain") else []
         r = subprocess.run(lg + ["--scenario", a.scenario, "-c", str(a.concurrency),
-                                 "--duration", str(a.duration)], check=True, capture_output=True, text=True)
+                                 "--duration", str(a.duration), *engine],
+                           check=True, capture_output=True, text=True)
         result = json.loads(r.stdout)
         cpu = srv.tree_cpu(server.pid) - cpu0
         for spy in spies:
