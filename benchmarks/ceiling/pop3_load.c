@@ -363,7 +363,7 @@ int main(int argc, char **argv) {
                 if (got < 0 && errno == EAGAIN) break;
                 char detail[100];
                 snprintf(detail, sizeof detail, "%s: in %s", users[c->user].name, STAGE[c->state]);
-                error(got == 0 ? "eof" : "reset", detail);
+                error(got == 0 ? "eof" : errno == ECONNREFUSED ? "connect" : "reset", detail);
                 finish(c, 0);
                 break;
             }
