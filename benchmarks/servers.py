@@ -525,19 +525,20 @@ class Ceiling(Server):
                 str(self.corpus / "passwd"), str(self.workers)]
 
 
-class PopframeOnUvloop(Popframe):
+class PopframeOnUvloop(Server):
     """``benchmarks/ceiling/popframe_on_uvloop.py``: popframe's factory (the
     same options, store, checkers, core and login line) with uvloop's own
     transports under ``POP3ServerProtocol`` instead of Twisted's reactor
     and ``tcp.Connection``: issue 18's prototype of another connection loop."""
 
     def __init__(self, workdir: Path, corpus: Path, workers: int = 2, fast_retr: bool = False) -> None:
-        super().__init__(workdir, corpus, workers=workers)
+        self.workers = workers
         self.fast_retr = fast_retr
         self.name = f"uvbridge-w{workers}" + ("+fastretr" if fast_retr else "")
-        self.dir = workdir / self.name
-        self.maildirs = self.dir / "maildirs"
-        self.log = self.dir / "server.log"
+        super().__init__(workdir, corpus)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(REPO)}
 
     def prepare(self) -> None:
         if self.tls:

@@ -38,7 +38,7 @@
 #include <zlib.h>
 
 typedef struct { char *uid; long size; unsigned long crc; } Msg;
-typedef struct { char *name; char *password; int count; Msg *msgs; int busy; } User;
+typedef struct { char *name; char *password; int count; Msg *msgs; } User;
 
 enum { S_GREETING, S_USER, S_PASS, S_STAT, S_UIDL, S_LIST, S_RETR, S_QUIT };
 static const char *STAGE[] = {"greeting", "USER", "PASS", "STAT", "UIDL", "LIST", "RETR", "QUIT"};
@@ -97,7 +97,7 @@ static void load_users(const char *path) {
         if (sscanf(line, "U %511s %511s %d", a, b, &count) == 3) {
             users = realloc(users, (nusers + 1) * sizeof(User));
             u = &users[nusers++];
-            u->name = strdup(a); u->password = strdup(b); u->count = count; u->busy = 0;
+            u->name = strdup(a); u->password = strdup(b); u->count = count;
             u->msgs = calloc(count ? count : 1, sizeof(Msg)); m = 0;
         } else if (u && sscanf(line, "M %511s %ld %lu", a, &size, &crc) == 3 && m < u->count) {
             u->msgs[m].uid = strdup(a); u->msgs[m].size = size; u->msgs[m].crc = crc; m++;
@@ -118,11 +118,13 @@ static void send_line(Conn *c, const char *fmt, const char *arg, int n) {
     if (write(c->fd, out, len) != len) error("write", strerror(errno));
 }
 
+/* A user no session is using any more: free for the next session. */
+static void give_back(int user) { free_q[(q_head + q_len++) % nusers] = user; }
+
 static void finish(Conn *c, int ok) {
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
-    users[c->user].busy = 0;
-    free_q[(q_head + q_len++) % nusers] = c->user;
+    give_back(c->user);
     free(c->sizes); c->sizes = NULL;
     free(c->bynum); c->bynum = NULL;
     c->active = 0; c->len = 0;
@@ -138,7 +140,6 @@ static void finish(Conn *c, int ok) {
 static int start(Conn *c) {
     if (!q_len) return 0;
     c->user = free_q[q_head]; q_head = (q_head + 1) % nusers; q_len--;
-    users[c->user].busy = 1;
     sessions_started++;
     c->started = now();
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
@@ -146,7 +147,7 @@ static int start(Conn *c) {
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (connect(c->fd, (struct sockaddr *)&target, sizeof target) < 0 && errno != EINPROGRESS) {
         error("connect", strerror(errno)); close(c->fd); c->fd = -1;
-        users[c->user].busy = 0; free_q[(q_head + q_len++) % nusers] = c->user;
+        give_back(c->user);
         sessions_failed++;
         return 1;
     }

@@ -98,10 +98,6 @@ class _Transport:
     """What ``POP3ServerProtocol`` uses of a Twisted transport, on an
     asyncio (uvloop) transport."""
 
-    disconnecting = False
-    connected = True
-    TLS = False
-
     def __init__(self, transport: asyncio.Transport) -> None:
         self._t = transport
         self._producer: Any = None
@@ -117,11 +113,9 @@ class _Transport:
         self._t.writelines(data)
 
     def loseConnection(self) -> None:
-        self.disconnecting = True
         self._t.close()  # after what is buffered is sent
 
     def abortConnection(self) -> None:
-        self.disconnecting = True
         self._t.abort()
 
     def getPeer(self) -> IPv4Address:
@@ -167,8 +161,6 @@ class _Bridge(asyncio.Protocol):
         self._protocol.dataReceived(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        assert self._transport is not None
-        self._transport.connected = False
         self._protocol.connectionLost(Failure(ConnectionDone()))
 
     def pause_writing(self) -> None:
