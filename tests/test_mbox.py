@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from popframe.stores.mbox import MboxStore, MessageMoved
 from popframe.stores.mbox import index as index_module
 from popframe.stores.mbox.format import Quoter, Unquoter, from_line
 from popframe.stores.mbox.locks import LockTimeout, MboxLocks, dotlock_path
-from popframe.testing import failure_of, result_of
+from popframe.testing import failure_of, result_of, wait_until
 
 pytestmark = pytest.mark.core
 
@@ -267,6 +268,42 @@ def test_dotlocks(tmp_path: Path) -> None:
     finally:
         os.close(fd)
         os.close(other)
+
+
+@pytest.mark.process
+def test_waiting_for_a_dotlock_leaves_the_kernel_lock_free(tmp_path: Path) -> None:
+    """Another program (Postfix's local) holds the dotlock and wants the
+    kernel lock: popframe, waiting for the dotlock, must not sit on the
+    kernel lock meanwhile (it did, and the two waited on each other until
+    Postfix gave up after 20 s and deferred the mail)."""
+    path = str(tmp_path / "alice")
+    Path(path).write_bytes(b"")
+    lock = Path(dotlock_path(path))
+    lock.write_text("")  # the other program's dotlock, fresh
+    ours, theirs = os.open(path, os.O_RDWR), os.open(path, os.O_RDWR)
+    other = MboxLocks(theirs, path)  # the other program's kernel lock, on its own descriptor
+    taken = threading.Event()
+
+    def take() -> None:
+        with MboxLocks(ours, path, timeout=30):
+            taken.set()
+
+    waiting = threading.Thread(target=take)
+    waiting.start()
+    try:
+        wait_until(lambda: other._kernel_lock(True), "the kernel lock while popframe waits",
+                   timeout=5, interval=0.01)
+        assert not taken.is_set()
+        lock.unlink()  # the other program has appended, and lets go
+        other._kernel_lock(False)
+        waiting.join(30)
+        assert taken.is_set() and not lock.exists()
+    finally:
+        if lock.exists():
+            lock.unlink()
+        waiting.join(30)
+        os.close(ours)
+        os.close(theirs)
 
 
 def test_a_dotlock_holds_its_owner_from_its_first_instant(

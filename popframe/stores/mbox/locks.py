@@ -13,9 +13,14 @@ for a POP3 session's length, so Postfix can append during a long one.
   One older than ``stale`` seconds is broken, as Postfix breaks one after
   ``stale_lock_time`` (500 s); one popframe made in a process that is
   gone (SIGKILL) is broken at once.
-- Postfix takes the dotlock first and defers a delivery at once when it
-  is held, so the other order cannot deadlock with us; waits are bounded
-  anyway (``timeout``), and a timeout is a temporary failure.
+- Both or neither: popframe never waits for one lock while it holds the
+  other.  Postfix's local(8) holds its dotlock while it retries the
+  kernel lock (``deliver_lock_attempts`` times ``deliver_lock_delay``:
+  20 s), so holding the kernel lock while waiting for that dotlock kept
+  both waiting until Postfix gave up and deferred the mail ("unable to
+  lock for exclusive access", seen in CI).  So when the dotlock is held,
+  the kernel lock is let go before the next try.  Waits are bounded
+  (``timeout``), and a timeout is a temporary failure.
 """
 
 from __future__ import annotations
@@ -66,16 +71,31 @@ class MboxLocks:
         self.timeout = timeout
         self.stale = stale
         self._dotlock: str | None = None
+        self._missing = path  # the lock a timeout names: the one last found held
 
     def __enter__(self) -> MboxLocks:
         deadline = time.monotonic() + self.timeout
-        _wait(lambda: self._kernel_lock(True), deadline, f"{self.path} (fcntl)")
         try:
-            _wait(self._take_dotlock, deadline, dotlock_path(self.path))
+            _wait(self._take_both, deadline, self.path)
+        except LockTimeout:
+            raise LockTimeout(errno.EAGAIN, "lock held too long", self._missing) from None
+        return self
+
+    def _take_both(self) -> bool:
+        """The kernel lock, then the dotlock; if the dotlock is held, the
+        kernel lock is released again (both or neither: see the module)."""
+        self._missing = f"{self.path} (fcntl)"
+        if not self._kernel_lock(True):
+            return False
+        self._missing = dotlock_path(self.path)
+        try:
+            taken = self._take_dotlock()
         except BaseException:
             self._kernel_lock(False)
             raise
-        return self
+        if not taken:
+            self._kernel_lock(False)
+        return taken
 
     def __exit__(self, *exc: Any) -> None:
         try:
