@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
                                            scheme="SHA512-CRYPT", big_mb=0, huge=0,
                                            lf_fraction=0.05)
     users = sorted(u for u in manifest["users"] if u.startswith("u"))
-    server = srv.make_server("sql-postgresql" + ("+socket" if a.socket else ""), a.workdir / "sql-statements", corpus, srv.REPO)
+    kind = "sql-postgresql+socket" if a.socket else "sql-postgresql"
+    server = srv.make_server(kind, a.workdir / "sql-statements", corpus, srv.REPO)
     shutil.rmtree(server.dir, ignore_errors=True)
     server.prepare()  # the database and its rows; no popframe process is needed
     try:

@@ -71,7 +71,7 @@ class MboxLocks:
         self.timeout = timeout
         self.stale = stale
         self._dotlock: str | None = None
-        self._missing = path  # the lock a timeout names: the one last found held
+        self._missing = ""  # the lock a timeout names: the one last found held
 
     def __enter__(self) -> MboxLocks:
         deadline = time.monotonic() + self.timeout
@@ -88,13 +88,12 @@ class MboxLocks:
         if not self._kernel_lock(True):
             return False
         self._missing = dotlock_path(self.path)
+        taken = False
         try:
             taken = self._take_dotlock()
-        except BaseException:
-            self._kernel_lock(False)
-            raise
-        if not taken:
-            self._kernel_lock(False)
+        finally:
+            if not taken:
+                self._kernel_lock(False)
         return taken
 
     def __exit__(self, *exc: Any) -> None:
