@@ -525,11 +525,39 @@ class Ceiling(Server):
                 str(self.corpus / "passwd"), str(self.workers)]
 
 
-class PopframeOnUvloop(Server):
+class _Prototype(Server):
+    """A launcher in ``benchmarks/ceiling/`` that forks ``workers``
+    processes of popframe's own factory on one listening socket, given
+    ``twistd pop3``'s options after ``--``.  Plain TCP only."""
+
+    script = ""
+    python = sys.executable
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def prepare(self) -> None:
+        if self.tls:
+            raise RuntimeError(f"the {self.name} prototype speaks no TLS")
+
+    def launcher_args(self) -> list[str]:
+        raise NotImplementedError
+
+    def command(self) -> list[str]:
+        return [self.python, str(REPO / "benchmarks" / "ceiling" / self.script),
+                *self.launcher_args(), "--",
+                "--store", f"maildir:{self.maildirs}/%u/Maildir",
+                "--auth", f"passwd-file:{self.corpus / 'passwd'}",
+                "--max-connections-per-ip", "0"]
+
+
+class PopframeOnUvloop(_Prototype):
     """``benchmarks/ceiling/popframe_on_uvloop.py``: popframe's factory (the
     same options, store, checkers, core and login line) with uvloop's own
     transports under ``POP3ServerProtocol`` instead of Twisted's reactor
     and ``tcp.Connection``: issue 18's prototype of another connection loop."""
+
+    script = "popframe_on_uvloop.py"
 
     def __init__(self, workdir: Path, corpus: Path, workers: int = 2, fast_retr: bool = False) -> None:
         self.workers = workers
@@ -537,20 +565,44 @@ class PopframeOnUvloop(Server):
         self.name = f"uvbridge-w{workers}" + ("+fastretr" if fast_retr else "")
         super().__init__(workdir, corpus)
 
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONPATH": str(REPO)}
+    def launcher_args(self) -> list[str]:
+        return [str(self.port), str(self.workers), str(self.log),
+                *(["--fast-retr"] if self.fast_retr else [])]
+
+
+class PopframeCompiled(_Prototype):
+    """``benchmarks/ceiling/popframe_compiled.py``: popframe's factory on
+    the epoll reactor, with a session's transaction loop (STAT, LIST, UIDL,
+    RETR of wire-ready files) served in C from its first RETR on
+    (``pop3_transaction.c``, compiled here for the interpreter that runs
+    it): issue 18's prototype of a compiled hot path.  ``handoff=False``
+    (``+python``): the same launcher without the C, its baseline."""
+
+    script = "popframe_compiled.py"
+
+    def __init__(self, workdir: Path, corpus: Path, workers: int = 2, handoff: bool = True,
+                 python: str | None = None) -> None:
+        self.workers = workers
+        self.handoff = handoff
+        self.python = python or sys.executable
+        self.name = (f"compiled-w{workers}" + ("" if handoff else "+python")
+                     + (f"+py={python}" if python else ""))
+        super().__init__(workdir, corpus)
 
     def prepare(self) -> None:
-        if self.tls:
-            raise RuntimeError("the uvloop bridge prototype speaks no TLS")
+        super().prepare()
+        include, suffix = subprocess.run(
+            [self.python, "-c", "import sysconfig; print(sysconfig.get_paths()['include']);"
+             " print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+            check=True, capture_output=True, text=True).stdout.split()
+        source = REPO / "benchmarks" / "ceiling" / "pop3_transaction.c"
+        subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", f"-I{include}",
+                        "-o", str(self.dir / f"_pop3_transaction{suffix}"), str(source)],
+                       check=True)
 
-    def command(self) -> list[str]:
-        return [sys.executable, str(REPO / "benchmarks" / "ceiling" / "popframe_on_uvloop.py"),
-                str(self.port), str(self.workers), str(self.log),
-                *(["--fast-retr"] if self.fast_retr else []), "--",
-                "--store", f"maildir:{self.maildirs}/%u/Maildir",
-                "--auth", f"passwd-file:{self.corpus / 'passwd'}",
-                "--max-connections-per-ip", "0"]
+    def launcher_args(self) -> list[str]:
+        return [str(self.dir), str(self.port), str(self.workers), str(self.log),
+                *([] if self.handoff else ["--python"])]
 
 
 def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REPO) -> Server:
@@ -560,7 +612,9 @@ def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REP
     popframe's dependencies: ``+py=/tmp/v313/bin/python``); ``ceiling`` (the
     minimal C server, two processes); ``uvbridge-wN`` (popframe on uvloop's
     own transports, N processes, ``+fastretr``: with RETR's short path:
-    benchmarks/ceiling/popframe_on_uvloop.py); ``sql-*`` (sql_servers.py) and
+    benchmarks/ceiling/popframe_on_uvloop.py); ``compiled-wN`` (popframe
+    with its TRANSACTION loop in a C thread, ``+python``: the same launcher
+    without it, ``+py=PYTHON``: benchmarks/ceiling/popframe_compiled.py); ``sql-*`` (sql_servers.py) and
     ``ldap-wN[+ldapcache]`` (ldap_servers.py).  A popframe or sql-* name may end in ``@REV``:
     that commit (``git archive``), so two revisions run side by side in one
     run (``popframe-w2@0f59750,popframe-w2,dovecot``: before and after)."""
@@ -574,6 +628,13 @@ def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REP
         if plus and option != "fastretr":
             raise ValueError(f"unknown server {kind!r}")
         return PopframeOnUvloop(workdir, corpus, int(base[len("uvbridge-w"):]), fast_retr=bool(plus))
+    if kind.startswith("compiled-w"):
+        base, *extra = kind.split("+")
+        pythons = [o[3:] for o in extra if o.startswith("py=")]
+        if set(extra) - {"python", *(f"py={p}" for p in pythons)} or len(pythons) > 1:
+            raise ValueError(f"unknown server {kind!r}")
+        return PopframeCompiled(workdir, corpus, int(base[len("compiled-w"):]),
+                                handoff="python" not in extra, python=pythons[0] if pythons else None)
     if kind.startswith("sql-"):  # popframe's SQL store: benchmarks/sql_servers.py
         from sql_servers import make_sql_server
 

@@ -5,8 +5,9 @@
 - ``sql-mariadb``: MariaDB at 127.0.0.1:3306 (root), likewise;
 - ``sql-sqlite``: a file in the server's directory;
 
-each optionally with ``-wN`` (``--workers N``) and ``+cache``
-(``--auth-cache-ttl 3600``), e.g. ``sql-postgresql-w2``.  The server runs
+each optionally with ``-wN`` (``--workers N``), ``+cache``
+(``--auth-cache-ttl 3600``), ``+socket`` and ``+py=PYTHON`` (another
+interpreter, as for ``popframe``), e.g. ``sql-postgresql-w2``.  The server runs
 ``--store sql:dsn=URL --auth sql:dsn=URL``; the corpus's passwd-file is
 loaded into ``popframe_users`` (the same SHA512-CRYPT fields) and each
 user's maildir into ``popframe_messages`` by ``benchmarks/sql_load.py``,
@@ -40,13 +41,14 @@ SOCKET = {
 class SQLPopframe(srv.Popframe):
     def __init__(self, engine: str, workdir: Path, corpus: Path, workers: int | None,
                  src: Path, auth_cache: bool, revision: str | None = None,
-                 socket: bool = False) -> None:
-        super().__init__(workdir, corpus, workers=workers, src=src, auth_cache=auth_cache)
+                 socket: bool = False, python: str | None = None) -> None:
+        super().__init__(workdir, corpus, workers=workers, src=src, auth_cache=auth_cache,
+                         python=python)
         self.engine = engine
         self.socket = socket  # popframe talks to the database over its Unix-domain socket
         self.name = f"sql-{engine}" + (f"-w{workers}" if workers else "") + \
             ("+cache" if auth_cache else "") + ("+socket" if socket else "") + \
-            (f"@{revision}" if revision else "")
+            (f"+py={python}" if python else "") + (f"@{revision}" if revision else "")
         self.dir = workdir / self.name
         self.log = self.dir / "server.log"
         self.maildirs = self.dir / "maildirs"  # unused: the mail is in the database
@@ -120,10 +122,12 @@ class SQLPopframe(srv.Popframe):
 def make_sql_server(kind: str, workdir: Path, corpus: Path, src: Path,
                     revision: str | None = None) -> SQLPopframe:
     base, *options = kind.split("+")
-    if set(options) - {"cache", "socket"}:
+    pythons = [o[len("py="):] for o in options if o.startswith("py=")]
+    if set(options) - {"cache", "socket", *(f"py={p}" for p in pythons)} or len(pythons) > 1:
         raise ValueError(f"unknown server {kind!r}")
     engine, _, workers = base[len("sql-"):].partition("-w")
     if engine not in ("postgresql", "mariadb", "sqlite") or (workers and not workers.isdigit()):
         raise ValueError(f"unknown server {kind!r}")
     return SQLPopframe(engine, workdir, corpus, int(workers) if workers else None, src,
-                       "cache" in options, revision, socket="socket" in options)
+                       "cache" in options, revision, socket="socket" in options,
+                       python=pythons[0] if pythons else None)

@@ -38,12 +38,12 @@ sent, the load generator checks each message's size and CRC).
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import sys
 from typing import Any
 
+from launch import popframe_factory, serve_forked
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
@@ -185,25 +185,8 @@ def serve(sock: socket.socket, log_path: str, fast_retr: bool, pop3_args: list[s
 
     asyncioreactor.install(loop)
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    from popframe.ops.serving import Serving
-    from popframe.options import Options
-    from popframe.settings import Settings
-    from popframe.twisted_internals import faster_text_logs
-
-    log_file = open(log_path, "a", buffering=1)  # noqa: SIM115  (the process's life)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(log_file)], redirectStandardIO=False)
-    faster_text_logs()
-    options = Options()
-    listen = f"tcp:{sock.getsockname()[1]}:interface=127.0.0.1"
-    options.parseOptions([*pop3_args, "--listen", listen])
-    settings = Settings.from_options(options)
-    serving = Serving(settings, reactor)
-    if fast_retr:
-        serving.factories["pop3"].buildProtocol = lambda addr: _FastRetr(serving.factories["pop3"])
-    factory = serving.factory("pop3", listen)
-    factory.doStart()
+    factory = popframe_factory(sock, log_path, pop3_args, reactor, _FastRetr if fast_retr else None)
 
     async def start() -> None:
         await loop.create_server(lambda: _Bridge(factory), sock=sock, backlog=1024)
@@ -220,31 +203,7 @@ def main() -> None:
     port, workers, log_path = int(args[0]), int(args[1]), args[2]
     fast_retr = args[3] == "--fast-retr"
     pop3_args = args[args.index("--") + 1:]
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(1024)
-    sock.setblocking(False)
-    children: list[int] = []
-    for n in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                serve(sock, f"{log_path}.{n}", fast_retr, pop3_args)
-            finally:
-                os._exit(0)
-        children.append(pid)
-
-    def stop(signum: int, frame: Any) -> None:
-        for child in children:
-            try:
-                os.kill(child, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
-    signal.signal(signal.SIGTERM, stop)
-    for _ in children:
-        os.wait()
+    serve_forked(port, workers, lambda sock, n: serve(sock, f"{log_path}.{n}", fast_retr, pop3_args))
 
 
 if __name__ == "__main__":
