@@ -613,7 +613,7 @@ def make_server(kind: str, workdir: Path, corpus: Path, popframe_src: Path = REP
     minimal C server, two processes); ``uvbridge-wN`` (popframe on uvloop's
     own transports, N processes, ``+fastretr``: with RETR's short path:
     benchmarks/ceiling/popframe_on_uvloop.py); ``compiled-wN`` (popframe
-    with its TRANSACTION loop in a C thread, ``+python``: the same launcher
+    with its transaction loop served in C from the first RETR, ``+python``: the same launcher
     without it, ``+py=PYTHON``: benchmarks/ceiling/popframe_compiled.py); ``sql-*`` (sql_servers.py) and
     ``ldap-wN[+ldapcache]`` (ldap_servers.py).  A popframe or sql-* name may end in ``@REV``:
     that commit (``git archive``), so two revisions run side by side in one

@@ -12,8 +12,8 @@
  * entering Python again, until a command it does not take (QUIT, DELE,
  * TOP, anything malformed or out of range: the Python core decides those,
  * with its own replies), the end of the input, an error, or a reply the
- * socket did not take whole.  Then it returns (reason, pending, retrieved,
- * unsent) and popframe takes the connection back.  The replies are the
+ * socket did not take whole.  Then it returns (pending, retrieved, unsent)
+ * and popframe takes the connection back.  The replies are the
  * session's own texts (English).
  */
 #define PY_SSIZE_T_CLEAN
@@ -188,15 +188,16 @@ static int handle(Txn *t, const char *line, size_t len) {
     return 0;
 }
 
-/* What popframe takes back: (reason, pending input, retrieved indexes,
- * unsent output). */
-static PyObject *give_back(Txn *t, const char *reason) {
+/* What popframe takes back: (pending input, retrieved indexes, unsent
+ * output).  Why does not matter to it: its own doRead and core meet the
+ * end of the input, an error or the command again. */
+static PyObject *give_back(Txn *t) {
     PyObject *done = PyList_New(t->nretrieved);
     if (done == NULL) return NULL;
     for (Py_ssize_t i = 0; i < t->nretrieved; i++)
         PyList_SET_ITEM(done, i, PyLong_FromSsize_t(t->retrieved[i]));
     t->nretrieved = 0;
-    PyObject *r = Py_BuildValue("sy#Ny#", reason, t->in, (Py_ssize_t)t->inlen, done,
+    PyObject *r = Py_BuildValue("y#Ny#", t->in, (Py_ssize_t)t->inlen, done,
                                 t->unsent ? t->unsent : "", (Py_ssize_t)t->nunsent);
     t->inlen = 0;
     free(t->unsent);
@@ -212,34 +213,37 @@ static PyObject *txn_step(Txn *t, PyObject *arg) {
     char *data;
     Py_ssize_t len;
     if (PyBytes_AsStringAndSize(arg, &data, &len) < 0) return NULL;
-    if ((size_t)len > sizeof t->in - t->inlen) return give_back(t, "long");
+    if ((size_t)len > sizeof t->in - t->inlen) {
+        PyErr_SetString(PyExc_ValueError, "input over 1 KiB");
+        return NULL;
+    }
     memcpy(t->in + t->inlen, data, (size_t)len);
     t->inlen += (size_t)len;
     int may_read = len == 0;
     for (;;) {
         char *eol = memmem(t->in, t->inlen, "\r\n", 2);
         if (eol == NULL) {
-            if (t->inlen > LINE_MAX_OCTETS) return give_back(t, "long");
+            if (t->inlen > LINE_MAX_OCTETS) return give_back(t);
             if (!may_read) Py_RETURN_NONE;
             may_read = 0;
             ssize_t got;
             do got = recv(t->fd, t->in + t->inlen, sizeof t->in - t->inlen, 0);
             while (got < 0 && errno == EINTR);
-            if (got == 0) return give_back(t, "eof");
+            if (got == 0) return give_back(t);
             if (got < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK) Py_RETURN_NONE;
-                return give_back(t, "error");
+                return give_back(t);
             }
             t->inlen += (size_t)got;
             continue;
         }
         size_t line = (size_t)(eol - t->in);
         int h = handle(t, t->in, line);
-        if (h == 0) return give_back(t, "line");
-        if (h < 0) return give_back(t, "error");
+        if (h == 0) return give_back(t);
+        if (h < 0) return give_back(t);
         t->inlen -= line + 2;
         memmove(t->in, eol + 2, t->inlen);
-        if (t->unsent != NULL) return give_back(t, "unsent");
+        if (t->unsent != NULL) return give_back(t);
     }
 }
 

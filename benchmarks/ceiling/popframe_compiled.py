@@ -63,11 +63,10 @@ def serve(sock: socket.socket, log_path: str, module_dir: str, handoff: bool,
     class _Handoff(POP3ServerProtocol):
         """Lets C serve a logged-in session's transaction loop."""
 
-        _handed = False
-
         def dataReceived(self, data: bytes) -> None:
             # The first RETR goes to C with what came with it; a session
-            # that only checks (STAT, UIDL, QUIT) stays in Python.
+            # that only checks (STAT, UIDL, QUIT) stays in Python.  While C
+            # serves, the reactor calls its step, not this.
             if len(data) <= 1024 and data[:4] in _TAKEN and self._can_hand_off():
                 self._hand_off(data)
             else:
@@ -75,7 +74,7 @@ def serve(sock: socket.socket, log_path: str, module_dir: str, handoff: bool,
 
         def _can_hand_off(self) -> bool:
             session, tcp = self.session, self._tcp
-            return (session is not None and tcp is not None and not self._handed
+            return (session is not None and tcp is not None
                     and session.state is SessionState.TRANSACTION and session._pending is None
                     and not session.buffered and not self._closed and not self._waiting
                     and self._message is None and self._rest is None and not self._proxied
@@ -108,18 +107,16 @@ def serve(sock: socket.socket, log_path: str, module_dir: str, handoff: bool,
                 if result is not None:
                     handed_back(*result)
 
-            self._handed = True
             self._reset_timeout()
             tcp.doRead = do_read  # type: ignore[method-assign]
             result = step(data)
             if result is not None:
                 handed_back(*result)
 
-        def _handed_back(self, reason: str, pending: bytes, retrieved: list[int], unsent: bytes) -> None:
+        def _handed_back(self, pending: bytes, retrieved: list[int], unsent: bytes) -> None:
             """Python again: the session's record learns what C sent;
             the end of the input or an error the socket reports is read
             again by Twisted's ``doRead`` (epoll is level-triggered)."""
-            self._handed = False
             tcp, session, record = self._tcp, self.session, self.record
             assert tcp is not None and session is not None and record is not None
             del tcp.doRead

@@ -74,11 +74,8 @@ class MboxLocks:
         self._missing = ""  # the lock a timeout names: the one last found held
 
     def __enter__(self) -> MboxLocks:
-        deadline = time.monotonic() + self.timeout
-        try:
-            _wait(self._take_both, deadline, self.path)
-        except LockTimeout:
-            raise LockTimeout(errno.EAGAIN, "lock held too long", self._missing) from None
+        if not _wait(self._take_both, time.monotonic() + self.timeout):
+            raise LockTimeout(errno.EAGAIN, "lock held too long", self._missing)
         return self
 
     def _take_both(self) -> bool:
@@ -234,13 +231,14 @@ def _dead_popframe_owner(lock: str) -> int | None:
     return None
 
 
-def _wait(attempt: Any, deadline: float, what: str) -> None:
+def _wait(attempt: Any, deadline: float) -> bool:
     """Call ``attempt()`` until it returns True, pausing a little longer
-    each time; :class:`LockTimeout` at ``deadline``."""
+    each time; False if it has not by ``deadline``."""
     pause = _FIRST_PAUSE
     while not attempt():
         now = time.monotonic()
         if now >= deadline:
-            raise LockTimeout(errno.EAGAIN, "lock held too long", what)
+            return False
         time.sleep(min(pause, max(0.0, deadline - now)))
         pause = min(pause * 2, _MAX_PAUSE)
+    return True
