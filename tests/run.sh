@@ -27,6 +27,7 @@ DEBIAN_PACKAGES=(python3-venv curl openssl fetchmail mpop getmail6 redis-server 
                  dovecot-core dovecot-pop3d)  # the server popframe takes over (tests/dovecot_support.py)
 DEBIAN_PACKAGES+=(haproxy)  # examples/cluster, tests/test_proxy.py, tests/test_cluster.py
 DEBIAN_PACKAGES+=(gcc zlib1g-dev)  # tests/test_bench_c_loadgen.py compiles benchmarks/ceiling/pop3_load.c
+DEBIAN_PACKAGES+=(libssl-dev)  # setup.py builds popframe/auth/_shacrypt.c (tests/test_shacrypt.py)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
