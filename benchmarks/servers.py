@@ -300,7 +300,8 @@ def export_popframe(rev: str, dest: Path) -> Path:
     """A snapshot of commit ``rev`` of this repository (``git archive``), so
     a benchmark runs a fixed popframe while others edit the working tree.
     ``rev="worktree"``: a copy of the working tree's popframe/ and twisted/
-    as they are now (uncommitted changes included)."""
+    as they are now (uncommitted changes included, and the C part as last
+    built).  A commit's C part is built for the benchmarks' interpreter."""
     if rev == "worktree":
         target = dest / f"popframe-worktree-{time.strftime('%Y%m%d-%H%M%S')}"
         target.mkdir(parents=True)
@@ -318,6 +319,9 @@ def export_popframe(rev: str, dest: Path) -> Path:
         subprocess.run(["tar", "-x", "-C", str(target)], stdin=archive.stdout, check=True)
         if archive.wait() != 0:
             raise RuntimeError(f"git archive {commit} failed")
+        if (target / "setup.py").exists():  # its C part (SHA512-CRYPT), as pip builds it
+            subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+                           cwd=target, check=True, capture_output=True)
     return target
 
 
