@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from popframe.auth import schemes
+from popframe.auth.stored import FALLBACK_DUMMY
 
 pytestmark = pytest.mark.core
 
@@ -114,6 +115,14 @@ def test_verify_uses_it_and_libxcrypt_still_answers_the_rest(monkeypatch: pytest
 
 
 @needs_extension
+def test_unknown_users_cost_what_known_ones_do() -> None:
+    """The field an unknown user is checked against (when no user's can be
+    borrowed) takes the same path as the users' own SHA512-CRYPT hashes."""
+    dummy = FALLBACK_DUMMY.removeprefix("{SHA512-CRYPT}").encode()
+    assert _shacrypt.sha512_crypt(b"guess", dummy) == libxcrypt(b"guess", dummy)
+
+
+@needs_extension
 def test_hashes_in_threads_agree() -> None:
     """The GIL is let go while hashing: many threads at once, each its own
     buffers, all right."""
@@ -130,6 +139,11 @@ def test_hashes_in_threads_agree() -> None:
     for thread in threads:
         thread.join()
     assert got == expected
+
+
+def test_what_hashes_is_said() -> None:
+    said = schemes.SHA512_CRYPT_BY
+    assert said == ("libxcrypt" if _shacrypt is None else "OpenSSL")
 
 
 def test_without_the_extension_libxcrypt_hashes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "Encoding",
     "Make",
     "SCHEMES",
+    "SHA512_CRYPT_BY",
     "Scheme",
     "StoredPassword",
     "UnknownScheme",
@@ -320,6 +321,9 @@ def _load_sha512_crypt() -> Callable[[bytes, bytes], bytes | None] | None:
 
 _LIBCRYPT_CRYPT_R = _load_libcrypt_crypt_r()
 _SHA512_CRYPT = _load_sha512_crypt()
+#: What verifies SHA512-CRYPT hashes here: "OpenSSL" (the C part was
+#: built) or "libxcrypt".
+SHA512_CRYPT_BY = "OpenSSL" if _SHA512_CRYPT is not None else "libxcrypt"
 #: sizeof(struct crypt_data) in libxcrypt; it must start zeroed.
 _CRYPT_DATA_SIZE = 32768
 
