@@ -5,7 +5,6 @@ setting to libxcrypt."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
 
 import crypt_r
@@ -30,11 +29,10 @@ ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 def libxcrypt(password: bytes, setting: bytes) -> bytes | None:
-    """The reference: libxcrypt's crypt_r, called directly."""
-    function = ctypes.CDLL(ctypes.util.find_library("crypt")).crypt_r
-    function.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
-    function.restype = ctypes.c_char_p
-    result: bytes | None = function(password, setting, ctypes.create_string_buffer(32768))
+    """The reference: libxcrypt's crypt_r, as schemes loads it."""
+    assert schemes._LIBCRYPT_CRYPT_R is not None
+    data = ctypes.create_string_buffer(schemes._CRYPT_DATA_SIZE)
+    result: bytes | None = schemes._LIBCRYPT_CRYPT_R(password, setting, data)
     return result
 
 

@@ -25,7 +25,6 @@
 #define SALT_MAX 16
 #define ROUNDS_DEFAULT 5000
 #define ROUNDS_MIN 1000
-#define ROUNDS_MAX 999999999L
 #define PASSWORD_MAX 256 /* longer: libxcrypt's business (it refuses 512 and more) */
 
 static const char ALPHABET[] =
@@ -47,15 +46,14 @@ static int parse_setting(const char *setting, Py_ssize_t length, const char **sa
     *rounds = ROUNDS_DEFAULT;
     *rounds_given = 0;
     if (end - p >= 7 && memcmp(p, "rounds=", 7) == 0) {
-        long value = 0; /* at most 9 digits: fits a 32-bit long */
+        long value = 0; /* at most 9 digits (999999999, the maximum): fits a 32-bit long */
         const char *digits = p + 7, *q = digits;
         while (q < end && *q >= '0' && *q <= '9' && q - digits < 9) {
             value = value * 10 + (*q - '0');
             q++;
         }
         /* a tenth digit is not the '$' that must follow */
-        if (q == digits || q >= end || *q != '$' || *digits == '0' || value < ROUNDS_MIN
-            || value > ROUNDS_MAX)
+        if (q == digits || q >= end || *q != '$' || *digits == '0' || value < ROUNDS_MIN)
             return 0;
         *rounds = value;
         *rounds_given = 1;
@@ -102,7 +100,6 @@ static void sha512_crypt(const unsigned char *key, size_t key_length, const char
     SHA512_CTX ctx;
     unsigned char a[SHA512_DIGEST_LENGTH], b[SHA512_DIGEST_LENGTH];
     unsigned char dp[SHA512_DIGEST_LENGTH], ds[SHA512_DIGEST_LENGTH];
-    unsigned char s_sequence[SALT_MAX];
     size_t n;
 
     /* B = H(key salt key) */
@@ -134,12 +131,12 @@ static void sha512_crypt(const unsigned char *key, size_t key_length, const char
     SHA512_Final(dp, &ctx);
     repeat(p_sequence, key_length, dp);
 
-    /* DS = H(salt repeated 16 + A[0] times); S = DS's first len(salt) octets */
+    /* DS = H(salt repeated 16 + A[0] times); the S sequence is DS's first
+     * len(salt) octets (len(salt) <= 16), read from ds itself */
     SHA512_Init(&ctx);
     for (n = 0; n < 16u + a[0]; n++)
         SHA512_Update(&ctx, salt, salt_length);
     SHA512_Final(ds, &ctx);
-    memcpy(s_sequence, ds, salt_length); /* salt_length <= 16 */
 
     /* The rounds, C starting as A. */
     for (long i = 0; i < rounds; i++) {
@@ -149,7 +146,7 @@ static void sha512_crypt(const unsigned char *key, size_t key_length, const char
         else
             SHA512_Update(&ctx, a, SHA512_DIGEST_LENGTH);
         if (i % 3 != 0)
-            SHA512_Update(&ctx, s_sequence, salt_length);
+            SHA512_Update(&ctx, ds, salt_length);
         if (i % 7 != 0)
             SHA512_Update(&ctx, p_sequence, key_length);
         if (i & 1)
@@ -179,7 +176,6 @@ static void sha512_crypt(const unsigned char *key, size_t key_length, const char
     OPENSSL_cleanse(b, sizeof b);
     OPENSSL_cleanse(dp, sizeof dp);
     OPENSSL_cleanse(ds, sizeof ds);
-    OPENSSL_cleanse(s_sequence, sizeof s_sequence);
     OPENSSL_cleanse(a, sizeof a);
 }
 
